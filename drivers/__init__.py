@@ -1,0 +1,1 @@
+"""Reference secondary-MMU drivers (KVM-like, GRU-like, HMM mirror, IOMMU SVA)."""

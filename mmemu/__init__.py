@@ -1,0 +1,44 @@
+"""mmemu: emulate the Linux kernel's memory-management concurrency protocols
+and find their races.
+
+The public surface lives here (and in ``mmemu.lowlevel`` for kernel-model
+authors, ``mmemu.testing`` for driver authors).
+"""
+
+from mmemu.engine import (
+    DFS,
+    PCT,
+    Deadlock,
+    Failure,
+    InvariantViolation,
+    Livelock,
+    MmemuError,
+    ModelError,
+    NondeterminismError,
+    Outcome,
+    Random,
+    Result,
+    ScheduleFormatError,
+    Settings,
+    Simulation,
+    UnexpectedException,
+    explore,
+    explore_async,
+    mutant,
+    register_mutant,
+    replay,
+    replay_async,
+    scenario,
+    span,
+    step,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DFS", "PCT", "Deadlock", "Failure", "InvariantViolation", "Livelock", "MmemuError",
+    "ModelError", "NondeterminismError", "Outcome", "Random", "Result",
+    "ScheduleFormatError", "Settings", "Simulation", "UnexpectedException", "explore",
+    "explore_async", "mutant", "register_mutant", "replay", "replay_async", "scenario",
+    "span", "step",
+]

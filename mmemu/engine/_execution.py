@@ -1,0 +1,578 @@
+"""One execution of a scenario under the controlled scheduler.
+
+Design
+------
+Every emulated CPU is a trio task, but exactly one of them runs at a time and
+the engine, not trio, decides which.  A CPU gives up control only at a *yield
+point*: ``await mmemu.step(...)``, a blocking primitive (``block``), or its
+end.  There the engine asks the strategy which runnable CPU executes next and
+hands the token over directly with ``trio.lowlevel.reschedule`` and
+``wait_task_rescheduled``: CPU to CPU, one trio switch per context switch and
+no switch at all when the same CPU continues.  Because at most one of our
+tasks is ever runnable in trio's run queue, trio's own (shuffled) order never
+matters.
+
+The code between two yield points is one atomic *step*.  The accesses given to
+``step`` describe the step about to run, so the strategies can reason about
+what a CPU *would* do if chosen (sleep sets, DPOR).  A CPU starts parked at an
+implicit ``<start>`` yield point with no declared accesses: the code a CPU runs
+before its first ``step`` must not touch shared state.
+
+Blocking: ``block(channel, ...)`` takes the current CPU off the runnable set
+until another CPU calls ``wake_all(channel)``.  A step that wakes ``channel``
+must declare a write to it, so a wake always conflicts with the resumed step
+of the CPUs it wakes; partial-order reduction relies on that.
+
+Aborting: when an execution fails, every parked CPU is resumed with
+``_Aborted`` (a BaseException model code does not catch), which unwinds it;
+steps taken while aborting raise ``_Aborted`` again.  No trio cancellation is
+involved, so an aborted execution is as deterministic as a finished one.
+
+Invariants (checked by the tests):
+- ``runnable`` holds exactly the CPUs in state RUNNABLE, sorted by id;
+- ``running`` is the CPU whose task is executing, or None in the scenario's
+  own (setup / final check) code;
+- ``choices`` has one entry per choice point (two or more runnable CPUs).
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Any
+
+import outcome
+import trio
+from trio.lowlevel import Abort, current_task, reschedule, wait_task_rescheduled
+
+from ._errors import (
+    Deadlock,
+    InvariantViolation,
+    Livelock,
+    MmemuError,
+    ModelError,
+    NondeterminismError,
+    UnexpectedException,
+)
+
+RUNNABLE = "runnable"
+BLOCKED = "blocked"
+DONE = "done"
+NEW = "new"
+
+#: a chooser picks the CPU that runs next among ``runnable`` (two or more).
+Chooser = Callable[["Simulation", "CPU | None", "list[CPU]"], "CPU"]
+
+_EMPTY: tuple[Hashable, ...] = ()
+
+
+class _Aborted(BaseException):
+    """Unwinds a CPU (or the scenario) once the execution has failed."""
+
+
+def _abort_ok(_raise_cancel: Any) -> Abort:
+    return Abort.SUCCEEDED
+
+
+async def _park() -> None:
+    await wait_task_rescheduled(_abort_ok)
+
+
+class CPU:
+    """An emulated CPU: a trio task that runs only when the engine says so.
+
+    ``held`` is a list the kernel's locking keeps up to date (descriptions of
+    the locks this CPU holds) so that deadlock reports can say who holds what.
+    """
+
+    __slots__ = (
+        "id", "name", "sim", "task", "state", "pending", "channel", "why",
+        "held", "labels", "exc", "data",
+    )
+
+    def __init__(self, sim: Simulation, cpu_id: int, name: str) -> None:
+        self.id = cpu_id
+        self.name = name
+        self.sim = sim
+        self.task: Any = None
+        self.state = NEW
+        # (label, reads, writes) of the step this CPU runs when next chosen
+        self.pending: tuple[str, tuple[Hashable, ...], tuple[Hashable, ...]] = (
+            "<start>", _EMPTY, _EMPTY)
+        self.channel: Hashable | None = None
+        self.why = ""
+        self.held: list[str] = []
+        self.labels: list[str] = []  # step history, kept for reports of exceptions
+        self.exc: BaseException | None = None
+        #: free for the kernel model (current->signal, lockdep's held stack...)
+        self.data: dict[str, Any] = {}
+
+    @property
+    def title(self) -> str:
+        return f"cpu{self.id} ({self.name})"
+
+    def __repr__(self) -> str:
+        return f"<CPU {self.title} {self.state}>"
+
+
+class Simulation:
+    """The state of one execution; the ``sim`` a scenario receives.
+
+    Scenarios use ``sim.cpus()``, ``sim.check()``, ``sim.params`` and
+    ``sim.mutants``; everything else is for the engine and the kernel model.
+    """
+
+    def __init__(
+        self,
+        *,
+        chooser: Chooser,
+        params: dict[str, Any] | None = None,
+        mutants: frozenset[str] = frozenset(),
+        max_steps: int = 10_000,
+        record: bool = False,
+        exploration: dict[str, Any] | None = None,
+    ) -> None:
+        self.chooser = chooser
+        self.params: dict[str, Any] = dict(params or {})
+        self.mutants = mutants
+        self.max_steps = max_steps
+        #: state that lives across the executions of one exploration (lockdep)
+        self.exploration: dict[str, Any] = exploration if exploration is not None else {}
+        #: free for the kernel model within one execution
+        self.data: dict[str, Any] = {}
+        self.cpu_list: list[CPU] = []
+        self.runnable: list[CPU] = []
+        self.running: CPU | None = None
+        self.steps = 0
+        self.preemptions = 0
+        self.choices: list[int] = []
+        self.record = record
+        # events, when recording: (cpu_id, label, reads, writes, preempted)
+        self.events: list[tuple[int, str, tuple[Hashable, ...], tuple[Hashable, ...], bool]] = []
+        # runnable CPU ids before each event, when recording
+        self.enabled: list[tuple[int, ...]] = []
+        self.spans: list[tuple[str, int, int, str]] = []  # (B|E, cpu, step, name)
+        self.failure: MmemuError | None = None
+        self.failure_step: int = -1
+        self.aborting = False
+        self._waiters: dict[Hashable, list[CPU]] = {}
+        self._live = 0
+        self._parked = 0
+        self._started = 0
+        self._main_task: Any = None
+        self._main_waiting = False
+        self._cpu_exit_hooks: list[Callable[[CPU], None]] = []
+        self._end_hooks: list[Callable[[Simulation], None]] = []
+
+    # ----------------------------------------------------------------- public
+
+    def cpus(self) -> _CpuNursery:
+        """``async with sim.cpus() as cpus: cpus.start(fn, *args, name=...)``.
+
+        Leaving the block runs the CPUs under the engine's scheduler and waits
+        for all of them.
+        """
+        return _CpuNursery(self)
+
+    def check(self, cond: object, message: str, *, details: str = "") -> None:
+        """Fail the execution with an InvariantViolation unless ``cond``."""
+        if not cond:
+            raise InvariantViolation(message, details=details)
+
+    def mutant(self, name: str) -> bool:
+        """Is the named mutant switched on in this exploration?"""
+        return name in self.mutants
+
+    def on_cpu_exit(self, hook: Callable[[CPU], None]) -> None:
+        """Call ``hook(cpu)`` when a CPU finishes normally (lockdep: held locks)."""
+        self._cpu_exit_hooks.append(hook)
+
+    def at_end(self, hook: Callable[[Simulation], None]) -> None:
+        """Call ``hook(sim)`` after the scenario returned without failing (leak checks)."""
+        self._end_hooks.append(hook)
+
+    @property
+    def current(self) -> CPU | None:
+        return self.running
+
+    # ---------------------------------------------------------- the scheduler
+
+    def _pick(self, prev: CPU | None) -> CPU | None:
+        """Choose the CPU that runs the next step; None when none can run."""
+        run = self.runnable
+        n = len(run)
+        if n == 0:
+            return None
+        preempted = False
+        if n == 1:
+            nxt = run[0]
+        else:
+            nxt = self.chooser(self, prev, run)
+            self.choices.append(nxt.id)
+            if prev is not None and nxt is not prev and prev.state == RUNNABLE:
+                self.preemptions += 1
+                preempted = True
+        if self.record:
+            self.enabled.append(tuple(c.id for c in run))
+            label, reads, writes = nxt.pending
+            self.events.append((nxt.id, label, reads, writes, preempted))
+            nxt.labels.append(label)
+        self.steps += 1
+        if self.steps > self.max_steps:
+            self.fail(Livelock(
+                f"execution exceeded max_steps={self.max_steps} steps "
+                f"(a CPU spinning?); {nxt.title} was about to run {nxt.pending[0]!r}"))
+        self.running = nxt
+        return nxt
+
+    def _switch_from(self, cpu: CPU) -> CPU | None:
+        nxt = self._pick(cpu)
+        if nxt is None:
+            self._deadlock()
+        return nxt
+
+    def _deadlock(self) -> None:
+        lines = []
+        for c in self.cpu_list:
+            if c.state == DONE:
+                continue
+            held = ", ".join(c.held) if c.held else "nothing"
+            lines.append(f"  {c.title}: waits for {c.why or c.channel!r}; holds {held}")
+        self.fail(Deadlock("no CPU can run:\n" + "\n".join(lines)))
+
+    def fail(self, exc: MmemuError) -> None:
+        """Record ``exc`` as this execution's failure and unwind the caller.
+
+        Unlike raising ``exc``, this cannot be swallowed by model or driver
+        code that catches ``Exception``.
+        """
+        if self.failure is None:
+            self.failure = exc
+            self.failure_step = self.steps if self.running is not None else -1
+        self._abort_all()
+        raise _Aborted()
+
+    def _abort_all(self) -> None:
+        """Resume every parked CPU with _Aborted so that it unwinds."""
+        if self.aborting:
+            return
+        self.aborting = True
+        me = current_task()
+        for c in self.cpu_list:
+            if c.state in (RUNNABLE, BLOCKED) and c.task is not None and c.task is not me:
+                reschedule(c.task, outcome.Error(_Aborted()))
+        self._waiters.clear()
+
+    # ------------------------------------------------------ CPU task plumbing
+
+    async def _cpu_main(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        cpu.task = current_task()
+        cpu.state = RUNNABLE
+        self.runnable.append(cpu)  # trio starts tasks in any order: sorted below
+        self._parked += 1
+        if self._parked == self._started and self._main_waiting:
+            self._main_waiting = False
+            reschedule(self._main_task)
+        try:
+            await _park()  # the implicit <start> yield point
+            await fn(*args)
+        except _Aborted:
+            pass
+        except MmemuError as exc:
+            self._record_cpu_failure(cpu, exc)
+        except Exception as exc:  # noqa: BLE001 - reported, with its traceback
+            tb = traceback.format_exc()
+            self._record_cpu_failure(cpu, UnexpectedException(
+                f"{cpu.title} raised {type(exc).__name__}: {exc}\n"
+                f"  after steps: {', '.join(cpu.labels[-8:]) or '<none>'}",
+                original=exc, traceback_text=tb))
+        self._cpu_exit(cpu)
+
+    def _record_cpu_failure(self, cpu: CPU, exc: MmemuError) -> None:
+        if self.failure is None:
+            self.failure = exc
+            self.failure_step = self.steps
+        self._abort_all()
+
+    def _cpu_exit(self, cpu: CPU) -> None:
+        if cpu.state == RUNNABLE:
+            self.runnable.remove(cpu)
+        cpu.state = DONE
+        self._live -= 1
+        if not self.aborting:
+            try:
+                for hook in self._cpu_exit_hooks:
+                    hook(cpu)
+            except _Aborted:
+                pass
+            except MmemuError as exc:
+                self._record_cpu_failure(cpu, exc)
+        if self.aborting:
+            if self._live == 0:
+                self.running = None
+                reschedule(self._main_task)
+            return
+        if self._live == 0:
+            self.running = None
+            reschedule(self._main_task)
+            return
+        try:
+            nxt = self._switch_from(cpu)
+        except _Aborted:
+            if self._live == 0:
+                reschedule(self._main_task)
+            return
+        assert nxt is not None
+        reschedule(nxt.task)
+
+    # -------------------------------------------------------- yield points
+
+    async def _yield(self, cpu: CPU, label: str, reads: tuple[Hashable, ...],
+                     writes: tuple[Hashable, ...]) -> None:
+        cpu.pending = (label, reads, writes)
+        nxt = self._pick(cpu)
+        if nxt is not cpu:
+            assert nxt is not None  # cpu itself is runnable
+            reschedule(nxt.task)
+            await _park()
+
+    async def _block(self, cpu: CPU, channel: Hashable, label: str,
+                     reads: tuple[Hashable, ...], writes: tuple[Hashable, ...], why: str) -> None:
+        cpu.state = BLOCKED
+        self.runnable.remove(cpu)
+        cpu.pending = (label, reads, writes)
+        cpu.channel = channel
+        cpu.why = why
+        self._waiters.setdefault(channel, []).append(cpu)
+        nxt = self._switch_from(cpu)
+        assert nxt is not None and nxt is not cpu
+        reschedule(nxt.task)
+        await _park()
+
+    def _wake(self, channel: Hashable, all_: bool) -> int:
+        waiters = self._waiters.get(channel)
+        if not waiters:
+            return 0
+        woken = waiters[:] if all_ else waiters[:1]
+        del waiters[: len(woken)]
+        if not waiters:
+            del self._waiters[channel]
+        for c in woken:
+            c.state = RUNNABLE
+            c.channel = None
+            c.why = ""
+            self.runnable.append(c)
+        self.runnable.sort(key=_cpu_id)
+        return len(woken)
+
+    # ---------------------------------------------------------- one execution
+
+    async def run(self, scenario: Callable[[Simulation], Awaitable[Any]]) -> None:
+        """Run the scenario once; the outcome is left in ``self.failure``."""
+        global _current
+        if _current is not None:
+            raise ModelError("an mmemu execution is already running in this thread")
+        _current = self
+        try:
+            await scenario(self)
+        except _Aborted:
+            pass
+        except MmemuError as exc:
+            # Misuse outranks whatever failure it may have caused.
+            if self.failure is None or isinstance(exc, (ModelError, NondeterminismError)):
+                self.failure = exc
+                self.failure_step = -1
+        except Exception as exc:  # noqa: BLE001 - the scenario's own code failed
+            if self.failure is None:
+                self.failure = UnexpectedException(
+                    f"the scenario raised {type(exc).__name__}: {exc}",
+                    original=exc, traceback_text=traceback.format_exc())
+                self.failure_step = -1
+        else:
+            if self.failure is None:
+                try:
+                    for hook in self._end_hooks:
+                        hook(self)
+                except _Aborted:
+                    pass
+                except MmemuError as exc:
+                    self.failure = exc
+                    self.failure_step = -1
+        finally:
+            _current = None
+
+
+def _cpu_id(c: CPU) -> int:
+    return c.id
+
+
+class _CpuNursery:
+    def __init__(self, sim: Simulation) -> None:
+        self._sim = sim
+        self._nursery_cm: Any = None
+        self._nursery: Any = None
+        self._pending: list[tuple[CPU, Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
+
+    async def __aenter__(self) -> _CpuNursery:
+        if self._sim.running is not None:
+            raise ModelError("sim.cpus() must be used by the scenario, not inside a CPU")
+        return self
+
+    def start(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> CPU:
+        """Start an emulated CPU running ``await fn(*args)``; it starts parked."""
+        sim = self._sim
+        cpu = CPU(sim, len(sim.cpu_list), name or getattr(fn, "__name__", "cpu"))
+        sim.cpu_list.append(cpu)
+        self._pending.append((cpu, fn, args))
+        return cpu
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        sim = self._sim
+        if exc_type is not None or not self._pending:
+            return False
+        async with trio.open_nursery() as nursery:
+            sim._started += len(self._pending)
+            sim._live += len(self._pending)
+            for cpu, fn, args in self._pending:
+                nursery.start_soon(sim._cpu_main, cpu, fn, args, name=cpu.title)
+            self._pending = []
+            sim._main_task = current_task()
+            if sim._parked < sim._started:
+                sim._main_waiting = True
+                await _park()
+            # Every CPU now sits at its <start> yield point: make the first choice.
+            sim.runnable.sort(key=_cpu_id)
+            try:
+                first = sim._pick(None)
+            except _Aborted:
+                first = None
+            if first is not None:
+                reschedule(first.task)
+                await _park()  # until every CPU has finished (or the run aborted)
+        if sim.failure is not None:
+            raise _Aborted()
+        return False
+
+
+_current: Simulation | None = None
+
+
+def current_simulation() -> Simulation:
+    """The running execution; ModelError outside one."""
+    sim = _current
+    if sim is None:
+        raise ModelError("no mmemu execution is running (call this from a scenario)")
+    return sim
+
+
+def _sim_or_none() -> Simulation | None:
+    return _current
+
+
+# ----------------------------------------------------------------- public API
+
+async def step(label: str, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = ()) -> None:
+    """A yield point: the engine may switch CPUs here.
+
+    ``reads`` / ``writes`` are the shared objects the step *about to run*
+    (the code between this call and the next yield point) reads and writes.
+    Any hashable object will do: model objects, strings, ``(page, "_count")``.
+
+    Called from the scenario's own code (setup, final checks) it does nothing.
+    """
+    sim = _current
+    if sim is None:
+        raise ModelError(f"mmemu.step({label!r}) called outside an execution")
+    cpu = sim.running
+    if cpu is None:
+        return
+    if sim.aborting:
+        raise _Aborted()
+    await sim._yield(cpu, label,
+                     reads if type(reads) is tuple else tuple(reads),
+                     writes if type(writes) is tuple else tuple(writes))
+
+
+async def block(channel: Hashable, label: str, *, reads: Iterable[Hashable] = (),
+                writes: Iterable[Hashable] = (), why: str = "") -> None:
+    """Take the current CPU off the runnable set until ``wake_all(channel)``.
+
+    When woken and chosen, the CPU runs the step described by ``label``,
+    ``reads`` and ``writes``; ``channel`` is added to its writes.  ``why``
+    names what it waits for in deadlock reports ("spinlock tree_lock held by
+    cpu1 (reclaim)").
+    """
+    sim = current_simulation()
+    cpu = sim.running
+    if cpu is None:
+        raise ModelError(f"block({label!r}) in the scenario's own code would wait forever")
+    if sim.aborting:
+        raise _Aborted()
+    w = tuple(writes)
+    if channel not in w:
+        w = w + (channel,)
+    await sim._block(cpu, channel, label, tuple(reads), w, why)
+
+
+def wake_all(channel: Hashable) -> int:
+    """Make every CPU blocked on ``channel`` runnable; returns how many.
+
+    The current step must have declared a write to ``channel``.
+    """
+    return _wake(channel, True)
+
+
+def wake_one(channel: Hashable) -> int:
+    """Make the CPU that has waited longest on ``channel`` runnable."""
+    return _wake(channel, False)
+
+
+def _wake(channel: Hashable, all_: bool) -> int:
+    sim = current_simulation()
+    cpu = sim.running
+    if cpu is not None and channel not in cpu.pending[2] and sim._waiters.get(channel):
+        raise ModelError(
+            f"step {cpu.pending[0]!r} of {cpu.title} wakes waiters on {channel!r} "
+            f"but did not declare writes=({channel!r},)")
+    return sim._wake(channel, all_)
+
+
+def current_cpu() -> CPU | None:
+    """The CPU running now, or None in the scenario's own code."""
+    return current_simulation().running
+
+
+def mutant(name: str) -> bool:
+    """Is the named mutant switched on in the running exploration?"""
+    sim = _current
+    return sim is not None and name in sim.mutants
+
+
+def fail(exc: MmemuError) -> None:
+    """Fail the running execution with ``exc`` (cannot be swallowed)."""
+    current_simulation().fail(exc)
+
+
+class span:
+    """``with span("truncate_inode_pages"):`` marks a kernel function on the
+    current CPU's track in traces.  Costs nothing unless the execution records."""
+
+    __slots__ = ("name", "_cpu")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._cpu: CPU | None = None
+
+    def __enter__(self) -> span:
+        sim = _current
+        if sim is not None and sim.record and sim.running is not None:
+            self._cpu = sim.running
+            sim.spans.append(("B", self._cpu.id, sim.steps, self.name))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        cpu = self._cpu
+        if cpu is not None:
+            sim = cpu.sim
+            sim.spans.append(("E", cpu.id, sim.steps, self.name))
+            self._cpu = None

@@ -1,0 +1,439 @@
+"""Exploration: run a scenario many times, shrink the first failure, report it.
+
+``explore`` is the engine's front door.  It creates a fresh ``Simulation`` per
+execution (stateless model checking: the scenario rebuilds all its state each
+time), asks the strategy for a chooser, and keeps going until the budget is
+spent, the strategy is exhausted, or a failure is found.
+
+Shrinking.  A failure is minimised before it is shown, lexicographically on
+(preemptions, steps):
+
+1. iterative context bounding: a DFS bounded at 0, 1, ... preemptions (with
+   DPOR) looks for a failure of the same kind with fewer preemptions than the
+   one found, within the shrink budget;
+2. local search: from the best schedule, try each other choice at each choice
+   point (the rest of the run guided by the old choices, then without
+   preemptions) and keep any run that fails the same way with fewer
+   (preemptions, steps).
+
+The final schedule is replayed once more with full recording to produce the
+trace, the report and the token.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import structlog
+import trio
+
+from ._errors import (
+    InvariantViolation,
+    MmemuError,
+    ModelError,
+    NondeterminismError,
+    UnexpectedException,
+)
+from ._execution import Chooser, Simulation
+from ._registry import Scenario, get_mutant, get_scenario, resolve_scenario, scenario_name
+from ._report import Trace, build_trace, render_timeline
+from ._schedule import Schedule
+from ._settings import Settings
+from ._strategies import DFS, Guided, Strategy, make_strategy
+
+
+
+class _Silent:
+    """Stands in for a logger when the application has not configured
+    structlog: the library never configures it, and never prints unasked."""
+
+    def bind(self, **_kw: Any) -> _Silent:
+        return self
+
+    def debug(self, *_a: Any, **_kw: Any) -> None:
+        pass
+
+    info = debug
+
+
+def _logger() -> Any:
+    return structlog.get_logger("mmemu") if structlog.is_configured() else _Silent()
+
+ScenarioFn = Callable[[Simulation], Awaitable[Any]]
+
+
+def failure_kind(exc: MmemuError) -> str:
+    return type(exc).__name__
+
+
+@attrs.frozen
+class RawRun:
+    """What one execution produced (before shrinking)."""
+
+    kind: str | None
+    exc: MmemuError | None
+    choices: tuple[int, ...]
+    steps: int
+    preemptions: int
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.preemptions, self.steps)
+
+
+@attrs.frozen(eq=False)
+class Failure:
+    """A failing execution, shrunk.  ``schedule`` is its replay token."""
+
+    kind: str
+    message: str
+    schedule: str
+    preemptions: int
+    steps: int
+    trace: Trace
+    scenario: str
+    params: dict[str, Any]
+    mutants: tuple[str, ...]
+    exception: MmemuError
+    failure_step: int
+    found_after: int = 0
+
+    @property
+    def details(self) -> str:
+        d = getattr(self.exception, "details", "")
+        if isinstance(self.exception, UnexpectedException):
+            d = self.exception.traceback_text.rstrip()
+        return d
+
+    def replay_command(self) -> str:
+        return f"mmemu replay {self.schedule}"
+
+    def report(self) -> str:
+        head = f"mmemu: {self.scenario}"
+        if self.params:
+            head += " [" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) + "]"
+        if self.mutants:
+            head += " with mutant " + ", ".join(self.mutants)
+        plural = "" if self.preemptions == 1 else "s"
+        lines = [head,
+                 f"{self.kind} after {self.steps} steps, {self.preemptions} preemption{plural} "
+                 f"(* marks a preemption)",
+                 "",
+                 render_timeline(self.trace, failure_step=self.failure_step),
+                 "",
+                 f"{self.kind}: {self.message}"]
+        if self.details:
+            lines.append(self.details.rstrip())
+        lines += ["", "replay with:", f"  {self.replay_command()}"]
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "message": self.message, "schedule": self.schedule,
+                "preemptions": self.preemptions, "steps": self.steps}
+
+
+@attrs.frozen(eq=False)
+class Result:
+    """What an exploration found."""
+
+    scenario: str
+    params: dict[str, Any]
+    mutants: tuple[str, ...]
+    strategy: str
+    executions: int
+    exhausted: bool
+    failures: tuple[Failure, ...]
+    elapsed_s: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def failure(self) -> Failure | None:
+        return self.failures[0] if self.failures else None
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+@attrs.frozen(eq=False)
+class Outcome:
+    """What one replayed execution did."""
+
+    scenario: str
+    steps: int
+    preemptions: int
+    trace: Trace
+    failure: Failure | None
+
+
+class _Runner:
+    """Runs executions of one scenario (inside a trio run)."""
+
+    def __init__(self, fn: ScenarioFn, name: str, params: dict[str, Any],
+                 mutants: tuple[str, ...], max_steps: int) -> None:
+        self.fn = fn
+        self.name = name
+        self.params = params
+        self.mutants = mutants
+        self.mutant_set = frozenset(mutants)
+        self.max_steps = max_steps
+        self.exploration: dict[str, Any] = {}
+        self.prelude: tuple[tuple[int, ...], ...] = ()
+
+    async def run(self, chooser: Chooser, *, record: bool) -> Simulation:
+        sim = Simulation(chooser=chooser, params=self.params, mutants=self.mutant_set,
+                         max_steps=self.max_steps, record=record,
+                         exploration=self.exploration)
+        await sim.run(self.fn)
+        exc = sim.failure
+        if isinstance(exc, (ModelError, NondeterminismError)):
+            raise exc
+        return sim
+
+    def raw(self, sim: Simulation) -> RawRun:
+        exc = sim.failure
+        return RawRun(kind=failure_kind(exc) if exc is not None else None, exc=exc,
+                      choices=tuple(sim.choices), steps=sim.steps,
+                      preemptions=sim.preemptions)
+
+    async def guided(self, choices: Sequence[int], *, strict: bool = False,
+                     record: bool = False) -> Simulation:
+        chooser = Guided(choices, strict=strict).begin(0)
+        return await self.run(chooser, record=record)
+
+    def schedule(self, choices: Sequence[int]) -> Schedule:
+        return Schedule(scenario=self.name, choices=tuple(choices), params=self.params,
+                        mutants=self.mutants, max_steps=self.max_steps, prelude=self.prelude)
+
+    async def shrink(self, found: RawRun, budget: int) -> RawRun:
+        best = found
+        spent = 0
+        # 1. fewer preemptions: bounded DFS, bound 0, 1, ...
+        for bound in range(best.preemptions):
+            dfs = DFS(max_preemptions=bound, reduction="dpor")
+            per_bound = max(1, (budget - spent) // max(1, best.preemptions - bound))
+            hit = None
+            n = 0
+            while n < per_bound:
+                chooser = dfs.begin(n)
+                if chooser is None:
+                    break
+                sim = await self.run(chooser, record=True)
+                n += 1
+                dfs.end(sim)
+                r = self.raw(sim)
+                if r.kind == best.kind and r.key < best.key:
+                    hit = r
+                    break
+            spent += n
+            if hit is not None:
+                best = hit
+                break
+            if spent >= budget:
+                break
+        # 2. local search for fewer (preemptions, steps)
+        improved = True
+        while improved and spent < budget:
+            improved = False
+            sim = await self.guided(best.choices, record=True)
+            spent += 1
+            points = [(k, e) for k, e in enumerate(_choice_enabled(sim))]
+            for c in range(len(points) - 1, -1, -1):
+                if spent >= budget:
+                    break
+                for alt in points[c][1]:
+                    if alt == best.choices[c]:
+                        continue
+                    cand = best.choices[:c] + (alt,) + best.choices[c + 1:]
+                    r = self.raw(await self.guided(cand))
+                    spent += 1
+                    if r.kind == best.kind and r.key < best.key:
+                        best = r
+                        improved = True
+                        break
+                    trunc = best.choices[:c] + (alt,)
+                    r = self.raw(await self.guided(trunc))
+                    spent += 1
+                    if r.kind == best.kind and r.key < best.key:
+                        best = r
+                        improved = True
+                        break
+                if improved:
+                    break
+        return best
+
+    async def finish(self, raw: RawRun, found_after: int) -> Failure:
+        """Replay the final schedule with full recording and build the Failure."""
+        sim = await self.guided(raw.choices, record=True)
+        exc = sim.failure
+        if exc is None or failure_kind(exc) != raw.kind:
+            raise NondeterminismError(
+                f"scenario {self.name!r} did not fail again when its failing schedule was "
+                f"replayed (expected {raw.kind}, got "
+                f"{failure_kind(exc) if exc else 'no failure'}): the model is not deterministic")
+        return self.make_failure(sim, found_after)
+
+    def make_failure(self, sim: Simulation, found_after: int) -> Failure:
+        exc = sim.failure
+        assert exc is not None
+        trace = build_trace(sim)
+        token = self.schedule(sim.choices).to_token()
+        message = getattr(exc, "message", None) or str(exc)
+        return Failure(kind=failure_kind(exc), message=message, schedule=token,
+                       preemptions=sim.preemptions, steps=sim.steps, trace=trace,
+                       scenario=self.name, params=self.params, mutants=self.mutants,
+                       exception=exc, failure_step=sim.failure_step, found_after=found_after)
+
+
+def _choice_enabled(sim: Simulation) -> list[tuple[int, ...]]:
+    """The runnable CPU ids at each choice point of a recorded execution."""
+    return [e for e in sim.enabled if len(e) > 1]
+
+
+def _resolve(scenario: ScenarioFn | Scenario | str) -> tuple[ScenarioFn, str, Scenario | None]:
+    if isinstance(scenario, str):
+        sc = get_scenario(scenario)
+        return sc.fn, sc.name, sc
+    if isinstance(scenario, Scenario):
+        return scenario.fn, scenario.name, scenario
+    if not callable(scenario):
+        raise ModelError(f"'scenario' must be an async function or a scenario name (got {scenario!r})")
+    return scenario, scenario_name(scenario), None
+
+
+def _check_mutants(mutants: Iterable[str]) -> tuple[str, ...]:
+    out = []
+    for m in mutants:
+        get_mutant(m)  # raises with suggestions
+        out.append(m)
+    return tuple(sorted(set(out)))
+
+
+async def explore_async(
+    scenario: ScenarioFn | Scenario | str,
+    *,
+    strategy: str | Strategy | None = None,
+    executions: int | None = None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    max_preemptions: int | None = None,
+    shrink: bool = True,
+    mutants: Iterable[str] = (),
+    params: dict[str, Any] | None = None,
+    stop_on_failure: bool = True,
+    start: int = 0,
+    progress: Callable[[int, int | None], None] | None = None,
+    settings: Settings | None = None,
+) -> Result:
+    """``explore`` for code already running inside trio (pytest-trio)."""
+    s = settings or Settings.from_env()
+    fn, name, _sc = _resolve(scenario)
+    mut = _check_mutants(mutants)
+    strat = make_strategy(strategy if strategy is not None else s.strategy,
+                          max_preemptions=max_preemptions if max_preemptions is not None
+                          else s.max_preemptions)
+    strat.bind(seed if seed is not None else s.seed)
+    if isinstance(strat, DFS):
+        strat.identity = {"scenario": name, "params": dict(params or {}), "mutants": list(mut)}
+    budget = executions if executions is not None else s.executions
+    if budget < 1:
+        raise ModelError(f"'executions' must be at least 1 (got {budget})")
+    steps_cap = max_steps if max_steps is not None else s.max_steps
+    if steps_cap < 1:
+        raise ModelError(f"'max_steps' must be at least 1 (got {steps_cap})")
+    runner = _Runner(fn, name, dict(params or {}), mut, steps_cap)
+    log = _logger().bind(scenario=name, strategy=strat.describe())
+    log.debug("exploration started", executions=budget)
+    clock = trio.current_time()
+    failures: list[Failure] = []
+    kinds_seen: set[str] = set()
+    done = 0
+    interrupted = False
+    try:
+        for index in range(start, start + budget):
+            chooser = strat.begin(index)
+            if chooser is None:
+                break
+            sim = await runner.run(chooser, record=strat.record)
+            strat.end(sim)
+            done += 1
+            if progress is not None and (done & 63) == 0:
+                progress(done, budget)
+            if sim.failure is None:
+                continue
+            raw = runner.raw(sim)
+            assert raw.kind is not None
+            if raw.kind in kinds_seen:
+                continue
+            kinds_seen.add(raw.kind)
+            log.debug("failure found", kind=raw.kind, execution=index)
+            if shrink:
+                raw = await runner.shrink(raw, s.shrink_budget)
+            failures.append(await runner.finish(raw, done))
+            if stop_on_failure:
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    if progress is not None:
+        progress(done, budget)
+    exhausted = bool(strat.exhausted) and not failures
+    if isinstance(strat, DFS) and strat.checkpoint:
+        strat.save_checkpoint()
+    elapsed = trio.current_time() - clock
+    log.debug("exploration finished", executions=done, failures=len(failures))
+    return Result(scenario=name, params=dict(params or {}), mutants=mut,
+                  strategy=strat.describe(), executions=done, exhausted=exhausted,
+                  failures=tuple(failures), elapsed_s=elapsed, interrupted=interrupted)
+
+
+def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
+    """Explore the interleavings of ``scenario``; see ``explore_async`` for options.
+
+    ``strategy`` is a Strategy or ``"random" | "pct" | "dfs"``; ``executions``
+    caps the executions; ``seed`` seeds Random/PCT; ``max_steps`` bounds each
+    execution (Livelock beyond); ``shrink`` minimises the failure;
+    ``mutants`` switches named protocol variants on; ``params`` is passed to
+    the scenario as ``sim.params``.
+    """
+    return trio.run(_call_explore, scenario, kwargs)
+
+
+async def _call_explore(scenario: Any, kwargs: dict[str, Any]) -> Result:
+    return await explore_async(scenario, **kwargs)
+
+
+async def replay_async(scenario: ScenarioFn | Scenario | str | None, token: str) -> Outcome:
+    sched = Schedule.from_token(token)
+    if scenario is None:
+        fn: ScenarioFn = resolve_scenario(sched.scenario)
+        name = sched.scenario
+    else:
+        fn, name, _sc = _resolve(scenario)
+        if name != sched.scenario:
+            raise ModelError(f"token is for scenario {sched.scenario!r}, not {name!r}")
+    mut = _check_mutants(sched.mutants)
+    runner = _Runner(fn, name, dict(sched.params), mut, sched.max_steps)
+    runner.prelude = sched.prelude
+    for pre in sched.prelude:
+        await runner.guided(pre, strict=True)
+    sim = await runner.guided(sched.choices, strict=True, record=True)
+    failure = runner.make_failure(sim, 1) if sim.failure is not None else None
+    return Outcome(scenario=name, steps=sim.steps, preemptions=sim.preemptions,
+                   trace=build_trace(sim), failure=failure)
+
+
+def replay(scenario: ScenarioFn | Scenario | str | None, token: str) -> Outcome:
+    """Run ``scenario`` once under the schedule in ``token``, exactly.
+
+    ``scenario`` may be None: the token names it.  Raises ScheduleFormatError
+    for a malformed token and NondeterminismError if the scenario diverges.
+    """
+    return trio.run(replay_async, scenario, token)
+
+
+def executions_for_two_cpus(k: int) -> int:
+    """C(2k+2, k+1): interleavings of two CPUs of k steps (plus their start)."""
+    return math.comb(2 * k + 2, k + 1)

@@ -1,0 +1,190 @@
+"""Named scenarios and mutants.
+
+A scenario registers under ``area:name`` (``pagecache:lookup-vs-reclaim``);
+tokens carry that name, so a schedule replays in any process that can import
+the scenario.  A scenario may declare parameter axes (``driver``, ``api``):
+``mmemu run`` explores every combination.  A *mutant* is a named protocol
+variant that lives beside the code it changes; the model asks
+``mmemu.mutant(name)`` where the variant departs from the kernel.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from ._errors import ModelError
+
+ScenarioFn = Callable[[Any], Awaitable[Any]]
+#: an axis: a fixed list of values, or a function giving them (drivers installed)
+Axis = Sequence[Any] | Callable[[], Sequence[Any]]
+
+
+@attrs.frozen
+class Mutant:
+    name: str
+    summary: str
+    caught_as: str = ""
+    doc: str = ""
+
+
+@attrs.frozen(eq=False)
+class Scenario:
+    name: str
+    fn: ScenarioFn
+    summary: str = ""
+    doc: str = ""
+    catches: tuple[str, ...] = ()
+    #: "pass": the correct model must survive it; "fail": a teaching scenario
+    #: that is broken on purpose (not part of the main job)
+    expect: str = "pass"
+    axes: Mapping[str, Axis] = attrs.field(factory=dict)
+    strategy: str = "dfs"
+    executions: int = 2000
+    max_preemptions: int | None = 2
+
+    def axis_values(self, axis: str) -> list[Any]:
+        values = self.axes[axis]
+        return list(values() if callable(values) else values)
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every parameter combination, in a stable order."""
+        combos: list[dict[str, Any]] = [{}]
+        for axis in sorted(self.axes):
+            combos = [dict(c, **{axis: v}) for c in combos for v in self.axis_values(axis)]
+        return combos
+
+    async def __call__(self, sim: Any) -> Any:
+        return await self.fn(sim)
+
+
+_SCENARIOS: dict[str, Scenario] = {}
+_MUTANTS: dict[str, Mutant] = {}
+_loaded = False
+
+
+def _check_name(kind: str, name: str) -> None:
+    area, colon, rest = name.partition(":")
+    if not colon or not area or not rest or " " in name:
+        raise ModelError(f"{kind} names are 'area:name' (got {name!r})")
+
+
+def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
+             axes: Mapping[str, Axis] | None = None, strategy: str = "dfs",
+             executions: int = 2000, max_preemptions: int | None = 2,
+             summary: str = "") -> Callable[[ScenarioFn], ScenarioFn]:
+    """Register ``async def fn(sim)`` as the scenario ``name``.
+
+    ``catches`` lists the mutants it must catch; ``strategy``, ``executions``
+    and ``max_preemptions`` are its budget in ``mmemu run``.
+    """
+    _check_name("scenario", name)
+    if expect not in ("pass", "fail"):
+        raise ModelError(f"'expect' must be 'pass' or 'fail' (got {expect!r})")
+
+    def register(fn: ScenarioFn) -> ScenarioFn:
+        doc = (fn.__doc__ or "").strip()
+        first = summary or (doc.splitlines()[0] if doc else "")
+        old = _SCENARIOS.get(name)
+        if old is not None and getattr(old.fn, "__qualname__", None) != getattr(fn, "__qualname__", None):
+            raise ModelError(f"scenario {name!r} is registered twice")
+        _SCENARIOS[name] = Scenario(name=name, fn=fn, summary=first, doc=doc,
+                                    catches=tuple(catches), expect=expect,
+                                    axes=dict(axes or {}), strategy=strategy,
+                                    executions=executions, max_preemptions=max_preemptions)
+        fn.__mmemu_scenario__ = name  # type: ignore[attr-defined]
+        return fn
+
+    return register
+
+
+def register_mutant(name: str, summary: str, *, caught_as: str = "", doc: str = "") -> str:
+    """Declare a mutant; returns its name so modules can keep it in a constant."""
+    _check_name("mutant", name)
+    _MUTANTS[name] = Mutant(name=name, summary=summary, caught_as=caught_as, doc=doc)
+    return name
+
+
+def load_builtin() -> None:
+    """Import mmemu's own suites and any plugin registered under the
+    ``mmemu.scenarios`` entry-point group."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    importlib.import_module("mmemu.races")
+    for ep in importlib.metadata.entry_points(group="mmemu.scenarios"):
+        try:
+            ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide ours
+            raise ModelError(f"scenario plugin {ep.name!r} ({ep.value}) failed to import: "
+                             f"{type(exc).__name__}: {exc}") from None
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def get_scenario(name: str) -> Scenario:
+    load_builtin()
+    try:
+        return _SCENARIOS[name]
+    except KeyError:
+        raise ModelError(f"unknown scenario {name!r}{_suggest(name, _SCENARIOS)}; "
+                         f"'mmemu list' shows them") from None
+
+
+def get_mutant(name: str) -> Mutant:
+    load_builtin()
+    try:
+        return _MUTANTS[name]
+    except KeyError:
+        raise ModelError(f"unknown mutant {name!r}{_suggest(name, _MUTANTS)}; "
+                         f"'mmemu list --mutants' shows them") from None
+
+
+def all_scenarios() -> list[Scenario]:
+    load_builtin()
+    return [_SCENARIOS[k] for k in sorted(_SCENARIOS)]
+
+
+def all_mutants() -> list[Mutant]:
+    load_builtin()
+    return [_MUTANTS[k] for k in sorted(_MUTANTS)]
+
+
+def scenario_name(fn: Any) -> str:
+    """The name a token records for ``fn``: registered name or module:qualname."""
+    if isinstance(fn, Scenario):
+        return fn.name
+    name = getattr(fn, "__mmemu_scenario__", None)
+    if name:
+        return str(name)
+    mod = getattr(fn, "__module__", None)
+    qual = getattr(fn, "__qualname__", None)
+    if not mod or not qual:
+        raise ModelError(f"cannot name scenario {fn!r}: register it with @mmemu.scenario")
+    return f"{mod}:{qual}"
+
+
+def resolve_scenario(ref: str) -> ScenarioFn:
+    """The scenario a token names: a registered name, or ``module:qualname``."""
+    load_builtin()
+    if ref in _SCENARIOS:
+        return _SCENARIOS[ref].fn
+    mod_name, colon, qual = ref.partition(":")
+    if colon and "." in mod_name or (colon and "<" not in qual):
+        try:
+            obj: Any = importlib.import_module(mod_name)
+            for part in qual.split("."):
+                obj = getattr(obj, part)
+            return obj  # type: ignore[no-any-return]
+        except (ImportError, AttributeError):
+            pass
+    raise ModelError(f"unknown scenario {ref!r}{_suggest(ref, _SCENARIOS)}")

@@ -1,0 +1,6 @@
+"""Race suites: named scenarios over the kernel model and the mutants each must catch.
+
+Importing this package registers every built-in suite.
+"""
+
+from mmemu.races import demo  # noqa: F401
