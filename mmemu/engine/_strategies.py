@@ -225,11 +225,13 @@ class _Node:
     def to_json(self) -> dict[str, Any]:
         return {"j": self.j, "e": list(self.enabled), "c": self.chosen,
                 "d": sorted(self.done), "b": sorted(self.backtrack),
-                "p": self.prev, "n": self.preempts}
+                "p": self.prev, "n": self.preempts, "s": sorted(self.sleep)}
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> _Node:
-        n = cls(d["j"], tuple(d["e"]), d["c"], d["p"], d["n"], set())
+        # The sleep set must survive a checkpoint: without it the resumed
+        # search re-enters subtrees that sleep sets had already pruned.
+        n = cls(d["j"], tuple(d["e"]), d["c"], d["p"], d["n"], set(d.get("s", ())))
         n.done = set(d["d"])
         n.backtrack = set(d["b"])
         return n
