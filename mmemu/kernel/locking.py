@@ -1,0 +1,619 @@
+"""Kernel locks, wait queues and completions, with lockdep.
+
+Emulates: kernel/spinlock.c, kernel/mutex.c, lib/rwsem.c, kernel/wait.c,
+kernel/sched.c (completions), kernel/lockdep.c (2.6.27)
+
+Every acquire and release is a yield point that declares a write to the lock,
+so the explorer orders lock operations and nothing else.  Contended locks
+block (a spinlock is modelled as a blocking lock, not a spin loop: the same
+behaviours with far fewer states, and deadlocks become visible as such).
+
+Lock ordering in the emulated mm (lockdep enforces what actually happens;
+this is what the model intends)::
+
+  mm->mmap_sem
+    mm_all_locks_mutex                 (mmu_notifier_register -> mm_take_all_locks)
+      anon_vma->lock, i_mmap_lock      (taken with nest_lock = mmap_sem, any order)
+    page lock (PG_locked)              (fault path: lock_page under mmap_sem)
+      mapping->i_mmap_lock             (unmap_mapping_range, try_to_unmap_file)
+        anon_vma->lock                 (try_to_unmap_anon)
+          mm->page_table_lock / ptl    (zap_pte_range, try_to_unmap_one)
+            mapping->tree_lock         (__remove_mapping under the page lock)
+  kvm->mmu_lock                        (taken inside notifier callbacks, i.e.
+                                        under i_mmap_lock / anon_vma->lock / ptl)
+
+Lockdep (kept across the executions of one exploration, in
+``sim.exploration["lockdep"]``) reports, each with both acquisition sites:
+
+- an order inversion: class B taken while holding A when B -> ... -> A was
+  seen before (in this execution or an earlier one), even if no deadlock
+  happened;
+- recursion: a lock taken twice by one CPU (a self-deadlock) or two locks of
+  one class without a ``nest_lock`` that the CPU holds;
+- unlock of a lock the CPU does not hold;
+- locks still held when a CPU finishes;
+- sleeping (mutex, rwsem, synchronize_rcu, wait queues) while holding a
+  spinlock or inside an RCU read-side section.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable
+from typing import Any
+
+from mmemu.engine._errors import InvariantViolation
+from mmemu.engine._execution import (
+    CPU,
+    Simulation,
+    _sim_or_none,
+    block,
+    current_simulation,
+    fail,
+    step,
+    wake_all,
+)
+
+# --------------------------------------------------------------------- errors
+
+
+class LockdepViolation(InvariantViolation):
+    """A locking rule was broken (lockdep's report)."""
+
+
+class LockOrderViolation(LockdepViolation):
+    """Two lock classes were taken in both orders (possible ABBA deadlock)."""
+
+
+class RecursiveLocking(LockdepViolation):
+    """Two locks of one class nested without a nest_lock."""
+
+
+class SelfDeadlock(LockdepViolation):
+    """A CPU tried to take a lock it already holds."""
+
+
+class UnlockNotOwner(LockdepViolation):
+    """A lock was released by a CPU that does not hold it."""
+
+
+class LockHeldAtExit(LockdepViolation):
+    """A CPU finished while still holding locks."""
+
+
+class SleepingWhileAtomic(LockdepViolation):
+    """A CPU slept while holding a spinlock or inside an RCU read section."""
+
+
+# ---------------------------------------------------------------- lock types
+
+
+class _Lock:
+    """Common state: a name for reports and a lockdep class."""
+
+    kind = "lock"
+    sleeps = False
+
+    def __init__(self, name: str, cls: str | None = None) -> None:
+        self.name = name
+        self.cls = cls or name
+        self.__mmemu_name__ = name
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.name}>"
+
+
+class SpinLock(_Lock):
+    """``spinlock_t``.  ``owner`` is the CPU holding it (or SETUP)."""
+
+    kind = "spinlock"
+
+    def __init__(self, name: str, cls: str | None = None) -> None:
+        super().__init__(name, cls)
+        self.owner: Any = None
+
+
+class Mutex(_Lock):
+    """``struct mutex``: a sleeping lock."""
+
+    kind = "mutex"
+    sleeps = True
+
+    def __init__(self, name: str, cls: str | None = None) -> None:
+        super().__init__(name, cls)
+        self.owner: Any = None
+
+
+class RwSemaphore(_Lock):
+    """``struct rw_semaphore`` (``mmap_sem``).  Fair: once a writer waits,
+    new readers queue behind it, as in lib/rwsem.c."""
+
+    kind = "rwsem"
+    sleeps = True
+
+    def __init__(self, name: str, cls: str | None = None) -> None:
+        super().__init__(name, cls)
+        self.writer: Any = None
+        self.readers: list[Any] = []
+        self.waiting_writers = 0
+
+
+#: owner used when the scenario's own code (setup) takes a lock
+SETUP = "setup"
+
+
+# ------------------------------------------------------------------- lockdep
+
+
+class _Held:
+    __slots__ = ("lock", "site", "step", "read")
+
+    def __init__(self, lock: _Lock, site: str, step_i: int, read: bool) -> None:
+        self.lock = lock
+        self.site = site
+        self.step = step_i
+        self.read = read
+
+    def describe(self) -> str:
+        mode = " (read)" if self.read else ""
+        return f"{self.lock.kind} {self.lock.name}{mode} taken at #{self.step} {self.site!r}"
+
+
+class _Edge:
+    __slots__ = ("held_site", "taken_site", "sim", "choices")
+
+    def __init__(self, held_site: str, taken_site: str, sim: Simulation,
+                 choices: tuple[int, ...]) -> None:
+        self.held_site = held_site
+        self.taken_site = taken_site
+        self.sim = sim
+        self.choices = choices
+
+
+class LockdepGraph:
+    """Lock-class dependencies: ``edges[a][b]`` = b was taken while a was held."""
+
+    def __init__(self) -> None:
+        self.edges: dict[str, dict[str, _Edge]] = {}
+
+    def path(self, src: str, dst: str) -> list[str] | None:
+        """A chain of classes src -> ... -> dst, or None."""
+        seen = {src}
+        stack: list[tuple[str, list[str]]] = [(src, [src])]
+        while stack:
+            node, chain = stack.pop()
+            if node == dst:
+                return chain
+            for nxt in self.edges.get(node, {}):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append((nxt, chain + [nxt]))
+        return None
+
+
+def _graph(sim: Simulation) -> LockdepGraph:
+    g = sim.exploration.get("lockdep")
+    if g is None:
+        g = sim.exploration["lockdep"] = LockdepGraph()
+    return g  # type: ignore[no-any-return]
+
+
+def _held(cpu: CPU) -> list[_Held]:
+    h = cpu.data.get("held")
+    if h is None:
+        h = cpu.data["held"] = []
+        sim = cpu.sim
+        if not sim.data.get("lockdep_hooked"):
+            sim.data["lockdep_hooked"] = True
+            sim.on_cpu_exit(_check_exit)
+    return h  # type: ignore[no-any-return]
+
+
+def _sync_engine_view(cpu: CPU) -> None:
+    cpu.held[:] = [h.describe() for h in cpu.data.get("held", [])]
+
+
+def _check_exit(cpu: CPU) -> None:
+    held = cpu.data.get("held")
+    if held:
+        raise LockHeldAtExit(
+            f"{cpu.title} finished holding " + "; ".join(h.describe() for h in held))
+
+
+def _site(cpu: CPU) -> str:
+    return cpu.pending[0]
+
+
+def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool = False,
+                     nest_lock: _Lock | None = None) -> None:
+    """Check and record an acquisition that is about to wait for ``lock``."""
+    sim = cpu.sim
+    held = _held(cpu)
+    site = _site(cpu)
+    for h in held:
+        if h.lock is lock:
+            if read and h.read and isinstance(lock, RwSemaphore) and lock.waiting_writers == 0:
+                continue  # recursive read without a queued writer cannot deadlock here
+            sim.fail(SelfDeadlock(
+                f"{cpu.title} takes {lock.kind} {lock.name} at #{sim.steps - 1} {site!r} but "
+                f"already holds it ({h.describe()}): self-deadlock"))
+    if not trylock:
+        for h in held:
+            if h.lock.cls == lock.cls:
+                if nest_lock is not None and any(x.lock is nest_lock for x in held):
+                    continue
+                sim.fail(RecursiveLocking(
+                    f"possible recursive locking: {cpu.title} takes {lock.kind} {lock.name} "
+                    f"(class {lock.cls}) at #{sim.steps - 1} {site!r} while holding "
+                    f"{h.describe()} of the same class, without a nest_lock it holds"))
+        graph = _graph(sim)
+        for h in held:
+            a, b = h.lock.cls, lock.cls
+            if a == b:
+                continue
+            known = graph.edges.get(a, {})
+            if b in known:
+                continue
+            chain = graph.path(b, a)
+            if chain is not None:
+                first = graph.edges[chain[0]][chain[1]]
+                where = "this execution" if first.sim is sim else "an earlier execution"
+                exc = LockOrderViolation(
+                    f"lock order inversion: {cpu.title} takes {b} at #{sim.steps - 1} {site!r} "
+                    f"while holding {a} ({h.describe()}), but {' -> '.join(chain)} was "
+                    f"seen in {where}: {chain[1]} taken at {first.taken_site!r} while "
+                    f"holding {chain[0]} taken at {first.held_site!r}")
+                preludes = []
+                for x, y in zip(chain, chain[1:]):
+                    e = graph.edges[x][y]
+                    if e.sim is not sim and e.choices not in preludes:
+                        preludes.append(e.choices)
+                exc.prelude = tuple(preludes)  # type: ignore[attr-defined]
+                sim.fail(exc)
+            graph.edges.setdefault(a, {})[b] = _Edge(
+                f"#{h.step} {h.site}", f"#{sim.steps - 1} {site}", sim, tuple(sim.choices))
+
+
+def _lockdep_acquired(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
+    _held(cpu).append(_Held(lock, _site(cpu), cpu.sim.steps - 1, read))
+    _sync_engine_view(cpu)
+
+
+def _lockdep_release(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
+    held = _held(cpu)
+    for k in range(len(held) - 1, -1, -1):
+        if held[k].lock is lock and held[k].read == read:
+            del held[k]
+            _sync_engine_view(cpu)
+            return
+    cpu.sim.fail(UnlockNotOwner(
+        f"{cpu.title} releases {lock.kind} {lock.name} at #{cpu.sim.steps - 1} {_site(cpu)!r} "
+        f"but does not hold it"))
+
+
+def in_atomic(cpu: CPU) -> str | None:
+    """Why ``cpu`` may not sleep now, or None."""
+    for h in cpu.data.get("held", ()):
+        if isinstance(h.lock, SpinLock):
+            return f"holding {h.describe()}"
+    if cpu.data.get("rcu_nesting", 0):
+        return f"inside an RCU read-side section entered at {cpu.data.get('rcu_site')!r}"
+    reason = cpu.data.get("atomic_reason")
+    if reason:
+        return str(reason)
+    return None
+
+
+def might_sleep(what: str) -> None:
+    """Report sleeping in atomic context (``might_sleep()``)."""
+    sim = current_simulation()
+    cpu = sim.running
+    if cpu is None:
+        return
+    why = in_atomic(cpu)
+    if why is not None:
+        sim.fail(SleepingWhileAtomic(
+            f"{cpu.title} calls {what} (which may sleep) at #{sim.steps - 1} while {why}"))
+
+
+# ------------------------------------------------------------------ spinlock
+
+
+def _owner_title(owner: Any) -> str:
+    return owner.title if isinstance(owner, CPU) else str(owner)
+
+
+async def spin_lock(lock: SpinLock, *, label: str | None = None,
+                    nest_lock: _Lock | None = None) -> None:
+    """Take ``lock``, blocking while another CPU holds it."""
+    await step(label or f"spin_lock({lock.name})", writes=(lock,))
+    sim = current_simulation()
+    cpu = sim.running
+    if cpu is None:
+        _setup_take(lock)
+        return
+    _lockdep_acquire(cpu, lock, nest_lock=nest_lock)
+    while lock.owner is not None:
+        await block(lock, f"spin_lock({lock.name}) acquired", writes=(lock,),
+                    why=f"spinlock {lock.name} held by {_owner_title(lock.owner)}")
+    lock.owner = cpu
+    _lockdep_acquired(cpu, lock)
+
+
+async def spin_lock_nest_lock(lock: SpinLock, nest_lock: _Lock, *, label: str | None = None) -> None:
+    """Take ``lock``; lockdep accepts many locks of its class while
+    ``nest_lock`` is held (mm_take_all_locks under mmap_sem)."""
+    await spin_lock(lock, label=label or f"spin_lock_nest_lock({lock.name})", nest_lock=nest_lock)
+
+
+async def spin_trylock(lock: SpinLock, *, label: str | None = None) -> bool:
+    await step(label or f"spin_trylock({lock.name})", writes=(lock,))
+    cpu = current_simulation().running
+    if lock.owner is not None:
+        return False
+    if cpu is None:
+        lock.owner = SETUP
+        return True
+    _lockdep_acquire(cpu, lock, trylock=True)
+    lock.owner = cpu
+    _lockdep_acquired(cpu, lock)
+    return True
+
+
+async def spin_unlock(lock: SpinLock, *, label: str | None = None) -> None:
+    await step(label or f"spin_unlock({lock.name})", writes=(lock,))
+    cpu = current_simulation().running
+    if cpu is None:
+        lock.owner = None
+        return
+    if lock.owner is not cpu:
+        cpu.sim.fail(UnlockNotOwner(
+            f"{cpu.title} unlocks spinlock {lock.name} at #{cpu.sim.steps - 1} but "
+            f"{'nobody' if lock.owner is None else _owner_title(lock.owner)} holds it"))
+    _lockdep_release(cpu, lock)
+    lock.owner = None
+    wake_all(lock)
+
+
+def spin_is_locked(lock: SpinLock) -> bool:
+    return lock.owner is not None
+
+
+def _setup_take(lock: SpinLock | Mutex) -> None:
+    if lock.owner is not None:
+        raise InvariantViolation(f"scenario setup takes {lock.kind} {lock.name} which is held")
+    lock.owner = SETUP
+
+
+# --------------------------------------------------------------------- mutex
+
+
+async def mutex_lock(lock: Mutex, *, label: str | None = None,
+                     nest_lock: _Lock | None = None) -> None:
+    """Take a sleeping lock (``might_sleep``)."""
+    sim = _sim_or_none()
+    if sim is not None and sim.running is not None:
+        might_sleep(f"mutex_lock({lock.name})")
+    await step(label or f"mutex_lock({lock.name})", writes=(lock,))
+    sim = current_simulation()
+    cpu = sim.running
+    if cpu is None:
+        _setup_take(lock)
+        return
+    _lockdep_acquire(cpu, lock, nest_lock=nest_lock)
+    while lock.owner is not None:
+        await block(lock, f"mutex_lock({lock.name}) acquired", writes=(lock,),
+                    why=f"mutex {lock.name} held by {_owner_title(lock.owner)}")
+    lock.owner = cpu
+    _lockdep_acquired(cpu, lock)
+
+
+async def mutex_trylock(lock: Mutex, *, label: str | None = None) -> bool:
+    await step(label or f"mutex_trylock({lock.name})", writes=(lock,))
+    cpu = current_simulation().running
+    if lock.owner is not None:
+        return False
+    if cpu is None:
+        lock.owner = SETUP
+        return True
+    _lockdep_acquire(cpu, lock, trylock=True)
+    lock.owner = cpu
+    _lockdep_acquired(cpu, lock)
+    return True
+
+
+async def mutex_unlock(lock: Mutex, *, label: str | None = None) -> None:
+    await step(label or f"mutex_unlock({lock.name})", writes=(lock,))
+    cpu = current_simulation().running
+    if cpu is None:
+        lock.owner = None
+        return
+    if lock.owner is not cpu:
+        cpu.sim.fail(UnlockNotOwner(
+            f"{cpu.title} unlocks mutex {lock.name} at #{cpu.sim.steps - 1} but "
+            f"{'nobody' if lock.owner is None else _owner_title(lock.owner)} holds it"))
+    _lockdep_release(cpu, lock)
+    lock.owner = None
+    wake_all(lock)
+
+
+def mutex_is_locked(lock: Mutex) -> bool:
+    return lock.owner is not None
+
+
+# ---------------------------------------------------------------- rw_semaphore
+
+
+async def down_read(sem: RwSemaphore, *, label: str | None = None) -> None:
+    sim = _sim_or_none()
+    if sim is not None and sim.running is not None:
+        might_sleep(f"down_read({sem.name})")
+    await step(label or f"down_read({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    if cpu is None:
+        sem.readers.append(SETUP)
+        return
+    _lockdep_acquire(cpu, sem, read=True)
+    while sem.writer is not None or sem.waiting_writers:
+        holder = _owner_title(sem.writer) if sem.writer is not None else "a queued writer"
+        await block(sem, f"down_read({sem.name}) acquired", writes=(sem,),
+                    why=f"rwsem {sem.name} for read (held for write by {holder})")
+    sem.readers.append(cpu)
+    _lockdep_acquired(cpu, sem, read=True)
+
+
+async def down_write(sem: RwSemaphore, *, label: str | None = None) -> None:
+    sim = _sim_or_none()
+    if sim is not None and sim.running is not None:
+        might_sleep(f"down_write({sem.name})")
+    await step(label or f"down_write({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    if cpu is None:
+        sem.writer = SETUP
+        return
+    _lockdep_acquire(cpu, sem)
+    if sem.writer is not None or sem.readers:
+        sem.waiting_writers += 1
+        while sem.writer is not None or sem.readers:
+            who = _owner_title(sem.writer) if sem.writer is not None else \
+                ", ".join(_owner_title(r) for r in sem.readers) + " (read)"
+            await block(sem, f"down_write({sem.name}) acquired", writes=(sem,),
+                        why=f"rwsem {sem.name} for write (held by {who})")
+        sem.waiting_writers -= 1
+    sem.writer = cpu
+    _lockdep_acquired(cpu, sem)
+
+
+async def down_read_trylock(sem: RwSemaphore, *, label: str | None = None) -> bool:
+    await step(label or f"down_read_trylock({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    if sem.writer is not None or sem.waiting_writers:
+        return False
+    if cpu is None:
+        sem.readers.append(SETUP)
+        return True
+    _lockdep_acquire(cpu, sem, read=True, trylock=True)
+    sem.readers.append(cpu)
+    _lockdep_acquired(cpu, sem, read=True)
+    return True
+
+
+async def down_write_trylock(sem: RwSemaphore, *, label: str | None = None) -> bool:
+    await step(label or f"down_write_trylock({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    if sem.writer is not None or sem.readers:
+        return False
+    if cpu is None:
+        sem.writer = SETUP
+        return True
+    _lockdep_acquire(cpu, sem, trylock=True)
+    sem.writer = cpu
+    _lockdep_acquired(cpu, sem)
+    return True
+
+
+async def up_read(sem: RwSemaphore, *, label: str | None = None) -> None:
+    await step(label or f"up_read({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    me: Any = cpu if cpu is not None else SETUP
+    if me not in sem.readers:
+        current_simulation().fail(UnlockNotOwner(
+            f"{_owner_title(me)} calls up_read({sem.name}) without holding it for read"))
+    sem.readers.remove(me)
+    if cpu is not None:
+        _lockdep_release(cpu, sem, read=True)
+        wake_all(sem)
+
+
+async def up_write(sem: RwSemaphore, *, label: str | None = None) -> None:
+    await step(label or f"up_write({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    me: Any = cpu if cpu is not None else SETUP
+    if sem.writer is not me:
+        current_simulation().fail(UnlockNotOwner(
+            f"{_owner_title(me)} calls up_write({sem.name}) but "
+            f"{'nobody' if sem.writer is None else _owner_title(sem.writer)} holds it for write"))
+    sem.writer = None
+    if cpu is not None:
+        _lockdep_release(cpu, sem)
+        wake_all(sem)
+
+
+def rwsem_is_locked(sem: RwSemaphore) -> bool:
+    return sem.writer is not None or bool(sem.readers)
+
+
+def rwsem_is_write_locked_by(sem: RwSemaphore, cpu: Any) -> bool:
+    return sem.writer is cpu
+
+
+# ---------------------------------------------------- wait queues, completions
+
+
+class WaitQueueHead:
+    """``wait_queue_head_t``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__mmemu_name__ = name
+
+
+async def wait_event(wq: WaitQueueHead, condition: Callable[[], bool], *,
+                     label: str | None = None, reads: Iterable[Hashable] = ()) -> None:
+    """Sleep until ``condition()`` holds.  The test and the sleep are one
+    step, so a wake-up between them cannot be lost (prepare_to_wait)."""
+    might_sleep(f"wait_event({wq.name})")
+    r = tuple(reads)
+    await step(label or f"wait_event({wq.name})", reads=r, writes=(wq,))
+    while not condition():
+        await block(wq, f"{label or 'wait_event(' + wq.name + ')'} woken", reads=r,
+                    writes=(wq,), why=f"wait queue {wq.name}")
+
+
+async def wake_up_all(wq: WaitQueueHead, *, label: str | None = None) -> None:
+    await step(label or f"wake_up_all({wq.name})", writes=(wq,))
+    wake_all(wq)
+
+
+wake_up = wake_up_all
+
+
+class Completion:
+    """``struct completion``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.done = 0
+        self.__mmemu_name__ = name
+
+
+async def complete(c: Completion, *, label: str | None = None) -> None:
+    await step(label or f"complete({c.name})", writes=(c,))
+    c.done += 1
+    wake_all(c)
+
+
+async def complete_all(c: Completion, *, label: str | None = None) -> None:
+    await step(label or f"complete_all({c.name})", writes=(c,))
+    c.done = 1 << 30
+    wake_all(c)
+
+
+async def wait_for_completion(c: Completion, *, label: str | None = None) -> None:
+    might_sleep(f"wait_for_completion({c.name})")
+    await step(label or f"wait_for_completion({c.name})", writes=(c,))
+    while c.done == 0:
+        await block(c, f"wait_for_completion({c.name}) done", writes=(c,),
+                    why=f"completion {c.name}")
+    c.done -= 1
+
+
+__all__ = [
+    "Completion", "LockHeldAtExit", "LockOrderViolation", "LockdepGraph", "LockdepViolation",
+    "Mutex", "RecursiveLocking", "RwSemaphore", "SETUP", "SelfDeadlock", "SleepingWhileAtomic",
+    "SpinLock", "UnlockNotOwner", "WaitQueueHead", "complete", "complete_all", "down_read",
+    "down_read_trylock", "down_write", "down_write_trylock", "in_atomic", "might_sleep",
+    "mutex_is_locked", "mutex_lock", "mutex_trylock", "mutex_unlock", "rwsem_is_locked",
+    "rwsem_is_write_locked_by", "spin_is_locked", "spin_lock", "spin_lock_nest_lock",
+    "spin_trylock", "spin_unlock", "up_read", "up_write", "wait_event", "wait_for_completion",
+    "wake_up", "wake_up_all", "fail",
+]
