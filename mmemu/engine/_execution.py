@@ -54,6 +54,7 @@ from ._errors import (
     NondeterminismError,
     UnexpectedException,
 )
+from ._report import Namer
 
 RUNNABLE = "runnable"
 BLOCKED = "blocked"
@@ -233,11 +234,15 @@ class Simulation:
 
     def _deadlock(self) -> None:
         lines = []
+        # Name channels as reports do: a default repr() holds an address,
+        # which would make the message differ from one process to the next.
+        namer = Namer()
         for c in self.cpu_list:
             if c.state == DONE:
                 continue
             held = ", ".join(c.held) if c.held else "nothing"
-            lines.append(f"  {c.title}: waits for {c.why or c.channel!r}; holds {held}")
+            waits = c.why or (namer(c.channel) if c.channel is not None else "?")
+            lines.append(f"  {c.title}: waits for {waits}; holds {held}")
         self.fail(Deadlock("no CPU can run:\n" + "\n".join(lines)))
 
     def fail(self, exc: MmemuError) -> None:
@@ -445,10 +450,15 @@ class _CpuNursery:
             try:
                 first = sim._pick(None)
             except _Aborted:
+                # The first choice failed (a replay that diverges at once):
+                # every CPU has been resumed with _Aborted.  We still park:
+                # the last CPU to exit reschedules this task, and trio must
+                # find it waiting in wait_task_rescheduled, not in the
+                # nursery's own wait.
                 first = None
             if first is not None:
                 reschedule(first.task)
-                await _park()  # until every CPU has finished (or the run aborted)
+            await _park()  # until every CPU has finished (or the run aborted)
         if sim.failure is not None:
             raise _Aborted()
         return False

@@ -202,7 +202,17 @@ class _Runner:
     async def guided(self, choices: Sequence[int], *, strict: bool = False,
                      record: bool = False) -> Simulation:
         chooser = Guided(choices, strict=strict).begin(0)
-        return await self.run(chooser, record=record)
+        sim = await self.run(chooser, record=record)
+        if strict and len(sim.choices) < len(choices):
+            # The chooser only sees choice points that happen: a scenario
+            # that now runs fewer CPUs (or fails earlier) never reaches the
+            # rest of the schedule, and only this count reveals it.
+            ended = "failed" if sim.failure is not None else "finished"
+            raise NondeterminismError(
+                f"at step {sim.steps} the execution {ended} with "
+                f"{len(choices) - len(sim.choices)} of the schedule's {len(choices)} choices "
+                f"unused: the scenario does not behave as when the token was recorded")
+        return sim
 
     def schedule(self, choices: Sequence[int]) -> Schedule:
         return Schedule(scenario=self.name, choices=tuple(choices), params=self.params,
