@@ -1,0 +1,67 @@
+"""Booting the emulated kernel: the per-execution state mm needs.
+
+Emulates: init/main.c (2.6.27), the part that sets up memory management
+
+A scenario boots one kernel per execution::
+
+    kernel = boot(sim, npages=16)
+
+The Kernel holds the page allocator, the global ``mm_all_locks_mutex``, the
+notifier API generation in use, and the hooks through which the checkers
+watch pages being freed and reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mmemu.engine._errors import ModelError
+from mmemu.engine._execution import Simulation, current_simulation
+from mmemu.kernel.locking import Mutex
+from mmemu.mm.page import Page
+from mmemu.mm.page_alloc import PageAllocator
+
+API_GENERATIONS = ("2.6.27", "modern")
+
+
+class Kernel:
+    """One emulated machine's mm-wide state."""
+
+    __mmemu_name__ = "kernel"
+
+    def __init__(self, sim: Simulation, *, npages: int = 32, api: str = "2.6.27") -> None:
+        if api not in API_GENERATIONS:
+            raise ModelError(f"'api' must be one of {', '.join(API_GENERATIONS)} (got {api!r})")
+        if npages < 1:
+            raise ModelError(f"'npages' must be at least 1 (got {npages})")
+        self.sim = sim
+        self.api = api
+        self.free_hooks: list[Callable[[Page], None]] = []
+        self.alloc_hooks: list[Callable[[Page], None]] = []
+        #: extra lines for Page.dump() (which drivers map the page, ...)
+        self.page_dumpers: list[Callable[[Page], str]] = []
+        self.page_alloc = PageAllocator(self, npages)
+        # static DEFINE_MUTEX(mm_all_locks_mutex) in mm/mmap.c
+        self.mm_all_locks_mutex = Mutex("mm_all_locks_mutex")
+        self.mappings: list[Any] = []
+        self.mms: list[Any] = []
+        self.data: dict[str, Any] = {}
+
+
+def boot(sim: Simulation, *, npages: int = 32, api: str | None = None) -> Kernel:
+    """Boot the emulated kernel for this execution (``api`` defaults to
+    ``sim.params["api"]`` or "2.6.27")."""
+    if "kernel" in sim.data:
+        raise ModelError("the kernel is already booted in this execution")
+    kernel = Kernel(sim, npages=npages, api=api or sim.params.get("api", "2.6.27"))
+    sim.data["kernel"] = kernel
+    return kernel
+
+
+def kernel() -> Kernel:
+    """The kernel booted in the running execution."""
+    k = current_simulation().data.get("kernel")
+    if k is None:
+        raise ModelError("no emulated kernel: call mmemu.mm.init.boot(sim) first")
+    return k  # type: ignore[no-any-return]
