@@ -289,7 +289,11 @@ class DFS(Strategy):
         stack = self.stack
         branch = self.branch
         bound = self.max_preemptions
-        use_sleep = self.reduction != "none"
+        # Sleep sets lose executions under a preemption bound: a CPU put to
+        # sleep may only be explorable again through a branch the bound
+        # prunes (its pending <start> step is independent of everything, so it
+        # never wakes).  Bounded DPOR therefore runs without them.
+        use_sleep = self.reduction == "sleep" or (self.reduction == "dpor" and bound is None)
         full = self.reduction == "none"
         state: dict[str, Any] = {"sleep": set(), "seen": 0}
 
