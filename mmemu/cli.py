@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Annotated, Any
 
 import cyclopts
@@ -50,6 +54,49 @@ class UsageError(Exception):
 
 def _out() -> Console:
     return Console(highlight=False, soft_wrap=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same
+    directory and ``os.replace``: a reader (or an interrupted run) never
+    sees half a file.  Any OSError becomes one line for the user."""
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.is_dir():
+        raise UsageError(f"cannot write {str(target)!r}: it is a directory")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {str(target)!r}: directory {str(parent)!r} does not exist")
+    tmp_name = None
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp_name, target)
+        tmp_name = None
+    except OSError as exc:
+        raise UsageError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    finally:
+        if tmp_name is not None:
+            try:
+                os.unlink(tmp_name)
+            except OSError:
+                pass
+
+
+def _replay_token(token: str) -> tuple[Schedule, Any]:
+    """Decode and replay ``token`` (errors propagate as ScheduleFormatError
+    or MmemuError, which main() turns into one line and exit 2)."""
+    sched = Schedule.from_token(token)
+    return sched, replay(None, token)
+
+
+def _run_title(sched: Schedule) -> str:
+    title = sched.scenario
+    if sched.params:
+        title += " [" + ", ".join(f"{k}={v}" for k, v in sorted(sched.params.items())) + "]"
+    if sched.mutants:
+        title += " with mutant " + ", ".join(sched.mutants)
+    return title
 
 
 def _select(patterns: Sequence[str], *, include_expected_failures: bool) -> list[Scenario]:
@@ -200,6 +247,93 @@ def replay_(token: str, *, json_: Annotated[bool, Parameter(name="--json")] = Fa
     else:
         out.print(f"{sched.scenario}: the schedule ran {outcome.steps} steps without failing")
     return EXIT_FAILURE if outcome.failure is not None else EXIT_OK
+
+
+OutputPath = Annotated[Path, Parameter(name=["--output", "-o"], help="file to write (atomically)")]
+
+
+@app.command
+def trace(token: str, *, output: OutputPath) -> int:
+    """Export an execution as Chrome Trace Event JSON for ui.perfetto.dev.
+
+    One track per CPU, slices for kernel functions, an instant per step
+    (with its reads, writes and conflicts), flow arrows and counters from the
+    model's trace annotations; ts is the step index.
+
+    Example: mmemu trace mm1.eNqrVkpW... -o race.json
+    """
+    from mmemu._perfetto import chrome_trace_json
+
+    sched, outcome = _replay_token(token)
+    failure = outcome.failure
+    meta: dict[str, Any] = {"scenario": sched.scenario, "params": sched.params,
+                            "mutants": list(sched.mutants), "token": token.strip(),
+                            "steps": outcome.steps, "preemptions": outcome.preemptions}
+    if failure is not None:
+        meta["failure"] = failure.to_json()
+    text = chrome_trace_json(failure.trace if failure is not None else outcome.trace,
+                             failure=failure, title=_run_title(sched), metadata=meta)
+    _write_atomic(output, text)
+    print(f"wrote {output} ({outcome.steps} steps"
+          + (f", {failure.kind}" if failure is not None else ", no failure")
+          + "); open it at https://ui.perfetto.dev", file=sys.stderr)
+    return EXIT_OK
+
+
+@app.command
+def report(token: str, *, output: OutputPath) -> int:
+    """Draw an execution as one self-contained HTML page of swimlanes.
+
+    A lane per CPU, steps in order, preemptions marked, the failing step and
+    the steps touching the violated object highlighted; hover a step for its
+    accesses and the failure's object dump.
+
+    Example: mmemu report mm1.eNqrVkpW... -o race.html
+    """
+    from mmemu._explain import protocol_text
+    from mmemu._html_report import render_report
+
+    sched, outcome = _replay_token(token)
+    failure = outcome.failure
+    try:
+        protocol = protocol_text(get_scenario(sched.scenario))
+    except MmemuError:
+        protocol = ""  # a module:qualname scenario has no registered doc
+    page = render_report(failure.trace if failure is not None else outcome.trace,
+                         failure=failure, title=_run_title(sched),
+                         replay_command=f"mmemu replay {token.strip()}", protocol=protocol)
+    _write_atomic(output, page)
+    print(f"wrote {output} ({outcome.steps} steps"
+          + (f", {failure.kind}" if failure is not None else ", no failure") + ")", file=sys.stderr)
+    return EXIT_OK
+
+
+@app.command
+def explain(
+    name: Annotated[str, Parameter(help="a suite or a mutant")],
+    *,
+    executions: Annotated[int, Parameter(help="DFS budget per suite when looking for the "
+                                              "minimal breaking interleaving")] = 1000,
+) -> int:
+    """Explain a suite's protocol, or a mutant and the interleaving that breaks it.
+
+    For a suite: its protocol comment (numbered steps per side, the
+    interleavings that matter) and the mutants it must catch; a teaching
+    scenario that fails on purpose also shows its minimal failing timeline.
+    For a mutant: its documentation and, for each suite that must catch it,
+    the minimal interleaving that breaks it.
+
+    Example: mmemu explain demo:lost-update
+    """
+    from mmemu._explain import explain as explain_text
+
+    if executions < 1:
+        raise UsageError(f"--executions must be at least 1 (got {executions})")
+    err = Console(stderr=True, highlight=False)
+    text = explain_text(name, budget=executions,
+                        progress=lambda msg: err.print(msg, markup=False))
+    _out().print(text, markup=False, end="")
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> int:
