@@ -41,11 +41,13 @@ from mmemu.engine._schedule import Schedule
 app = cyclopts.App(
     name="mmemu",
     help="Emulate the kernel's mm concurrency protocols and find their races.\n\n"
+         "Global option: --verbose (or MMEMU_LOG=debug) logs lifecycle events on stderr.\n\n"
          "Example: mmemu run 'pagecache:*' --strategy dfs --max-preemptions 2",
     version="0.1.0",
 )
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class UsageError(Exception):
@@ -193,27 +195,40 @@ def run(
         from mmemu.engine import get_mutant
         get_mutant(m)
     out = _out()
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     results: list[Result] = []
     failed = False
-    for sc in chosen:
-        for params in sc.combinations():
-            strat = _strategy(strategy, sc, seed, max_preemptions)
-            label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
-            if not json_:
-                err.print(f"exploring {label} with {strat.describe()} ...")
-            res = explore(sc.name, strategy=strat, executions=executions or sc.executions,
-                          seed=seed, params=params, mutants=mutant)
-            results.append(res)
-            if json_:
-                out.print(json.dumps(_result_json(res, ",".join(mutant) or None)))
+    interrupted = False
+    try:
+        for sc in chosen:
+            for params in sc.combinations():
+                strat = _strategy(strategy, sc, seed, max_preemptions)
+                label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
+                budget = executions or sc.executions
+                with _RunProgress(err, label, strat.describe(), budget) as progress:
+                    res = explore(sc.name, strategy=strat, executions=budget,
+                                  seed=seed, params=params, mutants=mutant, progress=progress.update)
+                    progress.finish(res)
+                results.append(res)
+                if json_:
+                    out.print(json.dumps(_result_json(res, ",".join(mutant) or None)))
+                if res.failure is not None:
+                    failed = True
+                    if not json_:
+                        out.print(res.failure.report(), markup=False)
+                        out.print()
+                if res.interrupted:
+                    raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        # What was explored so far is still worth showing: the summary table
+        # below, and every failure's replay line.
+        interrupted = True
+        done = sum(r.executions for r in results)
+        err.print(f"interrupted: explored {done} executions in {len(results)} run(s)", markup=False)
+        for res in results:
             if res.failure is not None:
-                failed = True
-                if not json_:
-                    out.print(res.failure.report(), markup=False)
-                    out.print()
-            if res.interrupted:
-                break
+                err.print(f"  {res.scenario}: {res.failure.kind}: {res.failure.replay_command()}",
+                          markup=False)
     if not json_:
         table = Table(title="mmemu run")
         for col in ("suite", "params", "strategy", "executions", "exhausted", "result", "time"):
@@ -224,7 +239,65 @@ def run(
             table.add_row(res.scenario, params, res.strategy, str(res.executions),
                           "yes" if res.exhausted else "no", result, f"{res.elapsed_s:.2f}s")
         out.print(table)
-    return EXIT_FAILURE if failed else EXIT_OK
+    if failed:
+        return EXIT_FAILURE
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+class _RunProgress:
+    """Progress of one exploration on stderr: a rich bar on a terminal,
+    otherwise a plain line when it starts, at most one every few seconds
+    while it runs (wall-clock time is fine here: it never enters a trace),
+    and one when it ends."""
+
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, err: Console, label: str, strategy: str, budget: int) -> None:
+        self.err = err
+        self.label = label
+        self.strategy = strategy
+        self.budget = budget
+        self.tty = sys.stderr.isatty()
+        self._bar: Any = None
+        self._task: Any = None
+        self._last = 0.0
+
+    def __enter__(self) -> _RunProgress:
+        if self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.err, transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task(f"{self.label} ({self.strategy})", total=self.budget)
+        else:
+            self.err.print(f"exploring {self.label} with {self.strategy}, up to {self.budget} executions",
+                           markup=False)
+        self._last = time.monotonic()
+        return self
+
+    def update(self, done: int, budget: int | None) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done)
+            return
+        now = time.monotonic()
+        if now - self._last >= self.PLAIN_EVERY_S:
+            self._last = now
+            self.err.print(f"  {self.label}: {done}/{budget or self.budget} executions", markup=False)
+
+    def finish(self, res: Result) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+        outcome = res.failure.kind if res.failure is not None else "ok"
+        extra = ", exhausted" if res.exhausted else (", interrupted" if res.interrupted else "")
+        self.err.print(f"  {self.label}: {outcome} after {res.executions} executions{extra} "
+                       f"({res.elapsed_s:.2f}s)", markup=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
 
 
 @app.command(name="replay")
@@ -336,10 +409,49 @@ def explain(
     return EXIT_OK
 
 
+_LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+def _configure_logging(args: list[str]) -> list[str]:
+    """Configure structlog for the command (the library never does) and
+    return ``args`` without the global ``--verbose`` flag.
+
+    Quiet by default (warnings and errors only); ``--verbose`` anywhere
+    before ``--``, or ``MMEMU_LOG=debug|info|warning|error``, lowers the
+    level so the engine's lifecycle events (exploration started/finished,
+    failure found) show on stderr.  Taking the flag out here keeps it global
+    without repeating it on every command.
+    """
+    import structlog
+
+    end = args.index("--") if "--" in args else len(args)
+    verbose = any(a in ("--verbose", "-v") for a in args[:end])
+    if verbose:
+        args = [a for i, a in enumerate(args) if i >= end or a not in ("--verbose", "-v")]
+    env = os.environ.get("MMEMU_LOG", "").strip().lower()
+    if env and env not in _LOG_LEVELS:
+        raise UsageError(f"MMEMU_LOG must be one of {', '.join(_LOG_LEVELS)} (got {env!r})")
+    level = _LOG_LEVELS["debug"] if verbose else _LOG_LEVELS.get(env, _LOG_LEVELS["warning"])
+    structlog.configure(
+        processors=[structlog.processors.add_log_level,
+                    structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns (and exits with) the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    import structlog
+
+    # main() may be called in-process (tests, embedding): put the caller's
+    # structlog configuration back afterwards.
+    saved_logging = structlog.get_config() if structlog.is_configured() else None
     try:
+        args = _configure_logging(args)
         code = app(args, exit_on_error=False, print_error=False, help_on_error=False,
                    result_action="return_value")
     except cyclopts.CycloptsError as exc:
@@ -357,6 +469,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mmemu: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:
+        # the reader went away (mmemu explain ... | head): not an error worth a traceback
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit
+        except OSError:
+            pass
+        code = EXIT_OK
+    finally:
+        if saved_logging is not None:
+            structlog.configure(**saved_logging)
+        else:
+            structlog.reset_defaults()
     if code is None:
         code = EXIT_OK
     if argv is None:
