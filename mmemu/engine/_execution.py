@@ -38,7 +38,8 @@ Invariants (checked by the tests):
 from __future__ import annotations
 
 import traceback
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import outcome
@@ -132,8 +133,11 @@ class Simulation:
         max_steps: int = 10_000,
         record: bool = False,
         exploration: dict[str, Any] | None = None,
+        pool: CpuPool | None = None,
     ) -> None:
         self.chooser = chooser
+        #: long-lived tasks to run the CPUs on (None: a nursery per sim.cpus())
+        self.pool = pool
         self.params: dict[str, Any] = dict(params or {})
         self.mutants = mutants
         self.max_steps = max_steps
@@ -271,6 +275,7 @@ class Simulation:
     # ------------------------------------------------------ CPU task plumbing
 
     async def _cpu_main(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        """A CPU on a task of its own (no pool): register, park, run."""
         cpu.task = current_task()
         cpu.state = RUNNABLE
         self.runnable.append(cpu)  # trio starts tasks in any order: sorted below
@@ -280,6 +285,14 @@ class Simulation:
             reschedule(self._main_task)
         try:
             await _park()  # the implicit <start> yield point
+        except _Aborted:
+            self._cpu_exit(cpu)
+            return
+        await self._cpu_run(cpu, fn, args)
+
+    async def _cpu_run(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
+        """Run a CPU chosen at its <start> yield point, then retire it."""
+        try:
             await fn(*args)
         except _Aborted:
             pass
@@ -435,6 +448,36 @@ class _CpuNursery:
         sim = self._sim
         if exc_type is not None or not self._pending:
             return False
+        if sim.pool is not None:
+            await self._run_on_pool(sim, sim.pool)
+        else:
+            await self._run_on_nursery(sim)
+        if sim.failure is not None:
+            raise _Aborted()
+        return False
+
+    async def _run_on_pool(self, sim: Simulation, pool: CpuPool) -> None:
+        # A parked pool worker *is* a CPU at its <start> yield point: binding
+        # it to the CPU is all it takes to start one.  No task is spawned and
+        # trio is not entered until the first CPU runs.
+        pending, self._pending = self._pending, []
+        workers = await pool.take(len(pending))
+        for w, (cpu, fn, args) in zip(workers, pending):
+            w.sim, w.cpu, w.fn, w.args = sim, cpu, fn, args
+            cpu.task = w.task
+            cpu.state = RUNNABLE
+            sim.runnable.append(cpu)  # ids increase: stays sorted
+        sim._live += len(pending)
+        sim._main_task = current_task()
+        try:
+            first = sim._pick(None)
+        except _Aborted:
+            first = None  # see _run_on_nursery
+        if first is not None:
+            reschedule(first.task)
+        await _park()  # until every CPU has finished (or the run aborted)
+
+    async def _run_on_nursery(self, sim: Simulation) -> None:
         async with trio.open_nursery() as nursery:
             sim._started += len(self._pending)
             sim._live += len(self._pending)
@@ -459,9 +502,81 @@ class _CpuNursery:
             if first is not None:
                 reschedule(first.task)
             await _park()  # until every CPU has finished (or the run aborted)
-        if sim.failure is not None:
-            raise _Aborted()
-        return False
+
+
+class _Worker:
+    """A pool task and the CPU it serves in the current execution."""
+
+    __slots__ = ("task", "sim", "cpu", "fn", "args")
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.sim: Simulation | None = None
+        self.cpu: CPU | None = None
+        self.fn: Callable[..., Awaitable[Any]] | None = None
+        self.args: tuple[Any, ...] = ()
+
+
+class CpuPool:
+    """Trio tasks that outlive executions and run their CPUs.
+
+    Spawning a task and opening a nursery for every execution costs more
+    than the steps of a small scenario; the pool pays it once per
+    exploration.  Which worker serves which CPU never matters: a CPU runs
+    only when the engine reschedules its task.
+
+    Danger: the CPUs of successive executions share trio tasks, hence
+    contextvars.  Model state belongs in the ``Simulation``, never in a
+    context variable.
+
+    Use ``async with CpuPool.open() as pool`` and pass it to Simulation;
+    leaving the block ends the workers (all idle by then).
+    """
+
+    def __init__(self, nursery: trio.Nursery) -> None:
+        self._nursery = nursery
+        self._idle: list[_Worker] = []
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls) -> AsyncIterator[CpuPool]:
+        async with trio.open_nursery() as nursery:
+            pool = cls(nursery)
+            try:
+                yield pool
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def take(self, n: int) -> list[_Worker]:
+        idle = self._idle
+        while len(idle) < n:
+            # start() returns once the worker has reached its first park
+            idle.append(await self._nursery.start(self._serve))
+        taken = idle[-n:]
+        del idle[-n:]
+        return taken
+
+    async def _serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        w = _Worker(current_task())
+        task_status.started(w)
+        while True:
+            try:
+                await _park()  # idle, or a CPU at its <start> yield point
+            except _Aborted:
+                # the execution failed before this CPU ever ran
+                sim, cpu = w.sim, w.cpu
+                assert sim is not None and cpu is not None
+                w.sim = w.cpu = w.fn = None
+                self._idle.append(w)
+                sim._cpu_exit(cpu)
+                continue
+            sim, cpu, fn = w.sim, w.cpu, w.fn
+            assert sim is not None and cpu is not None and fn is not None
+            await sim._cpu_run(cpu, fn, w.args)
+            # _cpu_exit has handed the token on; back to idle before parking
+            w.sim = w.cpu = w.fn = None
+            w.args = ()
+            self._idle.append(w)
 
 
 _current: Simulation | None = None
