@@ -292,7 +292,13 @@ class _Runner:
         exc = sim.failure
         assert exc is not None
         trace = build_trace(sim)
-        token = self.schedule(sim.choices).to_token()
+        sched = self.schedule(sim.choices)
+        witness = getattr(exc, "prelude", ())
+        if witness:
+            # the failure depends on state an earlier execution of this
+            # exploration left behind (lockdep's order graph): replay those first
+            sched = attrs.evolve(sched, prelude=tuple(tuple(p) for p in witness))
+        token = sched.to_token()
         message = getattr(exc, "message", None) or str(exc)
         return Failure(kind=failure_kind(exc), message=message, schedule=token,
                        preemptions=sim.preemptions, steps=sim.steps, trace=trace,
@@ -434,7 +440,9 @@ async def replay_async(scenario: ScenarioFn | Scenario | str | None, token: str)
     async with CpuPool.open() as pool:
         runner.pool = pool
         for pre in sched.prelude:
-            await runner.guided(pre, strict=True)
+            # a prelude is the prefix of an earlier execution that left state
+            # behind (a lockdep edge): follow it, then run without preemptions
+            await runner.guided(pre, strict=False)
         sim = await runner.guided(sched.choices, strict=True, record=True)
     failure = runner.make_failure(sim, 1) if sim.failure is not None else None
     return Outcome(scenario=name, steps=sim.steps, preemptions=sim.preemptions,

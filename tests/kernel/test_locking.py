@@ -295,3 +295,30 @@ def test_completion() -> None:
 
     result = _explore(scenario)
     assert result.failure is None and result.exhausted
+
+
+@mmemu.scenario("testkernel:abba-across-executions")
+async def _abba_across_executions(sim: Any) -> None:
+    """Whichever CPU claims first takes A,B or B,A; the other does nothing."""
+    a, b = SpinLock("A"), SpinLock("B")
+    claimed: dict[str, Any] = {"by": None}
+
+    async def claimer(first: SpinLock, second: SpinLock) -> None:
+        await mmemu.step("claim", writes=("claim",))
+        if claimed["by"] is None:
+            claimed["by"] = first.name
+            await _take_two(first, second)
+
+    async with sim.cpus() as cpus:
+        cpus.start(claimer, a, b, name="ab")
+        cpus.start(claimer, b, a, name="ba")
+
+
+def test_cross_execution_lockdep_report_replays_from_its_token() -> None:
+    # The token carries the earlier execution that recorded A -> B, so a
+    # fresh replay (empty lockdep graph) reproduces the same report.
+    failure = _explore("testkernel:abba-across-executions").failure
+    assert failure is not None and failure.kind == "LockOrderViolation"
+    outcome = mmemu.replay(None, failure.schedule)
+    assert outcome.failure is not None
+    assert outcome.failure.report() == failure.report()
