@@ -1,0 +1,5 @@
+"""``python -m mmemu`` is the ``mmemu`` command."""
+
+from mmemu.cli import main
+
+main()
