@@ -38,8 +38,7 @@ Invariants (checked by the tests):
 from __future__ import annotations
 
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
 import outcome
@@ -521,44 +520,55 @@ class CpuPool:
     """Trio tasks that outlive executions and run their CPUs.
 
     Spawning a task and opening a nursery for every execution costs more
-    than the steps of a small scenario; the pool pays it once per
-    exploration.  Which worker serves which CPU never matters: a CPU runs
-    only when the engine reschedules its task.
+    than the steps of a small scenario; the pool pays for each task once per
+    trio run.  ``CpuPool.current()`` is the pool of the running trio run
+    (kept in a RunVar); its workers are trio *system* tasks, so that
+    successive explorations in one run (pytest-trio, benchmarks) share them
+    and trio cancels them when the run ends.  Which worker serves which CPU
+    never matters: a CPU runs only when the engine reschedules its task.
 
-    Danger: the CPUs of successive executions share trio tasks, hence
-    contextvars.  Model state belongs in the ``Simulation``, never in a
-    context variable.
-
-    Use ``async with CpuPool.open() as pool`` and pass it to Simulation;
-    leaving the block ends the workers (all idle by then).
+    Danger, no guard rails: the CPUs of successive executions share trio
+    tasks, hence contextvars (those of the run's system context, not the
+    caller's).  Model state belongs in the ``Simulation``, never in a context
+    variable.
     """
 
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
+    def __init__(self) -> None:
+        # Invariant: every worker in _idle is parked in _serve, unbound.
         self._idle: list[_Worker] = []
+        self._starting = 0
+        self._waiter: Any = None
 
     @classmethod
-    @asynccontextmanager
-    async def open(cls) -> AsyncIterator[CpuPool]:
-        async with trio.open_nursery() as nursery:
-            pool = cls(nursery)
-            try:
-                yield pool
-            finally:
-                nursery.cancel_scope.cancel()
+    def current(cls) -> CpuPool:
+        pool = _POOL.get(None)
+        if pool is None:
+            pool = cls()
+            _POOL.set(pool)
+        return pool
 
     async def take(self, n: int) -> list[_Worker]:
+        """``n`` idle workers, spawning what is missing."""
         idle = self._idle
-        while len(idle) < n:
-            # start() returns once the worker has reached its first park
-            idle.append(await self._nursery.start(self._serve))
+        short = n - len(idle)
+        if short > 0:
+            # New workers start in whatever order trio picks; the last one to
+            # park wakes us, so that every worker is parked when we return.
+            self._starting = short
+            self._waiter = current_task()
+            for _ in range(short):
+                trio.lowlevel.spawn_system_task(self._serve, name="mmemu cpu worker")
+            await _park()
         taken = idle[-n:]
         del idle[-n:]
         return taken
 
-    async def _serve(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def _serve(self) -> None:
         w = _Worker(current_task())
-        task_status.started(w)
+        self._idle.append(w)
+        self._starting -= 1
+        if self._starting == 0:
+            reschedule(self._waiter)
         while True:
             try:
                 await _park()  # idle, or a CPU at its <start> yield point
@@ -570,6 +580,7 @@ class CpuPool:
                 self._idle.append(w)
                 sim._cpu_exit(cpu)
                 continue
+            # (trio.Cancelled at the park ends the worker: the run is over)
             sim, cpu, fn = w.sim, w.cpu, w.fn
             assert sim is not None and cpu is not None and fn is not None
             await sim._cpu_run(cpu, fn, w.args)
@@ -577,6 +588,9 @@ class CpuPool:
             w.sim = w.cpu = w.fn = None
             w.args = ()
             self._idle.append(w)
+
+
+_POOL: trio.lowlevel.RunVar[CpuPool] = trio.lowlevel.RunVar("mmemu_cpu_pool")
 
 
 _current: Simulation | None = None

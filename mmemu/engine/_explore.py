@@ -182,8 +182,8 @@ class _Runner:
         self.max_steps = max_steps
         self.exploration: dict[str, Any] = {}
         self.prelude: tuple[tuple[int, ...], ...] = ()
-        #: CPU tasks shared by the executions (set while exploring)
-        self.pool: CpuPool | None = None
+        #: the trio run's CPU tasks, shared by the executions
+        self.pool: CpuPool | None = CpuPool.current()
 
     async def run(self, chooser: Chooser, *, record: bool) -> Simulation:
         sim = Simulation(chooser=chooser, params=self.params, mutants=self.mutant_set,
@@ -371,30 +371,28 @@ async def explore_async(
     done = 0
     interrupted = False
     try:
-        async with CpuPool.open() as pool:
-            runner.pool = pool
-            for index in range(start, start + budget):
-                chooser = strat.begin(index)
-                if chooser is None:
-                    break
-                sim = await runner.run(chooser, record=strat.record)
-                strat.end(sim)
-                done += 1
-                if progress is not None and (done & 63) == 0:
-                    progress(done, budget)
-                if sim.failure is None:
-                    continue
-                raw = runner.raw(sim)
-                assert raw.kind is not None
-                if raw.kind in kinds_seen:
-                    continue
-                kinds_seen.add(raw.kind)
-                log.debug("failure found", kind=raw.kind, execution=index)
-                if shrink:
-                    raw = await runner.shrink(raw, s.shrink_budget)
-                failures.append(await runner.finish(raw, done))
-                if stop_on_failure:
-                    break
+        for index in range(start, start + budget):
+            chooser = strat.begin(index)
+            if chooser is None:
+                break
+            sim = await runner.run(chooser, record=strat.record)
+            strat.end(sim)
+            done += 1
+            if progress is not None and (done & 63) == 0:
+                progress(done, budget)
+            if sim.failure is None:
+                continue
+            raw = runner.raw(sim)
+            assert raw.kind is not None
+            if raw.kind in kinds_seen:
+                continue
+            kinds_seen.add(raw.kind)
+            log.debug("failure found", kind=raw.kind, execution=index)
+            if shrink:
+                raw = await runner.shrink(raw, s.shrink_budget)
+            failures.append(await runner.finish(raw, done))
+            if stop_on_failure:
+                break
     except KeyboardInterrupt:
         interrupted = True
     if progress is not None:
@@ -437,13 +435,11 @@ async def replay_async(scenario: ScenarioFn | Scenario | str | None, token: str)
     mut = _check_mutants(sched.mutants)
     runner = _Runner(fn, name, dict(sched.params), mut, sched.max_steps)
     runner.prelude = sched.prelude
-    async with CpuPool.open() as pool:
-        runner.pool = pool
-        for pre in sched.prelude:
-            # a prelude is the prefix of an earlier execution that left state
-            # behind (a lockdep edge): follow it, then run without preemptions
-            await runner.guided(pre, strict=False)
-        sim = await runner.guided(sched.choices, strict=True, record=True)
+    for pre in sched.prelude:
+        # a prelude is the prefix of an earlier execution that left state
+        # behind (a lockdep edge): follow it, then run without preemptions
+        await runner.guided(pre, strict=False)
+    sim = await runner.guided(sched.choices, strict=True, record=True)
     failure = runner.make_failure(sim, 1) if sim.failure is not None else None
     return Outcome(scenario=name, steps=sim.steps, preemptions=sim.preemptions,
                    trace=build_trace(sim), failure=failure)
