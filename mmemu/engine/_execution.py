@@ -344,15 +344,6 @@ class Simulation:
 
     # -------------------------------------------------------- yield points
 
-    async def _yield(self, cpu: CPU, label: str, reads: tuple[Hashable, ...],
-                     writes: tuple[Hashable, ...]) -> None:
-        cpu.pending = (label, reads, writes)
-        nxt = self._pick(cpu)
-        if nxt is not cpu:
-            assert nxt is not None  # cpu itself is runnable
-            reschedule(nxt.task)
-            await _park()
-
     async def _block(self, cpu: CPU, channel: Hashable, label: str,
                      reads: tuple[Hashable, ...], writes: tuple[Hashable, ...], why: str) -> None:
         cpu.state = BLOCKED
@@ -627,9 +618,16 @@ async def step(label: str, reads: Iterable[Hashable] = (), writes: Iterable[Hash
         return
     if sim.aborting:
         raise _Aborted()
-    await sim._yield(cpu, label,
-                     reads if type(reads) is tuple else tuple(reads),
-                     writes if type(writes) is tuple else tuple(writes))
+    # The yield point itself, inline: this is the engine's hottest path and
+    # every extra coroutine frame is paid on each step.
+    cpu.pending = (label,
+                   reads if type(reads) is tuple else tuple(reads),
+                   writes if type(writes) is tuple else tuple(writes))
+    nxt = sim._pick(cpu)
+    if nxt is not cpu:
+        assert nxt is not None  # cpu itself is runnable
+        reschedule(nxt.task)
+        await wait_task_rescheduled(_abort_ok)
 
 
 async def block(channel: Hashable, label: str, *, reads: Iterable[Hashable] = (),
