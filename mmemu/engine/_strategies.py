@@ -432,15 +432,16 @@ class DFS(Strategy):
             # races: candidates not already ordered before j through t's past
             # or through another candidate
             for i in set(cands):
+                # cheapest test first: only a choice point can be reversed
+                node = node_at.get(i)
+                if node is None:
+                    continue  # one CPU could run there: not reversible
                 ti = events[i][0]
                 li = local[i]
                 if prev_c[ti] >= li:
                     continue
                 if any(k != i and clocks[k][ti] >= li for k in cands):
                     continue
-                node = node_at.get(i)
-                if node is None:
-                    continue  # one CPU could run there: not reversible
                 self._reverse(i, j, t, c, node, events, clocks, local, thread_events,
                               nthreads, node_at, bound)
             clocks.append(c)

@@ -184,3 +184,59 @@ def test_wake_without_declared_write_is_a_model_error() -> None:
 
     with pytest.raises(mmemu.ModelError, match="did not declare writes"):
         mmemu.explore(scenario, strategy=DFS(reduction="none"), executions=10)
+
+
+# ------------------------------------------------- CPU tasks: pool or not
+
+async def three_cpus(sim: Any) -> None:
+    x = Obj("x")
+
+    async def cpu() -> None:
+        await mmemu.step("write x", writes=(x,))
+
+    async with sim.cpus() as cpus:
+        for _ in range(3):
+            cpus.start(cpu)
+
+
+def test_pool_workers_are_reused_across_explorations() -> None:
+    import trio
+
+    from mmemu.engine._execution import CpuPool
+
+    async def main() -> tuple[Any, ...]:
+        dead = await mmemu.explore_async(abba, strategy=DFS(), executions=100)
+        ok = await mmemu.explore_async(three_cpus, strategy=DFS(reduction="none"),
+                                       executions=1000)
+        boom = await mmemu.explore_async(raiser, strategy=Random(0), executions=50)
+        return dead, ok, boom, len(CpuPool.current()._idle)
+
+    dead, ok, boom, idle = trio.run(main)
+    assert dead.failure is not None and dead.failure.kind == "Deadlock"
+    assert ok.failure is None and ok.exhausted and ok.executions == 90  # 6!/(2!)^3
+    assert boom.failure is not None and boom.failure.kind == "UnexpectedException"
+    assert idle == 3  # every worker came back; never more than one execution needs
+
+
+def test_simulation_without_a_pool_spawns_its_cpus() -> None:
+    import trio
+
+    from mmemu.engine import Simulation
+
+    def switch(sim: Any, prev: Any, run: list[Any]) -> Any:
+        return next(c for c in run if c is not prev)  # always preempt
+
+    async def main() -> list[Any]:
+        out = []
+        for scenario in (abba, three_cpus, raiser, swallower):
+            sim = Simulation(chooser=switch, record=True)
+            await sim.run(scenario)
+            out.append(sim)
+        return out
+
+    dead, ok, boom, swallowed = trio.run(main)
+    assert isinstance(dead.failure, mmemu.Deadlock)
+    assert ok.failure is None and ok.steps == 6
+    assert [e[0] for e in ok.events] == [0, 1, 0, 1, 2, 2]
+    assert isinstance(boom.failure, mmemu.UnexpectedException)
+    assert isinstance(swallowed.failure, mmemu.InvariantViolation)
