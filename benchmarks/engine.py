@@ -109,7 +109,8 @@ def _rate(scenario: str, make: Callable[[], Any], *, budget: int, min_time: floa
             if elapsed >= min_time:
                 return n / elapsed
 
-    return trio.run(go)
+    rate: float = trio.run(go)
+    return rate
 
 
 def main() -> None:

@@ -429,7 +429,7 @@ class _CpuNursery:
     def start(self, fn: Callable[..., Awaitable[Any]], *args: Any, name: str | None = None) -> CPU:
         """Start an emulated CPU running ``await fn(*args)``; it starts parked."""
         sim = self._sim
-        cpu = CPU(sim, len(sim.cpu_list), name or getattr(fn, "__name__", "cpu"))
+        cpu = CPU(sim, len(sim.cpu_list), name or str(getattr(fn, "__name__", "cpu")))
         sim.cpu_list.append(cpu)
         self._pending.append((cpu, fn, args))
         return cpu
@@ -532,7 +532,7 @@ class CpuPool:
 
     @classmethod
     def current(cls) -> CpuPool:
-        pool = _POOL.get(None)
+        pool: CpuPool | None = _POOL.get(None)
         if pool is None:
             pool = cls()
             _POOL.set(pool)

@@ -416,7 +416,8 @@ def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
     ``mutants`` switches named protocol variants on; ``params`` is passed to
     the scenario as ``sim.params``.
     """
-    return trio.run(_call_explore, scenario, kwargs)
+    result: Result = trio.run(_call_explore, scenario, kwargs)
+    return result
 
 
 async def _call_explore(scenario: Any, kwargs: dict[str, Any]) -> Result:
@@ -451,7 +452,8 @@ def replay(scenario: ScenarioFn | Scenario | str | None, token: str) -> Outcome:
     ``scenario`` may be None: the token names it.  Raises ScheduleFormatError
     for a malformed token and NondeterminismError if the scenario diverges.
     """
-    return trio.run(replay_async, scenario, token)
+    outcome: Outcome = trio.run(replay_async, scenario, token)
+    return outcome
 
 
 def executions_for_two_cpus(k: int) -> int:
