@@ -5,10 +5,8 @@ Three ways to run *one* execution of a scenario under a schedule you control:
 
 ``run_schedule(scenario, schedules_example)``
     Inside a Hypothesis test (``@given(schedule=mmemu.testing.schedules())``),
-    every choice point asks Hypothesis which CPU runs next.  Choice 0 always
-    means "no preemption" (the CPU that ran last keeps running when it can),
-    so when Hypothesis shrinks a failing example towards zeros it shrinks the
-    interleaving towards the fewest preemptions.  The final (shrunk) example
+    every choice point asks Hypothesis which CPU runs next, in an encoding
+    where shrinking the draws drops preemptions (``HypothesisSchedule``).  The final (shrunk) example
     notes its replay token, which ``mmemu replay`` and ``mmemu.replay`` accept.
 
 ``run_schedule(scenario, [0, 0, 1])``
@@ -169,6 +167,15 @@ def _candidates(prev: CPU | None, run: list[CPU]) -> list[CPU]:
 # ------------------------------------------------------------- Hypothesis
 
 
+#: How a choice point reads a Hypothesis draw ``v`` in ``0..15`` (see
+#: ``HypothesisSchedule``): 0 stops drawing, 1..12 take the default, 13..15
+#: take another CPU.  So a fresh draw preempts with probability 3/16 and
+#: stops with 1/16 (Hypothesis also favours the bounds): a random walk with
+#: a few preemptions, scattered over the whole execution.
+_DRAW_MAX = 15
+_LAST_DEFAULT = 12
+
+
 @attrs.define(eq=False, repr=False)
 class HypothesisSchedule:
     """A schedule drawn from Hypothesis, one choice point at a time.
@@ -177,6 +184,17 @@ class HypothesisSchedule:
     ``choices`` holds the CPU id chosen at each choice point, ``token`` the
     replay token and ``outcome`` what happened (for the last run only, if
     the example runs several scenarios).
+
+    The encoding is chosen for shrinking.  Each choice point has a *default*:
+    the CPU that ran last if it can continue (no preemption), else the
+    lowest-numbered runnable CPU.  A draw of 0 takes the default and ends the
+    drawing: every later choice point takes its default too.  1..12 take the
+    default; 13..15 take another CPU (a second draw picks which when there
+    are several).  Hypothesis shrinks towards short sequences of small
+    values, that is towards stopping early with few non-default choices: a
+    failing interleaving loses the preemptions it does not need, and
+    dropping one preemption is a deletion of a single draw, a move the
+    shrinker always tries.
     """
 
     data: st.DataObject
@@ -184,13 +202,13 @@ class HypothesisSchedule:
     token: str | None = None
     outcome: Outcome | None = None
 
-    def _draw_index(self, n: int) -> int:
-        strategy = st.integers(min_value=0, max_value=n - 1)
-        # DataObject.draw() prints every draw ("Draw 7: 0") under the failing
-        # example: dozens of lines nobody can use.  The token noted after
-        # the run says all of it, so draw through the ConjectureData the
-        # DataObject wraps (Hypothesis calls that attribute semi-stable) and
-        # fall back to the public draw if it ever goes away.
+    def _draw(self, high: int) -> int:
+        strategy = st.integers(min_value=0, max_value=high)
+        # DataObject.draw() prints every draw ("Draw 7: 13") under the
+        # failing example: dozens of lines nobody can use.  The token noted
+        # after the run says all of it, so draw through the ConjectureData
+        # the DataObject wraps (Hypothesis calls that attribute semi-stable)
+        # and fall back to the public draw if it ever goes away.
         conjecture = getattr(self.data, "conjecture_data", None)
         if conjecture is not None:
             value = conjecture.draw(strategy)
@@ -199,9 +217,21 @@ class HypothesisSchedule:
         return int(value)
 
     def chooser(self) -> Chooser:
+        stopped = False
+
         def choose(sim: Simulation, prev: CPU | None, run: list[CPU]) -> CPU:
-            cands = _candidates(prev, run)
-            return cands[self._draw_index(len(cands))]
+            nonlocal stopped
+            default = _non_preemptive(prev, run)
+            if stopped:
+                return default
+            v = self._draw(_DRAW_MAX)
+            if v == 0:
+                stopped = True
+                return default
+            if v <= _LAST_DEFAULT:
+                return default
+            others = [c for c in run if c is not default]
+            return others[self._draw(len(others) - 1)] if len(others) > 1 else others[0]
 
         return choose
 
@@ -223,9 +253,9 @@ def schedules() -> st.SearchStrategy[HypothesisSchedule]:
             outcome = mmemu.testing.run_schedule("demo:lost-update", schedule)
             assert outcome.failure is None, outcome.failure.report()
 
-    Choices are drawn lazily, one per choice point, as integers where 0 means
-    "no preemption"; Hypothesis therefore shrinks a failing interleaving
-    towards the fewest preemptions, then the fewest choice points.  The final
+    Choices are drawn lazily, one per choice point, encoded so that
+    Hypothesis shrinks a failing interleaving towards the fewest preemptions
+    (see ``HypothesisSchedule``).  The final
     example notes its replay token (``mmemu replay TOKEN``).  Run with
     ``@settings(derandomize=True)`` or a fixed ``@seed`` for a search that is
     the same on every run.
