@@ -251,8 +251,8 @@ def render_report(trace: TraceLike, *, failure: Any = None, title: str = "",
         objs = list(dict.fromkeys((*ev.reads, *ev.writes)))
         if blamed_set.intersection(objs):
             cls.append("blamed")
-        fl = flow_ids.get(ev.index, [])
-        if fl:
+        ends = flow_ids.get(ev.index, [])
+        if ends:
             cls.append("flow-end")
         note = ""
         if ev.conflicts:
@@ -263,7 +263,7 @@ def render_report(trace: TraceLike, *, failure: Any = None, title: str = "",
         parts.append(
             f"<div class=\"{' '.join(cls)}\" data-step=\"{ev.index}\" data-cpu=\"{ev.cpu}\" "
             f"data-objects=\"{_e(' '.join(_token(o) for o in objs))}\""
-            + (f" data-flows=\"{' '.join(fl)}\"" if fl else "")
+            + (f" data-flows=\"{' '.join(ends)}\"" if ends else "")
             + f" style=\"grid-row:{row};grid-column:{col_of[ev.cpu]}\" "
             f"title=\"{_e(_step_title(ev, cpu_title, failing, failure))}\">"
             f"{_e(ev.label)}" + (f"<span class=\"note\">{_e(note)}</span>" if note else "") + "</div>\n")

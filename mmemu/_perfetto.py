@@ -352,7 +352,8 @@ def validate_chrome_trace(doc: Any) -> list[str]:
             problems.append(f"{where}: unknown phase {ph!r}")
             continue
         pid, tid = ev.get("pid"), ev.get("tid", 0)
-        if not _is_int(pid) or not _is_int(tid):
+        if not isinstance(pid, int) or not isinstance(tid, int) or isinstance(pid, bool) \
+                or isinstance(tid, bool):
             problems.append(f"{where}: 'pid'/'tid' must be integers (got {pid!r}, {tid!r})")
             continue
         track = (pid, tid)
@@ -374,7 +375,7 @@ def validate_chrome_trace(doc: Any) -> list[str]:
                 problems.append(f"{where}: ts {ts} goes back in time on track pid={pid} tid={tid}")
             last_ts[track] = ts
         if ph == "B":
-            stacks.setdefault(track, []).append((name, ts))
+            stacks.setdefault(track, []).append((str(name), float(ts)))
         elif ph == "E":
             stack = stacks.get(track)
             if not stack:

@@ -199,13 +199,15 @@ def run(
     results: list[Result] = []
     failed = False
     interrupted = False
+    stop = _StopRequest()
     try:
+        stop.__enter__()
         for sc in chosen:
             for params in sc.combinations():
                 strat = _strategy(strategy, sc, seed, max_preemptions)
                 label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
                 budget = executions or sc.executions
-                with _RunProgress(err, label, strat.describe(), budget) as progress:
+                with _RunProgress(err, label, strat.describe(), budget, stop) as progress:
                     res = explore(sc.name, strategy=strat, executions=budget,
                                   seed=seed, params=params, mutants=mutant, progress=progress.update)
                     progress.finish(res)
@@ -217,7 +219,7 @@ def run(
                     if not json_:
                         out.print(res.failure.report(), markup=False)
                         out.print()
-                if res.interrupted:
+                if res.interrupted or stop.requested:
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         # What was explored so far is still worth showing: the summary table
@@ -229,19 +231,66 @@ def run(
             if res.failure is not None:
                 err.print(f"  {res.scenario}: {res.failure.kind}: {res.failure.replay_command()}",
                           markup=False)
+    finally:
+        stop.__exit__()
     if not json_:
         table = Table(title="mmemu run")
         for col in ("suite", "params", "strategy", "executions", "exhausted", "result", "time"):
             table.add_column(col)
         for res in results:
-            params = ", ".join(f"{k}={v}" for k, v in res.params.items()) or "-"
+            shown = ", ".join(f"{k}={v}" for k, v in res.params.items()) or "-"
             result = (f"[red]{res.failure.kind}[/red]" if res.failure else "[green]ok[/green]")
-            table.add_row(res.scenario, params, res.strategy, str(res.executions),
+            table.add_row(res.scenario, shown, res.strategy, str(res.executions),
                           "yes" if res.exhausted else "no", result, f"{res.elapsed_s:.2f}s")
         out.print(table)
     if failed:
         return EXIT_FAILURE
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+class _StopRequest:
+    """Ctrl-C during ``mmemu run``, turned into a KeyboardInterrupt at a safe point.
+
+    Left to trio, SIGINT raises KeyboardInterrupt wherever the main task
+    happens to be, possibly in the middle of the engine handing the CPU token
+    from one emulated CPU to another.  Instead the first SIGINT only sets
+    ``requested``; the progress callback, which the engine calls between two
+    executions inside its interrupt-aware loop, raises it there (trio keeps
+    a handler it did not install).  A second Ctrl-C raises at once, for a run
+    stuck inside one long shrink.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._raised = False
+        self._old: Any = None
+        self._installed = False
+
+    def __enter__(self) -> _StopRequest:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._on_sigint)
+            self._installed = True
+        return self
+
+    def _on_sigint(self, _signum: int, _frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested and not self._raised:
+            self._raised = True
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._installed:
+            signal.signal(signal.SIGINT, self._old)
+            self._installed = False
 
 
 class _RunProgress:
@@ -252,8 +301,10 @@ class _RunProgress:
 
     PLAIN_EVERY_S = 5.0
 
-    def __init__(self, err: Console, label: str, strategy: str, budget: int) -> None:
+    def __init__(self, err: Console, label: str, strategy: str, budget: int,
+                 stop: _StopRequest | None = None) -> None:
         self.err = err
+        self.stop = stop
         self.label = label
         self.strategy = strategy
         self.budget = budget
@@ -277,6 +328,8 @@ class _RunProgress:
         return self
 
     def update(self, done: int, budget: int | None) -> None:
+        if self.stop is not None:
+            self.stop.check()
         if self._bar is not None:
             self._bar.update(self._task, completed=done)
             return
