@@ -44,6 +44,7 @@ h2 { font-size: 15px; margin: 16px 0 6px; }
 .verdict { margin: 0 0 10px; color: #444; }
 .failure { border: 2px solid #c62828; background: #fff1f1; padding: 8px 12px; border-radius: 6px; }
 .failure .kind { font-weight: 700; color: #b71c1c; }
+.failure .message { white-space: pre-wrap; }
 .failure pre, .protocol pre { margin: 6px 0; white-space: pre-wrap; font-size: 12px; }
 .ok { border: 2px solid #2e7d32; background: #f1fff1; padding: 8px 12px; border-radius: 6px; }
 code { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-all; }
