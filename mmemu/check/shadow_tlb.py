@@ -1,0 +1,211 @@
+"""Secondary-MMU use-after-free checker: a shadow of every driver's TLB.
+
+Emulates: nothing in the kernel; it is the sanitizer the kernel never had.
+(The translations it shadows are KVM's sptes, GRU TLB entries, IOMMU
+IOTLB entries: arch/x86/kvm/mmu.c, drivers/misc/sgi-gru (2.6.27).)
+
+A driver keeps each translation it establishes in a framework-owned
+``ShadowTLB`` (``install(key, page)``, ``zap(key)``, ``lookup(key)``), so
+the checker sees every translation without trusting the driver's own
+bookkeeping.  Two rules:
+
+- **FreedPageStillMapped**: when a page returns to the allocator
+  (``kernel.free_hooks``), no shadow TLB may map it.  This is the moment the
+  mmu-notifier contract is about: the page is going to the freelist and the
+  secondary MMU can still reach it.
+- **SecondaryUseAfterFree**: a device/guest access (``access(key)``) through
+  a translation whose page was freed, or freed and reused (``page.gen``
+  changed), since it was installed.
+
+Reports name the driver, the key, the page (``page.dump()``, which lists
+"mapped by: kvm gfn 3"), the step that installed the translation and the
+step that freed the page.
+
+Accesses: the slot of ``key`` is ``tlb.slot(key)``; a driver step that
+installs or zaps declares a write to it and a read of the page's ``_count``
+(``install_accesses`` / ``zap_accesses``), so the explorer orders
+installs and zaps against the step that drops the page's last reference, in
+which the free hook runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+import attrs
+
+from mmemu.engine._errors import InvariantViolation
+from mmemu.engine._execution import _sim_or_none, current_simulation
+from mmemu.mm.page import Page, page_site
+
+
+class SecondaryMmuViolation(InvariantViolation):
+    """A secondary MMU can reach a page it must not."""
+
+
+class FreedPageStillMapped(SecondaryMmuViolation):
+    """A page went back to the allocator while a shadow TLB still mapped it."""
+
+
+class SecondaryUseAfterFree(SecondaryMmuViolation):
+    """The device/guest used a translation to a page freed (or reused) since."""
+
+
+@attrs.define(eq=False)
+class Translation:
+    """One entry of a shadow TLB."""
+
+    key: Hashable
+    page: Page
+    gen: int
+    site: str
+    young: bool = True
+    writable: bool = True
+
+
+def _last_free_site(page: Page) -> str:
+    for event, site in reversed(page.history):
+        if event == "free":
+            return site
+    return "?"
+
+
+class ShadowTLB:
+    """The translations of one driver instance (keys are the driver's: a gfn,
+    a virtual address, an IOVA)."""
+
+    def __init__(self, driver: str, *, key_name: str = "key") -> None:
+        self.driver = driver
+        self.key_name = key_name
+        self.entries: dict[Hashable, Translation] = {}
+        self.__mmemu_name__ = f"{driver}.tlb"
+
+    def __repr__(self) -> str:
+        return f"<ShadowTLB {self.driver} {len(self.entries)} entries>"
+
+    # ------------------------------------------------------------- accesses
+
+    def slot(self, key: Hashable) -> tuple[Any, Hashable]:
+        """The access key of one entry."""
+        return (self, key)
+
+    def install_accesses(self, key: Hashable, page: Page) -> dict[str, tuple[Hashable, ...]]:
+        """``step(label, **tlb.install_accesses(key, page))``."""
+        return {"reads": (page._count,), "writes": (self.slot(key),)}
+
+    def zap_accesses(self, keys: Iterable[Hashable]) -> dict[str, tuple[Hashable, ...]]:
+        """Accesses of a step that zaps ``keys`` (reads the counts of the pages
+        they map now)."""
+        ks = list(keys)
+        reads = tuple(e.page._count for k in ks if (e := self.entries.get(k)) is not None)
+        return {"reads": reads, "writes": tuple(self.slot(k) for k in ks)}
+
+    # ------------------------------------------------------------ operations
+
+    def describe(self, key: Hashable) -> str:
+        return f"{self.driver} {self.key_name} {key}"
+
+    def install(self, key: Hashable, page: Page, *, writable: bool = True) -> None:
+        """Record a translation ``key -> page`` (replacing any previous one)."""
+        if page.free:
+            current_simulation().fail(SecondaryUseAfterFree(
+                f"{self.describe(key)} installs a translation to free page{page.pfn} at "
+                f"{page_site()} (freed at {_last_free_site(page)})",
+                details=page.dump()))
+        self.entries[key] = Translation(key, page, page.gen, page_site(), writable=writable)
+
+    def zap(self, key: Hashable) -> Translation | None:
+        """Drop the translation of ``key`` (None if there was none)."""
+        return self.entries.pop(key, None)
+
+    def zap_all(self) -> list[Translation]:
+        out = [self.entries[k] for k in list(self.entries)]
+        self.entries.clear()
+        return out
+
+    def lookup(self, key: Hashable) -> Page | None:
+        e = self.entries.get(key)
+        return e.page if e is not None else None
+
+    def keys(self) -> list[Hashable]:
+        return list(self.entries)
+
+    def access(self, key: Hashable) -> Page | None:
+        """The device/guest uses the translation of ``key`` (None: TLB miss)."""
+        e = self.entries.get(key)
+        if e is None:
+            return None
+        page = e.page
+        if page.free or page.gen != e.gen:
+            what = "free" if page.free else f"reused (allocation #{page.gen}, was #{e.gen})"
+            current_simulation().fail(SecondaryUseAfterFree(
+                f"{self.describe(key)} accessed at {page_site()} through a translation to "
+                f"page{page.pfn}, which is {what}\n"
+                f"  translation installed at {e.site}\n"
+                f"  page freed at {_last_free_site(page)}\n"
+                f"  driver {self.driver}, {self.key_name} {key}, page {page.pfn}",
+                details=page.dump()))
+        e.young = True
+        return page
+
+    def mapping(self, page: Page) -> list[Translation]:
+        """The live translations to ``page`` (same allocation)."""
+        return [e for e in self.entries.values() if e.page is page and e.gen == page.gen]
+
+
+# ------------------------------------------------------------ kernel hooks
+
+
+def _registry(kernel: Any) -> list[ShadowTLB]:
+    tlbs = kernel.data.get("shadow_tlbs")
+    if tlbs is None:
+        tlbs = kernel.data["shadow_tlbs"] = []
+        kernel.free_hooks.append(lambda page: _on_free(kernel, page))
+        kernel.page_dumpers.append(lambda page: _dump(kernel, page))
+    return tlbs  # type: ignore[no-any-return]
+
+
+def register_tlb(kernel: Any, tlb: ShadowTLB) -> ShadowTLB:
+    """Make the checker watch ``tlb`` on ``kernel``."""
+    _registry(kernel).append(tlb)
+    return tlb
+
+
+def install(kernel: Any) -> None:
+    """Checker installer for ``mmemu.check.boot_checked``: hook the kernel's
+    free path and page dumps (TLBs are added as drivers attach)."""
+    _registry(kernel)
+
+
+def _dump(kernel: Any, page: Page) -> str:
+    who = []
+    for tlb in kernel.data.get("shadow_tlbs", ()):
+        for e in tlb.entries.values():
+            if e.page is page:
+                stale = "" if e.gen == page.gen else f" (stale: allocation #{e.gen})"
+                who.append(f"{tlb.describe(e.key)}{stale}")
+    return ("mapped by: " + ", ".join(who)) if who else ""
+
+
+def _on_free(kernel: Any, page: Page) -> None:
+    for tlb in kernel.data.get("shadow_tlbs", ()):
+        for e in tlb.entries.values():
+            if e.page is page and e.gen == page.gen:
+                sim = _sim_or_none()
+                exc = FreedPageStillMapped(
+                    f"page{page.pfn} freed at {page_site()} while {tlb.describe(e.key)} "
+                    f"still maps it\n"
+                    f"  translation installed at {e.site}\n"
+                    f"  page freed at {page_site()}\n"
+                    f"  driver {tlb.driver}, {tlb.key_name} {e.key}, page {page.pfn}",
+                    details=page.dump())
+                if sim is None:
+                    raise exc
+                sim.fail(exc)
+
+
+__all__ = [
+    "FreedPageStillMapped", "SecondaryMmuViolation", "SecondaryUseAfterFree", "ShadowTLB",
+    "Translation", "install", "register_tlb",
+]
