@@ -392,9 +392,10 @@ class MmemuExplorer:
             head = (f"mmemu: {plan.name} explored with {result.strategy}: "
                     f"{failure.kind} after {failure.found_after} execution"
                     f"{'' if failure.found_after == 1 else 's'}, shrunk to "
-                    f"{failure.preemptions} preemption{plural}, {failure.steps} steps\n"
-                    f"test seed {self.seed} (from base seed {self._options.base_seed} "
-                    f"and the node id)")
+                    f"{failure.preemptions} preemption{plural}, {failure.steps} steps")
+            if "seed=" in result.strategy:  # a seeded strategy (not DFS)
+                head += (f"\ntest seed {self.seed} (from base seed "
+                         f"{self._options.base_seed} and the node id)")
         self._item.stash[_SECTION] = f"{head}\n{self._reproduce_line(token)}\n"
         # The first line is what pytest's short summary ("-ra") shows.
         pytest.fail(f"{plan.name}: {failure.kind}: {failure.message}\n\n{failure.report()}",
