@@ -6,8 +6,9 @@ Three ways to run *one* execution of a scenario under a schedule you control:
 ``run_schedule(scenario, schedules_example)``
     Inside a Hypothesis test (``@given(schedule=mmemu.testing.schedules())``),
     every choice point asks Hypothesis which CPU runs next, in an encoding
-    where shrinking the draws drops preemptions (``HypothesisSchedule``).  The final (shrunk) example
-    notes its replay token, which ``mmemu replay`` and ``mmemu.replay`` accept.
+    where shrinking the draws drops preemptions (``HypothesisSchedule``).
+    The final (shrunk) example notes its replay token, for ``mmemu.replay``
+    (and ``mmemu replay`` when the scenario is registered).
 
 ``run_schedule(scenario, [0, 0, 1])``
     One CPU id per choice point, then no preemptions.  A choice naming a CPU
@@ -27,8 +28,10 @@ already runs inside trio (pytest-trio).
 Implementation: each helper runs ``mmemu.explore_async`` for exactly one
 execution with a one-shot strategy that wraps its chooser, then replays the
 recorded choices with ``mmemu.replay_async`` so that the returned ``Outcome``
-(and its trace) is exactly what the token reproduces.  Nothing here depends on
-engine internals except where noted.
+(and its trace) is exactly what the token reproduces.  From the engine's
+private modules it uses only the ``Chooser`` type and the ``RUNNABLE`` state.
+Hypothesis is imported only by ``schedules()`` and its examples, so the rest
+works where only mmemu's runtime dependencies are installed.
 
 Error tree (both are ``mmemu.ModelError``: the request was wrong, not the
 protocol, so exploration does not catch them)::
@@ -41,13 +44,10 @@ protocol, so exploration does not catch them)::
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from hypothesis import note
-from hypothesis import strategies as st
-from hypothesis.control import currently_in_test_context
 
 from mmemu.engine import (
     CPU,
@@ -63,6 +63,9 @@ from mmemu.engine import (
     replay_async,
 )
 from mmemu.engine._execution import RUNNABLE, Chooser
+
+if TYPE_CHECKING:
+    from hypothesis import strategies as st
 
 __all__ = [
     "HypothesisSchedule",
@@ -203,6 +206,8 @@ class HypothesisSchedule:
     outcome: Outcome | None = None
 
     def _draw(self, high: int) -> int:
+        from hypothesis import strategies as st
+
         strategy = st.integers(min_value=0, max_value=high)
         # DataObject.draw() prints every draw ("Draw 7: 13") under the
         # failing example: dozens of lines nobody can use.  The token noted
@@ -260,6 +265,8 @@ def schedules() -> st.SearchStrategy[HypothesisSchedule]:
     ``@settings(derandomize=True)`` or a fixed ``@seed`` for a search that is
     the same on every run.
     """
+    from hypothesis import strategies as st
+
     return st.builds(HypothesisSchedule, st.data())
 
 
@@ -308,6 +315,9 @@ async def run_schedule_async(
         schedule.choices = strategy.choices
         schedule.token = token
         schedule.outcome = outcome
+        from hypothesis import note
+        from hypothesis.control import currently_in_test_context
+
         if currently_in_test_context():
             # note() prints only for the final (shrunk) example.
             plural = "" if outcome.preemptions == 1 else "s"
@@ -337,8 +347,9 @@ def run_schedule(
     failed) reproduces exactly this outcome.  Raises ``ScheduleError`` when a
     listed CPU cannot run at its choice point.
     """
-    return trio.run(_call, run_schedule_async, scenario, schedule,
-                    dict(params=params, mutants=mutants, max_steps=max_steps))
+    outcome: Outcome = trio.run(_call, run_schedule_async, scenario, schedule,
+                                dict(params=params, mutants=mutants, max_steps=max_steps))
+    return outcome
 
 
 async def _call(fn: Callable[..., Awaitable[Outcome]], scenario: ScenarioRef, arg: Any,
@@ -355,7 +366,7 @@ def _resolve_cpu(ref: CpuRef, sim: Simulation) -> CPU | None:
     Raises InterleavingError for a name that two CPUs share.
     """
     cpus = sim.cpu_list
-    if isinstance(ref, int) and not isinstance(ref, bool):
+    if isinstance(ref, int):  # (bools were refused by _check_order)
         return cpus[ref] if 0 <= ref < len(cpus) else None
     if ref.startswith("cpu") and ref[3:].isdigit():
         n = int(ref[3:])
@@ -533,5 +544,6 @@ def force(
             (0, "2. counter = tmp + 1"),
         ]).failure.kind == "InvariantViolation"
     """
-    return trio.run(_call, force_async, scenario, interleaving,
-                    dict(params=params, mutants=mutants, max_steps=max_steps))
+    outcome: Outcome = trio.run(_call, force_async, scenario, interleaving,
+                                dict(params=params, mutants=mutants, max_steps=max_steps))
+    return outcome
