@@ -260,3 +260,21 @@ def test_not_caught(mmemu_explore):
     res.stdout.fnmatch_lines([
         "*demo:lost-update-locked was expected to fail, but * executions with dfs* "
         "(the search space was exhausted) found no failure*"])
+
+
+def test_reproduce_line_is_relative_to_the_invocation_directory(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytester.makeini("[pytest]\n")  # the rootdir is pytester.path
+    sub = pytester.mkdir("sub")
+    (sub / "test_races.py").write_text(RACES)
+    monkeypatch.chdir(sub)
+    result = pytester.runpytest("-k", "buggy")
+    result.assert_outcomes(failed=1)
+    # node ids are relative to the rootdir, but the command is pasted here,
+    # in sub/
+    result.stdout.fnmatch_lines(["FAILED sub/test_races.py::test_buggy*"])
+    command = _reproduce_line(result.stdout.str())
+    assert shlex.split(command)[1] == "test_races.py::test_buggy"
+    again = pytester.runpytest(*shlex.split(command)[1:])
+    again.assert_outcomes(failed=1)
+    again.stdout.fnmatch_lines(["mmemu: replayed test_races:buggy from --mmemu-replay"])
