@@ -7,13 +7,15 @@ declare a write to it; ``block`` is only legal inside a CPU.
 from mmemu.engine._execution import (
     CPU,
     Simulation,
+    annotate,
     block,
     current_cpu,
     current_simulation,
     fail,
+    recording,
     wake_all,
     wake_one,
 )
 
-__all__ = ["CPU", "Simulation", "block", "current_cpu", "current_simulation", "fail",
+__all__ = ["CPU", "Simulation", "annotate", "block", "recording", "current_cpu", "current_simulation", "fail",
            "wake_all", "wake_one"]

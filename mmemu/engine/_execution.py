@@ -156,6 +156,8 @@ class Simulation:
         # runnable CPU ids before each event, when recording
         self.enabled: list[tuple[int, ...]] = []
         self.spans: list[tuple[str, int, int, str]] = []  # (B|E, cpu, step, name)
+        #: model-supplied trace annotations, when recording (see annotate())
+        self.annotations: list[dict[str, Any]] = []
         self.failure: MmemuError | None = None
         self.failure_step: int = -1
         self.aborting = False
@@ -713,3 +715,30 @@ class span:
             sim = cpu.sim
             sim.spans.append(("E", cpu.id, sim.steps, self.name))
             self._cpu = None
+
+
+def annotate(kind: str, **fields: Any) -> None:
+    """Attach a trace annotation to the running step (only when recording).
+
+    The kernel model uses it for what only it knows: ``annotate("flow",
+    name="page free -> reuse", src=12, object="page3")`` (an arrow from step
+    ``src`` to this step), ``annotate("counter", name="page3._count",
+    values={"count": 2})``, ``annotate("blame", objects=["page3"])``.  The
+    exporters (``mmemu trace``, ``mmemu report``) draw them; nothing else
+    reads them, so they cost nothing during exploration.
+    """
+    sim = _current
+    if sim is None or not sim.record:
+        return
+    cpu = sim.running
+    ann: dict[str, Any] = {"kind": kind, "step": max(sim.steps - 1, 0)}
+    if cpu is not None:
+        ann["cpu"] = cpu.id
+    ann.update(fields)
+    sim.annotations.append(ann)
+
+
+def recording() -> bool:
+    """Is the running execution recording a full trace (cheap guard)?"""
+    sim = _current
+    return sim is not None and sim.record

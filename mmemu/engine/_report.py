@@ -45,6 +45,8 @@ class Trace:
     cpus: tuple[tuple[int, str], ...]
     events: tuple[TraceEvent, ...]
     spans: tuple[Span, ...] = ()
+    #: model annotations (flows, counters, blame), plain mappings
+    annotations: tuple[Any, ...] = ()
 
     def cpu_name(self, cpu: int) -> str:
         for i, name in self.cpus:
@@ -127,7 +129,7 @@ def build_trace(sim: Any) -> Trace:
         for n, b in stack:
             spans.append(Span(cpu, n, b, len(events)))
     return Trace(cpus=tuple((c.id, c.name) for c in sim.cpu_list), events=tuple(events),
-                 spans=tuple(spans))
+                 spans=tuple(spans), annotations=tuple(getattr(sim, "annotations", ())))
 
 
 def _fit(text: str, width: int) -> str:

@@ -46,6 +46,8 @@ from mmemu.engine._execution import (
     CPU,
     Simulation,
     _sim_or_none,
+    annotate,
+    recording,
     block,
     current_simulation,
     fail,
@@ -97,6 +99,8 @@ class _Lock:
         self.name = name
         self.cls = cls or name
         self.__mmemu_name__ = name
+        #: step of the last release, for trace flows (only when recording)
+        self.released_at: int | None = None
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.name}>"
@@ -145,13 +149,15 @@ SETUP = "setup"
 
 
 class _Held:
-    __slots__ = ("lock", "site", "step", "read")
+    __slots__ = ("lock", "site", "step", "read", "nest")
 
     def __init__(self, lock: _Lock, site: str, step_i: int, read: bool) -> None:
         self.lock = lock
         self.site = site
         self.step = step_i
         self.read = read
+        #: the nest_lock this lock was taken under (spin_lock_nest_lock)
+        self.nest: _Lock | None = None
 
     def describe(self) -> str:
         mode = " (read)" if self.read else ""
@@ -250,6 +256,8 @@ def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool
             a, b = h.lock.cls, lock.cls
             if a == b:
                 continue
+            if nest_lock is not None and h.nest is nest_lock:
+                continue  # locks under one nest_lock: any order (mm_take_all_locks)
             known = graph.edges.get(a, {})
             if b in known:
                 continue
@@ -276,6 +284,8 @@ def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool
 def _lockdep_acquired(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
     _held(cpu).append(_Held(lock, _site(cpu), cpu.sim.steps - 1, read))
     _sync_engine_view(cpu)
+    if recording() and lock.released_at is not None:
+        annotate("flow", name="lock release -> acquire", src=lock.released_at, object=lock.name)
 
 
 def _lockdep_release(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
@@ -284,6 +294,8 @@ def _lockdep_release(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
         if held[k].lock is lock and held[k].read == read:
             del held[k]
             _sync_engine_view(cpu)
+            if recording():
+                lock.released_at = cpu.sim.steps - 1
             return
     cpu.sim.fail(UnlockNotOwner(
         f"{cpu.title} releases {lock.kind} {lock.name} at #{cpu.sim.steps - 1} {_site(cpu)!r} "
@@ -337,6 +349,8 @@ async def spin_lock(lock: SpinLock, *, label: str | None = None,
                     why=f"spinlock {lock.name} held by {_owner_title(lock.owner)}")
     lock.owner = cpu
     _lockdep_acquired(cpu, lock)
+    if nest_lock is not None:
+        _held(cpu)[-1].nest = nest_lock
 
 
 async def spin_lock_nest_lock(lock: SpinLock, nest_lock: _Lock, *, label: str | None = None) -> None:

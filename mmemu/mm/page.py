@@ -19,7 +19,15 @@ from __future__ import annotations
 from typing import Any
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import _sim_or_none, block, current_simulation, step, wake_all
+from mmemu.engine._execution import (
+    _sim_or_none,
+    annotate,
+    block,
+    current_simulation,
+    recording,
+    step,
+    wake_all,
+)
 from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_inc_not_zero, atomic_t
 from mmemu.kernel.locking import (
     _Lock,
@@ -166,6 +174,8 @@ async def get_page(page: Page, *, label: str | None = None) -> None:
             f"get_page on a {what} page at {page_site()}: VM_BUG_ON(page_count(page) == 0)",
             details=page.dump()))
     c.counter += 1
+    if recording():
+        annotate("counter", name="page counts", values={page.__mmemu_name__: c.counter})
 
 
 async def get_page_unless_zero(page: Page, *, label: str | None = None) -> bool:
@@ -182,6 +192,8 @@ async def put_page(page: Page, *, label: str | None = None) -> None:
             f"put_page on a page whose count is {c.counter} at {page_site()}",
             details=page.dump()))
     c.counter -= 1
+    if recording():
+        annotate("counter", name="page counts", values={page.__mmemu_name__: c.counter})
     if c.counter == 0:
         from mmemu.mm.page_alloc import __free_page
         __free_page(page)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import current_simulation, step
+from mmemu.engine._execution import annotate, current_simulation, recording, step
 from mmemu.mm.page import BadPageState, Page, page_site
 
 if TYPE_CHECKING:
@@ -38,6 +38,8 @@ class PageAllocator:
         self.pages = [Page(pfn) for pfn in range(npages)]
         # the stack: pfn 0 is handed out first
         self.free_list = list(reversed(self.pages))
+        #: pfn -> step of its last free, for trace flows (only when recording)
+        self.freed_at: dict[int, int] = {}
 
     def take(self) -> Page:
         if not self.free_list:
@@ -52,6 +54,10 @@ class PageAllocator:
         page._count.counter = 1
         page._mapcount.counter = -1
         page.history.append(("alloc", page_site()))
+        if recording():
+            freed = self.freed_at.pop(page.pfn, None)
+            if freed is not None:
+                annotate("flow", name="page free -> reuse", src=freed, object=page.__mmemu_name__)
         for hook in self.kernel.alloc_hooks:
             hook(page)
         return page
@@ -65,6 +71,8 @@ class PageAllocator:
             hook(page)
         page.free = True
         self.free_list.append(page)
+        if recording():
+            self.freed_at[page.pfn] = max(current_simulation().steps - 1, 0)
 
 
 def _allocator() -> PageAllocator:
