@@ -4,3 +4,4 @@ Importing this package registers every built-in suite.
 """
 
 from mmemu.races import demo  # noqa: F401
+from mmemu.races import locks  # noqa: F401
