@@ -1,0 +1,991 @@
+"""Page tables, page faults, zapping and get_user_pages.
+
+Emulates: mm/memory.c, include/asm-generic/tlb.h (mmu_gather),
+include/linux/swapops.h (swap and migration entries) (2.6.27)
+
+Page tables have four levels, as on x86-64 (pgd -> pud -> pmd -> pte); each
+level is a dict indexed by the 9 address bits of that level, populated
+lazily (only where something was faulted).  A pte table maps a 9-bit index
+to a ``Pte``; an absent index is ``pte_none``.  ``Pte`` objects are values: a
+change replaces the object, so ``pte_same(a, b)`` is ``a is b``.
+
+Every pte is read and written under ``mm->page_table_lock`` (the PTL), except
+the lockless first read of ``handle_pte_fault`` (``entry = *pte``), which the
+fault then re-checks under the PTL.  Access keys: a pte is
+``(mm, "pte", address)``; a pmd entry (a pte table hanging or not) is
+``(mm, "pmd", address >> PMD_SHIFT)``.
+
+Checks (installed on the kernel by mm_alloc): the model keeps a reverse index
+page -> the ptes that hold it (present or as a migration entry) and reports
+
+- ``FreePageInPageTable`` when a page returns to the allocator while a pte
+  still holds it, or when a pte is set to a free page;
+- ``MappedTruncatedPage`` when a present pte maps a pagecache page whose
+  ``page->mapping`` is NULL (truncate removed it from the cache), checked when
+  the pte is set and at the end of every execution.
+
+Pages freed by a zap are gathered in an ``MmuGather`` and released at
+``tlb_finish_mmu``, *between* mmu_notifier_invalidate_range_start and
+range_end (as when the 2.6.27 gather fills up mid-zap): a secondary MMU
+must not use a translation of the range after range_start returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+import mmemu
+from mmemu.engine._execution import current_simulation, span, step, wake_all
+from mmemu.kernel.locking import spin_lock, spin_unlock
+from mmemu.mm import mmu_notifier
+from mmemu.mm.mmap import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    VM_SHARED,
+    VM_WRITE,
+    MmStruct,
+    VmAreaStruct,
+    anon_vma_prepare,
+    anon_vma_unlink,
+    find_vma,
+    linear_page_index,
+    unlink_file_vma,
+)
+from mmemu.mm.page import (
+    PG_dirty,
+    PG_referenced,
+    PG_uptodate,
+    BadPageState,
+    Page,
+    PageAnon,
+    PageLocked,
+    get_page,
+    page_site,
+    put_page,
+    unlock_page,
+)
+from mmemu.mm.page_alloc import alloc_page
+
+if TYPE_CHECKING:
+    from mmemu.mm.init import Kernel
+
+PMD_SHIFT = 21
+PUD_SHIFT = 30
+PGDIR_SHIFT = 39
+PTRS_PER_TABLE = 512
+_IDX = PTRS_PER_TABLE - 1
+
+# handle_mm_fault's return bits (include/linux/mm.h)
+VM_FAULT_OOM = 0x0001
+VM_FAULT_SIGBUS = 0x0002
+VM_FAULT_MAJOR = 0x0004
+VM_FAULT_WRITE = 0x0008
+VM_FAULT_NOPAGE = 0x0100
+VM_FAULT_LOCKED = 0x0200
+VM_FAULT_ERROR = VM_FAULT_OOM | VM_FAULT_SIGBUS
+
+# follow_page flags
+FOLL_WRITE = 0x01
+FOLL_TOUCH = 0x02
+FOLL_GET = 0x04
+
+FAULT_UNLOCKED = mmemu.register_mutant(
+    "memory:fault-unlocked",
+    "the file fault maps the page without the page lock and without re-checking "
+    "page->mapping (the 2007 truncate race)",
+    caught_as="MappedTruncatedPage",
+    doc="Before Nick Piggin's 2007 fix (\"mm: fix fault vs invalidate race for linear "
+        "mappings\"), the file fault looked the page up with find_get_page, checked i_size, "
+        "and installed the pte without holding the page lock.  vmtruncate can run entirely "
+        "between the lookup and the pte: unmap_mapping_range finds nothing mapped yet, "
+        "truncate_inode_pages finds the page unmapped, removes it from the pagecache "
+        "(page->mapping = NULL) and drops the cache's reference -- then the fault maps it.  "
+        "The process now maps a page that no longer belongs to the file: its writes are "
+        "lost, and the page outlives the file's pagecache.  With the fix, the page stays "
+        "locked from lookup to pte (find_lock_page rechecks page->mapping and filemap_fault "
+        "rechecks i_size under the lock), and truncate_inode_pages, which locks the page, "
+        "unmaps it again if it finds it mapped.")
+
+
+class MappedTruncatedPage(BadPageState):
+    """A present pte maps a pagecache page that truncate removed from the cache."""
+
+
+class FreePageInPageTable(BadPageState):
+    """A page table still holds a page that was freed (or a pte is set to a free page)."""
+
+
+# --------------------------------------------------------------------- ptes
+
+
+class SwpEntry:
+    """A non-present pte's payload: a swap entry, or a migration entry that
+    points at the page under migration (``is_migration_entry``)."""
+
+    __slots__ = ("type", "page", "write", "offset")
+
+    def __init__(self, type: str, page: Page | None, write: bool = False, offset: int = 0) -> None:
+        self.type = type          # "migration" | "swap"
+        self.page = page
+        self.write = write
+        self.offset = offset
+
+    def __repr__(self) -> str:
+        if self.type == "migration":
+            return f"migration({'write' if self.write else 'read'}, page{self.page.pfn if self.page else '?'})"
+        return f"swap({self.offset})"
+
+
+class Pte:
+    """One page-table entry (a value: never mutated once installed)."""
+
+    __slots__ = ("page", "present", "write", "young", "dirty", "swp")
+
+    def __init__(self, page: Page | None, *, present: bool = True, write: bool = False,
+                 young: bool = True, dirty: bool = False, swp: SwpEntry | None = None) -> None:
+        self.page = page
+        self.present = present
+        self.write = write
+        self.young = young
+        self.dirty = dirty
+        self.swp = swp
+
+    def replace(self, **kw: Any) -> Pte:
+        d = {"present": self.present, "write": self.write, "young": self.young,
+             "dirty": self.dirty, "swp": self.swp}
+        d.update(kw)
+        return Pte(self.page, **d)
+
+    def __repr__(self) -> str:
+        if not self.present:
+            return f"<pte {self.swp!r}>"
+        bits = "".join(c for c, on in (("w", self.write), ("y", self.young), ("d", self.dirty)) if on)
+        pfn = self.page.pfn if self.page is not None else "?"
+        return f"<pte page{pfn} {bits or '-'}>"
+
+
+def mk_pte(page: Page, vma: VmAreaStruct, *, write: bool = False, dirty: bool = False,
+           young: bool = True) -> Pte:
+    return Pte(page, write=write and bool(vma.vm_flags & VM_WRITE), dirty=dirty, young=young)
+
+
+def make_migration_entry(page: Page, write: bool) -> Pte:
+    return Pte(page, present=False, write=False, young=False,
+               swp=SwpEntry("migration", page, write))
+
+
+def is_migration_entry(pte: Pte | None) -> bool:
+    return pte is not None and pte.swp is not None and pte.swp.type == "migration"
+
+
+def is_swap_pte(pte: Pte | None) -> bool:
+    return pte is not None and not pte.present and pte.swp is not None
+
+
+def pte_key(mm: MmStruct, address: int) -> tuple[Hashable, ...]:
+    return (mm, "pte", address & ~(PAGE_SIZE - 1))
+
+
+def pmd_key(mm: MmStruct, address: int) -> tuple[Hashable, ...]:
+    return (mm, "pmd", address >> PMD_SHIFT)
+
+
+def pte_table(mm: MmStruct, address: int) -> dict[int, Pte] | None:
+    """The pte table covering ``address``, or None (pmd_none somewhere above)."""
+    pud = mm.pgd.get((address >> PGDIR_SHIFT) & _IDX)
+    if pud is None:
+        return None
+    pmd = pud.get((address >> PUD_SHIFT) & _IDX)
+    if pmd is None:
+        return None
+    return pmd.get((address >> PMD_SHIFT) & _IDX)  # type: ignore[no-any-return]
+
+
+def pte_get(mm: MmStruct, address: int) -> Pte | None:
+    """``*pte`` (None: pte_none).  The caller's step declares the pte key."""
+    t = pte_table(mm, address)
+    if t is None:
+        return None
+    return t.get((address >> PAGE_SHIFT) & _IDX)
+
+
+def _pte_alloc_table(mm: MmStruct, address: int) -> dict[int, Pte]:
+    pud = mm.pgd.get((address >> PGDIR_SHIFT) & _IDX)
+    if pud is None:
+        pud = mm.pgd[(address >> PGDIR_SHIFT) & _IDX] = {}
+    pmd = pud.get((address >> PUD_SHIFT) & _IDX)
+    if pmd is None:
+        pmd = pud[(address >> PUD_SHIFT) & _IDX] = {}
+    t = pmd.get((address >> PMD_SHIFT) & _IDX)
+    if t is None:
+        t = pmd[(address >> PMD_SHIFT) & _IDX] = {}
+    return t  # type: ignore[no-any-return]
+
+
+async def pte_alloc_map(mm: MmStruct, address: int) -> None:
+    """pud_alloc / pmd_alloc / pte_alloc_map: make sure a pte table covers
+    ``address``.  One step: the kernel's allocate-then-populate-under-the-lock
+    (a racing populater frees its own table) has the same effect."""
+    if pte_table(mm, address) is not None:
+        return
+    await step("__pte_alloc: pmd_populate", writes=(pmd_key(mm, address),))
+    _pte_alloc_table(mm, address)
+
+
+def set_pte_at(mm: MmStruct, address: int, pte: Pte) -> None:
+    """Write a pte (caller holds the PTL; its step declared the pte key).
+
+    Keeps the page -> ptes index, runs the page-table checks and wakes a
+    fault that waits for this pte to change (migration_entry_wait)."""
+    address &= ~(PAGE_SIZE - 1)
+    t = pte_table(mm, address)
+    if t is None:
+        t = _pte_alloc_table(mm, address)
+    i = (address >> PAGE_SHIFT) & _IDX
+    old = t.get(i)
+    if old is not None and old.page is not None:
+        _index_del(mm, address, old.page)
+    t[i] = pte
+    page = pte.page
+    if page is not None:
+        _index_add(mm, address, page)
+        _check_pte_install(mm, address, pte)
+    wake_all(pte_key(mm, address))
+
+
+def pte_clear(mm: MmStruct, address: int) -> Pte | None:
+    """``ptep_get_and_clear``: returns the old entry (caller holds the PTL)."""
+    address &= ~(PAGE_SIZE - 1)
+    t = pte_table(mm, address)
+    if t is None:
+        return None
+    old = t.pop((address >> PAGE_SHIFT) & _IDX, None)
+    if old is not None:
+        if old.page is not None:
+            _index_del(mm, address, old.page)
+        wake_all(pte_key(mm, address))
+    return old
+
+
+def populated_ptes(mm: MmStruct, start: int, end: int) -> list[int]:
+    """Addresses in [start, end) whose pte is not none, in address order."""
+    out: list[int] = []
+    for gi in sorted(mm.pgd):
+        gbase = gi << PGDIR_SHIFT
+        if gbase >= end or gbase + (1 << PGDIR_SHIFT) <= start:
+            continue
+        pud = mm.pgd[gi]
+        for ui in sorted(pud):
+            ubase = gbase | (ui << PUD_SHIFT)
+            if ubase >= end or ubase + (1 << PUD_SHIFT) <= start:
+                continue
+            pmd = pud[ui]
+            for mi in sorted(pmd):
+                mbase = ubase | (mi << PMD_SHIFT)
+                if mbase >= end or mbase + (1 << PMD_SHIFT) <= start:
+                    continue
+                for pi in sorted(pmd[mi]):
+                    a = mbase | (pi << PAGE_SHIFT)
+                    if start <= a < end:
+                        out.append(a)
+    return out
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _index(mm: MmStruct) -> dict[Page, list[tuple[MmStruct, int]]]:
+    return mm.kernel.data["pte_index"]  # type: ignore[no-any-return]
+
+
+def _index_add(mm: MmStruct, address: int, page: Page) -> None:
+    idx = _index(mm)
+    lst = idx.get(page)
+    if lst is None:
+        idx[page] = [(mm, address)]
+    else:
+        lst.append((mm, address))
+
+
+def _index_del(mm: MmStruct, address: int, page: Page) -> None:
+    idx = _index(mm)
+    lst = idx.get(page)
+    if lst is None:
+        return
+    for k, (m, a) in enumerate(lst):
+        if m is mm and a == address:
+            del lst[k]
+            break
+    if not lst:
+        del idx[page]
+
+
+def ptes_mapping(kernel: Kernel, page: Page) -> list[tuple[MmStruct, int]]:
+    """Every (mm, address) whose pte holds ``page`` (present or migration entry)."""
+    return list(kernel.data.get("pte_index", {}).get(page, ()))
+
+
+def _where(kernel: Kernel, page: Page) -> str:
+    return ", ".join(f"{m.__mmemu_name__}@{a:#x}" for m, a in ptes_mapping(kernel, page))
+
+
+def _check_pte_install(mm: MmStruct, address: int, pte: Pte) -> None:
+    page = pte.page
+    assert page is not None
+    if page.free:
+        current_simulation().fail(FreePageInPageTable(
+            f"{mm.__mmemu_name__} pte at {address:#x} set to free page{page.pfn} at {page_site()}",
+            details=page.dump()))
+    if pte.present and not PageAnon(page) and page.mapping is None:
+        current_simulation().fail(MappedTruncatedPage(
+            f"{mm.__mmemu_name__} maps page{page.pfn} at {address:#x} ({page_site()}) but the "
+            f"page is no longer in the pagecache (page->mapping is NULL: truncated)",
+            details=page.dump()))
+
+
+def _free_hook(page: Page) -> None:
+    sim = current_simulation()
+    kernel = sim.data.get("kernel")
+    if kernel is None:
+        return
+    holders = kernel.data["pte_index"].get(page)
+    if holders:
+        sim.fail(FreePageInPageTable(
+            f"page{page.pfn} freed at {page_site()} while page tables still hold it "
+            f"({_where(kernel, page)})", details=page.dump()))
+
+
+def _end_check(sim: Any) -> None:
+    kernel = sim.data.get("kernel")
+    if kernel is None:
+        return
+    for page, holders in kernel.data["pte_index"].items():
+        for mm, address in holders:
+            pte = pte_get(mm, address)
+            if pte is None or pte.page is not page:
+                continue
+            if page.free:
+                sim.fail(FreePageInPageTable(
+                    f"at the end: {mm.__mmemu_name__} pte at {address:#x} holds free page{page.pfn}",
+                    details=page.dump()))
+            if pte.present and not PageAnon(page) and page.mapping is None:
+                sim.fail(MappedTruncatedPage(
+                    f"at the end: {mm.__mmemu_name__} maps page{page.pfn} at {address:#x} but "
+                    f"the page is no longer in the pagecache (page->mapping is NULL: truncated)",
+                    details=page.dump()))
+
+
+def _dumper(kernel: Kernel) -> Any:
+    def dump(page: Page) -> str:
+        where = _where(kernel, page)
+        return f"page tables: {where}" if where else ""
+    return dump
+
+
+def install_page_table_checks(kernel: Kernel) -> None:
+    """Hook the page-table checks into this kernel (once; mm_alloc calls it)."""
+    if "pte_index" in kernel.data:
+        return
+    kernel.data["pte_index"] = {}
+    kernel.free_hooks.append(_free_hook)
+    kernel.page_dumpers.append(_dumper(kernel))
+    kernel.sim.at_end(_end_check)
+
+
+# --------------------------------------------------------------- mmu_gather
+
+
+class MmuGather:
+    """``struct mmu_gather``: pages whose ptes were cleared, freed only after
+    the TLB flush (tlb_finish_mmu)."""
+
+    __slots__ = ("mm", "fullmm", "pages")
+
+    def __init__(self, mm: MmStruct, fullmm: bool) -> None:
+        self.mm = mm
+        self.fullmm = fullmm
+        self.pages: list[Page] = []
+
+
+def tlb_gather_mmu(mm: MmStruct, *, fullmm: bool = False) -> MmuGather:
+    return MmuGather(mm, fullmm)
+
+
+def tlb_remove_page(tlb: MmuGather, page: Page) -> None:
+    tlb.pages.append(page)
+
+
+async def tlb_flush_mmu(tlb: MmuGather) -> None:
+    """Flush the TLB, then free the gathered pages (free_pages_and_swap_cache)."""
+    pages, tlb.pages = tlb.pages, []
+    for page in pages:
+        await put_page(page, label=f"tlb_finish_mmu: put_page(page{page.pfn})")
+
+
+async def tlb_finish_mmu(tlb: MmuGather) -> None:
+    await tlb_flush_mmu(tlb)
+
+
+# ----------------------------------------------------------------- rmap glue
+
+
+def _rmap() -> Any:
+    from mmemu.mm import rmap
+    return rmap
+
+
+async def set_page_dirty(page: Page, *, label: str | None = None) -> None:
+    await step(label or f"set_page_dirty(page{page.pfn})", writes=(page.flags_key,))
+    page.flags |= PG_dirty
+
+
+# ------------------------------------------------------------------- faults
+
+
+def i_size_pages(mapping: Any) -> int:
+    """i_size in pages, rounded up (the caller's step reads ``(mapping, "i_size")``)."""
+    host = getattr(mapping, "host", mapping)
+    return (int(host.i_size) + PAGE_SIZE - 1) >> PAGE_SHIFT
+
+
+async def filemap_fault(vma: VmAreaStruct, pgoff: int) -> tuple[int, Page | None]:
+    """The file's page at ``pgoff``, returned LOCKED with a reference
+    (``VM_FAULT_LOCKED``), or VM_FAULT_SIGBUS beyond EOF.
+
+    The part of mm/filemap.c's filemap_fault the model needs: find_lock_page
+    (which rechecks page->mapping after locking: a page truncated meanwhile
+    is dropped and looked up again); if the page is not cached, allocate it,
+    add_to_page_cache (it comes back locked), "read" it (PG_uptodate),
+    unlock, drop our reference and look up again; then recheck i_size under
+    the page lock.
+    """
+    from mmemu.mm import filemap
+    mapping = vma.mapping
+    await step("filemap_fault: i_size_read", reads=((mapping, "i_size"),))
+    if pgoff >= i_size_pages(mapping):
+        return VM_FAULT_SIGBUS, None
+    ret = 0
+    while True:
+        page = await filemap.find_lock_page(mapping, pgoff)
+        if page is not None:
+            break
+        ret = VM_FAULT_MAJOR
+        new = await alloc_page(label="page_cache_read: page_cache_alloc")
+        err = await filemap.add_to_page_cache(new, mapping, pgoff)
+        if err == 0:
+            await step("readpage: SetPageUptodate", writes=(new.flags_key,))
+            new.flags |= PG_uptodate
+            await unlock_page(new, label="readpage done: unlock_page")
+        await put_page(new, label="page_cache_read: page_cache_release")
+    await step("2. filemap_fault: recheck i_size under the page lock",
+               reads=((mapping, "i_size"),))
+    if pgoff >= i_size_pages(mapping):
+        await unlock_page(page, label="beyond EOF: unlock_page")
+        await put_page(page, label="beyond EOF: page_cache_release")
+        return VM_FAULT_SIGBUS, None
+    return ret | VM_FAULT_LOCKED, page
+
+
+async def _filemap_fault_unlocked(vma: VmAreaStruct, pgoff: int) -> tuple[int, Page | None]:
+    """The mutant's lookup: i_size check, find_get_page, no lock, no recheck."""
+    from mmemu.mm import filemap
+    mapping = vma.mapping
+    await step("filemap_fault: i_size_read", reads=((mapping, "i_size"),))
+    if pgoff >= i_size_pages(mapping):
+        return VM_FAULT_SIGBUS, None
+    while True:
+        page = await filemap.find_get_page(mapping, pgoff)
+        if page is not None:
+            return 0, page
+        new = await alloc_page(label="page_cache_read: page_cache_alloc")
+        err = await filemap.add_to_page_cache(new, mapping, pgoff)
+        if err == 0:
+            await step("readpage: SetPageUptodate", writes=(new.flags_key,))
+            new.flags |= PG_uptodate
+            await unlock_page(new, label="readpage done: unlock_page")
+        await put_page(new, label="page_cache_read: page_cache_release")
+
+
+async def __do_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool,
+                     orig_pte: Pte | None) -> int:
+    """A file fault: map the file's page (or a private copy on a write to a
+    private mapping).
+
+    The protocol with truncate (the 2007 fix), page lock held from 1 to 5::
+
+      fault (__do_fault)                    vmtruncate
+      1. find_lock_page: lookup, lock_page, a. i_size = offset
+         page->mapping == mapping?          b. unmap_mapping_range: zap the ptes
+         (else unlock, put, look up again)  c. truncate_inode_pages: lock_page;
+      2. i_size recheck under the lock         page_mapped? unmap_mapping_range;
+         (beyond EOF: unlock, SIGBUS)          remove_from_page_cache
+      3. PTL: pte still none?                  (page->mapping = NULL);
+         (page locked, ->mapping unchanged)    unlock_page; put_page
+      4. page_add_file_rmap; set_pte_at
+      5. unlock PTL; unlock_page
+
+    There are 2 critical interleavings that matter:
+     - 1 before c's lock_page: c waits for the page lock until 5, then finds
+       the page mapped and zaps the new pte before removing the page;
+     - c before 1: find_lock_page finds no page (or locks it, sees
+       page->mapping NULL and looks again), and 2 sees the new i_size: SIGBUS.
+
+    b before 4 finds nothing to zap: that's OK, c's page_mapped recheck
+    covers it.  A fault between a and b maps the page and b zaps it.
+
+    Mutant memory:fault-unlocked: 1 is find_get_page (no lock), 2 and the
+    recheck in 3 are gone, so a-b-c can run between 1 and 4 and 4 maps a
+    page that is no longer in the pagecache.
+    """
+    mapping = vma.mapping
+    pgoff = linear_page_index(vma, address)
+    unlocked = mmemu.mutant(FAULT_UNLOCKED)
+    with span("__do_fault"):
+        if unlocked:
+            ret, vmf_page = await _filemap_fault_unlocked(vma, pgoff)
+        else:
+            ret, vmf_page = await filemap_fault(vma, pgoff)
+        if ret & VM_FAULT_ERROR or vmf_page is None:
+            return ret
+        page = vmf_page
+        anon = False
+        dirty_page: Page | None = None
+        if write and not vma.vm_flags & VM_SHARED:
+            # a private copy (COW at fault time)
+            anon = True
+            await anon_vma_prepare(vma)
+            page = await alloc_page(label="__do_fault: alloc_page_vma (COW)")
+            await step("__do_fault: copy_user_highpage", reads=(vmf_page.flags_key,),
+                       writes=(page.flags_key,))
+            page.flags |= PG_uptodate
+        ptl = mm.page_table_lock
+        k = pte_key(mm, address)
+        await spin_lock(ptl, label="3. pte_offset_map_lock")
+        await step("3. pte_same(*pte, orig_pte)?", reads=(k, vmf_page.flags_key, vmf_page.mapping_key))
+        if pte_get(mm, address) is orig_pte:
+            if not unlocked and (not PageLocked(vmf_page) or vmf_page.mapping is not mapping):
+                current_simulation().fail(BadPageState(
+                    f"__do_fault at {page_site()}: the faulted page must be locked and still "
+                    f"in {getattr(mapping, '__mmemu_name__', mapping)} (VM_BUG_ON)",
+                    details=vmf_page.dump()))
+            if anon:
+                await step("4. page_add_new_anon_rmap",
+                           writes=(page._mapcount, page.mapping_key, page.flags_key))
+                _rmap().__page_set_anon_rmap(page, vma, address, new=True)
+            else:
+                await _rmap().page_add_file_rmap(page, label="4. page_add_file_rmap")
+                if write:
+                    dirty_page = page
+            await step("4. set_pte_at", writes=(k,))
+            set_pte_at(mm, address, mk_pte(page, vma, write=write, dirty=write))
+            if anon:
+                mm.anon_rss += 1
+            else:
+                mm.file_rss += 1
+        else:
+            if anon:
+                await put_page(page, label="pte changed: page_cache_release(copy)")
+            else:
+                anon = True  # release the faulted page below
+        await spin_unlock(ptl, label="5. pte_unmap_unlock")
+        if not unlocked:
+            await unlock_page(vmf_page, label="5. unlock_page")
+        if anon:
+            await put_page(vmf_page, label="__do_fault: page_cache_release")
+        elif dirty_page is not None:
+            await set_page_dirty(dirty_page)
+    return ret & ~VM_FAULT_LOCKED
+
+
+async def do_anonymous_page(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool) -> int:
+    """Map a new zeroed page at ``address`` (pte_none, anonymous vma).
+
+    1. anon_vma_prepare; 2. alloc a zeroed page; 3. PTL: still pte_none?
+    then page_add_new_anon_rmap + set_pte_at (the page is new: nobody else
+    can see it until the pte is set); otherwise another fault won: free ours.
+    """
+    with span("do_anonymous_page"):
+        await anon_vma_prepare(vma)
+        page = await alloc_page(label="do_anonymous_page: alloc_zeroed_user_highpage")
+        ptl = mm.page_table_lock
+        k = pte_key(mm, address)
+        await spin_lock(ptl, label="do_anonymous_page: pte_offset_map_lock")
+        await step("do_anonymous_page: pte_none? page_add_new_anon_rmap, set_pte_at",
+                   reads=((vma, "anon_vma"),),
+                   writes=(k, page._mapcount, page.mapping_key, page.flags_key))
+        if pte_get(mm, address) is None:
+            page.flags |= PG_uptodate
+            _rmap().__page_set_anon_rmap(page, vma, address, new=True)
+            set_pte_at(mm, address, mk_pte(page, vma, write=True, dirty=True))
+            mm.anon_rss += 1
+            page = None
+        if page is not None:
+            await put_page(page, label="do_anonymous_page: lost the race, page_cache_release")
+        await spin_unlock(ptl, label="do_anonymous_page: pte_unmap_unlock")
+    return 0
+
+
+async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -> int:
+    """A write to a present, read-only pte.  Called with the PTL held; returns
+    with it released.  Reuses the page when it is this vma's own (anonymous
+    and mapped once, or a shared writable mapping); otherwise copies it."""
+    ptl = mm.page_table_lock
+    k = pte_key(mm, address)
+    old_page = orig.page
+    assert old_page is not None
+    reuse = False
+    if PageAnon(old_page):
+        reuse = old_page._mapcount.counter == 0  # page_mapcount == 1: ours alone
+    elif vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE:
+        reuse = True
+    if reuse:
+        await step("do_wp_page: reuse, ptep_set_access_flags", writes=(k, old_page.flags_key))
+        set_pte_at(mm, address, orig.replace(write=True, dirty=True, young=True))
+        old_page.flags |= PG_dirty
+        await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
+        return VM_FAULT_WRITE
+    # copy on write
+    await get_page(old_page, label="do_wp_page: page_cache_get(old_page)")
+    await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
+    await anon_vma_prepare(vma)
+    new_page = await alloc_page(label="do_wp_page: alloc_page_vma")
+    await step("do_wp_page: cow_user_page", reads=(old_page.flags_key,), writes=(new_page.flags_key,))
+    new_page.flags |= PG_uptodate
+    await spin_lock(ptl, label="do_wp_page: pte_offset_map_lock")
+    await step("do_wp_page: pte_same?", reads=(k,))
+    release = new_page
+    if pte_get(mm, address) is orig:
+        if not PageAnon(old_page):
+            mm.file_rss -= 1
+            mm.anon_rss += 1
+        await ptep_clear_flush_notify(vma, address)
+        await step("do_wp_page: set_pte_at, page_add_new_anon_rmap",
+                   writes=(k, new_page._mapcount, new_page.mapping_key, new_page.flags_key))
+        _rmap().__page_set_anon_rmap(new_page, vma, address, new=True)
+        set_pte_at(mm, address, mk_pte(new_page, vma, write=True, dirty=True))
+        await _rmap().page_remove_rmap(old_page, vma)
+        release = old_page  # the old pte's reference
+    await put_page(release, label="do_wp_page: page_cache_release")
+    await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
+    await put_page(old_page, label="do_wp_page: page_cache_release(old_page)")
+    return VM_FAULT_WRITE
+
+
+async def ptep_clear_flush_notify(vma: VmAreaStruct, address: int) -> Pte | None:
+    """Clear the pte, flush the CPU TLB, then mmu_notifier_invalidate_page
+    (2.6.27).  Caller holds the PTL; the page is still allocated (the pte's
+    reference is dropped only after this returns)."""
+    mm = vma.vm_mm
+    await step("ptep_clear_flush", writes=(pte_key(mm, address),))
+    old = pte_clear(mm, address)
+    await mmu_notifier.mmu_notifier_invalidate_page(mm, address)
+    return old
+
+
+async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool:
+    """Test and clear the accessed bit of the pte and of every secondary MMU.
+    Caller holds the PTL."""
+    mm = vma.vm_mm
+    await step("ptep_clear_flush_young", writes=(pte_key(mm, address),))
+    pte = pte_get(mm, address)
+    young = False
+    if pte is not None and pte.present and pte.young:
+        young = True
+        set_pte_at(mm, address, pte.replace(young=False))
+    if await mmu_notifier.mmu_notifier_clear_flush_young(mm, address):
+        young = True
+    return young
+
+
+async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte,
+                       write: bool) -> int:
+    """A fault on a non-present, non-none pte: a migration entry waits for
+    the migration to finish (and the access is retried); swap-in is not modelled."""
+    if is_migration_entry(entry):
+        from mmemu.mm.migrate import migration_entry_wait
+        await migration_entry_wait(mm, address)
+        return 0
+    return VM_FAULT_SIGBUS
+
+
+async def handle_pte_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool) -> int:
+    k = pte_key(mm, address)
+    await step("handle_pte_fault: entry = *pte", reads=(k, pmd_key(mm, address)))
+    entry = pte_get(mm, address)
+    if entry is None:
+        if vma.vm_file is not None:
+            return await __do_fault(mm, vma, address, write, None)
+        return await do_anonymous_page(mm, vma, address, write)
+    if not entry.present:
+        return await do_swap_page(mm, vma, address, entry, write)
+    ptl = mm.page_table_lock
+    await spin_lock(ptl, label="handle_pte_fault: spin_lock(ptl)")
+    await step("handle_pte_fault: pte_same(*pte, entry)?", writes=(k,))
+    if pte_get(mm, address) is not entry:
+        await spin_unlock(ptl, label="handle_pte_fault: pte changed, unlock")
+        return 0
+    if write and not entry.write:
+        return await do_wp_page(mm, vma, address, entry)
+    new = entry.replace(young=True, dirty=entry.dirty or write)
+    if new.young != entry.young or new.dirty != entry.dirty:
+        set_pte_at(mm, address, new)
+    await spin_unlock(ptl, label="handle_pte_fault: pte_unmap_unlock")
+    return 0
+
+
+async def handle_mm_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool) -> int:
+    """Resolve a fault at ``address`` in ``vma``; returns VM_FAULT_* bits (0: the
+    access can be retried).  Caller holds ``mm->mmap_sem`` for read."""
+    address &= ~(PAGE_SIZE - 1)
+    if not vma.vm_start <= address < vma.vm_end:
+        raise mmemu.ModelError(f"handle_mm_fault: {address:#x} is not in {vma!r}")
+    with span("handle_mm_fault"):
+        await pte_alloc_map(mm, address)
+        return await handle_pte_fault(mm, vma, address, write)
+
+
+# ------------------------------------------------------------------ zapping
+
+
+class ZapDetails:
+    """``struct zap_details``: set by unmap_mapping_range.  ``check_mapping``
+    (not None unless even_cows) skips private COW pages; non-present ptes
+    (migration entries) are left alone."""
+
+    __slots__ = ("check_mapping", "first_index", "last_index")
+
+    def __init__(self, check_mapping: Any, first_index: int, last_index: int) -> None:
+        self.check_mapping = check_mapping
+        self.first_index = first_index
+        self.last_index = last_index
+
+
+async def unmap_page_range(tlb: MmuGather, vma: VmAreaStruct, start: int, end: int,
+                           details: ZapDetails | None = None) -> None:
+    """zap_pte_range over [start, end) of ``vma``, under the PTL: clear each
+    pte, drop its rmap, gather its page in ``tlb`` (freed at tlb_finish_mmu)."""
+    mm = vma.vm_mm
+    ptl = mm.page_table_lock
+    with span("zap_pte_range"):
+        await spin_lock(ptl, label="zap_pte_range: pte_offset_map_lock")
+        for address in populated_ptes(mm, start, end):
+            k = pte_key(mm, address)
+            cur = pte_get(mm, address)  # stable: we hold the PTL
+            keys: tuple[Hashable, ...] = (k,)
+            if cur is not None and cur.present and cur.page is not None:
+                keys = (k, cur.page.flags_key, cur.page.mapping_key)
+            await step(f"zap_pte_range: ptep_get_and_clear({address:#x})", writes=keys)
+            pte = pte_get(mm, address)
+            if pte is None:
+                continue
+            if pte.present:
+                page = pte.page
+                assert page is not None
+                if details is not None and details.check_mapping is not None \
+                        and page.mapping is not details.check_mapping:
+                    continue  # unmap_shared_mapping_pages keeps the private COW copies
+                pte_clear(mm, address)
+                if PageAnon(page):
+                    mm.anon_rss -= 1
+                else:
+                    if pte.dirty:
+                        page.flags |= PG_dirty
+                    if pte.young:
+                        page.flags |= PG_referenced
+                    mm.file_rss -= 1
+                await _rmap().page_remove_rmap(page, vma, label=f"zap_pte_range: page_remove_rmap(page{page.pfn})")
+                tlb_remove_page(tlb, page)
+            else:
+                if details is not None:
+                    continue
+                pte_clear(mm, address)  # free_swap_and_cache: nothing for a migration entry
+        await spin_unlock(ptl, label="zap_pte_range: pte_unmap_unlock")
+
+
+async def unmap_vmas(tlb: MmuGather, vmas: list[VmAreaStruct], start: int, end: int,
+                     details: ZapDetails | None = None) -> None:
+    """Zap [start, end) of each vma inside one invalidate_range bracket::
+
+        1. mmu_notifier_invalidate_range_start(mm, start, end)
+        2. zap_pte_range for each vma (ptes cleared, pages gathered)
+        3. tlb flush: the gathered pages are freed      <- between start and end
+        4. mmu_notifier_invalidate_range_end(mm, start, end)
+    """
+    if not vmas:
+        return
+    mm = vmas[0].vm_mm
+    with span("unmap_vmas"):
+        await mmu_notifier.mmu_notifier_invalidate_range_start(mm, start, end)
+        for vma in vmas:
+            s = max(start, vma.vm_start)
+            e = min(end, vma.vm_end)
+            if s < e:
+                await unmap_page_range(tlb, vma, s, e, details)
+        await tlb_flush_mmu(tlb)
+        await mmu_notifier.mmu_notifier_invalidate_range_end(mm, start, end)
+
+
+async def zap_page_range(vma: VmAreaStruct, address: int, size: int,
+                         details: ZapDetails | None = None) -> None:
+    """Remove the user pages of [address, address + size) of ``vma``:
+    range_start, clear the ptes, free the gathered pages (tlb_finish_mmu),
+    range_end."""
+    with span("zap_page_range"):
+        tlb = tlb_gather_mmu(vma.vm_mm)
+        await unmap_vmas(tlb, [vma], address, address + size, details)
+        await tlb_finish_mmu(tlb)
+
+
+async def unmap_mapping_range(mapping: Any, holebegin: int, holelen: int,
+                              even_cows: bool = False) -> None:
+    """Zap every user mapping of the file range [holebegin, holebegin + holelen)
+    (bytes; holelen 0: to the end of the file), under ``mapping->i_mmap_lock``.
+    ``even_cows``: also zap private COW copies (truncate) -- otherwise only
+    the pagecache pages themselves (invalidation)."""
+    hba = holebegin >> PAGE_SHIFT
+    hlen = (holelen + PAGE_SIZE - 1) >> PAGE_SHIFT
+    first = hba
+    last = hba + hlen - 1 if holelen else (1 << 62)
+    details = ZapDetails(None if even_cows else mapping, first, last)
+    with span("unmap_mapping_range"):
+        await spin_lock(mapping.i_mmap_lock, label="unmap_mapping_range: spin_lock(i_mmap_lock)")
+        await step("unmap_mapping_range: walk i_mmap", reads=((mapping, "i_mmap"),))
+        for vma in list(mapping.i_mmap):
+            vba = vma.vm_pgoff
+            vea = vba + ((vma.vm_end - vma.vm_start) >> PAGE_SHIFT) - 1
+            zba = max(first, vba)
+            zea = min(last, vea)
+            if zba > zea:
+                continue
+            start = vma.vm_start + ((zba - vba) << PAGE_SHIFT)
+            end = vma.vm_start + ((zea - vba + 1) << PAGE_SHIFT)
+            await zap_page_range(vma, start, end - start, details)
+        await spin_unlock(mapping.i_mmap_lock, label="unmap_mapping_range: spin_unlock(i_mmap_lock)")
+
+
+async def free_pgtables(mm: MmStruct, vmas: list[VmAreaStruct], floor: int, ceiling: int) -> None:
+    """Unlink each vma from its anon_vma and i_mmap (rmap walkers can no
+    longer find it), then free the pte tables of its range that are empty."""
+    with span("free_pgtables"):
+        for vma in vmas:
+            await anon_vma_unlink(vma)
+            await unlink_file_vma(vma)
+        for vma in vmas:
+            s = max(vma.vm_start, floor) & ~((1 << PMD_SHIFT) - 1)
+            keys = tuple(pmd_key(mm, a) for a in range(s, min(vma.vm_end, ceiling), 1 << PMD_SHIFT))
+            if not keys:
+                continue
+            await step("free_pgtables: free_pte_range", writes=keys)
+            for a in range(s, min(vma.vm_end, ceiling), 1 << PMD_SHIFT):
+                _free_empty_table(mm, a)
+
+
+def _free_empty_table(mm: MmStruct, address: int) -> None:
+    gi = (address >> PGDIR_SHIFT) & _IDX
+    ui = (address >> PUD_SHIFT) & _IDX
+    mi = (address >> PMD_SHIFT) & _IDX
+    pud = mm.pgd.get(gi)
+    if pud is None:
+        return
+    pmd = pud.get(ui)
+    if pmd is None:
+        return
+    t = pmd.get(mi)
+    if t is not None and not t:
+        del pmd[mi]
+        if not pmd:
+            del pud[ui]
+            if not pud:
+                del mm.pgd[gi]
+
+
+# ---------------------------------------------------------- get_user_pages
+
+
+async def follow_page(vma: VmAreaStruct, address: int, flags: int) -> Page | None:
+    """The page mapped at ``address`` if the pte allows the access (FOLL_WRITE
+    needs a writable pte), with a reference taken under the PTL when
+    FOLL_GET; None if a fault is needed."""
+    mm = vma.vm_mm
+    ptl = mm.page_table_lock
+    k = pte_key(mm, address)
+    await spin_lock(ptl, label="follow_page: pte_offset_map_lock")
+    await step("follow_page: pte present?", reads=(k, pmd_key(mm, address)))
+    pte = pte_get(mm, address)
+    page: Page | None = None
+    if pte is not None and pte.present and (pte.write or not flags & FOLL_WRITE):
+        page = pte.page
+        assert page is not None
+        if flags & FOLL_GET:
+            await get_page(page, label=f"follow_page: get_page(page{page.pfn})")
+        if flags & FOLL_TOUCH:
+            await step("follow_page: mark_page_accessed", writes=(page.flags_key,))
+            page.flags |= PG_referenced
+            if flags & FOLL_WRITE and not pte.dirty:
+                page.flags |= PG_dirty
+    await spin_unlock(ptl, label="follow_page: pte_unmap_unlock")
+    return page
+
+
+async def get_user_pages(mm: MmStruct, address: int, write: bool = False) -> Page | None:
+    """Pin the page at user ``address``: fault it in if needed, then take a
+    reference the caller drops with put_page.  None for a bad address or a
+    fault error (-EFAULT).  Caller holds ``mm->mmap_sem`` for read."""
+    address &= ~(PAGE_SIZE - 1)
+    with span("get_user_pages"):
+        await step("get_user_pages: find_extend_vma", reads=((mm, "mmap"),))
+        vma = find_vma(mm, address)
+        if vma is None or vma.vm_start > address:
+            return None
+        if write and not vma.vm_flags & VM_WRITE:
+            return None
+        foll = FOLL_GET | FOLL_TOUCH | (FOLL_WRITE if write else 0)
+        while True:
+            page = await follow_page(vma, address, foll)
+            if page is not None:
+                return page
+            ret = await handle_mm_fault(mm, vma, address, write)
+            if ret & VM_FAULT_ERROR:
+                return None
+
+
+async def fault_in(mm: MmStruct, address: int, write: bool = False) -> int:
+    """A user access to ``address``: take mmap_sem for read, fault until the
+    pte allows the access, release mmap_sem.  Returns the last VM_FAULT_* bits
+    (an error stops).  For scenarios and setup code."""
+    from mmemu.kernel.locking import down_read, up_read
+    address &= ~(PAGE_SIZE - 1)
+    await down_read(mm.mmap_sem)
+    await step("fault: find_vma", reads=((mm, "mmap"),))
+    vma = find_vma(mm, address)
+    ret = VM_FAULT_SIGBUS
+    if vma is not None and vma.vm_start <= address:
+        while True:
+            ret = await handle_mm_fault(mm, vma, address, write)
+            if ret & VM_FAULT_ERROR:
+                break
+            await step("fault: retry the access", reads=(pte_key(mm, address),))
+            pte = pte_get(mm, address)
+            if pte is not None and pte.present and (pte.write or not write):
+                break
+    await up_read(mm.mmap_sem)
+    return ret
+
+
+def page_table_dump(mm: MmStruct) -> str:
+    lines = [f"{mm.__mmemu_name__} page table:"]
+    for a in populated_ptes(mm, 0, 1 << 48):
+        lines.append(f"  {a:#x}: {pte_get(mm, a)!r}")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "FAULT_UNLOCKED", "FOLL_GET", "FOLL_TOUCH", "FOLL_WRITE", "FreePageInPageTable",
+    "MappedTruncatedPage", "MmuGather", "Pte", "SwpEntry", "VM_FAULT_ERROR",
+    "VM_FAULT_SIGBUS", "ZapDetails", "do_anonymous_page", "fault_in", "filemap_fault",
+    "follow_page", "free_pgtables", "get_user_pages", "handle_mm_fault", "is_migration_entry",
+    "make_migration_entry", "mk_pte", "pte_clear", "pte_get", "pte_key", "ptes_mapping",
+    "set_pte_at", "tlb_finish_mmu", "tlb_gather_mmu", "unmap_mapping_range", "unmap_vmas",
+    "zap_page_range",
+]

@@ -1,0 +1,318 @@
+"""Physical to virtual reverse mappings: from a page to the ptes that map it.
+
+Emulates: mm/rmap.c, include/linux/rmap.h (2.6.27)
+
+An anonymous page's ``page->mapping`` is its ``AnonVma`` (with PG_anon set:
+the kernel's PAGE_MAPPING_ANON bit); the vmas that may map it are on
+``anon_vma->head``.  A file page's mapping is its AddressSpace; the vmas are
+on ``mapping->i_mmap``.  ``page->_mapcount`` counts the ptes (from -1).
+
+Lock ordering in the emulated mm (mmemu's, enforced by lockdep; each edge
+names the path that creates it)::
+
+  mm->mmap_sem
+    page lock (PG_locked)            (fault: find_lock_page under mmap_sem;
+    |                                 migrate, reclaim, truncate lock the page first)
+    | mapping->i_mmap_lock           (try_to_unmap_file, unmap_mapping_range from
+    | |                               truncate_inode_pages, page_referenced_file)
+    | anon_vma->lock                 (try_to_unmap_anon, page_referenced_anon,
+    | |                               anon_vma_prepare)
+    | | mm->page_table_lock (PTL)    (try_to_unmap_one, zap_pte_range,
+    | |                               remove_migration_pte, anon_vma_prepare)
+    | |   kvm->mmu_lock etc.         (notifier callbacks: invalidate_page under
+    | |                               the PTL, range_start/end under i_mmap_lock)
+    | mapping->tree_lock             (__remove_mapping, add_to_page_cache,
+    |                                 migrate_page_move_mapping)
+    mm_all_locks_mutex               (mm_take_all_locks, mmap_sem held for write)
+      anon_vma->lock, i_mmap_lock    (all of them, nest_lock = mmap_sem)
+
+  Never: the PTL then the page lock (a fault drops the PTL before
+  lock_page); i_mmap_lock and anon_vma->lock nested in each other (outside
+  mm_take_all_locks); tree_lock then i_mmap_lock.
+
+try_to_unmap (reclaim and migration, page locked by the caller)::
+
+  1. walk the vmas (anon_vma->lock or i_mmap_lock held)
+  2. try_to_unmap_one: PTL; does the pte at vma_address(page) map the page?
+  3. not migration and (VM_LOCKED or young): SWAP_FAIL (keep the page)
+  4. ptep_clear_flush_notify: clear the pte, flush the TLB, then
+     mmu_notifier_invalidate_page(mm, address) -- the page is still allocated
+  5. migration: install a migration entry in the cleared pte
+  6. page_remove_rmap; put_page (the pte's reference); unlock the PTL
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmemu.engine._execution import current_simulation, span, step
+from mmemu.kernel.atomic import atomic_add_return
+from mmemu.kernel.locking import spin_lock, spin_unlock
+from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from mmemu.mm.memory import (
+    make_migration_entry,
+    pte_get,
+    pte_key,
+    ptep_clear_flush_notify,
+    ptep_clear_flush_young_notify,
+    set_pte_at,
+)
+from mmemu.mm.mmap import EFAULT, VM_LOCKED, AnonVma, VmAreaStruct, linear_page_index, vma_address
+from mmemu.mm.page import (
+    PG_anon,
+    PG_dirty,
+    PG_referenced,
+    PG_swapcache,
+    BadPageState,
+    Page,
+    PageAnon,
+    PageLocked,
+    page_site,
+    put_page,
+    trylock_page,
+    unlock_page,
+)
+
+SWAP_SUCCESS = 0
+SWAP_AGAIN = 1
+SWAP_FAIL = 2
+
+
+def page_mapped(page: Page) -> bool:
+    """Does any pte map the page?  (The caller's step reads ``page._mapcount``.)"""
+    return page._mapcount.counter >= 0
+
+
+def page_anon_vma(page: Page) -> AnonVma | None:
+    if not PageAnon(page):
+        return None
+    return page.mapping  # type: ignore[no-any-return]
+
+
+def __page_set_anon_rmap(page: Page, vma: VmAreaStruct, address: int, *, new: bool = False) -> None:
+    """page->mapping = anon_vma | PAGE_MAPPING_ANON; page->index.  Inside the
+    caller's step (a new page nobody else can see, or the first mapper)."""
+    anon_vma = vma.anon_vma
+    if anon_vma is None:
+        current_simulation().fail(BadPageState(
+            f"__page_set_anon_rmap at {page_site()}: {vma!r} has no anon_vma "
+            f"(BUG_ON(!anon_vma))", details=page.dump()))
+    if new:
+        page._mapcount.counter = 0  # page_add_new_anon_rmap: atomic_set(_mapcount, 0)
+    page.mapping = anon_vma
+    page.flags |= PG_anon
+    page.index = linear_page_index(vma, address)
+
+
+async def page_add_new_anon_rmap(page: Page, vma: VmAreaStruct, address: int) -> None:
+    """Rmap for a page just allocated for ``vma`` (nobody else sees it yet)."""
+    await step("page_add_new_anon_rmap", writes=(page._mapcount, page.mapping_key, page.flags_key))
+    __page_set_anon_rmap(page, vma, address, new=True)
+
+
+async def page_add_anon_rmap(page: Page, vma: VmAreaStruct, address: int, *,
+                             label: str | None = None) -> None:
+    """One more pte maps an anonymous page (the first sets page->mapping)."""
+    first = await atomic_add_return(1, page._mapcount,
+                                    label=label or f"page_add_anon_rmap(page{page.pfn})") == 0
+    if first:
+        __page_set_anon_rmap(page, vma, address)
+
+
+async def page_add_file_rmap(page: Page, *, label: str | None = None) -> None:
+    """One more pte maps a pagecache page."""
+    await atomic_add_return(1, page._mapcount, label=label or f"page_add_file_rmap(page{page.pfn})")
+
+
+async def page_remove_rmap(page: Page, vma: VmAreaStruct, *, label: str | None = None) -> None:
+    """One pte less maps the page (caller holds the PTL of that pte)."""
+    c = await atomic_add_return(-1, page._mapcount,
+                                label=label or f"page_remove_rmap(page{page.pfn})")
+    if c < -1:
+        current_simulation().fail(BadPageState(
+            f"page_remove_rmap(page{page.pfn}) at {page_site()}: _mapcount went below -1 "
+            f"(\"Eventually BUG\": more unmaps than maps)", details=page.dump()))
+
+
+# -------------------------------------------------------- try_to_unmap
+
+
+async def try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> int:
+    """Unmap ``page`` from ``vma`` (steps 2-6 of the comment at the top)."""
+    mm = vma.vm_mm
+    address = vma_address(page, vma)
+    if address == -EFAULT:
+        return SWAP_AGAIN
+    ptl = mm.page_table_lock
+    k = pte_key(mm, address)
+    ret = SWAP_AGAIN
+    with span("try_to_unmap_one"):
+        await spin_lock(ptl, label="2. page_check_address: spin_lock(ptl)")
+        await step("2. page_check_address: pte maps the page?", reads=(k,))
+        pte = pte_get(mm, address)
+        if pte is None or not pte.present or pte.page is not page:
+            await spin_unlock(ptl, label="2. not mapped here: spin_unlock(ptl)")
+            return ret
+        if not migration and PageAnon(page) and not page.flags & PG_swapcache:
+            # 2.6.27 reaches here only with a swap-cache page (shrink_page_list
+            # adds anon pages to swap first); the model has no swap: keep the page.
+            await spin_unlock(ptl, label="no swap entry: spin_unlock(ptl)")
+            return SWAP_FAIL
+        if not migration and (vma.vm_flags & VM_LOCKED
+                              or await ptep_clear_flush_young_notify(vma, address)):
+            await spin_unlock(ptl, label="3. referenced or mlocked: SWAP_FAIL")
+            return SWAP_FAIL
+        pteval = await ptep_clear_flush_notify(vma, address)
+        assert pteval is not None
+        if pteval.dirty or migration:
+            keys: tuple[Any, ...] = (k, page.flags_key)
+            await step("5. set_page_dirty / set_pte_at(migration entry)" if migration
+                       else "set_page_dirty", writes=keys)
+            if pteval.dirty:
+                page.flags |= PG_dirty
+            if migration:
+                set_pte_at(mm, address, make_migration_entry(page, pteval.write))
+        if PageAnon(page):
+            mm.anon_rss -= 1
+        else:
+            mm.file_rss -= 1
+        await page_remove_rmap(page, vma, label="6. page_remove_rmap")
+        await put_page(page, label="6. page_cache_release (the pte's reference)")
+        await spin_unlock(ptl, label="6. pte_unmap_unlock")
+    return ret
+
+
+async def page_lock_anon_vma(page: Page) -> AnonVma | None:
+    """rcu_read_lock, then the page's anon_vma locked (None: not anon or not mapped)."""
+    await rcu_read_lock()
+    await step("page_lock_anon_vma: page->mapping", reads=(page.mapping_key, page._mapcount))
+    anon_vma = page_anon_vma(page)
+    if anon_vma is None or not page_mapped(page):
+        await rcu_read_unlock()
+        return None
+    await spin_lock(anon_vma.lock, label="1. page_lock_anon_vma: spin_lock(anon_vma->lock)")
+    return anon_vma
+
+
+async def page_unlock_anon_vma(anon_vma: AnonVma) -> None:
+    await spin_unlock(anon_vma.lock, label="page_unlock_anon_vma: spin_unlock(anon_vma->lock)")
+    await rcu_read_unlock()
+
+
+async def try_to_unmap_anon(page: Page, migration: bool) -> int:
+    ret = SWAP_FAIL
+    anon_vma = await page_lock_anon_vma(page)
+    if anon_vma is None:
+        return ret
+    await step("1. walk anon_vma->head", reads=((anon_vma, "head"),))
+    for vma in list(anon_vma.head):
+        ret = await try_to_unmap_one(page, vma, migration)
+        await step("page_mapped?", reads=(page._mapcount,))
+        if ret == SWAP_FAIL or not page_mapped(page):
+            break
+    await page_unlock_anon_vma(anon_vma)
+    return ret
+
+
+async def try_to_unmap_file(page: Page, migration: bool) -> int:
+    mapping = page.mapping  # stable: the page is locked
+    ret = SWAP_AGAIN
+    if mapping is None:
+        return ret
+    await spin_lock(mapping.i_mmap_lock, label="1. try_to_unmap_file: spin_lock(i_mmap_lock)")
+    await step("1. walk i_mmap", reads=((mapping, "i_mmap"),))
+    for vma in list(mapping.i_mmap):
+        ret = await try_to_unmap_one(page, vma, migration)
+        await step("page_mapped?", reads=(page._mapcount,))
+        if ret == SWAP_FAIL or not page_mapped(page):
+            break
+    await spin_unlock(mapping.i_mmap_lock, label="try_to_unmap_file: spin_unlock(i_mmap_lock)")
+    return ret
+
+
+async def try_to_unmap(page: Page, migration: bool = False) -> int:
+    """Try to remove every pte that maps ``page``; the caller holds the page
+    lock.  SWAP_SUCCESS: no pte maps it any more; SWAP_AGAIN: try again
+    later; SWAP_FAIL: a referenced or mlocked pte keeps it (reclaim only).
+    With ``migration``, each pte becomes a migration entry."""
+    if not PageLocked(page):
+        current_simulation().fail(BadPageState(
+            f"try_to_unmap(page{page.pfn}) at {page_site()}: BUG_ON(!PageLocked(page))",
+            details=page.dump()))
+    with span("try_to_unmap"):
+        if PageAnon(page):
+            ret = await try_to_unmap_anon(page, migration)
+        else:
+            ret = await try_to_unmap_file(page, migration)
+        await step("try_to_unmap: page_mapped?", reads=(page._mapcount,))
+        if not page_mapped(page):
+            ret = SWAP_SUCCESS
+    return ret
+
+
+# ------------------------------------------------------- page_referenced
+
+
+async def page_referenced_one(page: Page, vma: VmAreaStruct) -> int:
+    mm = vma.vm_mm
+    address = vma_address(page, vma)
+    if address == -EFAULT:
+        return 0
+    ptl = mm.page_table_lock
+    await spin_lock(ptl, label="page_referenced_one: spin_lock(ptl)")
+    await step("page_referenced_one: pte maps the page?", reads=(pte_key(mm, address),))
+    pte = pte_get(mm, address)
+    referenced = 0
+    if pte is not None and pte.present and pte.page is page:
+        if vma.vm_flags & VM_LOCKED:
+            referenced = 1
+        elif await ptep_clear_flush_young_notify(vma, address):
+            referenced = 1
+    await spin_unlock(ptl, label="page_referenced_one: pte_unmap_unlock")
+    return referenced
+
+
+async def page_referenced(page: Page, is_locked: bool) -> int:
+    """How many ptes (and secondary MMUs) used the page since the last call,
+    clearing their accessed bits; PG_referenced counts once.  A file page
+    needs the page lock (taken with trylock here unless ``is_locked``)."""
+    referenced = 0
+    with span("page_referenced"):
+        await step("page_referenced: TestClearPageReferenced", writes=(page.flags_key,))
+        if page.flags & PG_referenced:
+            page.flags &= ~PG_referenced
+            referenced += 1
+        await step("page_referenced: page_mapped?", reads=(page._mapcount, page.mapping_key))
+        if not page_mapped(page) or page.mapping is None:
+            return referenced
+        if PageAnon(page):
+            anon_vma = await page_lock_anon_vma(page)
+            if anon_vma is not None:
+                await step("walk anon_vma->head", reads=((anon_vma, "head"),))
+                for vma in list(anon_vma.head):
+                    referenced += await page_referenced_one(page, vma)
+                await page_unlock_anon_vma(anon_vma)
+            return referenced
+        locked_here = False
+        if not is_locked:
+            if not await trylock_page(page):
+                return referenced + 1
+            locked_here = True
+        mapping = page.mapping
+        if mapping is not None:
+            await spin_lock(mapping.i_mmap_lock, label="page_referenced_file: spin_lock(i_mmap_lock)")
+            await step("walk i_mmap", reads=((mapping, "i_mmap"),))
+            for vma in list(mapping.i_mmap):
+                referenced += await page_referenced_one(page, vma)
+            await spin_unlock(mapping.i_mmap_lock, label="page_referenced_file: spin_unlock(i_mmap_lock)")
+        if locked_here:
+            await unlock_page(page)
+    return referenced
+
+
+__all__ = [
+    "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
+    "page_add_new_anon_rmap", "page_mapped", "page_referenced", "page_remove_rmap",
+    "try_to_unmap", "try_to_unmap_anon", "try_to_unmap_file", "try_to_unmap_one",
+]
+
