@@ -5,3 +5,4 @@ Importing this package registers every built-in suite.
 
 from mmemu.races import demo  # noqa: F401
 from mmemu.races import locks  # noqa: F401
+from mmemu.races import pagecache  # noqa: F401

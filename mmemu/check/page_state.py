@@ -1,0 +1,238 @@
+"""Page-state sanitizer: pages freed while still reachable, lookups that return
+the wrong page, references leaked at the end of an execution.
+
+Emulates: the kernel's own page checks -- free_pages_check/bad_page in
+mm/page_alloc.c, the VM_BUG_ONs of include/linux/mm.h and pagemap.h (2.6.27) --
+plus what only a model can check: that a lockless lookup returned the page
+it was asked for.
+
+Install it on a booted kernel (``boot_checked`` in mmemu.check does it)::
+
+    kernel = mmemu.mm.init.boot(sim, npages=8)
+    install_page_state_checker(kernel)
+
+What it checks, and when:
+
+- at every free (``kernel.free_hooks``): the page is in no radix tree
+  (``FreePageInPageCache``), no pte maps it (``FreePageInPageTable``: a
+  non-zero ``_mapcount``, or a scanner the page-table model registers), and
+  its count is zero (``FreeOfReferencedPage``; free_pages_check);
+- whenever find_get_page / find_get_pages / find_lock_page decides to return
+  a page (the pagecache calls ``lookup_returned`` inside that step): the page
+  is not free and belongs to the (mapping, index) asked for
+  (``WrongPageFromLookup``); a page that is in the asked slot but whose
+  mapping/index are not set yet is ``HalfInitialisedPage``;
+- at the end of an execution (every CPU has finished, so no CPU-local
+  variable holds a reference any more), for each page that was ever in a
+  pagecache and is not free: its count equals the references the model can
+  name -- one per radix slot holding it, one per pte mapping it
+  (``_mapcount``), plus those declared with ``expect_held`` or by a
+  registered holder.  More is a leak (``PageLeak``); fewer means somebody
+  will drop a reference it does not own (``PageCountTooLow``).
+
+Page counts that underflow, get_page on a free page and unfreezing to a
+different count are reported where they happen (mmemu.mm.page,
+mmemu.mm.pagemap).
+
+Interface for other models (all optional):
+
+- ``kernel.data["page_table_scanners"]``: callables ``fn(page) -> str | None``
+  that describe a pte still mapping ``page`` (None if none); called at free.
+- ``checker.add_holder(fn)``: ``fn() -> Iterable[Page]``, one entry per
+  reference that a structure other than the pagecache and the page tables
+  still holds at the end of the execution (a driver's pinned pages).
+- ``checker.expect_held(page, n=1)``: the scenario keeps ``n`` references
+  on purpose.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from mmemu.engine._execution import Simulation, current_simulation
+from mmemu.mm.page import BadPageState, Page, PageLocked, page_site
+
+
+class FreePageInPageCache(BadPageState):
+    """A page was freed while a radix-tree slot still points to it."""
+
+
+class FreePageInPageTable(BadPageState):
+    """A page was freed while a pte still maps it."""
+
+
+class FreeOfReferencedPage(BadPageState):
+    """A page reached the allocator with a non-zero count (free_pages_check)."""
+
+
+class WrongPageFromLookup(BadPageState):
+    """A pagecache lookup returned a free page, or one that belongs to another
+    (mapping, index)."""
+
+
+class HalfInitialisedPage(BadPageState):
+    """A lockless reader found a page in the pagecache before add_to_page_cache
+    had locked and initialised it."""
+
+
+class PageLeak(BadPageState):
+    """At the end of an execution a page holds references nobody owns."""
+
+
+class PageCountTooLow(BadPageState):
+    """At the end of an execution a page has fewer references than the
+    pagecache and page tables that point to it."""
+
+
+_HISTORY_SHOWN = 4
+
+
+class PageStateChecker:
+    """The checker's per-execution state (``kernel.data["page_state"]``)."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        #: pages ever added to a pagecache, in order (no duplicates)
+        self.file_pages: list[Page] = []
+        self._seen: dict[Page, bool] = {}
+        self.holders: list[Callable[[], Iterable[Page]]] = []
+        self.expected: dict[Page, int] = {}
+
+    # ------------------------------------------------------------- interface
+
+    def add_holder(self, fn: Callable[[], Iterable[Page]]) -> None:
+        self.holders.append(fn)
+
+    def expect_held(self, page: Page, n: int = 1) -> None:
+        self.expected[page] = self.expected.get(page, 0) + n
+
+    # -------------------------------------------------------- pagecache hooks
+
+    def page_added(self, mapping: Any, page: Page) -> None:
+        if page not in self._seen:
+            self._seen[page] = True
+            self.file_pages.append(page)
+
+    def lookup_returned(self, fn: str, mapping: Any, index: int, page: Page) -> None:
+        asked = f"{fn}({mapping.name}, {index})"
+        if page.free:
+            self._fail(WrongPageFromLookup,
+                f"{asked} at {page_site()} returned page{page.pfn}, which is free", page)
+        if page.mapping is mapping and page.index == index:
+            return
+        where = self._where(page)
+        if mapping.page_tree.get(index) is page:
+            locked = "set" if PageLocked(page) else "clear"
+            self._fail(HalfInitialisedPage,
+                f"{asked} at {page_site()} returned page{page.pfn}, found in "
+                f"{mapping.name}[{index}] before it was initialised: page->mapping={where}, "
+                f"PG_locked {locked}", page)
+        self._fail(WrongPageFromLookup,
+            f"{asked} at {page_site()} returned page{page.pfn}, which is not "
+            f"{mapping.name}[{index}] but {where} (allocation #{page.gen})", page)
+
+    # ------------------------------------------------------------ allocator
+
+    def on_free(self, page: Page) -> None:
+        for m in self.kernel.mappings:
+            tree = getattr(m, "page_tree", None)
+            if tree is None:
+                continue
+            for index, p in sorted(tree.items()):
+                if p is page:
+                    self._fail(FreePageInPageCache,
+                        f"page{page.pfn} freed at {page_site()} while still in the pagecache "
+                        f"at {m.name}[{index}]", page, extra=m.dump())
+        mapcount = page._mapcount.counter + 1
+        if mapcount > 0:
+            self._fail(FreePageInPageTable,
+                f"page{page.pfn} freed at {page_site()} while {mapcount} pte(s) map it "
+                f"(_mapcount {page._mapcount.counter})", page)
+        for scan in self.kernel.data.get("page_table_scanners", ()):
+            pte = scan(page)
+            if pte:
+                self._fail(FreePageInPageTable,
+                    f"page{page.pfn} freed at {page_site()} while {pte} maps it", page)
+        if page._count.counter != 0:
+            self._fail(FreeOfReferencedPage,
+                f"page{page.pfn} freed at {page_site()} with count {page._count.counter} "
+                f"(free_pages_check: bad page state)", page)
+        self.expected.pop(page, None)
+
+    # -------------------------------------------------------------- the end
+
+    def at_end(self, sim: Simulation) -> None:
+        held: dict[Page, int] = {}
+        for fn in self.holders:
+            for p in fn():
+                held[p] = held.get(p, 0) + 1
+        for page in self.file_pages:
+            if page.free:
+                continue
+            slots = [f"{m.name}[{i}]" for m in self.kernel.mappings
+                     for i, p in sorted(getattr(m, "page_tree", {}).items()) if p is page]
+            ptes = max(page._mapcount.counter + 1, 0)
+            pins = held.get(page, 0) + self.expected.get(page, 0)
+            known = len(slots) + ptes + pins
+            count = page._count.counter
+            what = (f"pagecache {len(slots)}{' (' + ', '.join(slots) + ')' if slots else ''}, "
+                    f"ptes {ptes}, declared holders {pins}")
+            if count > known:
+                self._fail(PageLeak,
+                    f"page{page.pfn} leaked at the end of the execution: count {count} but the "
+                    f"model knows {known} reference(s) ({what}); every CPU has finished, so "
+                    f"{count - known} reference(s) were never dropped", page, at_end=True)
+            if count < known:
+                self._fail(PageCountTooLow,
+                    f"page{page.pfn} at the end of the execution: count {count} but {known} "
+                    f"reference(s) point to it ({what})", page, at_end=True)
+
+    # ------------------------------------------------------------- plumbing
+
+    @staticmethod
+    def _where(page: Page) -> str:
+        if page.free:
+            return "a free page"
+        name = getattr(page.mapping, "name", None)
+        if page.mapping is None:
+            return "NULL"
+        return f"{name}[{page.index}]"
+
+    def _fail(self, cls: type[BadPageState], message: str, page: Page, *, extra: str = "",
+              at_end: bool = False) -> None:
+        details = page.dump()
+        if extra:
+            details += "\n    " + extra
+        exc = cls(message, details=details)
+        if at_end:
+            raise exc  # the scenario has returned: an at_end hook reports by raising
+        current_simulation().fail(exc)
+
+
+def _history(page: Page) -> str:
+    h = page.history[-_HISTORY_SHOWN:]
+    if not h:
+        return ""
+    return "history: " + "; ".join(f"{ev} at {site}" for ev, site in h)
+
+
+def install_page_state_checker(kernel: Any) -> PageStateChecker:
+    """Install the page-state checker on a booted kernel (once per execution)."""
+    existing = kernel.data.get("page_state")
+    if existing is not None:
+        return existing  # type: ignore[no-any-return]
+    chk = PageStateChecker(kernel)
+    kernel.data["page_state"] = chk
+    kernel.data.setdefault("page_table_scanners", [])
+    kernel.free_hooks.append(chk.on_free)
+    kernel.page_dumpers.append(_history)
+    kernel.sim.at_end(chk.at_end)
+    return chk
+
+
+__all__ = [
+    "FreeOfReferencedPage", "FreePageInPageCache", "FreePageInPageTable", "HalfInitialisedPage",
+    "PageCountTooLow", "PageLeak", "PageStateChecker", "WrongPageFromLookup",
+    "install_page_state_checker",
+]

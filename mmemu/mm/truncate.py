@@ -1,0 +1,155 @@
+"""Truncation: shrink a file and drop its pages from the pagecache.
+
+Emulates: mm/truncate.c (truncate_inode_pages_range, truncate_complete_page)
+and mm/memory.c (vmtruncate) (2.6.27)
+
+    vmtruncate(mapping, offset)
+      i_size_write(offset)                  new faults beyond it get SIGBUS
+      unmap_mapping_range(offset, ...)      zap the ptes of every vma (i_mmap)
+      truncate_inode_pages(offset)
+        pass 1: for each page found (lockless pagevec_lookup):
+                  trylock_page               (busy: leave it for pass 2)
+                  truncate_complete_page
+                  unlock_page
+        pass 2: until a lookup from the start finds nothing:
+                  lock_page                  (sleeps)
+                  truncate_complete_page
+                  unlock_page
+
+    truncate_complete_page(mapping, page)    (page locked)
+      page->mapping != mapping?              (already truncated or reclaimed
+                                              while we waited: nothing to do)
+      remove_from_page_cache(page)           tree_lock, B., unlock
+      page_cache_release(page)               the pagecache's reference
+
+Truncate takes no speculative-reference shortcut: it holds the page lock and
+drops the cache's reference with an ordinary put_page, so a lookup that pinned
+the page keeps it alive (and, if it locks it, sees page->mapping == NULL).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmemu.engine._execution import span, step
+from mmemu.mm.filemap import (
+    PAGE_CACHE_SIZE,
+    PAGE_SHIFT,
+    AddressSpace,
+    __remove_from_page_cache,
+    find_get_pages,
+    index_key,
+)
+from mmemu.kernel.locking import spin_lock, spin_unlock
+from mmemu.mm.page import Page, lock_page, put_page, trylock_page, unlock_page
+
+PAGEVEC_SIZE = 14
+
+
+async def truncate_complete_page(mapping: AddressSpace, page: Page) -> None:
+    """Remove a locked page from the pagecache and drop the cache's reference,
+    unless it left ``mapping`` while we waited for its lock."""
+    await step("truncate_complete_page: page->mapping == mapping?",
+               reads=(page.mapping_key, index_key(page)))
+    if page.mapping is not mapping:
+        return
+    # cancel_dirty_page: the data is being thrown away
+    await spin_lock(mapping.tree_lock)
+    await __remove_from_page_cache(page, label="remove_from_page_cache")
+    await spin_unlock(mapping.tree_lock)
+    await put_page(page, label="page_cache_release (the pagecache's reference)")
+
+
+async def pagevec_release(pages: list[Page]) -> None:
+    for page in pages:
+        await put_page(page, label="pagevec_release: put_page")
+
+
+async def truncate_inode_pages_range(mapping: AddressSpace, lstart: int, lend: int) -> None:
+    """Drop the pages that hold bytes lstart..lend (lend inclusive, -1 for
+    the end of the file).  Zeroing the partial page at lstart is not
+    modelled (the model has no page contents)."""
+    start = (lstart + PAGE_CACHE_SIZE - 1) >> PAGE_SHIFT
+    end = (1 << 62) if lend < 0 else (lend >> PAGE_SHIFT)
+    with span("truncate_inode_pages_range"):
+        # pass 1: the pages nobody holds locked
+        nxt = start
+        while nxt <= end:
+            pvec = await find_get_pages(mapping, nxt, PAGEVEC_SIZE)
+            if not pvec:
+                break
+            for page in pvec:
+                page_index = page.index
+                if page_index > end:
+                    nxt = page_index  # ends the outer loop
+                    break
+                if page_index > nxt:
+                    nxt = page_index
+                nxt += 1
+                if not await trylock_page(page):
+                    continue
+                await truncate_complete_page(mapping, page)
+                await unlock_page(page)
+            await pagevec_release(pvec)
+
+        # pass 2: wait for the locked ones, until nothing is left
+        nxt = start
+        while True:
+            pvec = await find_get_pages(mapping, nxt, PAGEVEC_SIZE)
+            if not pvec:
+                if nxt == start:
+                    break
+                nxt = start
+                continue
+            if pvec[0].index > end:
+                await pagevec_release(pvec)
+                break
+            for page in pvec:
+                if page.index > end:
+                    break
+                await lock_page(page)
+                if page.index > nxt:
+                    nxt = page.index
+                nxt += 1
+                await truncate_complete_page(mapping, page)
+                await unlock_page(page)
+            await pagevec_release(pvec)
+
+
+async def truncate_inode_pages(mapping: AddressSpace, lstart: int) -> None:
+    """Drop every page from byte ``lstart`` to the end of the file."""
+    with span("truncate_inode_pages"):
+        await truncate_inode_pages_range(mapping, lstart, -1)
+
+
+def _unmap_mapping_range() -> Any:
+    try:
+        from mmemu.mm import memory
+    except ModuleNotFoundError as exc:
+        if exc.name != "mmemu.mm.memory":
+            raise
+        return None
+    return getattr(memory, "unmap_mapping_range", None)
+
+
+async def vmtruncate(mapping: AddressSpace, offset: int) -> int:
+    """Shrink the file to ``offset`` bytes: set i_size, zap every pte that
+    maps the file beyond it, then drop its pages.  Returns 0.
+
+    (Growing a file only sets i_size.)
+    """
+    with span("vmtruncate"):
+        await step("i_size_write(inode, offset)", writes=(mapping.i_size_key,))
+        growing = offset > mapping.i_size
+        mapping.i_size = offset
+        if growing:
+            return 0
+        unmap = _unmap_mapping_range()
+        if unmap is not None:
+            await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, 1)
+        await truncate_inode_pages(mapping, offset)
+    return 0
+
+
+__all__ = ["truncate_complete_page", "truncate_inode_pages", "truncate_inode_pages_range",
+           "vmtruncate"]

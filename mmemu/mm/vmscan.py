@@ -1,0 +1,248 @@
+"""Page reclaim: isolate pages from the LRU, unmap them, drop them from the pagecache.
+
+Emulates: mm/vmscan.c (2.6.27): isolate_lru_page, putback_lru_page,
+shrink_page_list, __remove_mapping; and lru_cache_add from mm/swap.c
+
+Reclaim is the remove side of the speculative pagecache protocol (the comment
+on mmemu.mm.pagemap.page_cache_get_speculative).  Once it has isolated a
+page (its reference) and found it clean and unmapped, it owns exactly two
+references: the pagecache's and its own.  ``__remove_mapping`` then::
+
+    spin_lock(tree_lock)
+    A. page_freeze_refs(page, 2)     count 2 -> 0, or bail: someone holds a
+                                     (speculative) reference
+       PageDirty?                    dirtied meanwhile: page_unfreeze_refs, bail
+    B. __remove_from_page_cache      the slot is emptied; lookups blocked at
+                                     step 2 retry and find nothing
+    spin_unlock(tree_lock)
+    unlock_page
+    C. free the page                 the count is still the frozen 0: straight
+                                     to the allocator (free_hot_cold_page)
+
+    CPU0 (reclaim)                   CPU1 (find_get_page)
+                                     1. radix_tree_lookup -> page
+    A. freeze 2 -> 0
+                                     2. get_page_unless_zero fails: retry
+    B. remove from the tree
+                                     1. radix_tree_lookup -> NULL
+    C. free
+
+The count check and the zeroing are one cmpxchg.  With a separate check
+(mutant ``vmscan:no-freeze``) a speculative reference taken between the
+check and B is lost: C frees a page somebody holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mmemu
+from mmemu.engine._execution import current_simulation, span, step
+from mmemu.kernel.locking import SpinLock, spin_lock, spin_unlock
+from mmemu.mm.filemap import AddressSpace, __remove_from_page_cache, page_mapping
+from mmemu.mm.page import (
+    PG_dirty,
+    PG_lru,
+    BadPageState,
+    Page,
+    PageLocked,
+    page_site,
+    put_page,
+    trylock_page,
+    unlock_page,
+)
+from mmemu.mm.pagemap import _frozen, page_freeze_refs, page_unfreeze_refs
+
+EBUSY = 16
+
+NO_FREEZE = mmemu.register_mutant(
+    "vmscan:no-freeze",
+    "__remove_mapping checks page_count == 2, then removes and frees, without freezing",
+    caught_as="FreePageInPageCache / PageCountUnderflow",
+    doc="The pre-lockless __remove_mapping: 'if (page_count(page) != 2) goto cannot_free' "
+        "under tree_lock, which was enough while find_get_page took tree_lock.  A "
+        "lockless lookup takes its speculative reference between the check and B; "
+        "reclaim then frees the page as if it owned every reference "
+        "(set_page_count(page, 0)), and the lookup's holder uses and finally puts a "
+        "page that is free or already reused for another file.")
+
+
+def _lru_lock() -> SpinLock:
+    kernel = current_simulation().data["kernel"]
+    lock = kernel.data.get("zone.lru_lock")
+    if lock is None:
+        lock = kernel.data["zone.lru_lock"] = SpinLock("zone.lru_lock", "lru_lock")
+    return lock  # type: ignore[no-any-return]
+
+
+def PageLRU(page: Page) -> bool:
+    return bool(page.flags & PG_lru)
+
+
+def PageDirty(page: Page) -> bool:
+    return bool(page.flags & PG_dirty)
+
+
+def _allocator() -> Any:
+    return current_simulation().data["kernel"].page_alloc
+
+
+async def lru_cache_add(page: Page) -> None:
+    """Put a page on the (inactive) LRU (mm/swap.c).  The LRU holds no reference."""
+    lock = _lru_lock()
+    await spin_lock(lock)
+    await step("SetPageLRU", writes=(page.flags_key,))
+    page.flags |= PG_lru
+    await spin_unlock(lock)
+
+
+async def isolate_lru_page(page: Page) -> int:
+    """Take the page off the LRU for reclaim, with a reference (the reclaim
+    reference ``__remove_mapping`` counts on); 0 or -EBUSY."""
+    lock = _lru_lock()
+    with span("isolate_lru_page"):
+        await spin_lock(lock)
+        await step("PageLRU && get_page_unless_zero: ClearPageLRU",
+                   writes=(page.flags_key, page._count))
+        ret = -EBUSY
+        if page.flags & PG_lru and page._count.counter > 0:
+            page._count.counter += 1
+            page.flags &= ~PG_lru
+            ret = 0
+        await spin_unlock(lock)
+    return ret
+
+
+async def putback_lru_page(page: Page) -> None:
+    """Return an isolated page that reclaim kept to the LRU and drop the
+    isolation reference."""
+    lock = _lru_lock()
+    with span("putback_lru_page"):
+        await spin_lock(lock)
+        await step("SetPageLRU", writes=(page.flags_key,))
+        page.flags |= PG_lru
+        await spin_unlock(lock)
+        await put_page(page, label="putback: put_page (isolation reference)")
+
+
+async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
+    """Remove a locked, isolated, unmapped page from the pagecache if nobody
+    else holds a reference; true if it did (the count is then frozen at 0 and
+    the caller frees the page: C)."""
+    sim = current_simulation()
+    if not PageLocked(page) or page.mapping is not mapping:
+        sim.fail(BadPageState(
+            f"__remove_mapping(page{page.pfn}) at {page_site()}: "
+            f"BUG_ON(!PageLocked(page)) / BUG_ON(mapping != page_mapping(page))",
+            details=page.dump()))
+    with span("__remove_mapping"):
+        await spin_lock(mapping.tree_lock)
+        if mmemu.mutant(NO_FREEZE):
+            await step("A. page_count(page) == 2?", reads=(page._count,))
+            if page._count.counter != 2:
+                await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
+                return False
+        else:
+            # The non-racy check for a busy page: the cache's reference and
+            # ours, and nobody else's -- frozen so that nobody can take one.
+            if not await page_freeze_refs(page, 2):
+                await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
+                return False
+            await step("PageDirty? (after the freeze)", reads=(page.flags_key,))
+            if page.flags & PG_dirty:
+                await page_unfreeze_refs(page, 2)
+                await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
+                return False
+        await __remove_from_page_cache(page)
+        await spin_unlock(mapping.tree_lock)
+    return True
+
+
+async def _free_frozen_page(page: Page) -> None:
+    """C: the page left the pagecache with its count frozen at 0: it goes
+    straight to the allocator (__pagevec_free -> free_hot_cold_page)."""
+    await step("C. free the page (free_hot_cold_page)",
+               writes=(page._count, page.flags_key, _allocator()))
+    if mmemu.mutant(NO_FREEZE):
+        # The remover believes it owns every reference: set_page_count(page, 0).
+        page._count.counter = 0
+    elif page._count.counter != 0:
+        current_simulation().fail(BadPageState(
+            f"free of page{page.pfn} at {page_site()}: count is {page._count.counter}, "
+            f"not the frozen 0", details=page.dump()))
+    _frozen(page).pop(page, None)
+    from mmemu.mm.page_alloc import __free_page
+    __free_page(page)
+
+
+def _rmap() -> Any:
+    try:
+        from mmemu.mm import rmap
+    except ModuleNotFoundError as exc:
+        if exc.name != "mmemu.mm.rmap":
+            raise
+        return None
+    return rmap if hasattr(rmap, "try_to_unmap") else None
+
+
+async def shrink_page_list(page_list: list[Page]) -> tuple[int, list[Page]]:
+    """Try to free each isolated page; returns (pages freed, pages kept).
+
+    The kept pages still carry the isolation reference: give them back with
+    putback_lru_page.  Per page::
+
+        trylock_page                     (busy: keep)
+        page_mapped? try_to_unmap        (fails: keep)
+        PageDirty?                       (no writeback in the model: keep)
+        __remove_mapping: A, B           (busy: keep)
+        unlock_page
+        C. free the page
+    """
+    nr_reclaimed = 0
+    kept: list[Page] = []
+    with span("shrink_page_list"):
+        for page in page_list:
+            if not await trylock_page(page):
+                kept.append(page)
+                continue
+            await step("page_mapped(page)? PageDirty(page)?",
+                       reads=(page._mapcount, page.mapping_key, page.flags_key))
+            mapping = page_mapping(page)
+            mapped = page._mapcount.counter >= 0
+            dirty = PageDirty(page)
+            if mapped and mapping is not None:
+                rmap = _rmap()
+                if rmap is None:
+                    await unlock_page(page, label="keep_locked: unlock_page")
+                    kept.append(page)
+                    continue
+                ret = await rmap.try_to_unmap(page, 0)
+                if ret != getattr(rmap, "SWAP_SUCCESS", 0):
+                    await unlock_page(page, label="keep_locked: unlock_page")
+                    kept.append(page)
+                    continue
+                await step("PageDirty(page)? (after try_to_unmap)", reads=(page.flags_key,))
+                dirty = PageDirty(page)
+            if dirty or mapping is None or not await __remove_mapping(mapping, page):
+                await unlock_page(page, label="keep_locked: unlock_page")
+                kept.append(page)
+                continue
+            await unlock_page(page)
+            await _free_frozen_page(page)
+            nr_reclaimed += 1
+    return nr_reclaimed, kept
+
+
+async def reclaim_page(page: Page) -> bool:
+    """Isolate one page and run it through shrink_page_list (what kswapd's
+    shrink_inactive_list does for a batch); true if it was freed."""
+    if await isolate_lru_page(page) != 0:
+        return False
+    nr, kept = await shrink_page_list([page])
+    for p in kept:
+        await putback_lru_page(p)
+    return nr == 1
+
+
+__all__ = ["NO_FREEZE", "PageDirty", "PageLRU", "isolate_lru_page", "lru_cache_add",
+           "putback_lru_page", "reclaim_page", "shrink_page_list"]
