@@ -353,6 +353,60 @@ class _RunProgress:
             self._bar = None
 
 
+@app.command
+def mutants(
+    *,
+    seed: Annotated[int, Parameter(help="base seed of random and pct suites")] = 0,
+    executions: Annotated[int | None, Parameter(help="executions per run (default: each suite's)")] = None,
+    json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run, then a summary")] = False,
+) -> int:
+    """Run every mutant against the suites that must catch it, and the correct
+    model against every suite; print the matrix.
+
+    Exit 0 only when every mutant is caught and the correct model is clean.
+
+    Example: mmemu mutants --json
+    """
+    from mmemu._mutants import run_matrix, uncaught_mutants
+
+    if executions is not None and executions < 1:
+        raise UsageError(f"--executions must be at least 1 (got {executions})")
+    out = _out()
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+    def show(cell: Any) -> None:
+        if json_:
+            out.print(json.dumps(cell.to_json()), markup=False)
+        else:
+            who = cell.mutant or "(correct model)"
+            params = ", ".join(f"{k}={v}" for k, v in cell.params.items())
+            err.print(f"  {who} x {cell.suite}{' [' + params + ']' if params else ''}: {cell.verdict()}",
+                      markup=False)
+
+    cells = run_matrix(seed=seed, executions=executions, on_cell=show)
+    missed = uncaught_mutants(cells)
+    dirty = [c for c in cells if c.mutant is None and not c.ok]
+    if json_:
+        out.print(json.dumps({"summary": True, "mutants_caught": not missed, "missed": missed,
+                              "correct_model_clean": not dirty,
+                              "runs": len(cells)}), markup=False)
+    else:
+        table = Table(title="mmemu mutants")
+        for col in ("mutant", "suite", "params", "result"):
+            table.add_column(col)
+        for c in cells:
+            params = ", ".join(f"{k}={v}" for k, v in c.params.items()) or "-"
+            verdict = c.verdict()
+            table.add_row(c.mutant or "(correct model)", c.suite, params,
+                          f"[green]{verdict}[/green]" if c.ok else f"[red]{verdict}[/red]")
+        out.print(table)
+        if missed:
+            out.print(f"missed mutants: {', '.join(missed)}", markup=False)
+        for c in dirty:
+            out.print(f"correct model fails {c.suite}: {c.kind}: mmemu replay {c.schedule}", markup=False)
+    return EXIT_OK if not missed and not dirty else EXIT_FAILURE
+
+
 @app.command(name="replay")
 def replay_(token: str, *, json_: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """Replay one execution exactly from its token and print its report.
