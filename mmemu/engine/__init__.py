@@ -15,7 +15,18 @@ from ._errors import (
 )
 from ._execution import CPU, Simulation, block, current_cpu, current_simulation, fail, mutant, span, step, wake_all, wake_one
 from ._explore import Failure, Outcome, Result, explore, explore_async, replay, replay_async
-from ._registry import Mutant, Scenario, all_mutants, all_scenarios, get_mutant, get_scenario, register_mutant, scenario
+from ._registry import (
+    Mutant,
+    Scenario,
+    all_mutants,
+    all_scenarios,
+    get_mutant,
+    get_scenario,
+    is_registered,
+    register_mutant,
+    scenario,
+    scenario_name,
+)
 from ._report import Span, Trace, TraceEvent, render_timeline
 from ._schedule import Schedule
 from ._settings import Settings
@@ -27,7 +38,7 @@ __all__ = [
     "Result", "Scenario", "Schedule", "ScheduleFormatError", "Settings", "Simulation",
     "Span", "Strategy", "Trace", "TraceEvent", "UnexpectedException", "all_mutants",
     "all_scenarios", "block", "current_cpu", "current_simulation", "explore",
-    "explore_async", "fail", "get_mutant", "get_scenario", "mutant", "register_mutant",
+    "explore_async", "fail", "get_mutant", "is_registered", "scenario_name", "get_scenario", "mutant", "register_mutant",
     "render_timeline", "replay", "replay_async", "scenario", "span", "step", "wake_all",
     "wake_one",
 ]

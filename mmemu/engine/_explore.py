@@ -109,7 +109,14 @@ class Failure:
         return d
 
     def replay_command(self) -> str:
-        return f"mmemu replay {self.schedule}"
+        """The command that replays this failure.  The CLI can only find
+        registered scenarios; others replay from Python."""
+        from ._registry import is_registered
+
+        if is_registered(self.scenario):
+            return f"mmemu replay {self.schedule}"
+        fn = self.scenario.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
+        return f"mmemu.replay({fn}, {self.schedule!r})"
 
     def report(self) -> str:
         head = f"mmemu: {self.scenario}"

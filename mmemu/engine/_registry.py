@@ -131,6 +131,12 @@ def _suggest(name: str, known: Iterable[str]) -> str:
     return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
+def is_registered(name: str) -> bool:
+    """Is ``name`` a registered scenario (one ``mmemu replay`` can find)?"""
+    load_builtin()
+    return name in _SCENARIOS
+
+
 def get_scenario(name: str) -> Scenario:
     load_builtin()
     try:
