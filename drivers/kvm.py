@@ -153,10 +153,16 @@ class KvmDriver(Driver):
         return self.mmu_notifier_count != 0 or self.mmu_notifier_seq != mmu_seq
 
     async def gfn_to_pfn(self, gfn: int, write: bool) -> Page | None:
-        """get_user_pages on the gfn's hva: a referenced page, or None."""
+        """2. get_user_pages on the gfn's hva under mmap_sem for read: a
+        referenced page, or None (bad_page: the address cannot be mapped)."""
+        from mmemu.kernel.locking import down_read, up_read
         from mmemu.mm.memory import get_user_pages
         hva = self.gfn_to_hva(gfn)
-        return await _gup(get_user_pages, self.mm, hva, write)
+        mm = self.mm
+        await down_read(mm.mmap_sem, label="2. gfn_to_pfn: down_read(mmap_sem)")
+        page = await get_user_pages(mm, hva, write)
+        await up_read(mm.mmap_sem, label="2. gfn_to_pfn: up_read(mmap_sem)")
+        return page
 
     async def fault(self, address: int, write: bool = False) -> bool:
         gfn = self.hva_to_gfn(address)
@@ -302,16 +308,6 @@ def _vmas(mm: Any) -> list[Any]:
         out.append(vma)
         vma = getattr(vma, "vm_next", None)
     return out
-
-
-async def _gup(get_user_pages: Any, mm: Any, address: int, write: bool) -> Page | None:
-    """Adapter to mmemu.mm.memory.get_user_pages for one page."""
-    got = await get_user_pages(mm, address, 1, write=write)
-    if isinstance(got, tuple):
-        got = got[-1]
-    if isinstance(got, list):
-        return got[0] if got else None
-    return got  # type: ignore[no-any-return]
 
 
 __all__ = ["KvmBug", "KvmDriver", "Memslot", "NO_COUNT", "NO_RETRY", "SEQ_OUTSIDE_LOCK"]

@@ -15,6 +15,7 @@ from typing import Any
 #: checker installers, in order: "module:function(kernel)"
 INSTALLERS: list[str] = [
     "mmemu.check.page_state:install_page_state_checker",
+    "mmemu.check.shadow_tlb:install",
 ]
 
 

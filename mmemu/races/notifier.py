@@ -1,0 +1,271 @@
+"""Race suites for mmu notifiers: a secondary MMU (a driver) against the mm
+paths that invalidate CPU ptes and free pages.
+
+Emulates: mm/mmu_notifier.c and its callers in mm/memory.c, mm/rmap.c,
+mm/mmap.c, mm/truncate.c, mm/vmscan.c (2.6.27), with each driver installed
+in the ``mmemu.drivers`` entry-point group (``axes={"driver": ...}``) or the
+one given by ``mmemu run SUITE --driver NAME_OR_PATH``.
+
+What every suite checks: no page goes back to the allocator while a driver's
+shadow TLB maps it (FreedPageStillMapped), no guest/device access goes
+through a stale translation (SecondaryUseAfterFree), and when everything has
+finished each remaining translation maps the page the CPU pte maps
+(IncoherentTranslation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+import mmemu
+from mmemu.check import boot_checked
+from mmemu.driver import Driver, available_drivers, guarded, new_driver
+from mmemu.engine._errors import InvariantViolation
+from mmemu.kernel.locking import down_write, up_write
+from mmemu.mm.filemap import AddressSpace
+from mmemu.mm.memory import fault_in, pte_get, set_pte_at
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_munmap, do_mmap, exit_mmap, mm_alloc
+from mmemu.mm.page import Page
+from mmemu.mm.truncate import vmtruncate
+from mmemu.mm.vmscan import PageLRU, lru_cache_add, reclaim_page
+
+
+class IncoherentTranslation(InvariantViolation):
+    """At the end, a driver translation maps a page the CPU pte does not."""
+
+
+@attrs.define(eq=False)
+class Guest:
+    kernel: Any
+    mm: Any
+    mapping: AddressSpace | None
+    addr: int
+    page: Page
+    driver: Driver
+
+
+async def guest(sim: Any, *, kind: str = "shared", attach: bool = True,
+                npages: int = 6) -> Guest:
+    """Setup (no steps): one mm with one one-page vma, faulted in.
+
+    ``kind``: "shared" (MAP_SHARED file page: pagecache + pte), "private" (a
+    MAP_PRIVATE file vma written to: an anonymous COW copy in the pte), or
+    "anon".  The driver named by ``sim.params["driver"]`` is attached (its
+    notifier registered) unless ``attach`` is False."""
+    kernel = boot_checked(sim, npages=npages)
+    mm = mm_alloc(kernel)
+    mapping = None
+    await down_write(mm.mmap_sem)
+    if kind == "anon":
+        vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
+    else:
+        mapping = AddressSpace(kernel, "file", i_size=PAGE_SIZE)
+        flags = VM_READ | VM_WRITE | (VM_SHARED if kind == "shared" else 0)
+        vma = await do_mmap(mm, 0, PAGE_SIZE, flags, file=mapping, pgoff=0)
+    await up_write(mm.mmap_sem)
+    addr = vma.vm_start
+    await fault_in(mm, addr, write=kind != "shared")
+    pte = pte_get(mm, addr)
+    assert pte is not None and pte.page is not None
+    # old enough to be reclaimed: the accessed bit is clear, the page on the LRU
+    set_pte_at(mm, addr, pte.replace(young=False))
+    if not PageLRU(pte.page):
+        await lru_cache_add(pte.page)
+    driver = new_driver(sim)
+    if attach:
+        ret = await driver.attach(kernel, mm)
+        sim.check(ret == 0, f"{driver.name}: attach returned {ret}")
+    return Guest(kernel, mm, mapping, addr, pte.page, driver)
+
+
+async def guest_fault(g: Guest, write: bool = False) -> None:
+    """The guest touches ``addr``: a secondary-MMU fault, then the access."""
+    if await guarded(g.driver, "fault", g.driver.fault, g.addr, write):
+        await guarded(g.driver, "access", g.driver.access, g.addr)
+
+
+async def attach_and_fault(g: Guest) -> None:
+    """kvm_create_vm (mmu_notifier_register), then the first guest fault."""
+    ret = await guarded(g.driver, "attach", g.driver.attach, g.kernel, g.mm)
+    mmemu.lowlevel.current_simulation().check(ret == 0, f"attach returned {ret}")
+    await guest_fault(g, write=True)
+
+
+def _coherent(sim: Any, g: Guest) -> None:
+    d = g.driver
+    for key in d.tlb.keys():
+        e = d.tlb.entries[key]
+        pte = None if g.mm.dead else pte_get(g.mm, g.addr)
+        cpu_page = pte.page if pte is not None and pte.present else None
+        if cpu_page is not e.page or e.gen != e.page.gen:
+            where = f"page{cpu_page.pfn}" if cpu_page is not None else "nothing"
+            raise IncoherentTranslation(
+                f"{d.tlb.describe(key)} still maps page{e.page.pfn} (installed at {e.site}) "
+                f"but the CPU pte maps {where}: an invalidation never reached driver "
+                f"{d.name}", details=e.page.dump())
+
+
+# ---------------------------------------------------------------- suites
+
+
+@mmemu.scenario("notifier:register-vs-truncate", axes={"driver": available_drivers},
+                catches=["mmu_notifier:register-unlocked"])
+async def register_vs_truncate(sim: Any) -> None:
+    """mmu_notifier_register while a truncate is between range_start and range_end.
+
+    CPU0 (vmtruncate of a MAP_PRIVATE file     CPU1 (the driver starts)
+    whose page was COWed)
+    1. i_size = 0; spin_lock(i_mmap_lock)      R. mmu_notifier_register:
+    2. range_start                                down_write(mmap_sem),
+    3. zap the pte; the COW page is freed         mm_take_all_locks (waits for
+       (tlb gather)                               i_mmap_lock), hash, drop
+    4. range_end; spin_unlock(i_mmap_lock)     F. guest fault: GUP + install
+    5. truncate_inode_pages                    X. guest access
+
+    There are 2 critical interleavings that matter:
+    - R before 2: the driver sees start and end; F either installs before
+      2 (and 2 zaps it) or retries until 4 (and GUP then fails: i_size 0).
+    - R after 4: F finds nothing to map.
+    R between 2 and 4 is what mm_take_all_locks forbids.  Without it (mutant
+    ``mmu_notifier:register-unlocked``) F installs a translation to the COW
+    page between 2 and 3, nobody zaps it, and 3 frees the page under it.
+
+    Harmless: F and X after 5 (SIGBUS: nothing installed).
+    """
+    g = await guest(sim, kind="private", attach=False)
+    async with sim.cpus() as cpus:
+        cpus.start(vmtruncate, g.mapping, 0, name="truncate")
+        cpus.start(attach_and_fault, g, name=g.driver.name)
+    _coherent(sim, g)
+
+
+@mmemu.scenario("notifier:truncate-vs-fault", axes={"driver": available_drivers},
+                catches=["kvm:no-retry", "kvm:no-count"])
+async def truncate_vs_fault(sim: Any) -> None:
+    """A guest fault on a file page that a truncate removes.
+
+    CPU0 (vmtruncate)                          CPU1 (guest fault)
+    1. i_size = 0                              F1. seq = mmu_notifier_seq
+    2. range_start (driver: count++, zap)      F2. GUP (page ref)
+    3. zap the pte                             F3. lock; retry if count or seq
+    4. range_end (driver: seq++, count--)      F4. install; unlock; put
+    5. truncate_inode_pages: free the page     X. access
+
+    There are 2 critical interleavings that matter:
+    - F2 before 3 and F3 between 2 and 4: count != 0, the fault waits for 4
+      and retries (GUP then fails).  Without the count (mutant
+      ``kvm:no-count``) or the retry test (``kvm:no-retry``) F4 installs a
+      translation that nothing zaps, and 5 frees the page under it.
+    - F3 after 4 with F1 before 4: seq changed, retry.
+
+    Harmless: F4 before 2 (2 zaps it); F1 after 4 (GUP fails: SIGBUS).
+    """
+    g = await guest(sim, kind="shared")
+    async with sim.cpus() as cpus:
+        cpus.start(vmtruncate, g.mapping, 0, name="truncate")
+        cpus.start(guest_fault, g, name=g.driver.name)
+    _coherent(sim, g)
+
+
+@mmemu.scenario("notifier:reclaim-vs-fault", axes={"driver": available_drivers},
+                catches=["kvm:seq-outside-lock", "kvm:no-retry"])
+async def reclaim_vs_fault(sim: Any) -> None:
+    """A guest fault on a file page that reclaim unmaps and frees.
+
+    CPU0 (shrink_page_list)                    CPU1 (guest fault)
+    1. isolate, lock the page                  F1. seq = mmu_notifier_seq
+    2. try_to_unmap_one: young? (CPU pte and   F2. GUP (page ref)
+       secondary: clear_flush_young)           F3. lock; retry if seq changed
+    3. ptep_clear_flush; invalidate_page       F4. install; unlock; put
+       (driver: lock, seq++, zap, unlock)      X. access
+    4. __remove_mapping: freeze(2), remove
+    5. free the page
+
+    There are 2 critical interleavings that matter:
+    - F2 before 3, F3 after 3: seq changed, retry; GUP faults a new page.
+      Bumping seq after the driver drops its lock (mutant
+      ``kvm:seq-outside-lock``) or ignoring it (``kvm:no-retry``) lets F4
+      install a translation 3 already swept, and 5 frees the page under it.
+    - F2's reference still held at 4: the freeze fails, the page is kept.
+
+    Harmless: F4 before 2 (2 sees the young bit: SWAP_FAIL, kept) or before
+    3 (3 zaps it).
+    """
+    g = await guest(sim, kind="shared")
+    async with sim.cpus() as cpus:
+        cpus.start(reclaim_page, g.page, name="kswapd")
+        cpus.start(guest_fault, g, name=g.driver.name)
+    _coherent(sim, g)
+
+
+async def munmap(mm: Any, addr: int) -> None:
+    await down_write(mm.mmap_sem, label="munmap: down_write(mmap_sem)")
+    await do_munmap(mm, addr, PAGE_SIZE)
+    await up_write(mm.mmap_sem, label="munmap: up_write(mmap_sem)")
+
+
+@mmemu.scenario("notifier:munmap-vs-fault", axes={"driver": available_drivers},
+                catches=["kvm:no-count", "kvm:no-retry"])
+async def munmap_vs_fault(sim: Any) -> None:
+    """A guest fault on an anonymous page that munmap frees.
+
+    CPU0 (munmap)                              CPU1 (guest fault)
+    1. down_write(mmap_sem)                    F1. seq = mmu_notifier_seq
+    2. range_start (driver: count++, zap)      F2. GUP under mmap_sem read
+    3. zap the pte, free the page (tlb gather)     (page ref)
+    4. range_end (driver: seq++, count--)      F3. lock; retry if count/seq
+    5. up_write                                F4. install; unlock; put
+                                               X. access
+
+    There is 1 critical interleaving that matters:
+    - F2 before 1, F3 between 2 and 4: the GUP reference keeps the page
+      through 3; count != 0 makes the fault wait and retry (GUP then finds
+      no vma).  Without the count (``kvm:no-count``) or the retry
+      (``kvm:no-retry``) F4 installs a translation, and F4's put_page frees
+      the page under it.
+
+    Harmless: F2 can't run inside 1-5 (mmap_sem); F4 before 2 (2 zaps it).
+    """
+    g = await guest(sim, kind="anon")
+    async with sim.cpus() as cpus:
+        cpus.start(munmap, g.mm, g.addr, name="munmap")
+        cpus.start(guest_fault, g, name=g.driver.name)
+    _coherent(sim, g)
+
+
+@mmemu.scenario("notifier:exit-vs-reclaim", axes={"driver": available_drivers},
+                catches=["mmu_notifier:release-after-unhash"])
+async def exit_vs_reclaim(sim: Any) -> None:
+    """exit_mmap tears down a mm whose page the driver maps, while reclaim
+    unmaps that page through rmap.
+
+    CPU0 (exit_mmap)                           CPU1 (shrink_page_list)
+    1. __mmu_notifier_release: ->release       R1. try_to_unmap_one:
+       of every notifier (driver: zap all)         ptep_clear_flush
+    2. unhash them all; synchronize_srcu       R2. invalidate_page: walk the
+    3. unmap_vmas, free_pgtables                   notifier list
+                                               R3. __remove_mapping; free
+
+    There is 1 critical interleaving that matters:
+    - R2 between 1 and 2: the notifier is still hashed, the driver zaps
+      (again, harmlessly).  Unhashing before ->release (the 2012 bug, mutant
+      ``mmu_notifier:release-after-unhash``) lets R2 find no notifier while
+      the translation is still there, and R3 frees the page under it.
+
+    Harmless: R1 after 3 (the page is no longer mapped: nothing to unmap).
+    """
+    g = await guest(sim, kind="shared")
+    await guarded(g.driver, "fault", g.driver.fault, g.addr, False)
+    tr = g.driver.tlb.entries.get(g.driver.key_of(g.addr))
+    if tr is not None:
+        tr.young = False  # aged: reclaim may take the page
+    async with sim.cpus() as cpus:
+        cpus.start(exit_mmap, g.mm, name="exit")
+        cpus.start(reclaim_page, g.page, name="kswapd")
+    sim.check(not g.driver.tlb.keys(),
+              f"{g.driver.name}: translations left after exit_mmap: {g.driver.tlb.keys()}")
+
+
+__all__ = ["Guest", "IncoherentTranslation", "attach_and_fault", "guest", "guest_fault"]
