@@ -365,6 +365,8 @@ async def anon_vma_prepare(vma: VmAreaStruct) -> AnonVma:
         await step("anon_vma_prepare: vma->anon_vma = anon_vma",
                    writes=((vma, "anon_vma"), (anon_vma, "head")))
         if vma.anon_vma is None:
+            if locked is not None:
+                anon_vma_head_check(anon_vma)
             vma.anon_vma = anon_vma
             anon_vma.head.append(vma)
         await spin_unlock(mm.page_table_lock, label="anon_vma_prepare: spin_unlock(page_table_lock)")
@@ -377,6 +379,7 @@ async def anon_vma_link(vma: VmAreaStruct, anon_vma: AnonVma) -> None:
     """Put ``vma`` on ``anon_vma``'s list (fork, split_vma)."""
     await spin_lock(anon_vma.lock, label="anon_vma_link: spin_lock(anon_vma->lock)")
     await step("anon_vma_link: list_add", writes=((anon_vma, "head"), (vma, "anon_vma")))
+    anon_vma_head_check(anon_vma)
     vma.anon_vma = anon_vma
     anon_vma.head.append(vma)
     await spin_unlock(anon_vma.lock, label="anon_vma_link: spin_unlock(anon_vma->lock)")
@@ -389,6 +392,7 @@ async def anon_vma_unlink(vma: VmAreaStruct) -> None:
         return
     await spin_lock(anon_vma.lock, label="anon_vma_unlink: spin_lock(anon_vma->lock)")
     await step("anon_vma_unlink: list_del", writes=((anon_vma, "head"),))
+    anon_vma_head_check(anon_vma)
     _remove_identity(anon_vma.head, vma)
     await spin_unlock(anon_vma.lock, label="anon_vma_unlink: spin_unlock(anon_vma->lock)")
 

@@ -57,7 +57,15 @@ from mmemu.mm.memory import (
     ptep_clear_flush_young_notify,
     set_pte_at,
 )
-from mmemu.mm.mmap import EFAULT, VM_LOCKED, AnonVma, VmAreaStruct, linear_page_index, vma_address
+from mmemu.mm.mmap import (
+    EFAULT,
+    VM_LOCKED,
+    AnonVma,
+    VmAreaStruct,
+    anon_vma_head_check,
+    linear_page_index,
+    vma_address,
+)
 from mmemu.mm.page import (
     PG_anon,
     PG_dirty,
@@ -205,6 +213,7 @@ async def try_to_unmap_anon(page: Page, migration: bool) -> int:
     if anon_vma is None:
         return ret
     await step("1. walk anon_vma->head", reads=((anon_vma, "head"),))
+    anon_vma_head_check(anon_vma)
     for vma in list(anon_vma.head):
         ret = await try_to_unmap_one(page, vma, migration)
         await step("page_mapped?", reads=(page._mapcount,))
@@ -289,6 +298,7 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
             anon_vma = await page_lock_anon_vma(page)
             if anon_vma is not None:
                 await step("walk anon_vma->head", reads=((anon_vma, "head"),))
+                anon_vma_head_check(anon_vma)
                 for vma in list(anon_vma.head):
                     referenced += await page_referenced_one(page, vma)
                 await page_unlock_anon_vma(anon_vma)

@@ -53,6 +53,15 @@ async def truncate_complete_page(mapping: AddressSpace, page: Page) -> None:
                reads=(page.mapping_key, index_key(page)))
     if page.mapping is not mapping:
         return
+    # A fault that held the page lock may have mapped the page after
+    # vmtruncate's unmap_mapping_range: zap it again under the page lock
+    # (2.6.27 truncate_inode_pages_range: "if (page_mapped(page))
+    # unmap_mapping_range(mapping, index << PAGE_CACHE_SHIFT, PAGE_CACHE_SIZE, 0)").
+    await step("page_mapped(page)?", reads=(page._mapcount,))
+    if page._mapcount.counter >= 0:
+        unmap = _unmap_mapping_range()
+        if unmap is not None:
+            await unmap(mapping, page.index << PAGE_SHIFT, PAGE_CACHE_SIZE, 0)
     # cancel_dirty_page: the data is being thrown away
     await spin_lock(mapping.tree_lock)
     await __remove_from_page_cache(page, label="remove_from_page_cache")
