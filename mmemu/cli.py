@@ -177,6 +177,8 @@ def run(
     seed: Annotated[int, Parameter(help="base seed of random and pct")] = 0,
     max_preemptions: Annotated[int | None, Parameter(help="DFS preemption bound")] = None,
     mutant: Annotated[tuple[str, ...], Parameter(help="switch a mutant on (repeatable)")] = (),
+    driver: Annotated[str | None, Parameter(help="run driver suites with this driver only "
+                                                 "(an installed name or path/to/file.py:Class)")] = None,
     json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run")] = False,
 ) -> int:
     """Explore suites and report what broke.
@@ -203,7 +205,7 @@ def run(
     try:
         stop.__enter__()
         for sc in chosen:
-            for params in sc.combinations():
+            for params in _driver_combinations(sc, driver):
                 strat = _strategy(strategy, sc, seed, max_preemptions)
                 label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
                 budget = executions or sc.executions
@@ -291,6 +293,25 @@ class _StopRequest:
         if self._installed:
             signal.signal(signal.SIGINT, self._old)
             self._installed = False
+
+
+def _driver_combinations(sc: Scenario, driver: str | None) -> list[dict[str, Any]]:
+    """The suite's parameter combinations; ``--driver`` replaces its driver axis
+    (and is passed as params["driver"] to every suite)."""
+    combos = sc.combinations()
+    if driver is None:
+        return combos
+    from mmemu.driver import DriverLoadError, load_driver
+    try:
+        load_driver(driver)
+    except DriverLoadError as exc:
+        raise UsageError(str(exc)) from None
+    out: list[dict[str, Any]] = []
+    for c in combos:
+        d = dict(c, driver=driver)
+        if d not in out:
+            out.append(d)
+    return out
 
 
 class _RunProgress:

@@ -104,7 +104,8 @@ class ShadowTLB:
     # ------------------------------------------------------------ operations
 
     def describe(self, key: Hashable) -> str:
-        return f"{self.driver} {self.key_name} {key}"
+        k = f"{key:#x}" if isinstance(key, int) and key >= 4096 else str(key)
+        return f"{self.driver} {self.key_name} {k}"
 
     def install(self, key: Hashable, page: Page, *, writable: bool = True) -> None:
         """Record a translation ``key -> page`` (replacing any previous one)."""
@@ -144,7 +145,7 @@ class ShadowTLB:
                 f"page{page.pfn}, which is {what}\n"
                 f"  translation installed at {e.site}\n"
                 f"  page freed at {_last_free_site(page)}\n"
-                f"  driver {self.driver}, {self.key_name} {key}, page {page.pfn}",
+                f"  driver {self.driver}, {self.describe(key)}, page {page.pfn}",
                 details=page.dump()))
         e.young = True
         return page
@@ -198,7 +199,7 @@ def _on_free(kernel: Any, page: Page) -> None:
                     f"still maps it\n"
                     f"  translation installed at {e.site}\n"
                     f"  page freed at {page_site()}\n"
-                    f"  driver {tlb.driver}, {tlb.key_name} {e.key}, page {page.pfn}",
+                    f"  driver {tlb.driver}, {tlb.describe(e.key)}, page {page.pfn}",
                     details=page.dump())
                 if sim is None:
                     raise exc

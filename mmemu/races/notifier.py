@@ -21,7 +21,7 @@ import attrs
 
 import mmemu
 from mmemu.check import boot_checked
-from mmemu.driver import Driver, available_drivers, guarded, new_driver
+from mmemu.driver import Driver, DriverLoadError, available_drivers, guarded, load_driver, new_driver
 from mmemu.engine._errors import InvariantViolation
 from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.filemap import AddressSpace
@@ -30,6 +30,18 @@ from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_munmap, do
 from mmemu.mm.page import Page
 from mmemu.mm.truncate import vmtruncate
 from mmemu.mm.vmscan import PageLRU, lru_cache_add, reclaim_page
+
+
+def _register_driver_mutants() -> None:
+    """Import every installed driver so that its mutants are registered."""
+    for name in available_drivers():
+        try:
+            load_driver(name)
+        except DriverLoadError:
+            pass  # reported when a suite runs with it
+
+
+_register_driver_mutants()
 
 
 class IncoherentTranslation(InvariantViolation):
@@ -196,6 +208,48 @@ async def reclaim_vs_fault(sim: Any) -> None:
     g = await guest(sim, kind="shared")
     async with sim.cpus() as cpus:
         cpus.start(reclaim_page, g.page, name="kswapd")
+        cpus.start(guest_fault, g, name=g.driver.name)
+    _coherent(sim, g)
+
+
+async def migrate(page: Page) -> None:
+    """Page migration of one file page (isolate, migrate_pages, putback)."""
+    from mmemu.mm.migrate import migrate_pages
+    from mmemu.mm.page_alloc import alloc_page
+    from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page
+    if await isolate_lru_page(page) != 0:
+        return
+    newpage = await alloc_page(label="migrate: alloc_page(newpage)")
+    if await migrate_pages(page, newpage) != 0:
+        await putback_lru_page(page)
+
+
+@mmemu.scenario("notifier:migrate-vs-fault", axes={"driver": available_drivers},
+                catches=["kvm:seq-outside-lock"])
+async def migrate_vs_fault(sim: Any) -> None:
+    """A guest fault on a file page that migration moves to a new page.
+
+    CPU0 (migrate_pages)                       CPU1 (guest fault)
+    1. isolate; lock the page                  F1. seq = mmu_notifier_seq
+    2. try_to_unmap_one(migration):            F2. GUP (page ref; waits on
+       ptep_clear_flush; invalidate_page           the migration entry)
+       (driver: lock, seq++, zap, unlock);     F3. lock; retry if seq changed
+       migration entry in the pte              F4. install; unlock; put
+    3. move_to_new_page: freeze, copy          X. access
+    4. remove_migration_ptes; free the old page
+
+    There is 1 critical interleaving that matters:
+    - F2 before 2, F3 after 2: seq changed, retry; GUP then waits for the
+      migration entry and maps the new page.  Bumping seq outside the
+      driver's lock (``kvm:seq-outside-lock``) lets F4 install the old page,
+      which 4 frees.
+    - F2's reference at 3: the freeze fails, migration is retried later.
+
+    Harmless: F4 before 2 (2 zaps it); F1 after 2 (GUP sees the entry).
+    """
+    g = await guest(sim, kind="shared", npages=8)
+    async with sim.cpus() as cpus:
+        cpus.start(migrate, g.page, name="migrate")
         cpus.start(guest_fault, g, name=g.driver.name)
     _coherent(sim, g)
 
