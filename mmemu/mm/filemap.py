@@ -184,6 +184,7 @@ def __radix_tree_store(mapping: AddressSpace, index: int, page: Page | None) -> 
         mapping.page_tree.pop(index, None)
     else:
         mapping.page_tree[index] = page
+        _page_added(mapping, page)
     wake_all(slot_key(mapping, index))
 
 
@@ -342,7 +343,6 @@ async def add_to_page_cache_locked(page: Page, mapping: AddressSpace, offset: in
             error = 0
             __radix_tree_store(mapping, offset, page)
             mapping.nrpages += 1
-            _page_added(mapping, page)
         if error:
             await put_page(page, label="-EEXIST: page_cache_release")
         await spin_unlock(mapping.tree_lock)
@@ -388,7 +388,6 @@ async def _add_to_page_cache_insert_first(page: Page, mapping: AddressSpace, off
                    writes=(page.mapping_key, index_key(page)))
         page.mapping = mapping
         page.index = offset
-        _page_added(mapping, page)
         await step("SetPageLocked", writes=(page.flags_key,))
         SetPageLocked(page)
     return 0

@@ -93,10 +93,10 @@ async def page_cache_get_speculative(page: Page, *,
 def _frozen(page: Page) -> dict[Page, int]:
     """page -> the count it was frozen at (per execution)."""
     sim = current_simulation()
-    d = sim.data.get("pagemap.frozen")
+    d: dict[Page, int] | None = sim.data.get("pagemap.frozen")
     if d is None:
         d = sim.data["pagemap.frozen"] = {}
-    return d  # type: ignore[no-any-return]
+    return d
 
 
 async def page_freeze_refs(page: Page, count: int, *,

@@ -155,7 +155,7 @@ async def vmtruncate(mapping: AddressSpace, offset: int) -> int:
             return 0
         unmap = _unmap_mapping_range()
         if unmap is not None:
-            await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, 1)
+            await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
         await truncate_inode_pages(mapping, offset)
     return 0
 

@@ -216,7 +216,7 @@ async def shrink_page_list(page_list: list[Page]) -> tuple[int, list[Page]]:
                     await unlock_page(page, label="keep_locked: unlock_page")
                     kept.append(page)
                     continue
-                ret = await rmap.try_to_unmap(page, 0)
+                ret = await rmap.try_to_unmap(page, False)
                 if ret != getattr(rmap, "SWAP_SUCCESS", 0):
                     await unlock_page(page, label="keep_locked: unlock_page")
                     kept.append(page)

@@ -286,6 +286,16 @@ def test_suite_passes_exhaustively_with_2_preemptions(suite: str, params: dict[s
     assert res.executions > 10
 
 
+@pytest.mark.parametrize("suite,params", [(s, p) for s in SUITES for p in _combos(s)],
+                         ids=lambda v: v if isinstance(v, str) else ",".join(map(str, v.values())))
+def test_suite_passes_exhaustively_without_a_preemption_bound(suite: str,
+                                                               params: dict[str, Any]) -> None:
+    res = mmemu.explore(suite, strategy=mmemu.DFS(max_preemptions=None), executions=100_000,
+                        params=params)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted
+
+
 def test_suites_have_protocol_docstrings() -> None:
     for s in SUITES:
         sc = mmemu.engine.get_scenario(s)
