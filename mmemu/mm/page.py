@@ -186,7 +186,13 @@ async def get_page_unless_zero(page: Page, *, label: str | None = None) -> bool:
 async def put_page(page: Page, *, label: str | None = None) -> None:
     """Drop a reference; the last one frees the page (hot, to the allocator)."""
     c = page._count
-    await step(label or f"put_page({page.__mmemu_name__})", writes=(c,))
+    # The last reference frees the page onto the allocator's free list: the
+    # step may write the allocator, so it conflicts with alloc_page (which
+    # page a concurrent allocation gets depends on the order).
+    sim = _sim_or_none()
+    kernel = sim.data.get("kernel") if sim is not None else None
+    writes = (c,) if kernel is None else (c, kernel.page_alloc)
+    await step(label or f"put_page({page.__mmemu_name__})", writes=writes)
     if c.counter <= 0:
         current_simulation().fail(PageCountUnderflow(
             f"put_page on a page whose count is {c.counter} at {page_site()}",
