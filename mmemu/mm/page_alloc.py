@@ -35,16 +35,24 @@ class PageAllocator:
 
     def __init__(self, kernel: Kernel, npages: int) -> None:
         self.kernel = kernel
-        self.pages = [Page(pfn) for pfn in range(npages)]
-        # the stack: pfn 0 is handed out first
-        self.free_list = list(reversed(self.pages))
+        self.npages = npages
+        #: the Page objects created so far, by pfn.  A page is created the
+        #: first time it is handed out (a big machine costs nothing until used).
+        self.pages: list[Page] = []
+        # the stack of freed pages: the page freed last is handed out first;
+        # when it is empty, never-used pages follow in pfn order (pfn 0 first)
+        self.free_list: list[Page] = []
         #: pfn -> step of its last free, for trace flows (only when recording)
         self.freed_at: dict[int, int] = {}
 
     def take(self) -> Page:
-        if not self.free_list:
-            raise OutOfMemory(f"out of memory: all {len(self.pages)} pages are in use")
-        page = self.free_list.pop()
+        if self.free_list:
+            page = self.free_list.pop()
+        elif len(self.pages) < self.npages:
+            page = Page(len(self.pages))
+            self.pages.append(page)
+        else:
+            raise OutOfMemory(f"out of memory: all {self.npages} pages are in use")
         page.free = False
         page.gen += 1
         page.flags = 0

@@ -19,7 +19,8 @@ from typing import Any
 import mmemu
 from mmemu.kernel.locking import down_read, down_write, up_read, up_write
 from mmemu.mm.filemap import AddressSpace, add_to_page_cache
-from mmemu.mm.init import Kernel, boot
+from mmemu.check import boot_checked
+from mmemu.mm.init import Kernel
 from mmemu.mm.memory import fault_in, get_user_pages, pte_get, ptes_mapping
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, MmStruct, VmAreaStruct, do_mmap, mm_alloc
 from mmemu.mm.page import PG_uptodate, Page, put_page, unlock_page
@@ -120,7 +121,7 @@ async def fault_vs_truncate(sim: Any) -> None:
     At the end: nothing maps a truncated page, and every page in use is
     accounted for.
     """
-    kernel = boot(sim, npages=8)
+    kernel = boot_checked(sim, npages=8)
     mapping, _ = await file_with_pages(kernel, "file", 1)
     mm, vma = await mm_with_file_vma(kernel, mapping, 1)
     out: dict[str, int] = {}
@@ -187,7 +188,7 @@ async def reclaim_vs_gup(sim: Any) -> None:
     """
     from mmemu.mm.rmap import page_referenced
     from mmemu.mm.vmscan import lru_cache_add, reclaim_page
-    kernel = boot(sim, npages=8)
+    kernel = boot_checked(sim, npages=8)
     mapping, pages = await file_with_pages(kernel, "file", 1)
     page = pages[0]
     mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
@@ -261,7 +262,7 @@ async def fault_vs_migration(sim: Any) -> None:
     """
     from mmemu.mm.migrate import migrate_pages
     from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page
-    kernel = boot(sim, npages=8)
+    kernel = boot_checked(sim, npages=8)
     mapping, pages = await file_with_pages(kernel, "file", 1)
     page = pages[0]
     mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
