@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Awaitable, Callable, Hashable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import outcome
 import trio
@@ -66,6 +66,11 @@ Chooser = Callable[["Simulation", "CPU | None", "list[CPU]"], "CPU"]
 
 _EMPTY: tuple[Hashable, ...] = ()
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+#: trio's decorator, typed: SIGINT lands in a protected frame only as a
+#: deferred delivery at the main task's next park (see Simulation._defer_abort)
+_ki_protected: Callable[[_F], _F] = trio.lowlevel.enable_ki_protection
+
 
 class _Aborted(BaseException):
     """Unwinds a CPU (or the scenario) once the execution has failed."""
@@ -77,6 +82,18 @@ def _abort_ok(_raise_cancel: Any) -> Abort:
 
 async def _park() -> None:
     await wait_task_rescheduled(_abort_ok)
+
+
+def _abort_refused(_raise_cancel: Any) -> Abort:
+    return Abort.FAILED
+
+
+async def _park_uninterruptible() -> None:
+    """Park a task that others will reschedule and that must still be parked
+    when they do (trio asserts it): neither Ctrl-C nor a cancellation may
+    wake it early.  Trio keeps what it could not deliver pending and tries
+    again at the task's next park or checkpoint."""
+    await wait_task_rescheduled(_abort_refused)
 
 
 class CPU:
@@ -169,6 +186,13 @@ class Simulation:
         self._main_waiting = False
         self._cpu_exit_hooks: list[Callable[[CPU], None]] = []
         self._end_hooks: list[Callable[[Simulation], None]] = []
+        # Ctrl-C / a cancellation that trio tried to deliver to the
+        # scenario's task while CPUs ran; acted upon when the execution ends
+        self._ki_deferred = False
+        self._cancel_deferred = False
+        #: leave a Ctrl-C that came during the execution in ``interrupted``
+        #: for the caller instead of raising KeyboardInterrupt after it
+        self.defer_interrupt = False
 
     # ----------------------------------------------------------------- public
 
@@ -196,6 +220,11 @@ class Simulation:
     def at_end(self, hook: Callable[[Simulation], None]) -> None:
         """Call ``hook(sim)`` after the scenario returned without failing (leak checks)."""
         self._end_hooks.append(hook)
+
+    @property
+    def interrupted(self) -> bool:
+        """Did Ctrl-C come while this execution ran (see ``defer_interrupt``)?"""
+        return self._ki_deferred
 
     @property
     def current(self) -> CPU | None:
@@ -273,8 +302,34 @@ class Simulation:
                 reschedule(c.task, outcome.Error(_Aborted()))
         self._waiters.clear()
 
+    # ------------------------------------------------------ interruptions
+
+    def _defer_abort(self, raise_cancel: Callable[[], Any]) -> Abort:
+        """Abort function of the scenario's task while its CPUs run.
+
+        Trio delivers Ctrl-C (to the run's main task) and cancellations by
+        waking a parked task early.  Woken while CPUs still run, the
+        scenario's task would go on (to the next execution, or out of
+        ``explore``) and the last CPU's ``reschedule`` of it would then trip
+        trio's own assertion: a TrioInternalError.  So the wake-up is
+        refused and remembered; ``run`` acts on it once every CPU has
+        finished, i.e. between two executions.
+        """
+        try:
+            raise_cancel()
+        except KeyboardInterrupt:
+            # raise_cancel cleared trio's pending flag: this is ours now
+            self._ki_deferred = True
+        except BaseException:  # noqa: BLE001 - trio.Cancelled: trio re-delivers it
+            self._cancel_deferred = True
+        return Abort.FAILED
+
+    async def _park_main(self) -> None:
+        await wait_task_rescheduled(self._defer_abort)
+
     # ------------------------------------------------------ CPU task plumbing
 
+    @_ki_protected
     async def _cpu_main(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         """A CPU on a task of its own (no pool): register, park, run."""
         cpu.task = current_task()
@@ -377,8 +432,15 @@ class Simulation:
 
     # ---------------------------------------------------------- one execution
 
+    @_ki_protected
     async def run(self, scenario: Callable[[Simulation], Awaitable[Any]]) -> None:
-        """Run the scenario once; the outcome is left in ``self.failure``."""
+        """Run the scenario once; the outcome is left in ``self.failure``.
+
+        KI-protected: Ctrl-C never lands inside an execution (where the
+        scenario's task and its CPUs hand control to each other).  It is
+        raised as KeyboardInterrupt when the execution is over, and a
+        cancellation of the calling task is delivered at a checkpoint then.
+        """
         global _current
         if _current is not None:
             raise ModelError("an mmemu execution is already running in this thread")
@@ -410,6 +472,10 @@ class Simulation:
                     self.failure_step = -1
         finally:
             _current = None
+        if self._ki_deferred and not self.defer_interrupt:
+            raise KeyboardInterrupt
+        if self._cancel_deferred:
+            await trio.lowlevel.checkpoint()
 
 
 def _cpu_id(c: CPU) -> int:
@@ -467,7 +533,7 @@ class _CpuNursery:
             first = None  # see _run_on_nursery
         if first is not None:
             reschedule(first.task)
-        await _park()  # until every CPU has finished (or the run aborted)
+        await sim._park_main()  # until every CPU has finished (or the run aborted)
 
     async def _run_on_nursery(self, sim: Simulation) -> None:
         async with trio.open_nursery() as nursery:
@@ -479,7 +545,7 @@ class _CpuNursery:
             sim._main_task = current_task()
             if sim._parked < sim._started:
                 sim._main_waiting = True
-                await _park()
+                await sim._park_main()
             # Every CPU now sits at its <start> yield point: make the first choice.
             sim.runnable.sort(key=_cpu_id)
             try:
@@ -493,7 +559,7 @@ class _CpuNursery:
                 first = None
             if first is not None:
                 reschedule(first.task)
-            await _park()  # until every CPU has finished (or the run aborted)
+            await sim._park_main()  # until every CPU has finished (or the run aborted)
 
 
 class _Worker:
@@ -551,7 +617,8 @@ class CpuPool:
             self._waiter = current_task()
             for _ in range(short):
                 trio.lowlevel.spawn_system_task(self._serve, name="mmemu cpu worker")
-            await _park()
+            # the last new worker reschedules us: we must still be parked
+            await _park_uninterruptible()
         taken = idle[-n:]
         del idle[-n:]
         return taken

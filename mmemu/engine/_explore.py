@@ -192,10 +192,12 @@ class _Runner:
         #: the trio run's CPU tasks, shared by the executions
         self.pool: CpuPool | None = CpuPool.current()
 
-    async def run(self, chooser: Chooser, *, record: bool) -> Simulation:
+    async def run(self, chooser: Chooser, *, record: bool,
+                  defer_interrupt: bool = False) -> Simulation:
         sim = Simulation(chooser=chooser, params=self.params, mutants=self.mutant_set,
                          max_steps=self.max_steps, record=record, pool=self.pool,
                          exploration=self.exploration)
+        sim.defer_interrupt = defer_interrupt
         await sim.run(self.fn)
         exc = sim.failure
         if isinstance(exc, (ModelError, NondeterminismError)):
@@ -382,28 +384,41 @@ async def explore_async(
             chooser = strat.begin(index)
             if chooser is None:
                 break
-            sim = await runner.run(chooser, record=strat.record)
+            # A Ctrl-C during the execution is acted upon once it is
+            # accounted for: it counts, and a failure it found is kept.
+            sim = await runner.run(chooser, record=strat.record, defer_interrupt=True)
             strat.end(sim)
             done += 1
-            if progress is not None and (done & 63) == 0:
+            if progress is not None and (done & 63) == 0 and not sim.interrupted:
                 progress(done, budget)
             if sim.failure is None:
+                if sim.interrupted:
+                    raise KeyboardInterrupt
                 continue
             raw = runner.raw(sim)
             assert raw.kind is not None
             if raw.kind in kinds_seen:
+                if sim.interrupted:
+                    raise KeyboardInterrupt
                 continue
             kinds_seen.add(raw.kind)
             log.debug("failure found", kind=raw.kind, execution=index)
-            if shrink:
+            if shrink and not sim.interrupted:
                 raw = await runner.shrink(raw, s.shrink_budget)
             failures.append(await runner.finish(raw, done))
+            if sim.interrupted:
+                raise KeyboardInterrupt
             if stop_on_failure:
                 break
     except KeyboardInterrupt:
         interrupted = True
     if progress is not None:
-        progress(done, budget)
+        # The CLI's callback raises KeyboardInterrupt for a Ctrl-C it caught:
+        # this last call is as much a safe point as the ones in the loop.
+        try:
+            progress(done, budget)
+        except KeyboardInterrupt:
+            interrupted = True
     exhausted = bool(strat.exhausted) and not failures
     if isinstance(strat, DFS) and strat.checkpoint:
         strat.save_checkpoint()
