@@ -248,7 +248,8 @@ class KvmDriver(Driver):
     async def release(self, mm: Any) -> None:
         """kvm_mmu_notifier_release -> kvm_arch_flush_shadow: zap all."""
         await spin_lock(self.mmu_lock, label="release: spin_lock(kvm->mmu_lock)")
-        await self._unmap_gfns(self.tlb.keys(), "release: kvm_mmu_zap_all")
+        await self._unmap_gfns([k for k in self.tlb.keys() if isinstance(k, int)],
+                               "release: kvm_mmu_zap_all")
         await spin_unlock(self.mmu_lock, label="release: spin_unlock(kvm->mmu_lock)")
 
     async def clear_flush_young(self, mm: Any, address: int) -> bool:

@@ -185,7 +185,8 @@ def mmu_notifier_srcu() -> SrcuStruct:
     ss = store.get("mmu_notifier_srcu")
     if ss is None:
         ss = store["mmu_notifier_srcu"] = SrcuStruct("mmu_notifier_srcu")
-    return ss  # type: ignore[no-any-return]
+    assert isinstance(ss, SrcuStruct)
+    return ss
 
 
 def mm_has_notifiers(mm: Any) -> bool:
