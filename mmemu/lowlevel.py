@@ -13,9 +13,10 @@ from mmemu.engine._execution import (
     current_simulation,
     fail,
     recording,
+    touch,
     wake_all,
     wake_one,
 )
 
-__all__ = ["CPU", "Simulation", "annotate", "block", "recording", "current_cpu", "current_simulation", "fail",
+__all__ = ["CPU", "Simulation", "annotate", "block", "recording", "touch", "current_cpu", "current_simulation", "fail",
            "wake_all", "wake_one"]

@@ -809,3 +809,21 @@ def recording() -> bool:
     """Is the running execution recording a full trace (cheap guard)?"""
     sim = _current
     return sim is not None and sim.record
+
+
+def touch(*, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = ()) -> None:
+    """Record accesses the running step made that it could not declare at its
+    yield point (the allocator only knows which page it hands out when the
+    step runs).
+
+    Partial-order reduction stays sound only if the declared accesses already
+    conflict with every step that could change what the step ends up
+    touching (``alloc_page`` declares the free list, which every alloc and free
+    writes); ``touch`` then adds the actual objects to the recorded event, so
+    the race analysis of later steps sees them.
+    """
+    sim = _current
+    if sim is None or sim.running is None or not sim.record or not sim.events:
+        return
+    cpu, label, r, w, pre = sim.events[-1]
+    sim.events[-1] = (cpu, label, r + tuple(reads), w + tuple(writes), pre)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import annotate, current_simulation, recording, step
+from mmemu.engine._execution import annotate, current_simulation, recording, step, touch
 from mmemu.mm.page import BadPageState, Page, page_site
 
 if TYPE_CHECKING:
@@ -94,8 +94,17 @@ def _allocator() -> PageAllocator:
 async def alloc_page(*, label: str = "alloc_page") -> Page:
     """Allocate a page with a count of one (a step: it takes from the shared free list)."""
     alloc = _allocator()
-    await step(label, writes=(alloc,))
-    return alloc.take()
+    # Declare the page on top of the free list too: a step that could hand
+    # out another page must write the free list first, which conflicts with
+    # this declaration, so the guess is safe; touch() records the real one.
+    top = alloc.free_list[-1] if alloc.free_list else None
+    declared: tuple[object, ...] = (alloc,) if top is None else (
+        alloc, top._count, top.flags_key, top.mapping_key)
+    await step(label, writes=declared)
+    page = alloc.take()
+    if page is not top:
+        touch(writes=(page._count, page.flags_key, page.mapping_key))
+    return page
 
 
 def alloc_page_setup() -> Page:
