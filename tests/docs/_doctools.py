@@ -16,11 +16,15 @@ in a fresh namespace and a temporary working directory:
     command must exit 0.  The lines shown under a command are its output:
     each must appear in what the command printed (stdout, then stderr), in
     order, compared with runs of whitespace collapsed; a ``...`` line skips
-    any amount of output.  ``$ python -m pytest ...`` lines run pytest in a
+    any amount of output, and ``...`` inside a line matches any text.  ``$ python -m pytest ...`` lines run pytest in a
     subprocess the same way; other commands (``pip install``) are not run.
 
 ``% skip: next`` (Sybil's skip syntax, a MyST comment) before a block
 leaves it out.
+
+The working directory is a fresh temporary directory with a symlink
+``examples`` to the repository's ``examples/``, so pages can run the shipped
+examples by their documented paths.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ def evaluate_python(example: Example) -> None:
         if Path(name).name.startswith("test_"):
             _run_pytest(example, [name, "-q", "-p", "no:cacheprovider"], expected=0, shown=[])
         return
+    # Run as a script would: functions defined here belong to "__main__".
+    example.namespace.setdefault("__name__", "__main__")
     # Line numbers in tracebacks are the document's.
     code = compile("\n" * (example.line + example.parsed.line_offset) + source,
                    str(example.path), "exec")
@@ -98,6 +104,11 @@ def _commands(text: str) -> list[tuple[str, int | None, list[str]]]:
     return out
 
 
+def _matcher(want: str) -> re.Pattern[str]:
+    """``...`` inside a shown line stands for any text (doctest's ELLIPSIS)."""
+    return re.compile(".*".join(re.escape(part) for part in want.split("...")))
+
+
 def _check_output(example: Example, cmd: str, printed: str, shown: list[str]) -> None:
     actual = [_norm(line) for line in printed.splitlines()]
     pos = 0
@@ -109,10 +120,8 @@ def _check_output(example: Example, cmd: str, printed: str, shown: list[str]) ->
         if want == "...":
             skipping = True
             continue
-        try:
-            found = actual.index(want, pos)
-        except ValueError:
-            found = -1
+        pattern = _matcher(want)
+        found = next((i for i in range(pos, len(actual)) if pattern.fullmatch(actual[i])), -1)
         if found < 0 or (not skipping and found != pos and any(actual[pos:found])):
             raise DocExampleError(
                 f"{_where(example)}: '$ {cmd}' did not print the line\n    {want_raw.strip()}\n"

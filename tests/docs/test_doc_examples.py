@@ -13,6 +13,7 @@ from ._doctools import DOCS, doc_pages, run_document  # noqa: E402
 
 @pytest.mark.parametrize("page", doc_pages(), ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_page_examples(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "examples").symlink_to(DOCS.parent / "examples", target_is_directory=True)
     monkeypatch.chdir(tmp_path)
     # rich sizes tables and the timeline from COLUMNS when not on a terminal
     monkeypatch.setenv("COLUMNS", "120")
