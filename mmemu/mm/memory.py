@@ -152,8 +152,8 @@ class Pte:
         self.swp = swp
 
     def replace(self, **kw: Any) -> Pte:
-        d = {"present": self.present, "write": self.write, "young": self.young,
-             "dirty": self.dirty, "swp": self.swp}
+        d: dict[str, Any] = {"present": self.present, "write": self.write,
+                             "young": self.young, "dirty": self.dirty, "swp": self.swp}
         d.update(kw)
         return Pte(self.page, **d)
 
@@ -211,13 +211,13 @@ def pte_get(mm: MmStruct, address: int) -> Pte | None:
 
 
 def _pte_alloc_table(mm: MmStruct, address: int) -> dict[int, Pte]:
-    pud = mm.pgd.get((address >> PGDIR_SHIFT) & _IDX)
+    pud: Any = mm.pgd.get((address >> PGDIR_SHIFT) & _IDX)
     if pud is None:
         pud = mm.pgd[(address >> PGDIR_SHIFT) & _IDX] = {}
-    pmd = pud.get((address >> PUD_SHIFT) & _IDX)
+    pmd: Any = pud.get((address >> PUD_SHIFT) & _IDX)
     if pmd is None:
         pmd = pud[(address >> PUD_SHIFT) & _IDX] = {}
-    t = pmd.get((address >> PMD_SHIFT) & _IDX)
+    t: Any = pmd.get((address >> PMD_SHIFT) & _IDX)
     if t is None:
         t = pmd[(address >> PMD_SHIFT) & _IDX] = {}
     return t  # type: ignore[no-any-return]
@@ -250,7 +250,7 @@ def set_pte_at(mm: MmStruct, address: int, pte: Pte) -> None:
     page = pte.page
     if page is not None:
         _index_add(mm, address, page)
-        _check_pte_install(mm, address, pte)
+        _check_pte_install(mm, address, page, pte)
     wake_all(pte_key(mm, address))
 
 
@@ -330,9 +330,7 @@ def _where(kernel: Kernel, page: Page) -> str:
     return ", ".join(f"{m.__mmemu_name__}@{a:#x}" for m, a in ptes_mapping(kernel, page))
 
 
-def _check_pte_install(mm: MmStruct, address: int, pte: Pte) -> None:
-    page = pte.page
-    assert page is not None
+def _check_pte_install(mm: MmStruct, address: int, page: Page, pte: Pte) -> None:
     if page.free:
         current_simulation().fail(FreePageInPageTable(
             f"{mm.__mmemu_name__} pte at {address:#x} set to free page{page.pfn} at {page_site()}",
@@ -360,7 +358,8 @@ def _end_check(sim: Any) -> None:
     kernel = sim.data.get("kernel")
     if kernel is None:
         return
-    for page, holders in kernel.data["pte_index"].items():
+    index: dict[Page, list[tuple[MmStruct, int]]] = kernel.data["pte_index"]
+    for page, holders in index.items():
         for mm, address in holders:
             pte = pte_get(mm, address)
             if pte is None or pte.page is not page:
@@ -577,7 +576,8 @@ async def __do_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool,
                 await _rmap().page_add_file_rmap(page, label="4. page_add_file_rmap")
                 if write:
                     dirty_page = page
-            await step("4. set_pte_at", writes=(k,))
+            # the pte is a reference: the step conflicts with a free of the page
+            await step("4. set_pte_at", reads=(page.mapping_key, page._count), writes=(k,))
             set_pte_at(mm, address, mk_pte(page, vma, write=write, dirty=write))
             if anon:
                 mm.anon_rss += 1
@@ -619,8 +619,7 @@ async def do_anonymous_page(mm: MmStruct, vma: VmAreaStruct, address: int, write
             _rmap().__page_set_anon_rmap(page, vma, address, new=True)
             set_pte_at(mm, address, mk_pte(page, vma, write=True, dirty=True))
             mm.anon_rss += 1
-            page = None
-        if page is not None:
+        else:
             await put_page(page, label="do_anonymous_page: lost the race, page_cache_release")
         await spin_unlock(ptl, label="do_anonymous_page: pte_unmap_unlock")
     return 0
@@ -677,7 +676,9 @@ async def ptep_clear_flush_notify(vma: VmAreaStruct, address: int) -> Pte | None
     (2.6.27).  Caller holds the PTL; the page is still allocated (the pte's
     reference is dropped only after this returns)."""
     mm = vma.vm_mm
-    await step("ptep_clear_flush", writes=(pte_key(mm, address),))
+    cur = pte_get(mm, address)  # stable: the caller holds the PTL
+    reads = (cur.page._count,) if cur is not None and cur.page is not None else ()
+    await step("ptep_clear_flush", reads=reads, writes=(pte_key(mm, address),))
     old = pte_clear(mm, address)
     await mmu_notifier.mmu_notifier_invalidate_page(mm, address)
     return old
@@ -773,9 +774,13 @@ async def unmap_page_range(tlb: MmuGather, vma: VmAreaStruct, start: int, end: i
             k = pte_key(mm, address)
             cur = pte_get(mm, address)  # stable: we hold the PTL
             keys: tuple[Hashable, ...] = (k,)
-            if cur is not None and cur.present and cur.page is not None:
-                keys = (k, cur.page.flags_key, cur.page.mapping_key)
-            await step(f"zap_pte_range: ptep_get_and_clear({address:#x})", writes=keys)
+            reads: tuple[Hashable, ...] = ()
+            if cur is not None and cur.page is not None:
+                reads = (cur.page._count,)
+                if cur.present:
+                    keys = (k, cur.page.flags_key, cur.page.mapping_key)
+            await step(f"zap_pte_range: ptep_get_and_clear({address:#x})", reads=reads,
+                       writes=keys)
             pte = pte_get(mm, address)
             if pte is None:
                 continue

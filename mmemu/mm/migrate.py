@@ -151,7 +151,7 @@ async def remove_migration_pte(vma: VmAreaStruct, old: Page, new: Page) -> None:
     if is_migration_entry(pte) and pte is not None and pte.swp is not None and pte.swp.page is old:
         write = pte.swp.write
         await get_page(new, label=f"4. get_page(page{new.pfn})")
-        await step("4. set_pte_at(new page)", writes=(k,))
+        await step("4. set_pte_at(new page)", reads=(new.mapping_key, new._count), writes=(k,))
         set_pte_at(mm, address, mk_pte(new, vma, write=write, young=False))
         if PageAnon(new):
             await rmap.page_add_anon_rmap(new, vma, address, label="4. page_add_anon_rmap")

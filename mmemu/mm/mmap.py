@@ -240,7 +240,7 @@ def linear_page_index(vma: VmAreaStruct, address: int) -> int:
 
 def vma_address(page: Any, vma: VmAreaStruct) -> int:
     """The user address of ``page`` in ``vma``, or -EFAULT (rmap.c)."""
-    address = vma.vm_start + ((page.index - vma.vm_pgoff) << PAGE_SHIFT)
+    address: int = vma.vm_start + ((int(page.index) - vma.vm_pgoff) << PAGE_SHIFT)
     if address < vma.vm_start or address >= vma.vm_end:
         return -EFAULT
     return address

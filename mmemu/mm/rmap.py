@@ -175,7 +175,7 @@ async def try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> in
         if pteval.dirty or migration:
             keys: tuple[Any, ...] = (k, page.flags_key)
             await step("5. set_page_dirty / set_pte_at(migration entry)" if migration
-                       else "set_page_dirty", writes=keys)
+                       else "set_page_dirty", reads=(page._count,), writes=keys)
             if pteval.dirty:
                 page.flags |= PG_dirty
             if migration:

@@ -24,7 +24,6 @@ from mmemu.mm.mmap import (
     anon_vma_prepare,
     do_mmap,
     do_munmap,
-    exit_mmap,
     find_vma,
     mm_alloc,
     mmap_region,
