@@ -390,6 +390,9 @@ def install_page_table_checks(kernel: Kernel) -> None:
     kernel.free_hooks.append(_free_hook)
     kernel.page_dumpers.append(_dumper(kernel))
     kernel.sim.at_end(_end_check)
+    # for mmemu.check.page_state: "which pte still maps this page?"
+    kernel.data.setdefault("page_table_scanners", []).append(
+        lambda page: _where(kernel, page) or None)
 
 
 # --------------------------------------------------------------- mmu_gather
@@ -722,7 +725,8 @@ async def handle_pte_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write:
         return await do_swap_page(mm, vma, address, entry, write)
     ptl = mm.page_table_lock
     await spin_lock(ptl, label="handle_pte_fault: spin_lock(ptl)")
-    await step("handle_pte_fault: pte_same(*pte, entry)?", writes=(k,))
+    extra = (entry.page._mapcount,) if write and entry.page is not None else ()
+    await step("handle_pte_fault: pte_same(*pte, entry)?", reads=extra, writes=(k,))
     if pte_get(mm, address) is not entry:
         await spin_unlock(ptl, label="handle_pte_fault: pte changed, unlock")
         return 0
