@@ -100,6 +100,9 @@ class Failure:
     exception: MmemuError
     failure_step: int
     found_after: int = 0
+    #: where a parallel exploration found it: (unit order, execution index);
+    #: the lowest wins when shards merge
+    found_at: tuple[int, ...] = ()
 
     @property
     def details(self) -> str:
@@ -138,8 +141,12 @@ class Failure:
         return "\n".join(lines)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "message": self.message, "schedule": self.schedule,
-                "preemptions": self.preemptions, "steps": self.steps}
+        d: dict[str, Any] = {"kind": self.kind, "message": self.message,
+                             "schedule": self.schedule, "preemptions": self.preemptions,
+                             "steps": self.steps}
+        if self.found_at:
+            d["found_at"] = list(self.found_at)
+        return d
 
 
 @attrs.frozen(eq=False)
@@ -436,8 +443,15 @@ def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
     caps the executions; ``seed`` seeds Random/PCT; ``max_steps`` bounds each
     execution (Livelock beyond); ``shrink`` minimises the failure;
     ``mutants`` switches named protocol variants on; ``params`` is passed to
-    the scenario as ``sim.params``.
+    the scenario as ``sim.params``.  ``jobs``, ``shard`` or ``dask`` spread
+    the executions over processes (``mmemu.parallel.explore_parallel``).
     """
+    if any(kwargs.get(k) is not None for k in ("jobs", "shard", "dask")):
+        from ._parallel import explore_parallel
+
+        return explore_parallel(scenario, **kwargs)
+    for k in ("jobs", "shard", "dask"):
+        kwargs.pop(k, None)
     result: Result = trio.run(_call_explore, scenario, kwargs)
     return result
 

@@ -104,6 +104,8 @@ class PCT(Strategy):
         self.depth = depth
         self.seed = seed
         self.k = 50  # step-count estimate, learnt from executions
+        #: learn ``k`` from executions (a parallel exploration fixes it)
+        self.learn = True
 
     def bind(self, seed: int) -> None:
         if self.seed is None:
@@ -137,7 +139,7 @@ class PCT(Strategy):
         return choose
 
     def end(self, sim: Simulation) -> None:
-        if sim.steps > self.k:
+        if self.learn and sim.steps > self.k:
             self.k = sim.steps
 
     def describe(self) -> str:
@@ -271,6 +273,13 @@ class DFS(Strategy):
         self.exhausted = False
         self.identity: dict[str, Any] = {}
         self.resumed_executions = 0
+        #: Splitting the tree (see _parallel.py).  ``prefix``: the CPU chosen
+        #: at each of the first choice points, fixed; the search runs below
+        #: it and never branches there.  ``frontier``: choice points from
+        #: this index on are not branched (each execution then stands for
+        #: one distinct prefix of that length: how the prefixes are listed).
+        self.prefix: tuple[int, ...] = ()
+        self.frontier: int | None = None
         self._since_save = 0
         self._sleep_blocked = 0
 
@@ -297,6 +306,8 @@ class DFS(Strategy):
         # never wakes).  Bounded DPOR therefore runs without them.
         use_sleep = self.reduction == "sleep" or (self.reduction == "dpor" and bound is None)
         full = self.reduction == "none"
+        prefix = self.prefix
+        frontier = self.frontier
         state: dict[str, Any] = {"sleep": set(), "seen": 0}
 
         def choose(sim: Simulation, prev: CPU | None, run: list[CPU]) -> CPU:
@@ -332,7 +343,16 @@ class DFS(Strategy):
             # a new choice point beyond the forced prefix
             awake = [x for x in run if x.id not in sleep]
             pick: CPU
-            if prev is not None and prev.state == RUNNABLE and (prev.id not in sleep or not awake):
+            if c < len(prefix):
+                # below a split point: the parent process chose this CPU
+                forced = [x for x in run if x.id == prefix[c]]
+                if not forced:
+                    sim.fail(NondeterminismError(
+                        f"DFS prefix diverged at step {j} (choice {c}): cpu{prefix[c]} is not "
+                        f"runnable, only {', '.join(x.title for x in run)} (is the scenario "
+                        f"deterministic?)"))
+                pick = forced[0]
+            elif prev is not None and prev.state == RUNNABLE and (prev.id not in sleep or not awake):
                 pick = prev
             elif awake:
                 pick = awake[0]
@@ -343,7 +363,8 @@ class DFS(Strategy):
             enabled = tuple(x.id for x in run)
             prev_id = sim.events[-1][0] if sim.events else None
             node = _Node(j, enabled, pick.id, prev_id, preempts, set(sleep) if use_sleep else set())
-            if full or self.reduction == "sleep":
+            if (full or self.reduction == "sleep") and c >= len(prefix) \
+                    and (frontier is None or c < frontier):
                 node.backtrack = set(enabled)
             stack.append(node)
             if use_sleep:
@@ -373,8 +394,15 @@ class DFS(Strategy):
         """Move to the deepest choice point with an untried CPU."""
         stack = self.stack
         bound = self.max_preemptions
+        # The fixed prefix is never branched (DPOR may add backtrack points
+        # there: other workers own those subtrees), nor beyond the frontier.
+        fixed = len(self.prefix)
+        frontier = self.frontier
         while stack:
             node = stack[-1]
+            if len(stack) <= fixed or (frontier is not None and len(stack) > frontier):
+                stack.pop()
+                continue
             for q in sorted(node.backtrack - node.done):
                 if q in node.sleep:
                     node.done.add(q)

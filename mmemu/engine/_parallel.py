@@ -1,0 +1,644 @@
+"""Exploration over several processes, shards and Dask clusters.
+
+Design
+------
+An exploration is cut into *units* that run anywhere and whose results are
+merged deterministically:
+
+- Random and PCT: a unit is a range of execution indexes.  Execution ``i``
+  draws from its own generator seeded with ``(seed, i)`` (see
+  ``_strategies._rng``), so which process runs it never changes what it does.
+  PCT normally learns its step-count estimate from earlier executions, which
+  would make execution ``i`` depend on what ran before it in the same
+  process; here the estimate is fixed once, by a probe the parent runs
+  (the longest of 16 Random executions on a separate seed stream), so a
+  parallel PCT exploration is the same whatever the number of workers — but
+  not the same as a sequential ``explore(strategy="pct")``.
+- DFS: a unit is a *schedule prefix*: the CPUs chosen at the first ``d``
+  choice points.  The parent lists the prefixes (a DFS that never branches
+  at or beyond choice point ``d``, with no reduction, so every prefix is
+  listed once, in the order a single DFS visits them); each unit runs a DFS
+  below its prefix.  With ``reduction="none"`` the units partition the
+  executions of a single DFS: same total, same first failure.  With
+  ``"sleep"`` or ``"dpor"`` each prefix gets its own full reduction below
+  it; the cross-branch information (sleep sets of earlier siblings, backtrack
+  points DPOR adds above the split) is lost, so the total is usually higher
+  than a single DFS's, never lower in coverage: every prefix is explored
+  exhaustively and ``exhausted`` stays exact.  ``d`` is the smallest depth
+  giving at least ``32 × shards`` prefixes; it does not depend on ``jobs``,
+  so every reduction gives the same totals for any number of workers.
+
+The reported failure is the one with the lowest *order* (the execution index
+for Random/PCT; the prefix's position, then the execution within it, for
+DFS), then shrunk by the parent in a fresh runner.  Shrinking is
+deterministic, so the token is the same for any ``jobs``, any sharding and
+any backend.  A failure cancels every unit ordered after it; units ordered
+before it still run, since they may hold a lower one.
+
+What crosses a process boundary is plain data: the scenario's registered
+name, params, mutants, a strategy description, index ranges, prefixes; back
+come dicts.  Workers look the scenario up by name.
+
+Processes are started with ``forkserver`` (``spawn`` where there is none),
+never ``fork``: the caller may be inside a trio run (signal wakeup fd, CPU
+pool, I/O manager) or have threads (Dask, pytest plugins), and a forked copy
+of either is undefined behaviour.  The forkserver is started once per
+process with ``mmemu`` preloaded, so later pools start fast.  Workers ignore
+SIGINT: a Ctrl-C in the terminal reaches the whole process group, and the
+parent alone decides to stop (it cancels pending units and terminates the
+workers, leaving no orphan).
+
+Caveats: state an exploration keeps across executions (lockdep's order
+graph) starts afresh in each unit, so a failure that needs an earlier
+execution's state may be found at another index, or not at all; its token
+still replays (it carries the earlier execution as a prelude).  Failures of
+other kinds than the first are not collected (``stop_on_failure`` only).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._errors import ModelError
+from ._explore import Failure, Result, _check_mutants, _resolve, _Runner, failure_kind
+from ._registry import Scenario, load_builtin, resolve_scenario
+from ._settings import Settings
+from ._strategies import DFS, PCT, Random, Strategy, make_strategy
+
+#: choice-point prefixes per shard the DFS split aims for
+PREFIXES_PER_SHARD = 32
+#: deepest split tried (2 CPUs: up to 2**12 prefixes)
+MAX_SPLIT_DEPTH = 12
+#: executions per Random/PCT unit: big enough that a unit's fixed cost
+#: (a trio run, a runner, IPC) is small, small enough that a failure
+#: cancels the rest promptly
+MAX_CHUNK = 500
+MIN_CHUNK = 25
+PCT_PROBE = 16
+
+# Dask may run several tasks of one worker process in threads; the engine
+# runs one execution per process at a time (module-level current
+# simulation), so units in one process take turns.
+_UNIT_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------- descriptions
+
+def strategy_spec(strategy: str | Strategy, *, seed: int,
+                  max_preemptions: int | None) -> dict[str, Any]:
+    """A picklable description of ``strategy`` (seed bound)."""
+    strat = make_strategy(strategy, max_preemptions=max_preemptions)
+    if isinstance(strat, Random):
+        return {"name": "random", "seed": strat.seed if strat.seed is not None else seed}
+    if isinstance(strat, PCT):
+        return {"name": "pct", "depth": strat.depth,
+                "seed": strat.seed if strat.seed is not None else seed}
+    if isinstance(strat, DFS):
+        if strat.checkpoint:
+            raise ModelError("DFS checkpoints are not supported by a parallel exploration")
+        return {"name": "dfs", "max_preemptions": strat.max_preemptions,
+                "reduction": strat.reduction}
+    raise ModelError(f"a parallel exploration needs Random, PCT or DFS (got {strat.describe()})")
+
+
+def _make(spec: dict[str, Any]) -> Strategy:
+    name = spec["name"]
+    if name == "random":
+        return Random(spec["seed"])
+    if name == "pct":
+        p = PCT(spec["depth"], spec["seed"])
+        p.k = spec["k"]
+        p.learn = False  # execution i must not depend on what ran before it here
+        return p
+    d = DFS(max_preemptions=spec["max_preemptions"], reduction=spec["reduction"])
+    d.prefix = tuple(spec.get("prefix", ()))
+    frontier = spec.get("frontier")
+    d.frontier = frontier
+    return d
+
+
+def describe_spec(spec: dict[str, Any]) -> str:
+    name = spec["name"]
+    if name == "random":
+        return f"random(seed={spec['seed']})"
+    if name == "pct":
+        return f"pct(depth={spec['depth']}, seed={spec['seed']})"
+    b = "∞" if spec["max_preemptions"] is None else str(spec["max_preemptions"])
+    return f"dfs(max_preemptions={b}, reduction={spec['reduction']})"
+
+
+def _scenario_ref(scenario: Any) -> str:
+    """The name a worker process can look the scenario up by."""
+    if isinstance(scenario, str):
+        resolve_scenario(scenario)  # fails here, in the parent, with suggestions
+        return scenario
+    fn, name, _sc = _resolve(scenario)
+    try:
+        if resolve_scenario(name) is not fn and not isinstance(scenario, Scenario):
+            raise ModelError("")
+    except ModelError:
+        raise ModelError(
+            f"a parallel exploration runs the scenario in other processes, which look it up "
+            f"by name: register {name!r} with @mmemu.scenario in an importable module") from None
+    return name
+
+
+# ----------------------------------------------------------------- units
+
+def _unit_key(unit: dict[str, Any]) -> int:
+    return int(unit["order"])
+
+
+async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
+    fn = resolve_scenario(unit["scenario"])
+    runner = _Runner(fn, unit["scenario"], dict(unit["params"]), tuple(unit["mutants"]),
+                     unit["max_steps"])
+    strat = _make(unit["strategy"])
+    done = 0
+    t0 = time.perf_counter()
+    out: dict[str, Any] = {"order": unit["order"], "failure": None, "exhausted": False}
+    for index in range(unit["lo"], unit["hi"]):
+        chooser = strat.begin(index)
+        if chooser is None:
+            break
+        sim = await runner.run(chooser, record=strat.record)
+        strat.end(sim)
+        done += 1
+        if sim.failure is not None:
+            out["failure"] = {"at": [unit["order"], index], "choices": list(sim.choices),
+                              "kind": failure_kind(sim.failure)}
+            break
+    out["executions"] = done
+    out["exhausted"] = bool(strat.exhausted) and out["failure"] is None
+    out["elapsed_s"] = time.perf_counter() - t0
+    return out
+
+
+def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
+    """Run one unit (in any process); plain dict in, plain dict out."""
+    load_builtin()
+    with _UNIT_LOCK:
+        result: dict[str, Any] = trio.run(_run_unit_async, unit)
+    return result
+
+
+def _worker_init() -> None:
+    # The parent handles Ctrl-C for everyone (see the module docstring).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    load_builtin()
+
+
+def _chunk_size(budget: int, jobs: int) -> int:
+    return max(MIN_CHUNK, min(MAX_CHUNK, budget // max(1, jobs * 8)))
+
+
+def _range_units(base: dict[str, Any], lo: int, hi: int, chunk: int) -> list[dict[str, Any]]:
+    units = []
+    for a in range(lo, hi, chunk):
+        units.append(dict(base, lo=a, hi=min(hi, a + chunk), order=a))
+    return units
+
+
+async def _pct_probe(ref: str, params: dict[str, Any], mutants: tuple[str, ...], max_steps: int,
+                     seed: int, depth: int) -> int:
+    """PCT's step-count estimate, fixed for the whole exploration."""
+    runner = _Runner(resolve_scenario(ref), ref, params, mutants, max_steps)
+    probe = Random(seed)
+    k = 50  # PCT's own initial estimate
+    for j in range(PCT_PROBE):
+        sim = await runner.run(probe.begin(-1 - j), record=False)
+        k = max(k, sim.steps)
+    return max(k, depth)
+
+
+async def _dfs_prefixes(ref: str, params: dict[str, Any], mutants: tuple[str, ...],
+                        max_steps: int, max_preemptions: int | None,
+                        want: int) -> list[tuple[int, ...]]:
+    """The schedule prefixes to split a DFS at, in single-DFS order.
+
+    Iterative deepening: depth 1, 2, ... until there are ``want`` prefixes,
+    every execution ends before the depth (the tree is listed whole), or
+    ``MAX_SPLIT_DEPTH``.
+    """
+    runner = _Runner(resolve_scenario(ref), ref, params, mutants, max_steps)
+    prefixes: list[tuple[int, ...]] = [()]
+    for depth in range(1, MAX_SPLIT_DEPTH + 1):
+        lister = DFS(max_preemptions=max_preemptions, reduction="none")
+        lister.frontier = depth
+        found: list[tuple[int, ...]] = []
+        deeper = False
+        n = 0
+        while True:
+            chooser = lister.begin(n)
+            if chooser is None:
+                break
+            sim = await runner.run(chooser, record=True)
+            lister.end(sim)
+            n += 1
+            # an execution with fewer choice points (it ended, or failed)
+            # is a leaf: its whole schedule is a prefix nothing else extends
+            p = tuple(sim.choices[:depth])
+            if len(sim.choices) >= depth:
+                deeper = True
+            if not found or found[-1] != p:
+                found.append(p)
+        prefixes = found
+        if len(prefixes) >= want or not deeper:
+            break
+    return prefixes
+
+
+# -------------------------------------------------------------- backends
+
+class _Backend:
+    """Runs units; ``submit`` returns an object ``wait`` hands back when done."""
+
+    def submit(self, unit: dict[str, Any]) -> Any:
+        raise NotImplementedError
+
+    def wait(self, pending: set[Any], timeout: float) -> set[Any]:
+        raise NotImplementedError
+
+    def result(self, fut: Any) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cancel(self, futs: Iterable[Any]) -> None:
+        raise NotImplementedError
+
+    def close(self, *, kill: bool) -> None:
+        pass
+
+    slots = 1
+
+
+class _Inline(_Backend):
+    """``jobs=1``: units run in this process, one after the other."""
+
+    def __init__(self) -> None:
+        self._queue: list[tuple[Any, dict[str, Any]]] = []
+
+    def submit(self, unit: dict[str, Any]) -> Any:
+        fut = object()
+        self._queue.append((fut, unit))
+        return fut
+
+    def wait(self, pending: set[Any], timeout: float) -> set[Any]:
+        for i, (fut, unit) in enumerate(self._queue):
+            if fut in pending:
+                del self._queue[i]
+                self._done = (fut, run_unit_here(unit))
+                return {fut}
+        return set()
+
+    def result(self, fut: Any) -> dict[str, Any]:
+        f, res = self._done
+        assert f is fut
+        return res
+
+    def cancel(self, futs: Iterable[Any]) -> None:
+        drop = set(futs)
+        self._queue = [(f, u) for f, u in self._queue if f not in drop]
+
+
+def run_unit_here(unit: dict[str, Any]) -> dict[str, Any]:
+    """A unit in the calling thread (which may not be inside trio)."""
+    load_builtin()
+    result: dict[str, Any] = trio.run(_run_unit_async, unit)
+    return result
+
+
+def mp_context() -> Any:
+    """The start method: forkserver (mmemu preloaded) where it exists, else spawn."""
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" in methods:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["mmemu", "mmemu.engine._parallel"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+class _Processes(_Backend):
+    def __init__(self, jobs: int) -> None:
+        self.slots = jobs
+        self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(),
+                                           initializer=_worker_init)
+
+    def submit(self, unit: dict[str, Any]) -> Any:
+        return self.pool.submit(run_unit, unit)
+
+    def wait(self, pending: set[Any], timeout: float) -> set[Any]:
+        done, _ = cf.wait(pending, timeout=timeout, return_when=cf.FIRST_COMPLETED)
+        return set(done)
+
+    def result(self, fut: Any) -> dict[str, Any]:
+        res: dict[str, Any] = fut.result()
+        return res
+
+    def cancel(self, futs: Iterable[Any]) -> None:
+        for f in futs:
+            f.cancel()
+
+    def close(self, *, kill: bool) -> None:
+        if not kill:
+            self.pool.shutdown(wait=True)
+            return
+        # Running units cannot be cancelled: end their processes.
+        procs = list(getattr(self.pool, "_processes", {}).values())
+        terminate = getattr(self.pool, "terminate_workers", None)  # Python >= 3.14
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if terminate is not None:
+            terminate()
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+
+class _Dask(_Backend):
+    def __init__(self, address: Any) -> None:
+        try:
+            import distributed
+        except ImportError:
+            raise ModelError("--dask needs dask.distributed: pip install 'mmemu[dask]'") from None
+        self._distributed = distributed
+        if isinstance(address, distributed.Client):
+            self.client = address
+            self._own = False
+        else:
+            try:
+                self.client = distributed.Client(address, timeout=10)
+            except OSError as exc:
+                raise ModelError(f"cannot connect to the Dask scheduler at {address!r}: "
+                                 f"{exc}") from None
+            self._own = True
+        self._submitted: list[Any] = []
+        workers = self.client.scheduler_info().get("workers", {})
+        self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+    def submit(self, unit: dict[str, Any]) -> Any:
+        # pure=False: two units never share a result by key
+        fut = self.client.submit(run_unit, unit, pure=False)
+        self._submitted.append(fut)
+        return fut
+
+    def wait(self, pending: set[Any], timeout: float) -> set[Any]:
+        try:
+            res = self._distributed.wait(list(pending), timeout=timeout,
+                                         return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            return set()
+        return set(res.done)
+
+    def result(self, fut: Any) -> dict[str, Any]:
+        res: dict[str, Any] = fut.result()
+        return res
+
+    def cancel(self, futs: Iterable[Any]) -> None:
+        futs = list(futs)
+        if futs:
+            self.client.cancel(futs)
+
+    def close(self, *, kill: bool) -> None:
+        if kill:
+            # units already running finish on their worker (a thread cannot
+            # be killed); nothing queued starts
+            self.client.cancel(self._submitted)
+        if self._own:
+            self.client.close()
+
+
+# ------------------------------------------------------------- the driver
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` -> (K, N), 0 <= K < N; ModelError naming what is wrong."""
+    k_s, slash, n_s = text.partition("/")
+    try:
+        if not slash:
+            raise ValueError
+        k, n = int(k_s), int(n_s)
+    except ValueError:
+        raise ModelError(f"--shard must be K/N, e.g. 0/4 (got {text!r})") from None
+    if n < 1 or not 0 <= k < n:
+        raise ModelError(f"--shard K/N needs 0 <= K < N (got {text!r})")
+    return k, n
+
+
+def explore_parallel(
+    scenario: str | Scenario | Callable[..., Any],
+    *,
+    strategy: str | Strategy | None = None,
+    executions: int | None = None,
+    seed: int | None = None,
+    max_steps: int | None = None,
+    max_preemptions: int | None = None,
+    shrink: bool = True,
+    mutants: Iterable[str] = (),
+    params: dict[str, Any] | None = None,
+    start: int = 0,
+    jobs: int | None = None,
+    shard: tuple[int, int] | str | None = None,
+    dask: Any = None,
+    progress: Callable[[int, int | None], None] | None = None,
+    settings: Settings | None = None,
+    stop_on_failure: bool = True,
+) -> Result:
+    """Explore ``scenario`` with its executions spread over processes.
+
+    ``jobs``: worker processes (default ``os.cpu_count()``; 1 runs the units
+    in this process).  ``shard=(K, N)`` or ``"K/N"``: run only slice K of N
+    (Random/PCT: the K-th contiguous range of the execution indexes; DFS:
+    every N-th prefix starting at K); results of all slices merge into the
+    unsharded result (``merge_results``).  ``dask``: a scheduler address or
+    a ``distributed.Client``; the units run there instead.
+
+    The same seed finds the same failure, with the same token, whatever
+    ``jobs``, ``shard`` or backend (see the module docstring for PCT and the
+    DFS reductions).  Must not be called from inside a trio run.
+    """
+    if not stop_on_failure:
+        raise ModelError("a parallel exploration stops at its first failure "
+                         "('stop_on_failure=False' is not supported)")
+    s = settings or Settings.from_env()
+    ref = _scenario_ref(scenario)
+    mut = _check_mutants(mutants)
+    prm = dict(params or {})
+    seed_ = seed if seed is not None else s.seed
+    spec = strategy_spec(strategy if strategy is not None else s.strategy, seed=seed_,
+                         max_preemptions=max_preemptions if max_preemptions is not None
+                         else s.max_preemptions)
+    budget = executions if executions is not None else s.executions
+    if budget < 1:
+        raise ModelError(f"'executions' must be at least 1 (got {budget})")
+    steps_cap = max_steps if max_steps is not None else s.max_steps
+    if jobs is not None and jobs < 1:
+        raise ModelError(f"'jobs' must be at least 1 (got {jobs})")
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    k_shard, n_shard = shard if shard is not None else (0, 1)
+    if n_shard < 1 or not 0 <= k_shard < n_shard:
+        raise ModelError(f"'shard' must be (K, N) with 0 <= K < N (got {shard!r})")
+    base: dict[str, Any] = {"scenario": ref, "params": prm, "mutants": list(mut),
+                            "max_steps": steps_cap}
+    t0 = time.perf_counter()
+    n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
+
+    # 1. the units, in order
+    if spec["name"] == "dfs":
+        prefixes = trio.run(_dfs_prefixes, ref, prm, mut, steps_cap, spec["max_preemptions"],
+                            PREFIXES_PER_SHARD * n_shard)
+        units = [dict(base, strategy=dict(spec, prefix=list(p)), lo=0, hi=budget, order=i)
+                 for i, p in enumerate(prefixes) if i % n_shard == k_shard]
+    else:
+        if spec["name"] == "pct":
+            spec = dict(spec, k=trio.run(_pct_probe, ref, prm, mut, steps_cap,
+                                         spec["seed"], spec["depth"]))
+        lo = start + k_shard * budget // n_shard
+        hi = start + (k_shard + 1) * budget // n_shard
+        units = _range_units(dict(base, strategy=spec), lo, hi,
+                             _chunk_size(hi - lo, n_jobs if dask is None else 8))
+    # 2. run them
+    backend: _Backend
+    if dask is not None:
+        backend = _Dask(dask)
+    elif n_jobs == 1:
+        backend = _Inline()
+    else:
+        backend = _Processes(min(n_jobs, max(1, len(units))))
+    results: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    executed = 0
+    interrupted = False
+    over_budget = False
+    todo = list(units)
+    todo.reverse()  # pop() takes the lowest order first
+    pending: dict[Any, dict[str, Any]] = {}
+    kill = False
+    try:
+        while todo or pending:
+            # keep every slot busy, plus one queued unit so none idles on IPC
+            while todo and len(pending) < backend.slots + 1 and not over_budget:
+                unit = todo.pop()
+                if best is not None and unit["order"] > best["at"][0]:
+                    continue
+                pending[backend.submit(unit)] = unit
+            if not pending:
+                break
+            finished = backend.wait(set(pending), 0.2)
+            for fut in sorted(finished, key=lambda f: pending[f]["order"]):
+                if pending.pop(fut, None) is None:
+                    continue  # dropped after a lower failure, while we looked
+                res = backend.result(fut)
+                results.append(res)
+                executed += res["executions"]
+                fail = res["failure"]
+                if fail is not None and (best is None or fail["at"] < best["at"]):
+                    best = fail
+                    # units after it cannot hold a lower failure
+                    drop = [f for f, u in pending.items() if u["order"] > fail["at"][0]]
+                    backend.cancel(drop)
+                    for f in drop:
+                        pending.pop(f)
+                    if drop:
+                        kill = True
+                if spec["name"] == "dfs" and executed >= budget and best is None:
+                    over_budget = True
+                if progress is not None:
+                    progress(executed, budget)
+            if over_budget and pending:
+                backend.cancel(list(pending))
+                pending.clear()
+                kill = True
+    except KeyboardInterrupt:
+        interrupted = True
+        kill = True
+    finally:
+        backend.close(kill=kill or interrupted)
+    if progress is not None and not interrupted:
+        try:
+            progress(executed, budget)
+        except KeyboardInterrupt:
+            interrupted = True
+
+    # 3. merge: every unit ran to its end, without a failure
+    ran = {r["order"] for r in results}
+    complete = (not interrupted and not over_budget and best is None
+                and all(u["order"] in ran for u in units))
+    exhausted = (spec["name"] == "dfs" and complete
+                 and all(r["exhausted"] for r in results))
+    failures: tuple[Failure, ...] = ()
+    if best is not None and not interrupted:
+        failures = (trio.run(_shrink_and_finish, ref, prm, mut, steps_cap, best, shrink,
+                             s.shrink_budget, spec),)
+    return Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
+                  executions=executed, exhausted=exhausted, failures=failures,
+                  elapsed_s=time.perf_counter() - t0, interrupted=interrupted)
+
+
+async def _shrink_and_finish(ref: str, params: dict[str, Any], mutants: tuple[str, ...],
+                             max_steps: int, found: dict[str, Any], shrink: bool,
+                             shrink_budget: int, spec: dict[str, Any]) -> Failure:
+    """Shrink a failure found by a unit, in a fresh runner (deterministic)."""
+    runner = _Runner(resolve_scenario(ref), ref, params, mutants, max_steps)
+    sim = await runner.guided(found["choices"], record=True)
+    raw = runner.raw(sim)
+    if raw.kind != found["kind"]:
+        raise ModelError(
+            f"scenario {ref!r} did not fail the same way when its failing schedule was re-run "
+            f"in another process (expected {found['kind']}, got {raw.kind or 'no failure'}): "
+            f"the failure depends on earlier executions or the model is not deterministic")
+    if shrink:
+        raw = await runner.shrink(raw, shrink_budget)
+    at = tuple(found["at"])
+    failure = await runner.finish(raw, at[-1] + 1 if spec["name"] != "dfs" else 0)
+    return attrs.evolve(failure, found_at=at)
+
+
+# ------------------------------------------------------------------ merging
+
+def merge_results(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Merge the JSON rows of the shards of one run (``mmemu run --json``):
+    executions add up, exhausted only if every shard exhausted its slice,
+    the failure is the one with the lowest order."""
+    if not rows:
+        raise ModelError("nothing to merge")
+    first = rows[0]
+    key = ("suite", "params", "mutant", "strategy")
+    for r in rows[1:]:
+        for k in key:
+            if r.get(k) != first.get(k):
+                raise ModelError(f"cannot merge runs with different {k!r}: "
+                                 f"{first.get(k)!r} and {r.get(k)!r}")
+    shards = sorted(str(r.get("shard")) for r in rows)
+    if any(r.get("shard") for r in rows):
+        ks = [parse_shard(str(r.get("shard"))) for r in rows]
+        n = ks[0][1]
+        if any(kn[1] != n for kn in ks) or sorted(k for k, _ in ks) != list(range(n)):
+            raise ModelError(f"cannot merge shards {', '.join(shards)}: need each of 0/{n} .. "
+                             f"{n - 1}/{n} exactly once")
+    failures = [r["failure"] for r in rows if r.get("failure")]
+    best = min(failures, key=lambda f: tuple(f.get("found_at") or (1 << 62,)), default=None)
+    merged = dict(first)
+    merged.update(
+        executions=sum(int(r["executions"]) for r in rows),
+        exhausted=all(bool(r["exhausted"]) for r in rows) and best is None,
+        elapsed_s=round(max(float(r.get("elapsed_s", 0.0)) for r in rows), 3),
+        interrupted=any(bool(r.get("interrupted")) for r in rows),
+        failure=best,
+        shard=None,
+        shards=shards,
+    )
+    return merged
