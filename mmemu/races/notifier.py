@@ -154,7 +154,8 @@ async def register_vs_truncate(sim: Any) -> None:
 
 
 @mmemu.scenario("notifier:truncate-vs-fault", axes={"driver": available_drivers},
-                catches=["kvm:no-retry", "kvm:no-count"])
+                catches=["kvm:no-retry", "kvm:no-count", "gru:no-range-active",
+                         "gru:no-dropin-drop"])
 async def truncate_vs_fault(sim: Any) -> None:
     """A guest fault on a file page that a truncate removes.
 
@@ -182,7 +183,7 @@ async def truncate_vs_fault(sim: Any) -> None:
 
 
 @mmemu.scenario("notifier:reclaim-vs-fault", axes={"driver": available_drivers},
-                catches=["kvm:seq-outside-lock", "kvm:no-retry"])
+                catches=["kvm:seq-outside-lock", "kvm:no-retry", "gru:no-dropin-drop"])
 async def reclaim_vs_fault(sim: Any) -> None:
     """A guest fault on a file page that reclaim unmaps and frees.
 
@@ -225,7 +226,7 @@ async def migrate(page: Page) -> None:
 
 
 @mmemu.scenario("notifier:migrate-vs-fault", axes={"driver": available_drivers},
-                catches=["kvm:seq-outside-lock"])
+                catches=["kvm:seq-outside-lock", "gru:no-dropin-drop"])
 async def migrate_vs_fault(sim: Any) -> None:
     """A guest fault on a file page that migration moves to a new page.
 
