@@ -180,6 +180,9 @@ def run(
     driver: Annotated[str | None, Parameter(help="run driver suites with this driver only "
                                                  "(an installed name or path/to/file.py:Class)")] = None,
     json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run")] = False,
+    jobs: Annotated[int | None, Parameter(help="worker processes (same seed, same failure for any N)")] = None,
+    shard: Annotated[str | None, Parameter(help="run slice K/N only; 'mmemu merge' adds up the --json outputs")] = None,
+    dask: Annotated[str | None, Parameter(help="run on the Dask scheduler at ADDRESS (pip install 'mmemu[dask]')")] = None,
 ) -> int:
     """Explore suites and report what broke.
 
@@ -192,6 +195,7 @@ def run(
         raise UsageError(f"--executions must be at least 1 (got {executions})")
     if max_preemptions is not None and max_preemptions < 0:
         raise UsageError(f"--max-preemptions must be >= 0 (got {max_preemptions})")
+    parallel = _parallel_options(jobs, shard, dask)
     chosen = _select(suites, include_expected_failures=bool(suites))
     for m in mutant:
         from mmemu.engine import get_mutant
@@ -211,11 +215,15 @@ def run(
                 budget = executions or sc.executions
                 with _RunProgress(err, label, strat.describe(), budget, stop) as progress:
                     res = explore(sc.name, strategy=strat, executions=budget,
-                                  seed=seed, params=params, mutants=mutant, progress=progress.update)
+                                  seed=seed, params=params, mutants=mutant, progress=progress.update,
+                                  **parallel)
                     progress.finish(res)
                 results.append(res)
                 if json_:
-                    out.print(json.dumps(_result_json(res, ",".join(mutant) or None)))
+                    row = _result_json(res, ",".join(mutant) or None)
+                    if shard is not None:
+                        row.update(shard=shard, interrupted=res.interrupted)
+                    out.print(json.dumps(row))
                 if res.failure is not None:
                     failed = True
                     if not json_:
@@ -293,6 +301,64 @@ class _StopRequest:
         if self._installed:
             signal.signal(signal.SIGINT, self._old)
             self._installed = False
+
+
+def _parallel_options(jobs: int | None, shard: str | None, dask: str | None) -> dict[str, Any]:
+    """``explore`` keywords for --jobs / --shard / --dask (none: one process)."""
+    if jobs is not None and jobs < 1:
+        raise UsageError(f"--jobs must be at least 1 (got {jobs})")
+    opts: dict[str, Any] = {}
+    if shard is not None:
+        from mmemu.parallel import parse_shard
+
+        opts["shard"] = parse_shard(shard)  # a ModelError is one line, exit 2
+        opts.setdefault("jobs", 1)
+    if jobs is not None:
+        opts["jobs"] = jobs
+    if dask is not None:
+        opts["dask"] = dask
+    return opts
+
+
+@app.command
+def merge(
+    files: Annotated[tuple[Path, ...], Parameter(help="--json outputs of 'mmemu run --shard K/N'")],
+) -> int:
+    """Merge the --json results of the shards of one run into the unsharded result.
+
+    Executions add up, a run is exhausted only if every shard exhausted its
+    slice, and the failure is the one found at the lowest execution index.
+    Prints one JSON object per run; exit 1 if a failure was found.
+
+    Example: mmemu merge shard0.json shard1.json
+    """
+    from mmemu.parallel import merge_results
+
+    if not files:
+        raise UsageError("merge needs at least one file")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for path in files:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+        for n, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                key = json.dumps([row["suite"], row["params"], row["mutant"], row["strategy"]],
+                                 sort_keys=True)
+            except (ValueError, KeyError, TypeError):
+                raise UsageError(f"{str(path)}:{n}: not a line of 'mmemu run --json'") from None
+            groups.setdefault(key, []).append(row)
+    out = _out()
+    failed = False
+    for rows in groups.values():
+        merged = merge_results(rows)
+        failed = failed or merged["failure"] is not None
+        out.print(json.dumps(merged), markup=False)
+    return EXIT_FAILURE if failed else EXIT_OK
 
 
 def _driver_combinations(sc: Scenario, driver: str | None) -> list[dict[str, Any]]:

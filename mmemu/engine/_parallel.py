@@ -175,7 +175,11 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
         strat.end(sim)
         done += 1
         if sim.failure is not None:
-            out["failure"] = {"at": [unit["order"], index], "choices": list(sim.choices),
+            # Random/PCT: the execution index alone (units are index ranges,
+            # so it orders failures across any chunking); DFS: the prefix's
+            # position, then the execution below it
+            at = [index] if unit["strategy"]["name"] != "dfs" else [unit["order"], index]
+            out["failure"] = {"at": at, "choices": list(sim.choices),
                               "kind": failure_kind(sim.failure)}
             break
     out["executions"] = done

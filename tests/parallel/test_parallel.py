@@ -1,0 +1,286 @@
+"""explore_parallel: jobs, DFS splitting, shards and merge, Dask, Ctrl-C.
+
+The promise under test: the same seed reports the same failure (the same
+token, after shrinking) whatever the number of workers, the sharding or the
+backend; a DFS split over workers with reduction "none" runs exactly the
+executions of one DFS.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import mmemu
+from mmemu.cli import main
+from mmemu.engine import DFS, ModelError, all_scenarios
+from mmemu.parallel import explore_parallel, merge_results
+
+REGISTERED = {s.name for s in all_scenarios()}
+# A kernel suite whose mutant Random catches only after hundreds of
+# executions (seed 1: index 951), so the failure lies beyond the first unit.
+MUTANT_CASE = ("mm:fault-vs-truncate", "memory:fault-unlocked")
+
+
+def _token(res: Any) -> str:
+    assert res.failure is not None
+    return str(res.failure.schedule)
+
+
+# ------------------------------------------------------------------ jobs
+
+def test_random_jobs_1_and_2_report_the_same_failure() -> None:
+    one = explore_parallel("demo:lost-update", strategy="random", executions=400, seed=7, jobs=1)
+    two = explore_parallel("demo:lost-update", strategy="random", executions=400, seed=7, jobs=2)
+    assert _token(one) == _token(two)
+    assert one.failure is not None and two.failure is not None
+    assert one.failure.found_at == two.failure.found_at
+    # jobs=1 runs the units in order: exactly up to the failing execution
+    assert one.executions == one.failure.found_at[-1] + 1
+
+
+@pytest.mark.skipif(MUTANT_CASE[0] not in REGISTERED, reason=f"{MUTANT_CASE[0]} not registered")
+def test_mutant_found_beyond_the_first_unit_is_the_same_for_any_jobs() -> None:
+    sc, mutant = MUTANT_CASE
+    kw: dict[str, Any] = dict(strategy="random", executions=4000, seed=1, mutants=[mutant])
+    one = explore_parallel(sc, jobs=1, **kw)
+    two = explore_parallel(sc, jobs=2, **kw)
+    assert one.failure is not None and two.failure is not None
+    assert one.failure.found_at == two.failure.found_at
+    assert _token(one) == _token(two)
+
+
+def test_pct_is_the_same_for_any_jobs() -> None:
+    one = explore_parallel("demo:lost-update", strategy="pct", executions=300, seed=5, jobs=1)
+    two = explore_parallel("demo:lost-update", strategy="pct", executions=300, seed=5, jobs=2)
+    assert one.failure is not None and two.failure is not None
+    assert one.failure.found_at == two.failure.found_at and _token(one) == _token(two)
+
+
+def test_no_failure_runs_the_whole_budget() -> None:
+    res = explore_parallel("demo:lost-update-locked", strategy="random", executions=700, jobs=2)
+    assert res.ok and res.executions == 700 and not res.exhausted and not res.interrupted
+
+
+def test_explore_with_jobs_goes_parallel() -> None:
+    res = mmemu.explore("demo:lost-update-locked", strategy="random", executions=300, jobs=1)
+    assert res.ok and res.executions == 300
+
+
+def test_an_unregistered_scenario_is_refused() -> None:
+    async def local(sim: Any) -> None:
+        pass
+
+    with pytest.raises(ModelError, match="register"):
+        explore_parallel(local, jobs=2)
+
+
+# ------------------------------------------------------------------- DFS
+
+DFS_CASES = [("demo:lost-update-locked", {}, None, 36)]
+if "pagecache:lookup-vs-reclaim" in REGISTERED:
+    DFS_CASES.append(("pagecache:lookup-vs-reclaim", {"lookup": "find_get_page"}, 2, None))
+
+
+@pytest.mark.parametrize(("sc", "params", "bound", "known"), DFS_CASES)
+def test_dfs_split_runs_exactly_the_executions_of_one_dfs(sc: str, params: dict[str, Any],
+                                                          bound: int | None,
+                                                          known: int | None) -> None:
+    single = mmemu.explore(sc, strategy=DFS(max_preemptions=bound, reduction="none"),
+                           executions=10**6, params=params)
+    assert single.exhausted
+    if known is not None:
+        assert single.executions == known
+    for jobs in (1, 2):
+        split = explore_parallel(sc, strategy=DFS(max_preemptions=bound, reduction="none"),
+                                 executions=10**6, params=params, jobs=jobs)
+        assert (split.executions, split.exhausted) == (single.executions, True)
+
+
+def test_dfs_split_with_dpor_is_exhaustive_and_independent_of_jobs() -> None:
+    # Documented: below each prefix a DPOR of its own, so the total may be
+    # higher than one DPOR's, but it is exhaustive and the same for any jobs.
+    single = mmemu.explore("demo:lost-update-locked", strategy=DFS(), executions=10**6)
+    one = explore_parallel("demo:lost-update-locked", strategy=DFS(), executions=10**6, jobs=1)
+    two = explore_parallel("demo:lost-update-locked", strategy=DFS(), executions=10**6, jobs=2)
+    assert single.exhausted and one.exhausted and two.exhausted
+    assert one.executions == two.executions >= single.executions
+
+
+def test_dfs_split_finds_the_first_failure_of_one_dfs() -> None:
+    single = mmemu.explore("demo:lost-update", strategy=DFS(reduction="none"), executions=1000)
+    two = explore_parallel("demo:lost-update", strategy=DFS(reduction="none"), executions=1000,
+                           jobs=2)
+    assert not two.exhausted
+    assert _token(single) == _token(two)
+
+
+def test_dfs_budget_stops_a_split_search() -> None:
+    res = explore_parallel("demo:lost-update-locked", strategy=DFS(reduction="none"),
+                           executions=10, jobs=1)
+    assert not res.exhausted and 10 <= res.executions < 36
+
+
+# ---------------------------------------------------------- shards, merge
+
+def _cli(capsys: pytest.CaptureFixture[str], *args: Any) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+@pytest.mark.parametrize(("suite", "strategy", "budget"), [
+    ("demo:lost-update-locked", "random", 900),
+    ("demo:lost-update-locked", "dfs", 100_000),
+])
+def test_shards_merge_into_the_unsharded_totals(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                suite: str, strategy: str, budget: int) -> None:
+    common = ["run", suite, "--strategy", strategy, "--executions", budget, "--json",
+              "--max-preemptions", 2]
+    code, out, _ = _cli(capsys, *common, "--jobs", 1)
+    assert code == 0
+    whole = json.loads(out)
+    files = []
+    for k in range(2):
+        code, out, _ = _cli(capsys, *common, "--shard", f"{k}/2")
+        assert code == 0
+        files.append(tmp_path / f"shard{k}.json")
+        files[-1].write_text(out)
+    code, out, err = _cli(capsys, "merge", *files)
+    assert code == 0, err
+    merged = json.loads(out)
+    assert merged["executions"] == whole["executions"]
+    assert merged["exhausted"] == whole["exhausted"] == (strategy == "dfs")
+    assert merged["failure"] is None and merged["shards"] == ["0/2", "1/2"]
+
+
+def test_merge_keeps_the_failure_at_the_lowest_index(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["run", "demo:lost-update", "--strategy", "random", "--executions", 60,
+              "--seed", 3, "--json"]
+    code, out, _ = _cli(capsys, *common, "--jobs", 1)
+    whole = json.loads(out)
+    assert code == 1
+    for k in range(3):
+        code, out, _ = _cli(capsys, *common, "--shard", f"{k}/3")
+        (tmp_path / f"s{k}.json").write_text(out)
+    code, out, _ = _cli(capsys, "merge", *sorted(tmp_path.glob("s*.json")))
+    assert code == 1
+    merged = json.loads(out)
+    assert merged["failure"]["schedule"] == whole["failure"]["schedule"]
+    assert merged["failure"]["found_at"] == whole["failure"]["found_at"]
+
+
+def test_merge_refuses_a_missing_shard() -> None:
+    row = {"suite": "s:x", "params": {}, "mutant": None, "strategy": "random(seed=0)",
+           "executions": 1, "exhausted": False, "failure": None, "shard": "0/2"}
+    with pytest.raises(ModelError, match="exactly once"):
+        merge_results([row])
+
+
+@pytest.mark.parametrize("bad", ["2/2", "x", "1/0", "-1/3", "1-2", "1/2/3"])
+def test_bad_shard_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], bad: str) -> None:
+    code, out, err = _cli(capsys, "run", "demo:lost-update", "--shard", bad)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mmemu: error:") and "--shard" in lines[0]
+
+
+def test_bad_jobs_and_bad_merge_input_exit_2(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli(capsys, "run", "demo:lost-update", "--jobs", 0)[0] == 2
+    junk = tmp_path / "junk.json"
+    junk.write_text("not json\n")
+    code, _, err = _cli(capsys, "merge", junk)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert _cli(capsys, "merge", tmp_path / "missing.json")[0] == 2
+
+
+# ------------------------------------------------------------------- Dask
+
+def test_dask_local_cluster_finds_the_same_failure() -> None:
+    distributed = pytest.importorskip(
+        "distributed", reason="dask[distributed] is not installed (pip install 'mmemu[dask]')")
+    # threads in this process, but real TCP over loopback between client,
+    # scheduler and workers (processes=False alone would use inproc://)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  protocol="tcp://", host="127.0.0.1", scheduler_port=0,
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        kw: dict[str, Any] = dict(strategy="random", executions=400, seed=7)
+        remote = explore_parallel("demo:lost-update", dask=cluster.scheduler_address, **kw)
+        ok = explore_parallel("demo:lost-update-locked", dask=cluster.scheduler_address,
+                              strategy=DFS(reduction="none"), executions=10**6)
+    local = explore_parallel("demo:lost-update", jobs=1, **kw)
+    assert _token(remote) == _token(local)
+    assert ok.exhausted and ok.executions == 36
+
+
+def test_dask_bad_address_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    code, _, err = _cli(capsys, "run", "demo:lost-update", "--dask", "tcp://127.0.0.1:9")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------- Ctrl-C
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    out: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {c for c, p in parents.items() if p in frontier} - out
+        out |= frontier
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_stops_every_worker() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmemu", "run", "demo:lost-update-locked", "--strategy", "random",
+         "--executions", "100000000", "--jobs", "2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        workers: set[int] = set()
+        while time.monotonic() < deadline and len(workers) < 3:  # forkserver + 2 workers
+            time.sleep(0.2)
+            workers = _descendants(proc.pid)
+        assert len(workers) >= 3, "the workers did not start"
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    assert not [p for p in workers if _alive(p)], "orphan worker processes"
