@@ -102,7 +102,9 @@ NO_RANGE_ACTIVE = mmemu.register_mutant(
     doc="The dropin reads the pte between gru_invalidate_range_start's "
         "gru_flush_tlb_range and the zap: no invalidate hit the context since the "
         "TFH was read, so the hardware keeps the entry, and nothing flushes it "
-        "before the page is freed.")
+        "before the page is freed.  The user path's D0 wait stays: the dropin "
+        "passes it before S1 (as gru_intr's dropin, which never waits, would "
+        "anywhere).")
 NO_DROPIN_DROP = mmemu.register_mutant(
     "gru:no-dropin-drop",
     "the emulated GRU keeps a TLB dropin that a TLB invalidate overtook",
