@@ -384,7 +384,7 @@ class _Dask(_Backend):
             self._own = False
         else:
             try:
-                self.client = distributed.Client(address, timeout=10)
+                self.client = distributed.Client(address, timeout="5s")
             except OSError as exc:
                 raise ModelError(f"cannot connect to the Dask scheduler at {address!r}: "
                                  f"{exc}") from None
