@@ -361,6 +361,33 @@ def merge(
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+@app.command
+def bench(
+    *,
+    full: Annotated[bool, Parameter(help="every benchmark, bigger budgets (minutes)")] = False,
+) -> int:
+    """Run the benchmarks in benchmarks/ (quick mode unless --full) and print their tables.
+
+    Quick: engine step cost against a bare trio handoff, executions/s per
+    suite, frontrun and thread-stress comparisons.  --full adds time to first
+    failure per mutant and the --jobs / Dask speed-up.  Figures on a shared
+    machine are noisy: compare the ratios printed by one run.
+
+    Example: mmemu bench --full
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not (root / "scale.py").exists():
+        raise UsageError(f"benchmarks not found in {str(root)!r} (run from a source checkout)")
+    flag = ["--full"] if full else []
+    code = 0
+    for script, args in (("engine.py", [] if full else ["--quick"]), ("scale.py", flag)):
+        print(f"# benchmarks/{script} {' '.join(args)}".rstrip(), flush=True)
+        code = code or subprocess.run([sys.executable, str(root / script), *args]).returncode
+    return EXIT_OK if code == 0 else EXIT_USAGE
+
+
 def _driver_combinations(sc: Scenario, driver: str | None) -> list[dict[str, Any]]:
     """The suite's parameter combinations; ``--driver`` replaces its driver axis
     (and is passed as params["driver"] to every suite)."""
