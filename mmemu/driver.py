@@ -24,6 +24,19 @@ Notifier callbacks, as methods (``mn`` is the driver itself)::
     async def clear_flush_young(self, mm, address) -> bool
     async def test_young(self, mm, address) -> bool
     async def change_pte(self, mm, address, page)
+    async def arch_invalidate_secondary_tlbs(self, mm, start, end)   (modern)
+
+Notifier API generations: a driver lists the generations it supports in
+``apis`` (default ``("2.6.27",)``; the kernel's is ``kernel.api``, chosen
+by the suite's ``api`` axis).  In the modern generation
+``invalidate_range_start`` / ``invalidate_range_end`` are called with the
+2.6.27 arguments ``(mm, start, end)`` (start's None counts as 0) unless the
+class sets ``range_callbacks = True``: then they get the
+``MmuNotifierRange`` and start returns an int (0 or -EAGAIN for a
+non-blockable range).  ``invalidate_page`` is never called in the modern
+generation.  Drivers that do not use the hlist notifier (an interval
+notifier mirror, a ``mmu_notifier_get`` user) override ``attach`` and
+``detach``.  ``supports_api(params)`` is the suites' combination filter.
 
 Translations live in ``self.tlb`` (a ``mmemu.check.shadow_tlb.ShadowTLB``):
 ``install(key, page)``, ``zap(key)``, ``lookup(key)``, ``access(key)``.  The
@@ -49,7 +62,7 @@ import importlib.metadata
 import importlib.util
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +72,7 @@ from mmemu.engine._execution import _sim_or_none, current_simulation
 from mmemu.mm.mmu_notifier import (
     MmuNotifier,
     MmuNotifierOps,
+    MmuNotifierRange,
     mmu_notifier_register,
     mmu_notifier_unregister,
 )
@@ -68,7 +82,7 @@ ENTRY_POINT_GROUP = "mmemu.drivers"
 DEFAULT_DRIVER = "kvm"
 
 CALLBACKS = ("release", "invalidate_page", "invalidate_range_start", "invalidate_range_end",
-             "clear_flush_young", "test_young", "change_pte")
+             "clear_flush_young", "test_young", "change_pte", "arch_invalidate_secondary_tlbs")
 
 
 class DriverError(UnexpectedException):
@@ -93,6 +107,10 @@ class Driver:
     name = "driver"
     #: what the shadow TLB's keys are ("gfn", "va", "iova")
     key_name = "va"
+    #: the notifier API generations the driver supports ("2.6.27", "modern")
+    apis: tuple[str, ...] = ("2.6.27",)
+    #: modern generation: invalidate_range_start/end take the MmuNotifierRange
+    range_callbacks = False
 
     release: Callable[..., Awaitable[None]] | None = None
     invalidate_page: Callable[..., Awaitable[None]] | None = None
@@ -101,6 +119,7 @@ class Driver:
     clear_flush_young: Callable[..., Awaitable[bool]] | None = None
     test_young: Callable[..., Awaitable[bool]] | None = None
     change_pte: Callable[..., Awaitable[None]] | None = None
+    arch_invalidate_secondary_tlbs: Callable[..., Awaitable[None]] | None = None
 
     def __init__(self) -> None:
         self.kernel: Any = None
@@ -118,8 +137,16 @@ class Driver:
         """Register the notifier on ``mm`` (0, or -EINTR)."""
         self.kernel = kernel
         self.mm = mm
+        self.check_api(kernel)
         register_tlb(kernel, self.tlb)
         return await mmu_notifier_register(self.mn, mm)
+
+    def check_api(self, kernel: Any) -> None:
+        """A driver attached to a kernel whose notifier API it does not support."""
+        api = getattr(kernel, "api", "2.6.27")
+        if api not in self.apis:
+            raise ModelError(f"driver {self.name} supports the notifier API "
+                             f"{', '.join(self.apis)}, not {api!r}")
 
     async def fault(self, address: int, write: bool = False) -> bool:
         raise NotImplementedError(f"driver {self.name} does not implement fault()")
@@ -152,6 +179,11 @@ class Driver:
 
     def _guard_callback(self, cb: str) -> Callable[..., Awaitable[Any]]:
         async def call(mn: MmuNotifier, mm: Any, *args: Any) -> Any:
+            if isinstance(mm, MmuNotifierRange):  # modern start/end: (mn, range)
+                if self.range_callbacks:
+                    return await guarded(self, f"->{cb}", getattr(self, cb), mm)
+                ret = await guarded(self, f"->{cb}", getattr(self, cb), mm.mm, mm.start, mm.end)
+                return ret or 0
             return await guarded(self, f"->{cb}", getattr(self, cb), mm, *args)
         call.__name__ = f"{self.name}_{cb}"
         return call
@@ -243,6 +275,20 @@ def load_driver(spec: str) -> type[Driver]:
     return cls
 
 
+def supports_api(params: Mapping[str, Any]) -> bool:
+    """Scenario filter: does the driver ``params["driver"]`` support the
+    notifier API generation ``params["api"]`` (default 2.6.27)?  A driver
+    that fails to load is kept (the run reports the error)."""
+    spec = params.get("driver")
+    if not spec:
+        return True
+    try:
+        cls = load_driver(str(spec))
+    except DriverLoadError:
+        return True
+    return str(params.get("api", "2.6.27")) in cls.apis
+
+
 def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
     """An instance of the driver named by ``sim.params["driver"]`` (default kvm)."""
     sim = sim if sim is not None else _sim_or_none()
@@ -255,4 +301,5 @@ def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
 __all__ = [
     "CALLBACKS", "DEFAULT_DRIVER", "Driver", "DriverError", "DriverLoadError",
     "ENTRY_POINT_GROUP", "available_drivers", "guarded", "load_driver", "new_driver",
+    "supports_api",
 ]

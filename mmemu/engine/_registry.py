@@ -47,17 +47,28 @@ class Scenario:
     strategy: str = "dfs"
     executions: int = 2000
     max_preemptions: int | None = 2
+    #: optional: which combinations of the axes make sense (e.g. a driver and
+    #: the notifier API generations it supports); None keeps them all
+    filter: Callable[[dict[str, Any]], bool] | None = None
 
     def axis_values(self, axis: str) -> list[Any]:
         values = self.axes[axis]
         return list(values() if callable(values) else values)
 
     def combinations(self) -> list[dict[str, Any]]:
-        """Every parameter combination, in a stable order."""
+        """Every parameter combination, in a stable order.  An axis value
+        None leaves the parameter unset (the scenario's default)."""
         combos: list[dict[str, Any]] = [{}]
         for axis in sorted(self.axes):
-            combos = [dict(c, **{axis: v}) for c in combos for v in self.axis_values(axis)]
+            combos = [dict(c, **{axis: v}) if v is not None else dict(c)
+                      for c in combos for v in self.axis_values(axis)]
+        if self.filter is not None:
+            combos = [c for c in combos if self.filter(c)]
         return combos
+
+    def accepts(self, params: Mapping[str, Any]) -> bool:
+        """Does the scenario's ``filter`` accept this parameter combination?"""
+        return self.filter is None or bool(self.filter(dict(params)))
 
     async def __call__(self, sim: Any) -> Any:
         return await self.fn(sim)
@@ -77,11 +88,14 @@ def _check_name(kind: str, name: str) -> None:
 def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
              axes: Mapping[str, Axis] | None = None, strategy: str = "dfs",
              executions: int = 2000, max_preemptions: int | None = 2,
-             summary: str = "") -> Callable[[ScenarioFn], ScenarioFn]:
+             summary: str = "",
+             filter: Callable[[dict[str, Any]], bool] | None = None,
+             ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register ``async def fn(sim)`` as the scenario ``name``.
 
     ``catches`` lists the mutants it must catch; ``strategy``, ``executions``
-    and ``max_preemptions`` are its budget in ``mmemu run``.
+    and ``max_preemptions`` are its budget in ``mmemu run``; ``filter(params)``
+    drops axis combinations that make no sense (``combinations()`` applies it).
     """
     _check_name("scenario", name)
     if expect not in ("pass", "fail"):
@@ -96,7 +110,8 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
         _SCENARIOS[name] = Scenario(name=name, fn=fn, summary=first, doc=doc,
                                     catches=tuple(catches), expect=expect,
                                     axes=dict(axes or {}), strategy=strategy,
-                                    executions=executions, max_preemptions=max_preemptions)
+                                    executions=executions, max_preemptions=max_preemptions,
+                                    filter=filter)
         fn.__mmemu_scenario__ = name  # type: ignore[attr-defined]
         return fn
 

@@ -654,6 +654,11 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
     new_page = await alloc_page(label="do_wp_page: alloc_page_vma")
     await step("do_wp_page: cow_user_page", reads=(old_page.flags_key,), writes=(new_page.flags_key,))
     new_page.flags |= PG_uptodate
+    modern = mmu_notifier.is_modern(mm)
+    if modern:  # wp_page_copy: MMU_NOTIFY_CLEAR over the page, outside the PTL
+        await mmu_notifier.mmu_notifier_invalidate_range_start(
+            mm, address & ~(PAGE_SIZE - 1), (address & ~(PAGE_SIZE - 1)) + PAGE_SIZE,
+            event="CLEAR")
     await spin_lock(ptl, label="do_wp_page: pte_offset_map_lock")
     await step("do_wp_page: pte_same?", reads=(k,))
     release = new_page
@@ -670,6 +675,10 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
         release = old_page  # the old pte's reference
     await put_page(release, label="do_wp_page: page_cache_release")
     await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
+    if modern:
+        await mmu_notifier.mmu_notifier_invalidate_range_end(
+            mm, address & ~(PAGE_SIZE - 1), (address & ~(PAGE_SIZE - 1)) + PAGE_SIZE,
+            event="CLEAR")
     await put_page(old_page, label="do_wp_page: page_cache_release(old_page)")
     return VM_FAULT_WRITE
 
@@ -683,7 +692,13 @@ async def ptep_clear_flush_notify(vma: VmAreaStruct, address: int) -> Pte | None
     reads = (cur.page._count,) if cur is not None and cur.page is not None else ()
     await step("ptep_clear_flush", reads=reads, writes=(pte_key(mm, address),))
     old = pte_clear(mm, address)
-    await mmu_notifier.mmu_notifier_invalidate_page(mm, address)
+    if mmu_notifier.is_modern(mm):
+        # modern: no ->invalidate_page (the callers bracket with range
+        # start/end); the TLB flush reaches TLBs that walk these page tables
+        a = address & ~(PAGE_SIZE - 1)
+        await mmu_notifier.arch_invalidate_secondary_tlbs(mm, a, a + PAGE_SIZE)
+    else:
+        await mmu_notifier.mmu_notifier_invalidate_page(mm, address)
     return old
 
 
@@ -809,6 +824,9 @@ async def unmap_page_range(tlb: MmuGather, vma: VmAreaStruct, start: int, end: i
                 if details is not None:
                     continue
                 pte_clear(mm, address)  # free_swap_and_cache: nothing for a migration entry
+        if mmu_notifier.is_modern(mm):
+            # tlb_flush_mmu_tlbonly under the PTL, before the gathered pages go
+            await mmu_notifier.arch_invalidate_secondary_tlbs(mm, start, end)
         await spin_unlock(ptl, label="zap_pte_range: pte_unmap_unlock")
 
 

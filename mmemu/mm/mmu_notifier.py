@@ -2,7 +2,10 @@
 
 Emulates: mm/mmu_notifier.c, include/linux/mmu_notifier.h (2.6.27; the list is
 walked under SRCU as since 3.7, and ``__mmu_notifier_release`` has the 2012
-ordering fix)
+ordering fix) and, when the kernel is booted with ``api="modern"``, the
+later generation (5.x-6.x: ``struct mmu_notifier_range``, non-blockable
+ranges, interval notifiers, ``mmu_notifier_get/put``,
+``arch_invalidate_secondary_tlbs``) -- see "The modern generation" below.
 
 INTERFACE CONTRACT (call sites in memory.py, rmap.py, migrate.py, mmap.py use
 exactly these; the notifier implementation fills in the bodies):
@@ -54,6 +57,36 @@ an unhashed notifier.  A walker reads the list once, after
 ``srcu_read_lock``; an entry added later is not seen (``hlist_add_head_rcu``
 puts it before the walker's position), an entry removed later may still be
 called (that is what the grace period is for).
+
+The modern generation (``kernel.api == "modern"``)
+--------------------------------------------------
+The same call sites, the kernel's later contract:
+
+- ``invalidate_range_start/end`` take a ``MmuNotifierRange`` (start, end,
+  event, flags, owner); ``->invalidate_range_start(mn, range)`` returns an
+  int.  ``invalidate_page`` is gone: its 2.6.27 call sites (try_to_unmap_one,
+  do_wp_page) bracket the pte change with start/end, and the pte clear
+  itself calls ``arch_invalidate_secondary_tlbs`` under the PTL, where the
+  CPU TLB is flushed (``->arch_invalidate_secondary_tlbs``: TLBs that walk the
+  CPU page tables, e.g. an IOMMU doing SVA; no sleeping there).
+- Non-blockable ranges (``mmu_notifier_invalidate_range_start_nonblock``, the
+  OOM reaper): every callback runs in non-block context (sleeping is
+  reported as SleepingWhileAtomic: ``non_block_start`` sets the CPU's
+  ``atomic_reason``); a start may return ``-EAGAIN``; then the notifiers
+  whose start succeeded get their ``->invalidate_range_end`` at once and
+  the caller must not call ``invalidate_range_end`` (it skips the range).
+- Interval notifiers (``mmu_interval_notifier_insert``): a per-mm interval
+  tree and a sequence count instead of a start/end pair for the driver (see
+  ``mmu_interval_read_begin`` for the collision-retry protocol).
+- ``mmu_notifier_get`` / ``mmu_notifier_put``: one refcounted notifier per
+  (ops, mm), allocated by ``ops.alloc_notifier`` and freed by
+  ``ops.free_notifier`` after an SRCU grace period.
+
+Modelling note: the emulated mm still takes 2.6.27's *spinlock*
+``i_mmap_lock`` and ``anon_vma->lock`` around blockable invalidations
+(modern kernels have rwsems there), so a driver whose blockable callbacks
+sleep is reported as sleeping under those spinlocks; the drivers shipped
+with mmemu take spinlocks in their callbacks.
 """
 
 from __future__ import annotations
@@ -62,8 +95,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mmemu
+from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import current_simulation, step
-from mmemu.kernel.locking import SpinLock, down_write, spin_lock, spin_unlock, up_write
+from mmemu.kernel.locking import (
+    SpinLock,
+    WaitQueueHead,
+    down_write,
+    spin_lock,
+    spin_unlock,
+    up_write,
+    wait_event,
+    wake_up_all,
+)
 from mmemu.kernel.rcu import SrcuStruct, srcu_read_lock, srcu_read_unlock, synchronize_srcu
 
 MUTANT_REGISTER_UNLOCKED = mmemu.register_mutant(
@@ -84,6 +127,29 @@ MUTANT_RELEASE_AFTER_UNHASH = mmemu.register_mutant(
         "deref and multiple ->release() callouts'): between the unhash and ->release, "
         "try_to_unmap on another CPU clears the pte, finds no notifier to tell, and frees "
         "the page while the secondary MMU still maps it.")
+
+MUTANT_INTERVAL_NO_DEFER = mmemu.register_mutant(
+    "mmu_notifier:interval-no-defer",
+    "mmu_interval_notifier_insert puts the interval straight into the tree during an "
+    "invalidation, with a seq that read_begin does not wait on",
+    caught_as="FreedPageStillMapped (the new mirror maps a page that the invalidation it "
+              "missed frees)",
+    doc="__mmu_interval_notifier_insert must defer an insert that lands while "
+        "active_invalidate_ranges != 0 and give the new interval the current (odd) "
+        "invalidate_seq: the invalidation already walked the tree without it, so its first "
+        "mmu_interval_read_begin has to wait for the end of that invalidation.  Inserted "
+        "at once with seq - 1, the mirror's read_begin returns at once, the walk still sees "
+        "the pte, and the device maps a page the invalidation then frees.")
+
+MUTANT_INTERVAL_REMOVE_NOWAIT = mmemu.register_mutant(
+    "mmu_notifier:interval-remove-nowait",
+    "mmu_interval_notifier_remove returns during an invalidation without waiting for its end",
+    caught_as="NotifierUseAfterFree (the invalidation calls ->invalidate of an interval its "
+              "owner already freed)",
+    doc="An invalidation walks the interval tree without the lock (I2); remove during it "
+        "only defers the removal and must wait (wait_event on subscriptions->wq) until "
+        "invalidate_seq moves on.  Returning at once lets the driver free the interval "
+        "notifier while the invalidation is about to call it.")
 
 #: ops callback signatures (all async, all optional)
 ReleaseFn = Callable[["MmuNotifier", Any], Awaitable[None]]
@@ -108,13 +174,21 @@ class MmuNotifierOps:
       ``test_young(mn, mm, address) -> bool``: the accessed bit of the
       secondary pte (test and clear / test).
     - ``change_pte(mn, mm, address, page)``: the pte now maps ``page`` (KSM).
-    - ``invalidate_range(mn, mm, start, end)``: modern only (TLBs that share
-      the CPU page tables, under the PTL).
+    - ``invalidate_range(mn, mm, start, end)`` or
+      ``arch_invalidate_secondary_tlbs(mn, mm, start, end)``: modern only
+      (TLBs that share the CPU page tables, under the PTL; must not sleep).
+
+    In the modern generation ``invalidate_range_start(mn, range) -> int`` and
+    ``invalidate_range_end(mn, range)`` take a ``MmuNotifierRange``;
+    ``alloc_notifier(mm) -> MmuNotifier`` and ``free_notifier(mn)`` (plain
+    functions: free_notifier runs as an SRCU callback) serve
+    ``mmu_notifier_get`` / ``mmu_notifier_put``.
     """
 
     __slots__ = ("release", "invalidate_page", "invalidate_range_start",
                  "invalidate_range_end", "clear_flush_young", "test_young", "change_pte",
-                 "invalidate_range")
+                 "invalidate_range", "arch_invalidate_secondary_tlbs", "alloc_notifier",
+                 "free_notifier")
 
     def __init__(self, *, release: ReleaseFn | None = None,
                  invalidate_page: InvalidatePageFn | None = None,
@@ -123,7 +197,10 @@ class MmuNotifierOps:
                  clear_flush_young: YoungFn | None = None,
                  test_young: YoungFn | None = None,
                  change_pte: ChangePteFn | None = None,
-                 invalidate_range: InvalidateRangeFn | None = None) -> None:
+                 invalidate_range: InvalidateRangeFn | None = None,
+                 arch_invalidate_secondary_tlbs: InvalidateRangeFn | None = None,
+                 alloc_notifier: Callable[[Any], MmuNotifier] | None = None,
+                 free_notifier: Callable[[MmuNotifier], None] | None = None) -> None:
         self.release = release
         self.invalidate_page = invalidate_page
         self.invalidate_range_start = invalidate_range_start
@@ -132,22 +209,31 @@ class MmuNotifierOps:
         self.test_young = test_young
         self.change_pte = change_pte
         self.invalidate_range = invalidate_range
+        self.arch_invalidate_secondary_tlbs = arch_invalidate_secondary_tlbs
+        self.alloc_notifier = alloc_notifier
+        self.free_notifier = free_notifier
 
 
 class MmuNotifier:
     """``struct mmu_notifier``: an ops table and its place in the mm's hlist.
 
     ``hashed`` is ``!hlist_unhashed(&mn->hlist)``; ``owner`` is free for the
-    driver (the Driver object that embeds it).
+    driver (the Driver object that embeds it).  Modern: ``mm`` and ``users``
+    (mmu_notifier_get/put's refcount, under mmu_notifier_mm->lock);
+    ``freed`` is set when ``free_notifier`` ran (a callback through a freed
+    notifier is a use-after-free).
     """
 
-    __slots__ = ("ops", "hashed", "owner", "__mmemu_name__")
+    __slots__ = ("ops", "hashed", "owner", "mm", "users", "freed", "__mmemu_name__")
 
     def __init__(self, ops: MmuNotifierOps, *, name: str = "mmu_notifier",
                  owner: Any = None) -> None:
         self.ops = ops
         self.hashed = False
         self.owner = owner
+        self.mm: Any = None
+        self.users = 0
+        self.freed = False
         self.__mmemu_name__ = name
 
     def __repr__(self) -> str:
@@ -157,15 +243,197 @@ class MmuNotifier:
 class MmuNotifierMm:
     """``struct mmu_notifier_mm``: the mm's notifier hlist and the lock that
     serialises its writers (readers walk it under SRCU).  The access key of
-    the list is this object."""
+    the list is this object.
 
-    __slots__ = ("list", "lock", "__mmemu_name__")
+    Modern (``struct mmu_notifier_subscriptions``): the interval tree of
+    ``MmuIntervalNotifier`` (``itree``, kept sorted by start), ``has_itree``,
+    ``invalidate_seq`` (odd while an invalidation that hit the tree is in
+    progress), ``active_invalidate_ranges``, the ``deferred_list`` of inserts
+    and removes that wait for the last invalidation to end, and the wait
+    queue ``wq`` of mmu_interval_read_begin and remove.  All of them are
+    under ``lock``; their access key is ``itree_key(mmn)``.
+    """
+
+    __slots__ = ("list", "lock", "has_itree", "invalidate_seq", "active_invalidate_ranges",
+                 "itree", "deferred_list", "wq", "__mmemu_name__")
 
     def __init__(self, mm_name: str) -> None:
         #: hlist order: hlist_add_head puts new entries first
         self.list: list[MmuNotifier] = []
         self.lock = SpinLock(f"{mm_name}.mmu_notifier_mm->lock", "mmu_notifier_mm->lock")
+        self.has_itree = False
+        self.invalidate_seq = 2
+        self.active_invalidate_ranges = 0
+        self.itree: list[MmuIntervalNotifier] = []
+        self.deferred_list: list[MmuIntervalNotifier] = []
+        self.wq = WaitQueueHead(f"{mm_name}.notifier_subscriptions->wq")
         self.__mmemu_name__ = f"{mm_name}.mmu_notifier_mm"
+
+
+# ------------------------------------------------------ modern: the types
+
+EAGAIN = 11
+ENOMEM = 12
+
+#: enum mmu_notifier_event
+MMU_NOTIFY_UNMAP = "UNMAP"
+MMU_NOTIFY_CLEAR = "CLEAR"
+MMU_NOTIFY_PROTECTION_VMA = "PROTECTION_VMA"
+MMU_NOTIFY_PROTECTION_PAGE = "PROTECTION_PAGE"
+MMU_NOTIFY_SOFT_DIRTY = "SOFT_DIRTY"
+MMU_NOTIFY_RELEASE = "RELEASE"
+MMU_NOTIFY_MIGRATE = "MIGRATE"
+MMU_NOTIFY_EXCLUSIVE = "EXCLUSIVE"
+MMU_NOTIFY_EVENTS = (MMU_NOTIFY_UNMAP, MMU_NOTIFY_CLEAR, MMU_NOTIFY_PROTECTION_VMA,
+                     MMU_NOTIFY_PROTECTION_PAGE, MMU_NOTIFY_SOFT_DIRTY, MMU_NOTIFY_RELEASE,
+                     MMU_NOTIFY_MIGRATE, MMU_NOTIFY_EXCLUSIVE)
+
+MMU_NOTIFIER_RANGE_BLOCKABLE = 1 << 0
+
+ULONG_MAX = (1 << 64) - 1
+
+
+class MmuNotifierViolation(InvariantViolation):
+    """A WARN_ON of mm/mmu_notifier.c: a driver or a caller broke the
+    notifier contract (a blockable start that fails, an end after a failed
+    non-blockable start, ...)."""
+
+
+class NotifierUseAfterFree(MmuNotifierViolation):
+    """A callback ran through a notifier (or interval notifier) whose memory
+    its owner already freed."""
+
+
+class MmuNotifierRange:
+    """``struct mmu_notifier_range``: [start, end) of ``mm``, why (``event``),
+    ``flags`` (MMU_NOTIFIER_RANGE_BLOCKABLE) and ``owner`` (a driver that
+    causes the invalidation itself may ignore it).  ``started`` records the
+    notifiers whose ``->invalidate_range_start`` succeeded (mmemu's; the
+    kernel knows it from the return codes)."""
+
+    __slots__ = ("mm", "start", "end", "event", "flags", "owner", "started", "failed")
+
+    def __init__(self, mm: Any, start: int, end: int, *, event: str = MMU_NOTIFY_UNMAP,
+                 flags: int = 0, owner: Any = None) -> None:
+        if event not in MMU_NOTIFY_EVENTS:
+            raise mmemu.ModelError(f"unknown mmu_notifier_event {event!r}")
+        self.mm = mm
+        self.start = start
+        self.end = end
+        self.event = event
+        self.flags = flags
+        self.owner = owner
+        self.started: list[MmuNotifier] | None = None
+        self.failed = False
+
+    def __repr__(self) -> str:
+        b = "blockable" if self.flags & MMU_NOTIFIER_RANGE_BLOCKABLE else "non-blockable"
+        end = "ULONG_MAX" if self.end >= ULONG_MAX else f"{self.end:#x}"
+        return f"<mmu_notifier_range {self.event} [{self.start:#x}, {end}) {b}>"
+
+
+def mmu_notifier_range_init(event: str, flags: int, mm: Any, start: int,
+                            end: int) -> MmuNotifierRange:
+    return MmuNotifierRange(mm, start, end, event=event, flags=flags)
+
+
+def mmu_notifier_range_init_owner(event: str, flags: int, mm: Any, start: int, end: int,
+                                  owner: Any) -> MmuNotifierRange:
+    return MmuNotifierRange(mm, start, end, event=event, flags=flags, owner=owner)
+
+
+def mmu_notifier_range_blockable(range: MmuNotifierRange) -> bool:
+    return bool(range.flags & MMU_NOTIFIER_RANGE_BLOCKABLE)
+
+
+#: ``mmu_interval_notifier_ops.invalidate(sub, range, cur_seq) -> bool``
+IntervalInvalidateFn = Callable[["MmuIntervalNotifier", MmuNotifierRange, int], Awaitable[bool]]
+
+
+class MmuIntervalNotifierOps:
+    """``struct mmu_interval_notifier_ops``: ``invalidate`` must call
+    ``mmu_interval_set_seq(sub, cur_seq)`` under the driver lock that the
+    driver's ``mmu_interval_read_retry`` runs under; it returns False only
+    for a non-blockable range (it would have had to sleep)."""
+
+    __slots__ = ("invalidate",)
+
+    def __init__(self, invalidate: IntervalInvalidateFn) -> None:
+        self.invalidate = invalidate
+
+
+class MmuIntervalNotifier:
+    """``struct mmu_interval_notifier``: [start, last] of ``mm`` in the mm's
+    interval tree (``in_tree``: ``!RB_EMPTY_NODE``), its own
+    ``invalidate_seq`` (access key ``(sub, "invalidate_seq")``), and
+    ``freed`` (its owner freed it: no callback may run any more)."""
+
+    __slots__ = ("ops", "mm", "start", "last", "invalidate_seq", "in_tree", "owner", "freed",
+                 "__mmemu_name__")
+
+    def __init__(self, ops: MmuIntervalNotifierOps | None = None, *,
+                 name: str = "mmu_interval_notifier", owner: Any = None) -> None:
+        self.ops = ops
+        self.mm: Any = None
+        self.start = 0
+        self.last = 0
+        self.invalidate_seq = 0
+        self.in_tree = False
+        self.owner = owner
+        self.freed = False
+        self.__mmemu_name__ = name
+
+    @property
+    def seq_key(self) -> tuple[Any, str]:
+        return (self, "invalidate_seq")
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Does [start, end) meet [self.start, self.last]?"""
+        return self.start < end and start <= self.last
+
+    def __repr__(self) -> str:
+        return (f"<MmuIntervalNotifier {self.__mmemu_name__} [{self.start:#x}, {self.last:#x}] "
+                f"seq {self.invalidate_seq}>")
+
+
+def itree_key(mmn: MmuNotifierMm) -> tuple[Any, str]:
+    """Access key of the interval tree, its seq, count and deferred list."""
+    return (mmn, "itree")
+
+
+def is_modern(mm: Any) -> bool:
+    """Was the kernel that owns ``mm`` booted with the modern notifier API?"""
+    kernel = getattr(mm, "kernel", None)
+    return getattr(kernel, "api", "2.6.27") == "modern"
+
+
+class non_block:
+    """``non_block_start()`` / ``non_block_end()`` around a callback of a
+    non-blockable range (and around arch_invalidate_secondary_tlbs): the CPU
+    may not sleep, ``might_sleep`` reports it (``cpu.data["atomic_reason"]``)."""
+
+    def __init__(self, why: str, active: bool = True) -> None:
+        self.why = why
+        self.active = active
+        self.cpu: Any = None
+        self.prev: Any = None
+
+    def __enter__(self) -> non_block:
+        if self.active:
+            sim = current_simulation()
+            self.cpu = sim.running
+            if self.cpu is not None:
+                self.prev = self.cpu.data.get("atomic_reason")
+                if not self.prev:
+                    self.cpu.data["atomic_reason"] = self.why
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cpu is not None:
+            if self.prev:
+                self.cpu.data["atomic_reason"] = self.prev
+            else:
+                self.cpu.data.pop("atomic_reason", None)
 
 
 def _mm_name(mm: Any) -> str:
@@ -185,6 +453,8 @@ def mmu_notifier_srcu() -> SrcuStruct:
     ss = store.get("mmu_notifier_srcu")
     if ss is None:
         ss = store["mmu_notifier_srcu"] = SrcuStruct("mmu_notifier_srcu")
+        # call_srcu callbacks still queued run at the end of the execution
+        sim.at_end(lambda _sim: ss.run_ready_callbacks())
     assert isinstance(ss, SrcuStruct)
     return ss
 
@@ -322,27 +592,501 @@ async def __mmu_notifier_release(mm: Any) -> None:
     await synchronize_srcu(ss)
 
 
+# ----------------------------------------------- modern: the hlist notifiers
+
+
+def _check_live(mn: MmuNotifier, what: str) -> None:
+    if mn.freed:
+        current_simulation().fail(NotifierUseAfterFree(
+            f"{what} calls {mn.__mmemu_name__} after its free_notifier ran (the SRCU grace "
+            f"period of mmu_notifier_put did not cover this walker)"))
+
+
+async def mn_hlist_invalidate_range_start(mmn: MmuNotifierMm, range: MmuNotifierRange) -> int:
+    """Call every ``->invalidate_range_start(mn, range)``.
+
+    A non-blockable range runs each callback in non-block context; a
+    callback may then fail with -EAGAIN.  The walk goes on (every notifier
+    is asked), and if one failed, the notifiers whose start succeeded get
+    their ``->invalidate_range_end`` now: the caller sees -EAGAIN and must
+    not call invalidate_range_end itself.  A blockable start that fails is a
+    WARN_ON (MmuNotifierViolation).
+    """
+    blockable = mmu_notifier_range_blockable(range)
+    ss, idx, notifiers = await _walk(range.mm, "invalidate_range_start")
+    ret = 0
+    started: list[MmuNotifier] = []
+    for mn in notifiers:
+        if mn.ops.invalidate_range_start is None:
+            started.append(mn)
+            continue
+        _check_live(mn, "invalidate_range_start")
+        with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_start of a "
+                       f"non-blockable range {range!r}", not blockable):
+            _ret = int(await mn.ops.invalidate_range_start(mn, range) or 0)
+        if _ret:
+            if blockable or _ret != -EAGAIN:
+                current_simulation().fail(MmuNotifierViolation(
+                    f"WARN_ON: {mn.__mmemu_name__}->invalidate_range_start returned {_ret} "
+                    f"for a {'blockable' if blockable else 'non-blockable'} range {range!r} "
+                    f"(only a non-blockable start may fail, and only with -EAGAIN)"))
+            ret = _ret
+        else:
+            started.append(mn)
+    range.started = started
+    if ret:
+        range.failed = True
+        for mn in started:
+            if mn.ops.invalidate_range_end is not None:
+                with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_end of a "
+                               f"non-blockable range {range!r}"):
+                    await mn.ops.invalidate_range_end(mn, range)
+    await srcu_read_unlock(ss, idx)
+    return ret
+
+
+async def mn_hlist_invalidate_end(mmn: MmuNotifierMm, range: MmuNotifierRange) -> None:
+    blockable = mmu_notifier_range_blockable(range)
+    ss, idx, notifiers = await _walk(range.mm, "invalidate_range_end")
+    for mn in notifiers:
+        if mn.ops.invalidate_range_end is not None:
+            _check_live(mn, "invalidate_range_end")
+            with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_end of a "
+                           f"non-blockable range {range!r}", not blockable):
+                await mn.ops.invalidate_range_end(mn, range)
+    await srcu_read_unlock(ss, idx)
+
+
+# ---------------------------------------------- modern: interval notifiers
+
+
+def _mn_itree_is_invalidating(mmn: MmuNotifierMm) -> bool:
+    return bool(mmn.invalidate_seq & 1)
+
+
+def _itree_insert(mmn: MmuNotifierMm, sub: MmuIntervalNotifier) -> None:
+    """interval_tree_insert: the list stays sorted by (start, last); equal
+    intervals keep insertion order (deterministic)."""
+    k = 0
+    while k < len(mmn.itree) and (mmn.itree[k].start, mmn.itree[k].last) <= (sub.start, sub.last):
+        k += 1
+    mmn.itree.insert(k, sub)
+    sub.in_tree = True
+
+
+def _itree_remove(mmn: MmuNotifierMm, sub: MmuIntervalNotifier) -> None:
+    mmn.itree.remove(sub)
+    sub.in_tree = False
+
+
+async def mn_itree_inv_start_range(mmn: MmuNotifierMm, range: MmuNotifierRange,
+                                   ) -> tuple[list[MmuIntervalNotifier], int]:
+    """I1. under the lock: active_invalidate_ranges++; if an interval meets
+    the range, make invalidate_seq odd.  Returns the intervals that meet the
+    range (interval_tree_iter_first/next: the tree cannot change while
+    active_invalidate_ranges > 0, inserts and removes are deferred) and the
+    seq the callbacks must store (``cur_seq``)."""
+    key = itree_key(mmn)
+    await spin_lock(mmn.lock, label="I1. spin_lock(subscriptions->lock)")
+    await step("I1. active_invalidate_ranges++; interval_tree_iter_first", reads=(key,),
+               writes=(key,))
+    mmn.active_invalidate_ranges += 1
+    hits = [sub for sub in mmn.itree if sub.overlaps(range.start, range.end)]
+    if hits:
+        mmn.invalidate_seq |= 1
+    seq = mmn.invalidate_seq
+    await spin_unlock(mmn.lock, label="I1. spin_unlock(subscriptions->lock)")
+    return hits, seq
+
+
+async def mn_itree_inv_end(mmn: MmuNotifierMm) -> None:
+    """I3. under the lock: --active_invalidate_ranges; the last one ends the
+    invalidation (invalidate_seq even again), runs the deferred inserts and
+    removes, and wakes read_begin and remove waiters."""
+    key = itree_key(mmn)
+    await spin_lock(mmn.lock, label="I3. spin_lock(subscriptions->lock)")
+    await step("I3. --active_invalidate_ranges", reads=(key,), writes=(key,))
+    mmn.active_invalidate_ranges -= 1
+    if mmn.active_invalidate_ranges or not _mn_itree_is_invalidating(mmn):
+        await spin_unlock(mmn.lock, label="I3. spin_unlock(subscriptions->lock)")
+        return
+    mmn.invalidate_seq += 1
+    deferred, mmn.deferred_list = mmn.deferred_list, []
+    for sub in deferred:
+        if not sub.in_tree:
+            _itree_insert(mmn, sub)
+        else:
+            _itree_remove(mmn, sub)
+    await spin_unlock(mmn.lock, label="I3. spin_unlock(subscriptions->lock)")
+    await wake_up_all(mmn.wq, label="I3. wake_up_all(subscriptions->wq)")
+
+
+async def mn_itree_invalidate(mmn: MmuNotifierMm, range: MmuNotifierRange) -> int:
+    """I1, then I2: ``->invalidate(sub, range, cur_seq)`` of every interval
+    that meets the range.  A non-blockable range whose callback returns
+    False ends the invalidation here (I3) and returns -EAGAIN."""
+    blockable = mmu_notifier_range_blockable(range)
+    hits, cur_seq = await mn_itree_inv_start_range(mmn, range)
+    for sub in hits:
+        await step("I2. interval_sub->ops->invalidate", reads=(sub,))
+        if sub.freed:
+            current_simulation().fail(NotifierUseAfterFree(
+                f"invalidate of {range!r} calls {sub.__mmemu_name__}->invalidate after its "
+                f"owner freed it (mmu_interval_notifier_remove returned while this "
+                f"invalidation was still in progress)"))
+        assert sub.ops is not None
+        with non_block(f"inside {sub.__mmemu_name__}->invalidate of a non-blockable range "
+                       f"{range!r}", not blockable):
+            ok = bool(await sub.ops.invalidate(sub, range, cur_seq))
+        if not ok:
+            if blockable:
+                current_simulation().fail(MmuNotifierViolation(
+                    f"WARN_ON: {sub.__mmemu_name__}->invalidate returned false for a "
+                    f"blockable range {range!r}"))
+            await mn_itree_inv_end(mmn)
+            return -EAGAIN
+    return 0
+
+
+async def mn_itree_release(mmn: MmuNotifierMm, mm: Any) -> None:
+    """exit_mmap: every interval is invalidated with a RELEASE range over
+    the whole address space (blockable; a callback may not fail)."""
+    range = MmuNotifierRange(mm, 0, ULONG_MAX, event=MMU_NOTIFY_RELEASE,
+                             flags=MMU_NOTIFIER_RANGE_BLOCKABLE)
+    if await mn_itree_invalidate(mmn, range) == 0:
+        await mn_itree_inv_end(mmn)
+
+
+async def mmu_interval_read_begin(sub: MmuIntervalNotifier) -> int:
+    """Begin a read side critical section against a VA range.
+
+    The collision-retry protocol of a mirror (HMM, ODP) against invalidations
+    of its interval::
+
+      mirror (map)                              invalidation (any CPU)
+      R1. seq = mmu_interval_read_begin(sub)    I1. subscriptions->invalidate_seq
+          (waits while an invalidation                odd (under its lock)
+          that hit sub is in progress)          I2. ->invalidate: driver lock;
+      R2. walk/fault the CPU page table             mmu_interval_set_seq(sub,
+          (hmm_range_fault; no page refs)             cur_seq); zap; unlock
+      R3. driver lock                           (ptes cleared, pages freed)
+      R4. if mmu_interval_read_retry(sub, seq): I3. invalidate_seq even;
+          unlock, goto R1                           wake R1's waiters
+      R5. program the device; unlock
+
+    There are 3 critical interleavings that matter:
+    - I2 between R1 and R4: set_seq changed sub's seq, R4 retries (the pages
+      R2 saw may be freed);
+    - R1 between I1 and I3: sub's seq equals the odd invalidate_seq (I2
+      already stored it, or the sub was inserted during the invalidation),
+      R1 sleeps until I3 so R2 sees the cleared ptes;
+    - R4 before I2's set_seq: I2 takes the driver lock after R5, so its zap
+      removes what R5 installed.
+    Harmless: an invalidation that does not meet sub (I1 leaves the seq
+    even; R1 does not wait, R4 does not retry).
+    """
+    mmn: MmuNotifierMm = sub.mm.mmu_notifier_mm
+    key = itree_key(mmn)
+    await spin_lock(mmn.lock, label="R1. spin_lock(subscriptions->lock)")
+    await step("R1. seq = interval_sub->invalidate_seq; is_invalidating?",
+               reads=(sub.seq_key, key))
+    seq = sub.invalidate_seq
+    is_invalidating = seq == mmn.invalidate_seq
+    await spin_unlock(mmn.lock, label="R1. spin_unlock(subscriptions->lock)")
+    if is_invalidating:
+        await wait_event(mmn.wq, lambda: mmn.invalidate_seq != seq,
+                         label="R1. wait_event(subscriptions->wq, invalidate_seq != seq)",
+                         reads=(key,))
+    return seq
+
+
+async def mmu_interval_read_retry(sub: MmuIntervalNotifier, seq: int) -> bool:
+    """R4: True if an invalidation hit ``sub`` since read_begin returned
+    ``seq``.  Call it under the lock the driver's ->invalidate takes around
+    mmu_interval_set_seq."""
+    await step("R4. mmu_interval_read_retry", reads=(sub.seq_key,))
+    return sub.invalidate_seq != seq
+
+
+async def mmu_interval_check_retry(sub: MmuIntervalNotifier, seq: int) -> bool:
+    """An unlocked hint (READ_ONCE): True means read_retry will say retry."""
+    await step("mmu_interval_check_retry", reads=(sub.seq_key,))
+    return sub.invalidate_seq != seq
+
+
+async def mmu_interval_set_seq(sub: MmuIntervalNotifier, cur_seq: int,
+                               *, label: str | None = None) -> None:
+    """I2: from ->invalidate, under the driver lock: store the (odd) seq."""
+    await step(label or "I2. mmu_interval_set_seq", writes=(sub.seq_key,))
+    sub.invalidate_seq = cur_seq
+
+
+async def __mmu_interval_notifier_insert(sub: MmuIntervalNotifier, mm: Any,
+                                         mmn: MmuNotifierMm, start: int, length: int,
+                                         ops: MmuIntervalNotifierOps) -> int:
+    """N1. under the lock: during an invalidation the insert is deferred to
+    its end (the tree must not change under I2's walk) and the new interval
+    takes the odd seq, so its first read_begin waits for that end -- it
+    missed the ->invalidate of a range that may cover it.  Otherwise it goes
+    into the tree with seq = invalidate_seq - 1 (odd, never current)."""
+    sub.mm = mm
+    sub.start = start
+    sub.last = start + length - 1
+    sub.ops = ops
+    key = itree_key(mmn)
+    await spin_lock(mmn.lock, label="N1. spin_lock(subscriptions->lock)")
+    await step("N1. interval_tree_insert (or defer)", reads=(key,), writes=(key, sub.seq_key))
+    if mmn.active_invalidate_ranges and not mmemu.mutant(MUTANT_INTERVAL_NO_DEFER):
+        if not _mn_itree_is_invalidating(mmn):
+            mmn.invalidate_seq |= 1
+        mmn.deferred_list.insert(0, sub)
+        sub.invalidate_seq = mmn.invalidate_seq
+    else:
+        sub.invalidate_seq = (mmn.invalidate_seq | 1) - 2
+        _itree_insert(mmn, sub)
+    await spin_unlock(mmn.lock, label="N1. spin_unlock(subscriptions->lock)")
+    return 0
+
+
+async def mmu_interval_notifier_insert(sub: MmuIntervalNotifier, mm: Any, start: int,
+                                       length: int, ops: MmuIntervalNotifierOps) -> int:
+    """Insert ``sub`` over [start, start + length) of ``mm``.  The first
+    interval of an mm registers the (NULL) notifier with mm_take_all_locks,
+    so it cannot split a start/end section; later ones only take the lock."""
+    with mmemu.span("mmu_interval_notifier_insert"):
+        await step("N0. mm->notifier_subscriptions && has_itree?", reads=(mm_key(mm),))
+        mmn = mm.mmu_notifier_mm
+        if mmn is None or not mmn.has_itree:
+            ret = await mmu_notifier_register(None, mm)
+            if ret:
+                return ret
+            mmn = mm.mmu_notifier_mm
+        return await __mmu_interval_notifier_insert(sub, mm, mmn, start, length, ops)
+
+
+async def mmu_interval_notifier_remove(sub: MmuIntervalNotifier) -> None:
+    """Remove ``sub``; on return no ->invalidate of it runs or will run.
+
+    M1. under the lock: during an invalidation the removal is deferred to
+        its end (or, for an insert still deferred, simply cancelled);
+    M2. wait_event(subscriptions->wq, invalidate_seq != seq): the
+        invalidation that may be calling sub->invalidate ends.
+    Returning before M2 (mutant ``mmu_notifier:interval-remove-nowait``)
+    lets the owner free the interval while I2 is about to call it.
+    """
+    mm = sub.mm
+    mmn: MmuNotifierMm = mm.mmu_notifier_mm
+    key = itree_key(mmn)
+    seq = 0
+    with mmemu.span("mmu_interval_notifier_remove"):
+        await spin_lock(mmn.lock, label="M1. spin_lock(subscriptions->lock)")
+        await step("M1. interval_tree_remove (or defer)", reads=(key,), writes=(key,))
+        if _mn_itree_is_invalidating(mmn):
+            if not sub.in_tree:
+                mmn.deferred_list.remove(sub)
+            else:
+                mmn.deferred_list.insert(0, sub)
+                seq = mmn.invalidate_seq
+        else:
+            _itree_remove(mmn, sub)
+        await spin_unlock(mmn.lock, label="M1. spin_unlock(subscriptions->lock)")
+        if seq and not mmemu.mutant(MUTANT_INTERVAL_REMOVE_NOWAIT):
+            await wait_event(mmn.wq, lambda: mmn.invalidate_seq != seq,
+                             label="M2. wait_event(subscriptions->wq, invalidate_seq != seq)",
+                             reads=(key,))
+
+
+# ----------------------------------------------------- modern: call sites
+
+
+async def __mmu_notifier_invalidate_range_start_modern(range: MmuNotifierRange) -> int:
+    mmn: MmuNotifierMm = range.mm.mmu_notifier_mm
+    await step("invalidate_range_start: has_itree? hlist_empty?", reads=(mm_key(range.mm),))
+    if mmn.has_itree:
+        ret = await mn_itree_invalidate(mmn, range)
+        if ret:
+            range.failed = True
+            range.started = []
+            return ret
+    return await mn_hlist_invalidate_range_start(mmn, range)
+
+
+async def __mmu_notifier_invalidate_range_end_modern(range: MmuNotifierRange) -> None:
+    mmn: MmuNotifierMm = range.mm.mmu_notifier_mm
+    if range.failed:
+        current_simulation().fail(MmuNotifierViolation(
+            f"invalidate_range_end of {range!r} after its non-blockable start failed with "
+            f"-EAGAIN (the callers must skip the range: the started notifiers were ended "
+            f"already)"))
+    if mmn.has_itree:
+        await mn_itree_inv_end(mmn)
+    await mn_hlist_invalidate_end(mmn, range)
+
+
+def _as_range(mm: Any, start: int | None, end: int | None, event: str) -> MmuNotifierRange:
+    if isinstance(mm, MmuNotifierRange):
+        return mm
+    assert start is not None and end is not None
+    return MmuNotifierRange(mm, start, end, event=event)
+
+
+async def mmu_notifier_invalidate_range_start_nonblock(range: MmuNotifierRange) -> int:
+    """The OOM reaper's start: the range is non-blockable; 0 or -EAGAIN (then
+    do not call mmu_notifier_invalidate_range_end for it)."""
+    range.flags &= ~MMU_NOTIFIER_RANGE_BLOCKABLE
+    if not await _has_notifiers(range.mm, "mmu_notifier_invalidate_range_start_nonblock"):
+        return 0
+    if not is_modern(range.mm):
+        raise mmemu.ModelError("mmu_notifier_invalidate_range_start_nonblock needs the "
+                               "modern notifier API (boot the kernel with api='modern')")
+    with mmemu.span("mmu_notifier_invalidate_range_start_nonblock"):
+        return await __mmu_notifier_invalidate_range_start_modern(range)
+
+
+# ------------------------------------------------- modern: get/put
+
+
+async def call_srcu(ss: SrcuStruct, arg: Any, func: Callable[[Any], None]) -> None:
+    """Run ``func(arg)`` after an SRCU grace period of ``ss`` (kernel/rcu/srcutree.c)."""
+    sim = current_simulation()
+    await step(f"call_srcu({ss.name})", reads=tuple(ss.key(c.id) for c in sim.cpu_list))
+    ss.callbacks.append((ss.snapshot(), func, arg))
+    ss.run_ready_callbacks()
+
+
+async def find_get_mmu_notifier(mm: Any, ops: MmuNotifierOps) -> MmuNotifier | None:
+    mmn: MmuNotifierMm = mm.mmu_notifier_mm
+    await spin_lock(mmn.lock, label="G1. spin_lock(mmu_notifier_mm->lock)")
+    await step("G1. find_get_mmu_notifier: users++", reads=(mmn,), writes=(mmn,))
+    found = None
+    for mn in mmn.list:
+        if mn.ops is ops and mn.mm is mm:
+            mn.users += 1
+            found = mn
+            break
+    await spin_unlock(mmn.lock, label="G1. spin_unlock(mmu_notifier_mm->lock)")
+    return found
+
+
+async def mmu_notifier_get_locked(ops: MmuNotifierOps, mm: Any) -> MmuNotifier | int:
+    """The notifier of ``ops`` on ``mm``, shared and refcounted (caller holds
+    mmap_sem for write).  G1. an existing one: users++; else G2. allocate it
+    with ``ops.alloc_notifier(mm)`` and register it (users = 1).  Returns
+    the notifier or a negative errno."""
+    await step("G0. mm->mmu_notifier_mm?", reads=(mm_key(mm),))
+    if mm.mmu_notifier_mm is not None:
+        mn = await find_get_mmu_notifier(mm, ops)
+        if mn is not None:
+            return mn
+    if ops.alloc_notifier is None:
+        raise mmemu.ModelError("mmu_notifier_get: ops has no alloc_notifier")
+    mn = ops.alloc_notifier(mm)
+    mn.ops = ops
+    mn.mm = mm
+    mn.users = 1
+    ret = await __mmu_notifier_register(mn, mm)
+    if ret:
+        if ops.free_notifier is not None:
+            ops.free_notifier(mn)
+        mn.freed = True
+        return ret
+    return mn
+
+
+async def mmu_notifier_get(ops: MmuNotifierOps, mm: Any) -> MmuNotifier | int:
+    with mmemu.span("mmu_notifier_get"):
+        await down_write(mm.mmap_sem, label="mmu_notifier_get: down_write(mmap_sem)")
+        ret = await mmu_notifier_get_locked(ops, mm)
+        await up_write(mm.mmap_sem, label="mmu_notifier_get: up_write(mmap_sem)")
+        return ret
+
+
+def _mmu_notifier_free_rcu(mn: MmuNotifier) -> None:
+    if mn.ops.free_notifier is not None:
+        mn.ops.free_notifier(mn)
+    mn.freed = True
+
+
+async def mmu_notifier_put(mn: MmuNotifier) -> None:
+    """Drop a reference from mmu_notifier_get.  The last one unhashes the
+    notifier (no ->release: the driver has stopped using it) and frees it
+    with ``ops.free_notifier`` after an SRCU grace period, when no walker
+    that read the list before the unhash can still call it.
+
+    P1. under mmu_notifier_mm->lock: --users; not the last: done
+    P2. hlist_del_init_rcu
+    P3. call_srcu(free_notifier)
+    """
+    mm = mn.mm
+    mmn: MmuNotifierMm = mm.mmu_notifier_mm
+    with mmemu.span("mmu_notifier_put"):
+        await spin_lock(mmn.lock, label="P1. spin_lock(mmu_notifier_mm->lock)")
+        await step("P1. --users; P2. hlist_del_init_rcu", reads=(mmn,), writes=(mmn,))
+        if mn.users <= 0:
+            await spin_unlock(mmn.lock, label="P1. spin_unlock(mmu_notifier_mm->lock)")
+            current_simulation().fail(MmuNotifierViolation(
+                f"WARN_ON(!subscription->users): mmu_notifier_put of {mn.__mmemu_name__} "
+                f"with no reference"))
+            return
+        mn.users -= 1
+        last = mn.users == 0
+        if last and mn.hashed:
+            mmn.list.remove(mn)
+            mn.hashed = False
+        await spin_unlock(mmn.lock, label="P1. spin_unlock(mmu_notifier_mm->lock)")
+        if last:
+            await call_srcu(mmu_notifier_srcu(), mn, _mmu_notifier_free_rcu)
+
+
+async def mmu_notifier_synchronize() -> None:
+    """srcu_barrier: every free_notifier queued by mmu_notifier_put has run."""
+    ss = mmu_notifier_srcu()
+    while ss.callbacks:
+        await synchronize_srcu(ss)
+
+
 # The call-site functions (include/linux/mmu_notifier.h's inline wrappers).
 
 
-async def mmu_notifier_invalidate_range_start(mm: Any, start: int, end: int, *,
+async def mmu_notifier_invalidate_range_start(mm: Any, start: int | None = None,
+                                              end: int | None = None, *,
                                               event: str = "UNMAP") -> None:
-    if await _has_notifiers(mm, "mmu_notifier_invalidate_range_start"):
+    """``(mm, start, end)`` or, modern, a ``MmuNotifierRange`` (made
+    blockable, as the kernel's wrapper does)."""
+    range = _as_range(mm, start, end, event)
+    if await _has_notifiers(range.mm, "mmu_notifier_invalidate_range_start"):
         with mmemu.span("mmu_notifier_invalidate_range_start"):
-            await __mmu_notifier_invalidate_range_start(mm, start, end)
+            if is_modern(range.mm):
+                range.flags |= MMU_NOTIFIER_RANGE_BLOCKABLE
+                await __mmu_notifier_invalidate_range_start_modern(range)
+            else:
+                await __mmu_notifier_invalidate_range_start(range.mm, range.start, range.end)
 
 
-async def mmu_notifier_invalidate_range_end(mm: Any, start: int, end: int, *,
+async def mmu_notifier_invalidate_range_end(mm: Any, start: int | None = None,
+                                            end: int | None = None, *,
                                             event: str = "UNMAP") -> None:
-    if await _has_notifiers(mm, "mmu_notifier_invalidate_range_end"):
+    range = _as_range(mm, start, end, event)
+    if await _has_notifiers(range.mm, "mmu_notifier_invalidate_range_end"):
         with mmemu.span("mmu_notifier_invalidate_range_end"):
-            await __mmu_notifier_invalidate_range_end(mm, start, end)
+            if is_modern(range.mm):
+                await __mmu_notifier_invalidate_range_end_modern(range)
+            else:
+                await __mmu_notifier_invalidate_range_end(range.mm, range.start, range.end)
 
 
 async def mmu_notifier_invalidate_page(mm: Any, address: int) -> None:
+    """2.6.27 only.  In the modern generation ->invalidate_page no longer
+    exists: a call here is treated as a start/end pair over the page (the
+    converted call sites bracket the pte change themselves)."""
     if await _has_notifiers(mm, "mmu_notifier_invalidate_page"):
         with mmemu.span("mmu_notifier_invalidate_page"):
-            await __mmu_notifier_invalidate_page(mm, address)
+            if is_modern(mm):
+                a = address & ~0xFFF
+                await mmu_notifier_invalidate_range_start(mm, a, a + 0x1000, event="CLEAR")
+                await mmu_notifier_invalidate_range_end(mm, a, a + 0x1000, event="CLEAR")
+            else:
+                await __mmu_notifier_invalidate_page(mm, address)
 
 
 async def mmu_notifier_clear_flush_young(mm: Any, address: int) -> bool:
@@ -363,26 +1107,39 @@ async def mmu_notifier_change_pte(mm: Any, address: int, page: Any) -> None:
 
 
 async def mmu_notifier_release(mm: Any) -> None:
+    """exit_mmap.  Modern: the intervals first get a RELEASE invalidation
+    (mn_itree_release), then the hlist notifiers their ->release."""
     if await _has_notifiers(mm, "mmu_notifier_release"):
         with mmemu.span("__mmu_notifier_release"):
+            mmn: MmuNotifierMm = mm.mmu_notifier_mm
+            if is_modern(mm) and mmn.has_itree:
+                await mn_itree_release(mmn, mm)
             await __mmu_notifier_release(mm)
 
 
 async def arch_invalidate_secondary_tlbs(mm: Any, start: int, end: int) -> None:
-    """Modern API only: TLBs sharing the CPU page tables (->invalidate_range)."""
-    if not mm_has_notifiers(mm):
+    """Modern API only: flush the TLBs that walk the CPU page tables
+    (``->arch_invalidate_secondary_tlbs``, before 6.6 ``->invalidate_range``).
+    Called where the CPU TLB is flushed, under the PTL, before the pages are
+    freed: the callbacks run in non-block context."""
+    if not await _has_notifiers(mm, "arch_invalidate_secondary_tlbs"):
         return
-    ss, idx, notifiers = await _walk(mm, "arch_invalidate_secondary_tlbs")
-    for mn in notifiers:
-        if mn.ops.invalidate_range is not None:
-            await mn.ops.invalidate_range(mn, mm, start, end)
-    await srcu_read_unlock(ss, idx)
+    with mmemu.span("arch_invalidate_secondary_tlbs"):
+        ss, idx, notifiers = await _walk(mm, "arch_invalidate_secondary_tlbs")
+        for mn in notifiers:
+            fn = mn.ops.arch_invalidate_secondary_tlbs or mn.ops.invalidate_range
+            if fn is not None:
+                _check_live(mn, "arch_invalidate_secondary_tlbs")
+                with non_block(f"inside {mn.__mmemu_name__}->arch_invalidate_secondary_tlbs "
+                               f"(under the page-table lock)"):
+                    await fn(mn, mm, start, end)
+        await srcu_read_unlock(ss, idx)
 
 
 # ------------------------------------------------------ register/unregister
 
 
-async def do_mmu_notifier_register(mn: MmuNotifier, mm: Any, take_mmap_sem: bool) -> int:
+async def do_mmu_notifier_register(mn: MmuNotifier | None, mm: Any, take_mmap_sem: bool) -> int:
     """Hash ``mn`` on ``mm`` with every lock of the mm held.
 
     1. down_write(mmap_sem) (unless the caller holds it)
@@ -403,6 +1160,9 @@ async def do_mmu_notifier_register(mn: MmuNotifier, mm: Any, take_mmap_sem: bool
     Register never splits a start/end pair, so the driver's
     ``mmu_notifier_count`` stays balanced and no page is freed under a
     translation it established.
+
+    Modern: ``mn`` None (mmu_interval_notifier_insert's first interval)
+    only installs the subscriptions and sets ``has_itree`` at 4.
     """
     from mmemu.mm.mmap import mm_drop_all_locks, mm_take_all_locks
 
@@ -418,11 +1178,16 @@ async def do_mmu_notifier_register(mn: MmuNotifier, mm: Any, take_mmap_sem: bool
         if not mm_has_notifiers(mm):
             mm.mmu_notifier_mm = MmuNotifierMm(_mm_name(mm))
         mmn: MmuNotifierMm = mm.mmu_notifier_mm
-        await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")
-        await step("4. hlist_add_head_rcu", reads=(mmn,), writes=(mmn,))
-        mmn.list.insert(0, mn)
-        mn.hashed = True
-        await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")
+        if mn is None:
+            await step("4. has_itree = true", writes=(mm_key(mm),))
+            mmn.has_itree = True
+        else:
+            await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")
+            await step("4. hlist_add_head_rcu", reads=(mmn,), writes=(mmn,))
+            mmn.list.insert(0, mn)
+            mn.hashed = True
+            mn.mm = mm
+            await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")
         if locked:
             await mm_drop_all_locks(mm)
     if take_mmap_sem:
@@ -430,7 +1195,7 @@ async def do_mmu_notifier_register(mn: MmuNotifier, mm: Any, take_mmap_sem: bool
     return ret
 
 
-async def mmu_notifier_register(mn: MmuNotifier, mm: Any) -> int:
+async def mmu_notifier_register(mn: MmuNotifier | None, mm: Any) -> int:
     """Register ``mn`` on ``mm``; 0 or -EINTR.  After it returns the notifier
     sees every invalidation, including the end of any section that will
     run, and none was in flight (see do_mmu_notifier_register)."""
@@ -438,7 +1203,7 @@ async def mmu_notifier_register(mn: MmuNotifier, mm: Any) -> int:
         return await do_mmu_notifier_register(mn, mm, True)
 
 
-async def __mmu_notifier_register(mn: MmuNotifier, mm: Any) -> int:
+async def __mmu_notifier_register(mn: MmuNotifier | None, mm: Any) -> int:
     """As mmu_notifier_register; the caller holds ``mm->mmap_sem`` for write."""
     with mmemu.span("__mmu_notifier_register"):
         return await do_mmu_notifier_register(mn, mm, False)
@@ -474,6 +1239,17 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
 
 
 __all__ = [
+    "EAGAIN", "MMU_NOTIFIER_RANGE_BLOCKABLE", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EVENTS",
+    "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE", "MMU_NOTIFY_PROTECTION_PAGE",
+    "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE", "MMU_NOTIFY_SOFT_DIRTY",
+    "MMU_NOTIFY_UNMAP", "MUTANT_INTERVAL_NO_DEFER", "MUTANT_INTERVAL_REMOVE_NOWAIT",
+    "MmuIntervalNotifier", "MmuIntervalNotifierOps", "MmuNotifierRange",
+    "MmuNotifierViolation", "NotifierUseAfterFree", "call_srcu", "is_modern", "itree_key",
+    "mmu_interval_check_retry", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",
+    "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_set_seq",
+    "mmu_notifier_get", "mmu_notifier_get_locked", "mmu_notifier_invalidate_range_start_nonblock",
+    "mmu_notifier_put", "mmu_notifier_range_blockable", "mmu_notifier_range_init",
+    "mmu_notifier_range_init_owner", "mmu_notifier_synchronize", "non_block",
     "MUTANT_REGISTER_UNLOCKED", "MUTANT_RELEASE_AFTER_UNHASH", "MmuNotifier", "MmuNotifierMm",
     "MmuNotifierOps", "__mmu_notifier_register", "arch_invalidate_secondary_tlbs",
     "do_mmu_notifier_register", "mm_has_notifiers", "mm_key", "mmu_notifier_change_pte",

@@ -146,7 +146,27 @@ async def page_remove_rmap(page: Page, vma: VmAreaStruct, *, label: str | None =
 
 
 async def try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> int:
-    """Unmap ``page`` from ``vma`` (steps 2-6 of the comment at the top)."""
+    """Unmap ``page`` from ``vma`` (steps 2-6 of the comment at the top).
+    Modern notifier API: no invalidate_page; steps 2-6 run inside an
+    invalidate_range_start/end bracket (MMU_NOTIFY_CLEAR over the page)."""
+    from mmemu.mm import mmu_notifier
+    from mmemu.mm.mmap import PAGE_SIZE
+    mm = vma.vm_mm
+    if not mmu_notifier.is_modern(mm):
+        return await __try_to_unmap_one(page, vma, migration)
+    address = vma_address(page, vma)
+    if address == -EFAULT:
+        return SWAP_AGAIN
+    await mmu_notifier.mmu_notifier_invalidate_range_start(mm, address, address + PAGE_SIZE,
+                                                           event="CLEAR")
+    ret = await __try_to_unmap_one(page, vma, migration)
+    await mmu_notifier.mmu_notifier_invalidate_range_end(mm, address, address + PAGE_SIZE,
+                                                         event="CLEAR")
+    return ret
+
+
+async def __try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> int:
+    """try_to_unmap_one's body (2.6.27)."""
     mm = vma.vm_mm
     address = vma_address(page, vma)
     if address == -EFAULT:
