@@ -378,7 +378,8 @@ class _Dask(_Backend):
             import distributed
         except ImportError:
             raise ModelError("--dask needs dask.distributed: pip install 'mmemu[dask]'") from None
-        self._distributed = distributed
+        self._distributed: Any = distributed  # untyped library: kept as Any
+        self.client: Any
         if isinstance(address, distributed.Client):
             self.client = address
             self._own = False
