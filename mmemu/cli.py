@@ -402,7 +402,7 @@ def _driver_combinations(sc: Scenario, driver: str | None) -> list[dict[str, Any
     out: list[dict[str, Any]] = []
     for c in combos:
         d = dict(c, driver=driver)
-        if d not in out:
+        if d not in out and sc.accepts(d):  # e.g. api=modern only for drivers that support it
             out.append(d)
     return out
 

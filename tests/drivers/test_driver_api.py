@@ -34,7 +34,7 @@ def test_kvm_is_installed_and_suites_take_the_driver_axis() -> None:
 
 
 @pytest.mark.parametrize("spec,msg", [
-    ("nosuch", "unknown driver 'nosuch' (installed: gru, kvm"),
+    ("nosuch", "unknown driver 'nosuch' (installed: "),  # the list grows with drivers
     ("tests/drivers/missing.py:X", "no such file"),
     (f"{SAMPLE}:Missing", "has no class 'Missing'"),
     (f"{SAMPLE}:NotADriver", "is not a subclass of mmemu.driver.Driver"),
