@@ -70,6 +70,10 @@ class Cell:
 
 def _combos_for(sc: Scenario, mutant: str | None) -> list[dict[str, Any]]:
     combos = sc.combinations()
+    if mutant is not None:
+        from mmemu.engine import get_mutant
+        m = get_mutant(mutant)
+        combos = [c for c in combos if m.applies_to(c)]
     if mutant is None or "driver" not in sc.axes:
         return combos
     area = mutant.split(":", 1)[0]

@@ -31,6 +31,12 @@ class Mutant:
     summary: str
     caught_as: str = ""
     doc: str = ""
+    #: optional: the parameter combinations (driver, api) the mutant can
+    #: break at all; None: every combination of the suites that catch it
+    applies: Callable[[dict[str, Any]], bool] | None = None
+
+    def applies_to(self, params: Mapping[str, Any]) -> bool:
+        return self.applies is None or bool(self.applies(dict(params)))
 
 
 @attrs.frozen(eq=False)
@@ -118,10 +124,14 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
     return register
 
 
-def register_mutant(name: str, summary: str, *, caught_as: str = "", doc: str = "") -> str:
-    """Declare a mutant; returns its name so modules can keep it in a constant."""
+def register_mutant(name: str, summary: str, *, caught_as: str = "", doc: str = "",
+                    applies: Callable[[dict[str, Any]], bool] | None = None) -> str:
+    """Declare a mutant; returns its name so modules can keep it in a constant.
+    ``applies(params)``: which suite parameter combinations it can break (the
+    mutant matrix runs it under those only)."""
     _check_name("mutant", name)
-    _MUTANTS[name] = Mutant(name=name, summary=summary, caught_as=caught_as, doc=doc)
+    _MUTANTS[name] = Mutant(name=name, summary=summary, caught_as=caught_as, doc=doc,
+                            applies=applies)
     return name
 
 

@@ -109,6 +109,35 @@ from mmemu.kernel.locking import (
 )
 from mmemu.kernel.rcu import SrcuStruct, srcu_read_lock, srcu_read_unlock, synchronize_srcu
 
+def _driver_class(params: dict[str, Any]) -> Any:
+    from mmemu.driver import DriverLoadError, load_driver
+    spec = params.get("driver")
+    if not spec:
+        return None
+    try:
+        return load_driver(str(spec))
+    except DriverLoadError:
+        return None
+
+
+def _brackets_matter(params: dict[str, Any]) -> bool:
+    """The driver relies on invalidation brackets (start/end, invalidate_page
+    or an interval notifier): a register that splits a bracket can hurt it.
+    A TLB flushed only from arch_invalidate_secondary_tlbs, under the PTL at
+    the pte clear itself, cannot be split (SVA)."""
+    cls = _driver_class(params)
+    return cls is None or bool(getattr(cls, "interval_notifier", False)
+                               or getattr(cls, "invalidate_range_start", None) is not None
+                               or getattr(cls, "invalidate_page", None) is not None)
+
+
+def _on_hlist(params: dict[str, Any]) -> bool:
+    """The driver is on the mm's notifier hlist (->release); interval
+    notifiers are invalidated by mn_itree_release instead."""
+    cls = _driver_class(params)
+    return cls is None or not getattr(cls, "interval_notifier", False)
+
+
 MUTANT_REGISTER_UNLOCKED = mmemu.register_mutant(
     "mmu_notifier:register-unlocked",
     "mmu_notifier_register hashes the notifier without mm_take_all_locks",
@@ -116,7 +145,8 @@ MUTANT_REGISTER_UNLOCKED = mmemu.register_mutant(
               "range_start/range_end section that was in flight)",
     doc="The seed race of commit 7906d00c: register lands between a truncate's "
         "invalidate_range_start (not delivered) and the page being freed; the driver "
-        "faults the page in meanwhile and is never told to drop it.")
+        "faults the page in meanwhile and is never told to drop it.",
+    applies=_brackets_matter)
 
 MUTANT_RELEASE_AFTER_UNHASH = mmemu.register_mutant(
     "mmu_notifier:release-after-unhash",
@@ -126,7 +156,8 @@ MUTANT_RELEASE_AFTER_UNHASH = mmemu.register_mutant(
     doc="The bug fixed in 2012 (751efd8610d3, 'mmu_notifier_unregister NULL Pointer "
         "deref and multiple ->release() callouts'): between the unhash and ->release, "
         "try_to_unmap on another CPU clears the pte, finds no notifier to tell, and frees "
-        "the page while the secondary MMU still maps it.")
+        "the page while the secondary MMU still maps it.",
+    applies=_on_hlist)
 
 MUTANT_INTERVAL_NO_DEFER = mmemu.register_mutant(
     "mmu_notifier:interval-no-defer",

@@ -197,7 +197,8 @@ async def truncate_vs_fault(sim: Any) -> None:
 
 
 @mmemu.scenario("notifier:reclaim-vs-fault", axes=DRIVER_AXES, filter=supports_api,
-                catches=["kvm:seq-outside-lock", "kvm:no-retry", "gru:no-dropin-drop"])
+                catches=["kvm:seq-outside-lock", "kvm:no-retry", "gru:no-dropin-drop",
+                         "hmm:no-retry", "hmm:seq-outside-lock", "sva:no-flush"])
 async def reclaim_vs_fault(sim: Any) -> None:
     """A guest fault on a file page that reclaim unmaps and frees.
 
@@ -240,7 +241,7 @@ async def migrate(page: Page) -> None:
 
 
 @mmemu.scenario("notifier:migrate-vs-fault", axes=DRIVER_AXES, filter=supports_api,
-                catches=["kvm:seq-outside-lock", "gru:no-dropin-drop"])
+                catches=["kvm:seq-outside-lock", "gru:no-dropin-drop", "hmm:seq-outside-lock"])
 async def migrate_vs_fault(sim: Any) -> None:
     """A guest fault on a file page that migration moves to a new page.
 
@@ -276,7 +277,7 @@ async def munmap(mm: Any, addr: int) -> None:
 
 
 @mmemu.scenario("notifier:munmap-vs-fault", axes=DRIVER_AXES, filter=supports_api,
-                catches=["kvm:no-count", "kvm:no-retry"])
+                catches=["kvm:no-count", "kvm:no-retry", "hmm:no-retry", "sva:no-flush"])
 async def munmap_vs_fault(sim: Any) -> None:
     """A guest fault on an anonymous page that munmap frees.
 
