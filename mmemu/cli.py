@@ -179,6 +179,8 @@ def run(
     mutant: Annotated[tuple[str, ...], Parameter(help="switch a mutant on (repeatable)")] = (),
     driver: Annotated[str | None, Parameter(help="run driver suites with this driver only "
                                                  "(an installed name or path/to/file.py:Class)")] = None,
+    api: Annotated[str | None, Parameter(help="notifier API generation: 2.6.27 or modern "
+                                              "(restricts the suites' api axis, or sets it)")] = None,
     json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run")] = False,
     jobs: Annotated[int | None, Parameter(help="worker processes (same seed, same failure for any N)")] = None,
     shard: Annotated[str | None, Parameter(help="run slice K/N only; 'mmemu merge' adds up the --json outputs")] = None,
@@ -197,6 +199,12 @@ def run(
         raise UsageError(f"--max-preemptions must be >= 0 (got {max_preemptions})")
     parallel = _parallel_options(jobs, shard, dask)
     chosen = _select(suites, include_expected_failures=bool(suites))
+    from mmemu.mm.init import API_GENERATIONS
+    if api is not None and api not in API_GENERATIONS:
+        raise UsageError(f"--api must be one of {', '.join(API_GENERATIONS)} (got {api!r})")
+    planned = [(sc, params) for sc in chosen for params in _driver_combinations(sc, driver, api)]
+    if not planned:
+        raise UsageError("no suite takes that combination of --driver/--api")
     for m in mutant:
         from mmemu.engine import get_mutant
         get_mutant(m)
@@ -208,29 +216,28 @@ def run(
     stop = _StopRequest()
     try:
         stop.__enter__()
-        for sc in chosen:
-            for params in _driver_combinations(sc, driver):
-                strat = _strategy(strategy, sc, seed, max_preemptions)
-                label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
-                budget = executions or sc.executions
-                with _RunProgress(err, label, strat.describe(), budget, stop) as progress:
-                    res = explore(sc.name, strategy=strat, executions=budget,
-                                  seed=seed, params=params, mutants=mutant, progress=progress.update,
-                                  **parallel)
-                    progress.finish(res)
-                results.append(res)
-                if json_:
-                    row = _result_json(res, ",".join(mutant) or None)
-                    if shard is not None:
-                        row.update(shard=shard, interrupted=res.interrupted)
-                    out.print(json.dumps(row))
-                if res.failure is not None:
-                    failed = True
-                    if not json_:
-                        out.print(res.failure.report(), markup=False)
-                        out.print()
-                if res.interrupted or stop.requested:
-                    raise KeyboardInterrupt
+        for sc, params in planned:
+            strat = _strategy(strategy, sc, seed, max_preemptions)
+            label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
+            budget = executions or sc.executions
+            with _RunProgress(err, label, strat.describe(), budget, stop) as progress:
+                res = explore(sc.name, strategy=strat, executions=budget,
+                              seed=seed, params=params, mutants=mutant, progress=progress.update,
+                              **parallel)
+                progress.finish(res)
+            results.append(res)
+            if json_:
+                row = _result_json(res, ",".join(mutant) or None)
+                if shard is not None:
+                    row.update(shard=shard, interrupted=res.interrupted)
+                out.print(json.dumps(row))
+            if res.failure is not None:
+                failed = True
+                if not json_:
+                    out.print(res.failure.report(), markup=False)
+                    out.print()
+            if res.interrupted or stop.requested:
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         # What was explored so far is still worth showing: the summary table
         # below, and every failure's replay line.
@@ -388,10 +395,18 @@ def bench(
     return EXIT_OK if code == 0 else EXIT_USAGE
 
 
-def _driver_combinations(sc: Scenario, driver: str | None) -> list[dict[str, Any]]:
+def _driver_combinations(sc: Scenario, driver: str | None,
+                         api: str | None = None) -> list[dict[str, Any]]:
     """The suite's parameter combinations; ``--driver`` replaces its driver axis
-    (and is passed as params["driver"] to every suite)."""
+    (and is passed as params["driver"] to every suite); ``--api`` keeps the
+    combinations of that notifier API generation (2.6.27 when ``api`` is
+    unset), or sets params["api"] for a suite without the axis."""
     combos = sc.combinations()
+    if api is not None:
+        if "api" in sc.axes:
+            combos = [c for c in combos if c.get("api", "2.6.27") == api]
+        else:
+            combos = [dict(c, api=api) for c in combos]
     if driver is None:
         return combos
     from mmemu.driver import DriverLoadError, load_driver

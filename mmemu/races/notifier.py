@@ -169,7 +169,7 @@ async def register_vs_truncate(sim: Any) -> None:
 
 @mmemu.scenario("notifier:truncate-vs-fault", axes=DRIVER_AXES, filter=supports_api,
                 catches=["kvm:no-retry", "kvm:no-count", "gru:no-range-active",
-                         "gru:no-dropin-drop"])
+                         "gru:no-dropin-drop", "hmm:no-retry", "sva:no-flush"])
 async def truncate_vs_fault(sim: Any) -> None:
     """A guest fault on a file page that a truncate removes.
 

@@ -15,7 +15,10 @@ from mmemu.driver import Driver, available_drivers, load_driver
 from mmemu.engine import all_scenarios, get_scenario
 from mmemu.testing import force
 
-DRIVER_SUITES = [s.name for s in all_scenarios() if "driver" in s.axes]
+# driver suites of the 2.6.27 generation (modern-only ones, e.g.
+# notifier:oom-reap-vs-fault, have no api=None value and do not take GRU)
+DRIVER_SUITES = [s.name for s in all_scenarios()
+                 if "driver" in s.axes and None in list(s.axes.get("api", [None]))]
 GRU = {"driver": "gru"}
 VA = "0x10000000"  # the guest vma of the notifier suites
 
