@@ -185,7 +185,8 @@ MUTANT_INTERVAL_REMOVE_NOWAIT = mmemu.register_mutant(
 #: ops callback signatures (all async, all optional)
 ReleaseFn = Callable[["MmuNotifier", Any], Awaitable[None]]
 InvalidatePageFn = Callable[["MmuNotifier", Any, int], Awaitable[None]]
-InvalidateRangeFn = Callable[["MmuNotifier", Any, int, int], Awaitable[None]]
+#: 2.6.27 (mn, mm, start, end); modern start/end (mn, range) -> int
+InvalidateRangeFn = Callable[..., Awaitable[Any]]
 YoungFn = Callable[["MmuNotifier", Any, int], Awaitable[bool]]
 ChangePteFn = Callable[["MmuNotifier", Any, int, Any], Awaitable[None]]
 
