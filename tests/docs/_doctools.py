@@ -150,7 +150,7 @@ def _run_pytest(example: Example, args: list[str], expected: int | None,
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run([sys.executable, "-m", "pytest", *args], capture_output=True,
-                          text=True, timeout=120, env=env)
+                          text=True, timeout=60, env=env)
     printed = proc.stdout + proc.stderr
     want = 0 if expected is None else expected
     what = f"'$ {cmd}'" if cmd else f"pytest on the file of this block ({args[0]})"
