@@ -176,6 +176,8 @@ class Simulation:
         #: model-supplied trace annotations, when recording (see annotate())
         self.annotations: list[dict[str, Any]] = []
         self.failure: MmemuError | None = None
+        #: an exception from the chooser, re-raised by run() once every CPU is unwound
+        self.foreign: BaseException | None = None
         self.failure_step: int = -1
         self.aborting = False
         self._waiters: dict[Hashable, list[CPU]] = {}
@@ -242,7 +244,18 @@ class Simulation:
         if n == 1:
             nxt = run[0]
         else:
-            nxt = self.chooser(self, prev, run)
+            try:
+                nxt = self.chooser(self, prev, run)
+            except _Aborted:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - handed back to explore's caller
+                # A chooser that raises (Hypothesis's StopTest when its data
+                # runs out, a bug in a user strategy) ends the execution: every
+                # CPU is unwound as for a failure, and run() re-raises it.
+                if self.foreign is None:
+                    self.foreign = exc
+                self._abort_all()
+                raise _Aborted() from None
             self.choices.append(nxt.id)
             if prev is not None and nxt is not prev and prev.state == RUNNABLE:
                 self.preemptions += 1
@@ -472,6 +485,8 @@ class Simulation:
                     self.failure_step = -1
         finally:
             _current = None
+        if self.foreign is not None:
+            raise self.foreign
         if self._ki_deferred and not self.defer_interrupt:
             raise KeyboardInterrupt
         if self._cancel_deferred:
@@ -510,7 +525,7 @@ class _CpuNursery:
             await self._run_on_pool(sim, sim.pool)
         else:
             await self._run_on_nursery(sim)
-        if sim.failure is not None:
+        if sim.failure is not None or sim.foreign is not None:
             raise _Aborted()
         return False
 

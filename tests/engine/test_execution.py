@@ -240,3 +240,27 @@ def test_simulation_without_a_pool_spawns_its_cpus() -> None:
     assert [e[0] for e in ok.events] == [0, 1, 0, 1, 2, 2]
     assert isinstance(boom.failure, mmemu.UnexpectedException)
     assert isinstance(swallowed.failure, mmemu.InvariantViolation)
+
+
+class _ChooserGaveUp(BaseException):
+    """Stands for Hypothesis's StopTest: a BaseException from a chooser."""
+
+
+def test_an_exception_from_the_chooser_unwinds_the_execution_and_reaches_the_caller() -> None:
+    # Hypothesis ends an example by raising StopTest from a draw, i.e. from
+    # inside the chooser.  The execution must unwind every CPU and hand the
+    # exception to explore's caller instead of hanging.
+    class GivesUp(mmemu.engine.Strategy):
+        name = "gives-up"
+
+        def begin(self, index: int) -> Any:
+            def choose(sim: Any, prev: Any, run: Any) -> Any:
+                if len(sim.choices) == 2:
+                    raise _ChooserGaveUp()
+                return run[0]
+            return choose
+
+    with pytest.raises(_ChooserGaveUp):
+        mmemu.explore("demo:lost-update-locked", strategy=GivesUp(), executions=3)
+    # and the engine is usable afterwards
+    assert mmemu.explore("demo:lost-update-locked", strategy="dfs").exhausted
