@@ -426,7 +426,8 @@ async def explore_async(
             progress(done, budget)
         except KeyboardInterrupt:
             interrupted = True
-    exhausted = bool(strat.exhausted) and not failures
+    # exhausted: the strategy explored its whole space (failures or not)
+    exhausted = bool(strat.exhausted)
     if isinstance(strat, DFS) and strat.checkpoint:
         strat.save_checkpoint()
     elapsed = trio.current_time() - clock

@@ -143,7 +143,8 @@ def render_timeline(trace: Trace, *, width: int = 30, failure_step: int | None =
         return "  (no CPU ran)"
     col = {cid: k for k, cid in enumerate(cpus)}
     heads = [_fit(f"cpu{cid} ({name})", width) for cid, name in trace.cpus]
-    num_w = max(3, len(str(len(trace.events))) + 1)
+    # '#' + the widest index + the preemption mark
+    num_w = max(3, len(str(max(len(trace.events) - 1, 0))) + 2)
     lines = [("  " + " " * num_w + " | " + " | ".join(h.ljust(width) for h in heads)).rstrip(),
              "  " + "-" * num_w + "-+-" + "-+-".join("-" * width for _ in heads)]
     for ev in trace.events:

@@ -1,11 +1,24 @@
 """Race suites: named scenarios over the kernel model and the mutants each must catch.
 
-Importing this package registers every built-in suite.
+Importing this package registers every built-in suite, and every mutant: a
+mutant registers when the model module that carries it is imported, so the
+whole model is imported here (a suite may import the module it exercises
+only inside its scenario).
 """
 
-from mmemu.races import demo  # noqa: F401
-from mmemu.races import locks  # noqa: F401
-from mmemu.races import mm  # noqa: F401
-from mmemu.races import modern  # noqa: F401
-from mmemu.races import notifier  # noqa: F401
-from mmemu.races import pagecache  # noqa: F401
+import importlib
+import pkgutil
+
+import mmemu.kernel
+import mmemu.mm
+
+for _pkg in (mmemu.kernel, mmemu.mm):
+    for _mod in sorted(m.name for m in pkgutil.iter_modules(_pkg.__path__)):
+        importlib.import_module(f"{_pkg.__name__}.{_mod}")
+
+from mmemu.races import demo  # noqa: E402,F401
+from mmemu.races import locks  # noqa: E402,F401
+from mmemu.races import mm  # noqa: E402,F401
+from mmemu.races import modern  # noqa: E402,F401
+from mmemu.races import notifier  # noqa: E402,F401
+from mmemu.races import pagecache  # noqa: E402,F401
