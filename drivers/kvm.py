@@ -63,7 +63,8 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 NO_RETRY = mmemu.register_mutant(
     "kvm:no-retry",
     "the KVM fault path ignores mmu_notifier_retry and installs the spte anyway",
-    caught_as="FreedPageStillMapped / SecondaryUseAfterFree (spte to a freed page)")
+    caught_as="FreedPageStillMapped / SecondaryUseAfterFree (spte to a freed page), or "
+              "IncoherentTranslation (spte to a page the pte no longer maps, under reclaim)")
 NO_COUNT = mmemu.register_mutant(
     "kvm:no-count",
     "kvm_mmu_notifier_invalidate_range_start does not raise mmu_notifier_count",

@@ -59,6 +59,7 @@ replay token knows the driver).
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import importlib.util
 import sys
 import traceback
@@ -159,7 +160,8 @@ class Driver:
         reads: tuple[Hashable, ...] = (self.tlb.slot(key),)
         if e is not None:
             reads += (e.page._count,)
-        await step(f"{self.name}: access {self.key_name} {key}", reads=reads)
+        # the same words as the shadow TLB's reports ("kvm va 0x10000000")
+        await step(f"{self.name}: access {self.tlb.describe(key).split(' ', 1)[1]}", reads=reads)
         return self.tlb.access(key)
 
     async def detach(self) -> None:
@@ -253,10 +255,16 @@ def _check_class(spec: str, cls: Any) -> type[Driver]:
 
 def load_driver(spec: str) -> type[Driver]:
     """The driver class named ``spec``: an entry-point name or 'file.py:Class'."""
-    cls = _LOADED.get(spec)
+    is_path = ":" in spec and (spec.rpartition(":")[0].endswith(".py") or "/" in spec)
+    # a relative 'file.py:Class' means another file from another directory
+    key = spec
+    if is_path:
+        path, _, clsname = spec.rpartition(":")
+        key = f"{os.path.abspath(path)}:{clsname}"
+    cls = _LOADED.get(key)
     if cls is not None:
         return cls
-    if ":" in spec and (spec.rpartition(":")[0].endswith(".py") or "/" in spec):
+    if is_path:
         cls = _load_path(spec)
     else:
         eps = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -271,7 +279,7 @@ def load_driver(spec: str) -> type[Driver]:
             raise DriverLoadError(f"driver {spec!r} ({eps[0].value}) failed to import: "
                                   f"{type(exc).__name__}: {exc}") from None
         cls = _check_class(spec, obj)
-    _LOADED[spec] = cls
+    _LOADED[key] = cls
     return cls
 
 

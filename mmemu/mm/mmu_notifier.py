@@ -142,7 +142,9 @@ MUTANT_REGISTER_UNLOCKED = mmemu.register_mutant(
     "mmu_notifier:register-unlocked",
     "mmu_notifier_register hashes the notifier without mm_take_all_locks",
     caught_as="FreedPageStillMapped (the driver keeps a translation to a page freed by a "
-              "range_start/range_end section that was in flight)",
+              "range_start/range_end section that was in flight); drivers that count their "
+              "ranges see the unmatched range_end first: KVM's BUG_ON(mmu_notifier_count < 0) "
+              "(KvmBug), GRU/HMM sleep forever on a negative range count (Deadlock)",
     doc="The seed race of commit 7906d00c: register lands between a truncate's "
         "invalidate_range_start (not delivered) and the page being freed; the driver "
         "faults the page in meanwhile and is never told to drop it.",
