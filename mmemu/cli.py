@@ -55,7 +55,10 @@ class UsageError(Exception):
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    # A pipe or a file gets rich's default of 80 columns, which truncates
+    # the summary tables; logs and CI output have room for more.
+    width = None if sys.stdout.isatty() else 160
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -172,13 +175,16 @@ def list_(*, mutants: bool = False) -> int:
 def run(
     suites: Annotated[tuple[str, ...], Parameter(help="suite names or glob patterns (default: every suite)")] = (),
     *,
+    suite: Annotated[tuple[str, ...], Parameter(help="a suite name or glob pattern, like the positional "
+                                                     "arguments (repeatable): --suite 'notifier:*'")] = (),
     strategy: Annotated[str | None, Parameter(help="random, pct or dfs (default: the suite's)")] = None,
     executions: Annotated[int | None, Parameter(help="executions per suite (default: the suite's)")] = None,
     seed: Annotated[int, Parameter(help="base seed of random and pct")] = 0,
     max_preemptions: Annotated[int | None, Parameter(help="DFS preemption bound")] = None,
     mutant: Annotated[tuple[str, ...], Parameter(help="switch a mutant on (repeatable)")] = (),
     driver: Annotated[str | None, Parameter(help="run driver suites with this driver only "
-                                                 "(an installed name or path/to/file.py:Class)")] = None,
+                                                 "(an installed name, path/to/file.py:Class, "
+                                                 "or a glob over installed names)")] = None,
     api: Annotated[str | None, Parameter(help="notifier API generation: 2.6.27 or modern "
                                               "(restricts the suites' api axis, or sets it)")] = None,
     json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run")] = False,
@@ -198,6 +204,7 @@ def run(
     if max_preemptions is not None and max_preemptions < 0:
         raise UsageError(f"--max-preemptions must be >= 0 (got {max_preemptions})")
     parallel = _parallel_options(jobs, shard, dask)
+    suites = tuple(suites) + tuple(suite)
     chosen = _select(suites, include_expected_failures=bool(suites))
     from mmemu.mm.init import API_GENERATIONS
     if api is not None and api not in API_GENERATIONS:
@@ -252,12 +259,13 @@ def run(
         stop.__exit__()
     if not json_:
         table = Table(title="mmemu run")
-        for col in ("suite", "params", "strategy", "executions", "exhausted", "result", "time"):
+        for col in ("suite", "driver", "api", "strategy", "executions", "exhausted", "result", "time"):
             table.add_column(col)
         for res in results:
-            shown = ", ".join(f"{k}={v}" for k, v in res.params.items()) or "-"
             result = (f"[red]{res.failure.kind}[/red]" if res.failure else "[green]ok[/green]")
-            table.add_row(res.scenario, shown, res.strategy, str(res.executions),
+            table.add_row(res.scenario, str(res.params.get("driver") or "-"),
+                          str(res.params.get("api") or ("2.6.27" if res.params.get("driver") else "-")),
+                          res.strategy, str(res.executions),
                           "yes" if res.exhausted else "no", result, f"{res.elapsed_s:.2f}s")
         out.print(table)
     if failed:
@@ -409,6 +417,11 @@ def _driver_combinations(sc: Scenario, driver: str | None,
             combos = [dict(c, api=api) for c in combos]
     if driver is None:
         return combos
+    if any(ch in driver for ch in "*?["):
+        # a pattern filters the suite's own driver axis ('--driver "k*"')
+        if "driver" not in sc.axes:
+            return combos
+        return [c for c in combos if fnmatch.fnmatchcase(str(c.get("driver", "")), driver)]
     from mmemu.driver import DriverLoadError, load_driver
     try:
         load_driver(driver)

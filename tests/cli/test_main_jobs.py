@@ -46,3 +46,12 @@ def test_every_catalogued_mutant_is_caught(capsys: pytest.CaptureFixture[str]) -
     for r in rows[:-1]:
         if r.get("mutant"):
             assert r["caught_as"] and r["preemptions"] <= 2, r
+
+
+def test_run_filters_suites_and_drivers_by_glob(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--suite", "notifier:trunc*", "--driver", "[gk]*", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {r["suite"] for r in rows} == {"notifier:truncate-vs-fault"}
+    assert {r["driver"] for r in rows} == {"gru", "kvm"}
+    assert main(["run", "--suite", "nope:*"]) == 2
+    assert "unknown suite 'nope:*'" in capsys.readouterr().err
