@@ -297,7 +297,7 @@ def test_completion() -> None:
     assert result.failure is None and result.exhausted
 
 
-@mmemu.scenario("testkernel:abba-across-executions")
+@mmemu.scenario("testkernel:abba-across-executions", expect="fail")
 async def _abba_across_executions(sim: Any) -> None:
     """Whichever CPU claims first takes A,B or B,A; the other does nothing."""
     a, b = SpinLock("A"), SpinLock("B")
