@@ -50,7 +50,8 @@ with ``DriverError`` (driver, callback, step, traceback); exploration goes on
 to shrink and report it.  A driver that blocks forever is a ``Deadlock``.
 
 Loading: ``load_driver("kvm")`` looks the name up in the entry-point group
-``mmemu.drivers``; ``load_driver("path/to/file.py:ClassName")`` imports a file.
+``mmemu.drivers``; ``load_driver("path/to/file.py:ClassName")`` imports a file;
+``register_driver(name, cls)`` makes a name load a class object directly.
 Suites take ``axes={"driver": available_drivers}`` and build their instance
 with ``new_driver(sim)`` (the driver named by ``sim.params["driver"]``, so a
 replay token knows the driver).
@@ -255,12 +256,8 @@ def _check_class(spec: str, cls: Any) -> type[Driver]:
 
 def load_driver(spec: str) -> type[Driver]:
     """The driver class named ``spec``: an entry-point name or 'file.py:Class'."""
-    is_path = ":" in spec and (spec.rpartition(":")[0].endswith(".py") or "/" in spec)
-    # a relative 'file.py:Class' means another file from another directory
-    key = spec
-    if is_path:
-        path, _, clsname = spec.rpartition(":")
-        key = f"{os.path.abspath(path)}:{clsname}"
+    is_path = _is_path(spec)
+    key = _cache_key(spec)
     cls = _LOADED.get(key)
     if cls is not None:
         return cls
@@ -281,6 +278,38 @@ def load_driver(spec: str) -> type[Driver]:
         cls = _check_class(spec, obj)
     _LOADED[key] = cls
     return cls
+
+
+def _is_path(spec: str) -> bool:
+    return ":" in spec and (spec.rpartition(":")[0].endswith(".py") or "/" in spec)
+
+
+def _cache_key(spec: str) -> str:
+    """The key of ``spec`` in the loader's cache: a relative 'file.py:Class'
+    means another file from another directory, so paths are made absolute."""
+    if not _is_path(spec):
+        return spec
+    path, _, clsname = spec.rpartition(":")
+    return f"{os.path.abspath(path)}:{clsname}"
+
+
+def register_driver(name: str, cls: type[Driver] | None) -> type[Driver] | None:
+    """Make ``load_driver(name)`` return ``cls`` in this process (ahead of
+    the entry points and of importing a file); ``cls=None`` removes it.
+
+    Returns the class ``name`` loaded to before (None if it was not loaded
+    yet), so a caller can put it back.  It is what lets a suite, which finds
+    its driver by name in ``sim.params["driver"]`` (so that a token can say
+    which driver to reload), run a class object that no entry point names:
+    ``mmemu.testing.check_driver`` registers it for the duration of the run.
+    A token naming a registered-only name replays only while it is
+    registered; a ``'file.py:Class'`` name replays anywhere.
+    """
+    key = _cache_key(name)
+    old = _LOADED.pop(key, None)
+    if cls is not None:
+        _LOADED[key] = _check_class(name, cls)
+    return old
 
 
 def supports_api(params: Mapping[str, Any]) -> bool:
@@ -309,5 +338,5 @@ def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
 __all__ = [
     "CALLBACKS", "DEFAULT_DRIVER", "Driver", "DriverError", "DriverLoadError",
     "ENTRY_POINT_GROUP", "available_drivers", "guarded", "load_driver", "new_driver",
-    "supports_api",
+    "register_driver", "supports_api",
 ]

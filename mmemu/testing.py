@@ -25,6 +25,15 @@ Each returns the engine's ``Outcome`` (steps, preemptions, trace and the
 ``Failure`` if the execution failed); the async variants are for code that
 already runs inside trio (pytest-trio).
 
+And one way to test a secondary-MMU driver you wrote:
+
+``check_driver(MyDriver)`` / ``assert_driver_passes(MyDriver)``
+    Every driver suite (every scenario with a ``driver`` axis), for every
+    notifier API generation the driver supports, under
+    ``DFS(max_preemptions=2)``: a list of ``Result``, or an AssertionError
+    carrying the first failure's report.  The driver may be a class object,
+    an installed name (``"kvm"``) or ``"path/to/file.py:ClassName"``.
+
 Implementation: each helper runs ``mmemu.explore_async`` for exactly one
 execution with a one-shot strategy that wraps its chooser, then replays the
 recorded choices with ``mmemu.replay_async`` so that the returned ``Outcome``
@@ -67,12 +76,22 @@ from mmemu.engine._execution import RUNNABLE, Chooser
 if TYPE_CHECKING:
     from hypothesis import strategies as st
 
+    from mmemu.driver import Driver
+
 __all__ = [
     "HypothesisSchedule",
     "InterleavingError",
     "ScheduleError",
+    "assert_driver_passes",
+    "assert_driver_passes_async",
+    "check_driver",
+    "check_driver_async",
+    "driver_failure_message",
+    "driver_name",
+    "driver_suites",
     "force",
     "force_async",
+    "registered_driver",
     "run_schedule",
     "run_schedule_async",
     "schedules",
@@ -547,3 +566,293 @@ def force(
     outcome: Outcome = trio.run(_call, force_async, scenario, interleaving,
                                 dict(params=params, mutants=mutants, max_steps=max_steps))
     return outcome
+
+
+# ------------------------------------------------------ checking a driver
+#
+# check_driver runs a secondary-MMU driver through every driver suite (every
+# registered scenario with a "driver" axis: the notifier:* suites, and any a
+# plugin adds), for every notifier API generation the driver supports.  The
+# suites build their driver with ``new_driver(sim)`` from the *name* in
+# ``sim.params["driver"]`` -- that is how a token knows which driver to
+# reload -- so a class object is first given a name (``driver_name``) and
+# registered under it for the duration (``registered_driver``).
+
+
+def _entry_point_name(cls: type[Driver]) -> str | None:
+    """The installed driver name that loads exactly ``cls``, if any."""
+    from mmemu.driver import DriverLoadError, available_drivers, load_driver
+
+    for name in available_drivers():
+        try:
+            if load_driver(name) is cls:
+                return name
+        except DriverLoadError:  # a broken plugin is not ours to report here
+            continue
+    return None
+
+
+def driver_name(cls: type[Driver]) -> str:
+    """The name ``check_driver`` gives a driver class in ``params["driver"]``.
+
+    In order of preference, because a token replays in another process only
+    if that process can load the driver from the name alone:
+
+    1. the installed (entry-point) name that loads exactly this class
+       (``"kvm"`` for ``drivers.kvm.KvmDriver``);
+    2. ``"path/to/file.py:Class"`` for a class defined at the top level of a
+       file (relative to the working directory when it lies below it, so
+       reports stay short; ``mmemu replay`` from there reloads it);
+    3. ``"module.Qualified.Name"`` otherwise (a class defined inside a
+       function): it loads only while registered, i.e. inside
+       ``check_driver`` or a ``registered_driver`` block.
+    """
+    from mmemu.driver import Driver
+
+    if not (isinstance(cls, type) and issubclass(cls, Driver)):
+        raise ModelError(f"'driver' must be a subclass of mmemu.driver.Driver, an installed "
+                         f"driver name or 'path/to/file.py:ClassName' (got {cls!r})")
+    name = _entry_point_name(cls)
+    if name is not None:
+        return name
+    import os
+    import sys
+
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None)
+    qual = cls.__qualname__
+    if file and file.endswith(".py") and "." not in qual and getattr(module, qual, None) is cls:
+        path = os.path.abspath(file)
+        rel = os.path.relpath(path)
+        return f"{rel if not rel.startswith('..') else path}:{qual}"
+    return f"{cls.__module__}.{qual}"
+
+
+class registered_driver:  # noqa: N801 - used as a function: `with registered_driver(cls)`
+    """Context manager: register a driver class under ``driver_name(cls)``
+    (or ``name``) so that suites and ``mmemu.replay`` load exactly this class
+    object by that name; yields the name.  What the name loaded before is
+    put back on exit.
+
+    ``check_driver`` does this itself; use it to replay, later, a token of a
+    class that no file or entry point names::
+
+        with registered_driver(MyDriver):
+            mmemu.replay(None, token)
+    """
+
+    def __init__(self, cls: type[Driver], name: str | None = None) -> None:
+        self.cls = cls
+        self.name = name if name is not None else driver_name(cls)
+        self._old: type[Driver] | None = None
+
+    def __enter__(self) -> str:
+        from mmemu.driver import register_driver
+
+        self._old = register_driver(self.name, self.cls)
+        return self.name
+
+    def __exit__(self, *exc: object) -> None:
+        from mmemu.driver import register_driver
+
+        # Put back what the name loaded before (None: nothing, the next
+        # load_driver imports the file or entry point again as usual).
+        register_driver(self.name, self._old)
+
+
+def driver_suites() -> list[Scenario]:
+    """Every registered scenario with a ``driver`` axis, by name."""
+    from mmemu.engine import all_scenarios
+
+    return [sc for sc in all_scenarios() if "driver" in sc.axes]
+
+
+def _driver_plan(spec: str, api: str | None) -> list[tuple[Scenario, dict[str, Any]]]:
+    """(suite, params) for every driver suite x API generation the driver
+    supports.  The suite's own driver axis is replaced by ``spec``; its other
+    axes keep their values, and its ``filter`` (``supports_api``) drops the
+    generations the driver does not list in ``Driver.apis``."""
+    from mmemu.mm.init import API_GENERATIONS
+
+    if api is not None and api not in API_GENERATIONS:
+        raise ModelError(f"'api' must be one of {', '.join(API_GENERATIONS)} (got {api!r})")
+    plan: list[tuple[Scenario, dict[str, Any]]] = []
+    for sc in driver_suites():
+        seen: list[dict[str, Any]] = []
+        # combinations() before the filter: the filter judges the suite's
+        # own drivers, ours is judged below with our driver in the params.
+        for combo in _unfiltered_combinations(sc):
+            params = dict(combo, driver=spec)
+            if api is not None and params.get("api", "2.6.27") != api:
+                continue
+            if params in seen or not sc.accepts(params):
+                continue
+            seen.append(params)
+            plan.append((sc, params))
+    return plan
+
+
+def _unfiltered_combinations(sc: Scenario) -> list[dict[str, Any]]:
+    return attrs.evolve(sc, filter=None).combinations()
+
+
+def _fresh_strategy(strategy: str | Strategy | None, max_preemptions: int | None) -> str | Strategy:
+    """A strategy for one exploration.  A Strategy object keeps its search
+    state (DFS's stack, ``exhausted``), so each suite gets its own copy."""
+    if strategy is None:
+        from mmemu.engine import DFS
+
+        return DFS(max_preemptions=max_preemptions)
+    if isinstance(strategy, Strategy):
+        import copy
+
+        return copy.deepcopy(strategy)
+    return strategy
+
+
+async def check_driver_async(
+    driver: type[Driver] | str,
+    *,
+    api: str | None = None,
+    strategy: str | Strategy | None = None,
+    executions: int | None = None,
+    max_preemptions: int | None = 2,
+    mutants: Iterable[str] = (),
+    seed: int | None = None,
+) -> list[Result]:
+    """``check_driver`` for code already running inside trio (pytest-trio)."""
+    from mmemu.driver import load_driver
+
+    if isinstance(driver, str):
+        load_driver(driver)  # an unknown name is a DriverLoadError now, not per suite
+        registration: registered_driver | None = None
+        spec = driver
+    else:
+        registration = registered_driver(driver)
+        spec = registration.name
+    mutant_list = list(mutants)
+    results: list[Result] = []
+    if registration is not None:
+        registration.__enter__()
+    try:
+        plan = _driver_plan(spec, api)
+        if not plan:
+            cls = load_driver(spec)
+            wanted = f"the notifier API {api!r}" if api is not None else "any notifier API"
+            raise ModelError(f"no driver suite runs driver {spec!r} with {wanted} (it lists "
+                             f"apis={cls.apis!r} in its class)")
+        for sc, params in plan:
+            results.append(await explore_async(
+                sc.name, strategy=_fresh_strategy(strategy, max_preemptions),
+                executions=executions if executions is not None else sc.executions,
+                max_preemptions=max_preemptions, params=params, mutants=mutant_list,
+                seed=seed))
+    finally:
+        if registration is not None:
+            registration.__exit__(None, None, None)
+    return results
+
+
+def check_driver(
+    driver: type[Driver] | str,
+    *,
+    api: str | None = None,
+    strategy: str | Strategy | None = None,
+    executions: int | None = None,
+    max_preemptions: int | None = 2,
+    mutants: Iterable[str] = (),
+    seed: int | None = None,
+) -> list[Result]:
+    """Run every driver suite against ``driver``; one ``Result`` per run.
+
+    ``driver`` is a ``Driver`` subclass, an installed driver name (``"kvm"``)
+    or ``"path/to/file.py:ClassName"``.  Every registered scenario with a
+    ``driver`` axis (``driver_suites()``) runs once per notifier API
+    generation the driver lists in ``Driver.apis`` -- or only ``api``
+    (``"2.6.27"`` or ``"modern"``; a ModelError if the driver does not
+    support it).  Each run is an exploration under ``strategy`` (default
+    ``DFS(max_preemptions=2)``, the suites' own bound), with the suite's own
+    execution budget unless ``executions`` is given; a failure is shrunk
+    and its token names the driver (see ``driver_name``).
+
+    A class object runs as itself, registered under ``driver_name(cls)``
+    while the suites run; a class defined at the top of a file gets
+    ``"file.py:Class"``, so its tokens also replay with ``mmemu replay``.
+
+    ::
+
+        results = check_driver(MyDriver)
+        assert all(r.ok for r in results), results
+
+    ``assert_driver_passes`` does the same and fails with the first report.
+    """
+    results: list[Result] = trio.run(_call_check_driver, driver, dict(
+        api=api, strategy=strategy, executions=executions, max_preemptions=max_preemptions,
+        mutants=mutants, seed=seed))
+    return results
+
+
+async def _call_check_driver(driver: type[Driver] | str, kwargs: dict[str, Any]) -> list[Result]:
+    return await check_driver_async(driver, **kwargs)
+
+
+def driver_failure_message(results: Sequence[Result]) -> str | None:
+    """None if every run passed; else a summary line per failed run and the
+    report (timeline, violation, replay line) of the first failure."""
+    failed = [r for r in results if r.failure is not None]
+    if not failed:
+        return None
+    lines = [f"{len(failed)} of {len(results)} driver suite runs failed:"]
+    for r in failed:
+        assert r.failure is not None
+        params = ", ".join(f"{k}={v}" for k, v in sorted(r.params.items()))
+        lines.append(f"  {r.scenario} [{params}]: {r.failure.kind}")
+    first = failed[0].failure
+    assert first is not None
+    lines += ["", first.report()]
+    return "\n".join(lines)
+
+
+def assert_driver_passes(
+    driver: type[Driver] | str,
+    *,
+    api: str | None = None,
+    strategy: str | Strategy | None = None,
+    executions: int | None = None,
+    max_preemptions: int | None = 2,
+    mutants: Iterable[str] = (),
+    seed: int | None = None,
+) -> list[Result]:
+    """``check_driver``, raising ``AssertionError`` if any suite failed.
+
+    The message lists every failed run and then the first failure's
+    ``Failure.report()`` (the shrunk timeline, the violation -- e.g.
+    ``FreedPageStillMapped`` -- and the replay line).  Returns the results
+    when every run passed.
+    """
+    results = check_driver(driver, api=api, strategy=strategy, executions=executions,
+                           max_preemptions=max_preemptions, mutants=mutants, seed=seed)
+    message = driver_failure_message(results)
+    if message is not None:
+        raise AssertionError(message)
+    return results
+
+
+async def assert_driver_passes_async(
+    driver: type[Driver] | str,
+    *,
+    api: str | None = None,
+    strategy: str | Strategy | None = None,
+    executions: int | None = None,
+    max_preemptions: int | None = 2,
+    mutants: Iterable[str] = (),
+    seed: int | None = None,
+) -> list[Result]:
+    """``assert_driver_passes`` for code already running inside trio."""
+    results = await check_driver_async(driver, api=api, strategy=strategy,
+                                       executions=executions, max_preemptions=max_preemptions,
+                                       mutants=mutants, seed=seed)
+    message = driver_failure_message(results)
+    if message is not None:
+        raise AssertionError(message)
+    return results
