@@ -615,7 +615,7 @@ class CpuPool:
 
     @classmethod
     def current(cls) -> CpuPool:
-        pool: CpuPool | None = _POOL.get(None)
+        pool = _POOL.get(None)  # type: ignore[arg-type]  # RunVar's default
         if pool is None:
             pool = cls()
             _POOL.set(pool)

@@ -385,7 +385,7 @@ class _Dask(_Backend):
             self._own = False
         else:
             try:
-                self.client = distributed.Client(address, timeout="5s")
+                self.client = distributed.Client(address, timeout="5s")  # type: ignore[no-untyped-call]
             except OSError as exc:
                 raise ModelError(f"cannot connect to the Dask scheduler at {address!r}: "
                                  f"{exc}") from None

@@ -198,20 +198,20 @@ class LockdepGraph:
 
 def _graph(sim: Simulation) -> LockdepGraph:
     g = sim.exploration.get("lockdep")
-    if g is None:
+    if not isinstance(g, LockdepGraph):
         g = sim.exploration["lockdep"] = LockdepGraph()
-    return g  # type: ignore[no-any-return]
+    return g
 
 
 def _held(cpu: CPU) -> list[_Held]:
-    h = cpu.data.get("held")
+    h: list[_Held] | None = cpu.data.get("held")
     if h is None:
         h = cpu.data["held"] = []
         sim = cpu.sim
         if not sim.data.get("lockdep_hooked"):
             sim.data["lockdep_hooked"] = True
             sim.on_cpu_exit(_check_exit)
-    return h  # type: ignore[no-any-return]
+    return h
 
 
 def _sync_engine_view(cpu: CPU) -> None:

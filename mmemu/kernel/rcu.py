@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from mmemu.engine._errors import Deadlock
 from mmemu.engine._execution import Simulation, block, current_simulation, step, wake_all
 from mmemu.kernel.locking import might_sleep
 
@@ -66,7 +67,7 @@ def _rcu(sim: Simulation) -> GracePeriodDomain:
     if d is None:
         d = sim.data["rcu"] = GracePeriodDomain("rcu", sleepable=False)
         sim.at_end(lambda s: d.run_ready_callbacks())
-    return d  # type: ignore[no-any-return]
+    return d
 
 
 def _all_keys(sim: Simulation, dom: GracePeriodDomain) -> tuple[Any, ...]:
@@ -126,8 +127,7 @@ async def _synchronize(dom: GracePeriodDomain, label: str) -> None:
     dom.run_ready_callbacks()
 
 
-def _deadlock_in_own_section(title: str, label: str) -> Exception:
-    from mmemu.engine._errors import Deadlock
+def _deadlock_in_own_section(title: str, label: str) -> Deadlock:
     return Deadlock(f"{title} calls {label} inside its own read-side section: "
                     f"the grace period can never end")
 
