@@ -383,9 +383,11 @@ def bench(
 ) -> int:
     """Run the benchmarks in benchmarks/ (quick mode unless --full) and print their tables.
 
-    Quick: engine step cost against a bare trio handoff, executions/s per
-    suite, frontrun and thread-stress comparisons.  --full adds time to first
-    failure per mutant and the --jobs / Dask speed-up.  Figures on a shared
+    Quick: engine step cost against a bare trio handoff, the kernel suites'
+    cost per step and the 10k-vma build (small), executions/s per suite,
+    frontrun and thread-stress comparisons.  --full adds time to first
+    failure per mutant, the --jobs / Dask speed-up and the notifier figures
+    (mm_take_all_locks against vma count).  Figures on a shared
     machine are noisy: compare the ratios printed by one run.
 
     Example: mmemu bench --full
@@ -397,7 +399,11 @@ def bench(
         raise UsageError(f"benchmarks not found in {str(root)!r} (run from a source checkout)")
     flag = ["--full"] if full else []
     code = 0
-    for script, args in (("engine.py", [] if full else ["--quick"]), ("scale.py", flag)):
+    runs = [("engine.py", [] if full else ["--quick"]), ("kernel.py", [] if full else ["--quick"]),
+            ("scale.py", flag)]
+    if full:
+        runs.append(("notifier.py", []))
+    for script, args in runs:
         print(f"# benchmarks/{script} {' '.join(args)}".rstrip(), flush=True)
         code = code or subprocess.run([sys.executable, str(root / script), *args]).returncode
     return EXIT_OK if code == 0 else EXIT_USAGE
