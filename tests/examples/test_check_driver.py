@@ -119,3 +119,23 @@ def test_check_driver_is_deterministic() -> None:
     b = [(r.scenario, r.executions, r.failure.schedule if r.failure else None)
          for r in check_driver(buggy)]
     assert a == b
+
+
+def test_a_strategy_object_is_copied_for_each_suite() -> None:
+    from mmemu.engine import DFS
+
+    strategy = DFS(max_preemptions=1)
+    results = check_driver("kvm", api="2.6.27", strategy=strategy)
+    # each suite explored its own space to the end, none inherited another's stack
+    assert results and all(r.ok and r.exhausted for r in results)
+    assert not strategy.exhausted
+
+
+def test_the_async_twin_inside_trio() -> None:
+    import trio
+
+    from mmemu.testing import assert_driver_passes_async
+
+    buggy = _zaps_nothing_on_range_start(load_driver(TOY))
+    with pytest.raises(AssertionError, match="FreedPageStillMapped"):
+        trio.run(lambda: assert_driver_passes_async(buggy, api="2.6.27"))
