@@ -78,16 +78,19 @@ def suites(full: bool) -> None:
 def mutants(full: bool) -> None:
     seeds = list(range(7 if full else 5))
     budget = 20_000 if full else 5000
-    catcher: dict[str, Any] = {}
-    for sc in all_scenarios():
-        for m in sc.catches:
-            catcher.setdefault(m, sc)
+    # the first run of `mmemu mutants` for each mutant: a suite that must
+    # catch it, with a driver and API generation the mutant applies to
+    from mmemu._mutants import plan
+
+    first: dict[str, tuple[Any, dict[str, Any]]] = {}
+    for mutant, sc, params in plan(include_correct=False):
+        assert mutant is not None
+        first.setdefault(mutant, (sc, params))
     rows = []
     for mut in all_mutants():
-        sc = catcher.get(mut.name)
-        if sc is None:
+        if mut.name not in first:
             continue
-        params = sc.combinations()[0] if sc.combinations() else {}
+        sc, params = first[mut.name]
         for name in ("random", "pct", "dfs"):
             times, execs, found = [], [], 0
             for seed in seeds if name != "dfs" else [0]:
@@ -100,7 +103,8 @@ def mutants(full: bool) -> None:
                 execs.append(res.executions)
                 found += res.failure is not None
             n = len(times)
-            rows.append([mut.name, sc.name, name, f"{found}/{n}",
+            where = sc.name + "".join(f" {v}" for v in params.values())
+            rows.append([mut.name, where, name, f"{found}/{n}",
                          f"{statistics.median(execs):,.0f}", f"{statistics.median(times) * 1e3:,.1f}"])
     _table(f"first failure per mutant (median over {len(seeds)} seeds; DFS is deterministic: 1 run; "
            f"budget {budget}, no shrinking)",
