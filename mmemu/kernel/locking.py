@@ -334,10 +334,10 @@ def _owner_title(owner: Any) -> str:
     return owner.title if isinstance(owner, CPU) else str(owner)
 
 
-async def spin_lock(lock: SpinLock, *, label: str | None = None,
-                    nest_lock: _Lock | None = None) -> None:
-    """Take ``lock``, blocking while another CPU holds it."""
-    await step(label or f"spin_lock({lock.name})", writes=(lock,))
+async def _lock(lock: SpinLock | Mutex, op: str, label: str | None,
+                nest_lock: _Lock | None) -> None:
+    """Take an exclusive lock: one step, then block while another CPU holds it."""
+    await step(label or f"{op}({lock.name})", writes=(lock,))
     sim = current_simulation()
     cpu = sim.running
     if cpu is None:
@@ -345,22 +345,16 @@ async def spin_lock(lock: SpinLock, *, label: str | None = None,
         return
     _lockdep_acquire(cpu, lock, nest_lock=nest_lock)
     while lock.owner is not None:
-        await block(lock, f"spin_lock({lock.name}) acquired", writes=(lock,),
-                    why=f"spinlock {lock.name} held by {_owner_title(lock.owner)}")
+        await block(lock, f"{op}({lock.name}) acquired", writes=(lock,),
+                    why=f"{lock.kind} {lock.name} held by {_owner_title(lock.owner)}")
     lock.owner = cpu
     _lockdep_acquired(cpu, lock)
     if nest_lock is not None:
         _held(cpu)[-1].nest = nest_lock
 
 
-async def spin_lock_nest_lock(lock: SpinLock, nest_lock: _Lock, *, label: str | None = None) -> None:
-    """Take ``lock``; lockdep accepts many locks of its class while
-    ``nest_lock`` is held (mm_take_all_locks under mmap_sem)."""
-    await spin_lock(lock, label=label or f"spin_lock_nest_lock({lock.name})", nest_lock=nest_lock)
-
-
-async def spin_trylock(lock: SpinLock, *, label: str | None = None) -> bool:
-    await step(label or f"spin_trylock({lock.name})", writes=(lock,))
+async def _trylock(lock: SpinLock | Mutex, op: str, label: str | None) -> bool:
+    await step(label or f"{op}({lock.name})", writes=(lock,))
     cpu = current_simulation().running
     if lock.owner is not None:
         return False
@@ -373,29 +367,49 @@ async def spin_trylock(lock: SpinLock, *, label: str | None = None) -> bool:
     return True
 
 
-async def spin_unlock(lock: SpinLock, *, label: str | None = None) -> None:
-    await step(label or f"spin_unlock({lock.name})", writes=(lock,))
+async def _unlock(lock: SpinLock | Mutex, op: str, label: str | None) -> None:
+    await step(label or f"{op}({lock.name})", writes=(lock,))
     cpu = current_simulation().running
     if cpu is None:
         lock.owner = None
         return
     if lock.owner is not cpu:
         cpu.sim.fail(UnlockNotOwner(
-            f"{cpu.title} unlocks spinlock {lock.name} at #{cpu.sim.steps - 1} but "
+            f"{cpu.title} unlocks {lock.kind} {lock.name} at #{cpu.sim.steps - 1} but "
             f"{'nobody' if lock.owner is None else _owner_title(lock.owner)} holds it"))
     _lockdep_release(cpu, lock)
     lock.owner = None
     wake_all(lock)
 
 
-def spin_is_locked(lock: SpinLock) -> bool:
-    return lock.owner is not None
-
-
 def _setup_take(lock: SpinLock | Mutex) -> None:
     if lock.owner is not None:
         raise InvariantViolation(f"scenario setup takes {lock.kind} {lock.name} which is held")
     lock.owner = SETUP
+
+
+async def spin_lock(lock: SpinLock, *, label: str | None = None,
+                    nest_lock: _Lock | None = None) -> None:
+    """Take ``lock``, blocking while another CPU holds it."""
+    await _lock(lock, "spin_lock", label, nest_lock)
+
+
+async def spin_lock_nest_lock(lock: SpinLock, nest_lock: _Lock, *, label: str | None = None) -> None:
+    """Take ``lock``; lockdep accepts many locks of its class while
+    ``nest_lock`` is held (mm_take_all_locks under mmap_sem)."""
+    await _lock(lock, "spin_lock", label or f"spin_lock_nest_lock({lock.name})", nest_lock)
+
+
+async def spin_trylock(lock: SpinLock, *, label: str | None = None) -> bool:
+    return await _trylock(lock, "spin_trylock", label)
+
+
+async def spin_unlock(lock: SpinLock, *, label: str | None = None) -> None:
+    await _unlock(lock, "spin_unlock", label)
+
+
+def spin_is_locked(lock: SpinLock) -> bool:
+    return lock.owner is not None
 
 
 # --------------------------------------------------------------------- mutex
@@ -407,47 +421,15 @@ async def mutex_lock(lock: Mutex, *, label: str | None = None,
     sim = _sim_or_none()
     if sim is not None and sim.running is not None:
         might_sleep(f"mutex_lock({lock.name})")
-    await step(label or f"mutex_lock({lock.name})", writes=(lock,))
-    sim = current_simulation()
-    cpu = sim.running
-    if cpu is None:
-        _setup_take(lock)
-        return
-    _lockdep_acquire(cpu, lock, nest_lock=nest_lock)
-    while lock.owner is not None:
-        await block(lock, f"mutex_lock({lock.name}) acquired", writes=(lock,),
-                    why=f"mutex {lock.name} held by {_owner_title(lock.owner)}")
-    lock.owner = cpu
-    _lockdep_acquired(cpu, lock)
+    await _lock(lock, "mutex_lock", label, nest_lock)
 
 
 async def mutex_trylock(lock: Mutex, *, label: str | None = None) -> bool:
-    await step(label or f"mutex_trylock({lock.name})", writes=(lock,))
-    cpu = current_simulation().running
-    if lock.owner is not None:
-        return False
-    if cpu is None:
-        lock.owner = SETUP
-        return True
-    _lockdep_acquire(cpu, lock, trylock=True)
-    lock.owner = cpu
-    _lockdep_acquired(cpu, lock)
-    return True
+    return await _trylock(lock, "mutex_trylock", label)
 
 
 async def mutex_unlock(lock: Mutex, *, label: str | None = None) -> None:
-    await step(label or f"mutex_unlock({lock.name})", writes=(lock,))
-    cpu = current_simulation().running
-    if cpu is None:
-        lock.owner = None
-        return
-    if lock.owner is not cpu:
-        cpu.sim.fail(UnlockNotOwner(
-            f"{cpu.title} unlocks mutex {lock.name} at #{cpu.sim.steps - 1} but "
-            f"{'nobody' if lock.owner is None else _owner_title(lock.owner)} holds it"))
-    _lockdep_release(cpu, lock)
-    lock.owner = None
-    wake_all(lock)
+    await _unlock(lock, "mutex_unlock", label)
 
 
 def mutex_is_locked(lock: Mutex) -> bool:
