@@ -259,11 +259,14 @@ def run(
         stop.__exit__()
     if not json_:
         table = Table(title="mmemu run")
-        for col in ("suite", "driver", "api", "strategy", "executions", "exhausted", "result", "time"):
+        for col in ("suite", "params", "driver", "api", "strategy", "executions", "exhausted",
+                    "result", "time"):
             table.add_column(col)
         for res in results:
             result = (f"[red]{res.failure.kind}[/red]" if res.failure else "[green]ok[/green]")
-            table.add_row(res.scenario, str(res.params.get("driver") or "-"),
+            other = ", ".join(f"{k}={v}" for k, v in res.params.items()
+                              if k not in ("driver", "api")) or "-"
+            table.add_row(res.scenario, other, str(res.params.get("driver") or "-"),
                           str(res.params.get("api") or ("2.6.27" if res.params.get("driver") else "-")),
                           res.strategy, str(res.executions),
                           "yes" if res.exhausted else "no", result, f"{res.elapsed_s:.2f}s")
