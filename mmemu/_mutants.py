@@ -19,17 +19,8 @@ from typing import Any
 
 import attrs
 
-from mmemu.engine import (
-    DFS,
-    PCT,
-    Random,
-    Result,
-    Scenario,
-    Strategy,
-    all_mutants,
-    all_scenarios,
-    explore,
-)
+from mmemu.engine import Result, Scenario, all_mutants, all_scenarios, explore
+from mmemu.engine._strategies import make_strategy
 
 
 @attrs.frozen
@@ -82,14 +73,6 @@ def _combos_for(sc: Scenario, mutant: str | None) -> list[dict[str, Any]]:
     return own or combos
 
 
-def _strategy(sc: Scenario, seed: int) -> Strategy:
-    if sc.strategy == "random":
-        return Random(seed)
-    if sc.strategy == "pct":
-        return PCT(3, seed)
-    return DFS(max_preemptions=sc.max_preemptions)
-
-
 def plan(*, include_correct: bool = True) -> list[tuple[str | None, Scenario, dict[str, Any]]]:
     """The runs of the matrix, in a stable order."""
     scenarios = all_scenarios()
@@ -114,7 +97,9 @@ def run_matrix(*, seed: int = 0, executions: int | None = None,
     """Run the whole matrix; ``on_cell`` sees each cell as it finishes."""
     cells: list[Cell] = []
     for mutant, sc, params in plan(include_correct=include_correct):
-        res = explore_fn(sc.name, strategy=_strategy(sc, seed), executions=executions or sc.executions,
+        # explore binds the seed to Random/PCT
+        strategy = make_strategy(sc.strategy, max_preemptions=sc.max_preemptions)
+        res = explore_fn(sc.name, strategy=strategy, executions=executions or sc.executions,
                          seed=seed, params=params, mutants=[mutant] if mutant else [])
         f = res.failure
         cell = Cell(mutant=mutant, suite=sc.name, params=params, expected_failure=mutant is not None,
