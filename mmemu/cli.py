@@ -397,9 +397,7 @@ def bench(
     """
     import subprocess
 
-    root = Path(__file__).resolve().parent.parent / "benchmarks"
-    if not (root / "scale.py").exists():
-        raise UsageError(f"benchmarks not found in {str(root)!r} (run from a source checkout)")
+    root = _benchmarks_dir()
     flag = ["--full"] if full else []
     code = 0
     runs = [("engine.py", [] if full else ["--quick"]), ("kernel.py", [] if full else ["--quick"]),
@@ -410,6 +408,20 @@ def bench(
         print(f"# benchmarks/{script} {' '.join(args)}".rstrip(), flush=True)
         code = code or subprocess.run([sys.executable, str(root / script), *args]).returncode
     return EXIT_OK if code == 0 else EXIT_USAGE
+
+
+def _benchmarks_dir() -> Path:
+    """Where the benchmark scripts are: installed as the ``mmemu.benchmarks``
+    package (the repository's ``benchmarks/`` folder), whichever way mmemu
+    was installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mmemu.benchmarks")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(loc) / "scale.py").exists():
+            return Path(loc)
+    raise UsageError("the benchmark scripts are not installed with this mmemu "
+                     "(reinstall it: python3 -m pip install .)")
 
 
 def _driver_combinations(sc: Scenario, driver: str | None,

@@ -599,7 +599,7 @@ def driver_name(cls: type[Driver]) -> str:
     if that process can load the driver from the name alone:
 
     1. the installed (entry-point) name that loads exactly this class
-       (``"kvm"`` for ``drivers.kvm.KvmDriver``);
+       (``"kvm"`` for ``mmemu.drivers.kvm.KvmDriver``);
     2. ``"path/to/file.py:Class"`` for a class defined at the top level of a
        file (relative to the working directory when it lies below it, so
        reports stay short; ``mmemu replay`` from there reloads it);

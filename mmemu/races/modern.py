@@ -113,7 +113,7 @@ async def insert_remove_vs_invalidate(sim: Any) -> None:
     Harmless: N1 or M1 before I1 (plain tree insert/remove: the next
     invalidation sees the tree as it is) or after I3.
     """
-    from drivers.hmm import HmmMirror
+    from mmemu.drivers.hmm import HmmMirror
     kernel = boot_checked(sim, npages=6, api="modern")
     mm = mm_alloc(kernel)
     mapping = AddressSpace(kernel, "file", i_size=PAGE_SIZE)

@@ -10,7 +10,7 @@ import pytest
 
 import mmemu
 import mmemu.cli
-from drivers.gru import NO_DROPIN_DROP, NO_RANGE_ACTIVE, GruDriver
+from mmemu.drivers.gru import NO_DROPIN_DROP, NO_RANGE_ACTIVE, GruDriver
 from mmemu.driver import Driver, available_drivers, load_driver
 from mmemu.engine import all_scenarios, get_scenario
 from mmemu.testing import force
@@ -56,7 +56,7 @@ def test_gru_is_a_2627_generation_driver() -> None:
 
 
 def test_protocol_comment_names_every_step_label() -> None:
-    import drivers.gru as gru
+    import mmemu.drivers.gru as gru
     doc = gru.__doc__ or ""
     assert doc.splitlines()[2].startswith("Emulates: drivers/misc/sgi-gru/grutlbpurge.c")
     assert "(2.6.27)" in doc

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import mmemu
-from drivers.gru import GruDriver
+from mmemu.drivers.gru import GruDriver
 from mmemu.engine._execution import step
 from mmemu.kernel.atomic import atomic_inc, atomic_read
 

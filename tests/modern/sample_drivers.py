@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.kvm import KvmDriver
+from mmemu.drivers.kvm import KvmDriver
 from mmemu.engine._execution import step
 from mmemu.kernel.locking import Mutex, mutex_lock, mutex_unlock
 

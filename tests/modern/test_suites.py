@@ -149,7 +149,7 @@ def test_a_callback_that_sleeps_in_the_oom_reapers_range_is_reported() -> None:
 def test_hmm_gives_up_a_nonblockable_range_instead_of_waiting() -> None:
     """The reaper's start fails with -EAGAIN while the mirror holds its lock:
     some execution takes that path (the vma is skipped, no range_end)."""
-    import drivers.hmm as hmm
+    import mmemu.drivers.hmm as hmm
     seen: list[bool] = []
     orig = hmm.HmmMirror.invalidate
 

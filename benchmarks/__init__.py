@@ -1,0 +1,1 @@
+"""Benchmark scripts (run as files: python benchmarks/engine.py, or mmemu bench)."""
