@@ -22,6 +22,7 @@ from mmemu.engine import (
     Settings,
     Simulation,
     UnexpectedException,
+    VacuousSuite,
     explore,
     explore_async,
     mutant,
@@ -38,7 +39,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DFS", "PCT", "Deadlock", "Failure", "InvariantViolation", "Livelock", "MmemuError",
     "ModelError", "NondeterminismError", "Outcome", "Random", "Result",
-    "ScheduleFormatError", "Settings", "Simulation", "UnexpectedException", "explore",
+    "ScheduleFormatError", "Settings", "Simulation", "UnexpectedException", "VacuousSuite", "explore",
     "explore_async", "mutant", "register_mutant", "replay", "replay_async", "scenario",
     "span", "step",
 ]

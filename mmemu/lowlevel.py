@@ -12,11 +12,12 @@ from mmemu.engine._execution import (
     current_cpu,
     current_simulation,
     fail,
+    reach,
     recording,
     touch,
     wake_all,
     wake_one,
 )
 
-__all__ = ["CPU", "Simulation", "annotate", "block", "recording", "touch", "current_cpu", "current_simulation", "fail",
+__all__ = ["CPU", "Simulation", "annotate", "block", "reach", "recording", "touch", "current_cpu", "current_simulation", "fail",
            "wake_all", "wake_one"]

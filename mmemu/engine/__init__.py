@@ -13,7 +13,8 @@ from ._errors import (
     ScheduleFormatError,
     UnexpectedException,
 )
-from ._execution import CPU, Simulation, block, current_cpu, current_simulation, fail, mutant, span, step, wake_all, wake_one
+from ._coverage import Coverage, VacuousSuite
+from ._execution import CPU, Simulation, block, current_cpu, current_simulation, fail, mutant, reach, span, step, wake_all, wake_one
 from ._explore import Failure, Outcome, Result, explore, explore_async, replay, replay_async
 from ._registry import (
     Mutant,
@@ -33,7 +34,7 @@ from ._settings import Settings
 from ._strategies import DFS, PCT, Guided, Random, Strategy
 
 __all__ = [
-    "CPU", "DFS", "PCT", "Deadlock", "Failure", "Guided", "InvariantViolation", "Livelock",
+    "CPU", "Coverage", "DFS", "PCT", "VacuousSuite", "reach", "Deadlock", "Failure", "Guided", "InvariantViolation", "Livelock",
     "MmemuError", "ModelError", "Mutant", "NondeterminismError", "Outcome", "Random",
     "Result", "Scenario", "Schedule", "ScheduleFormatError", "Settings", "Simulation",
     "Span", "Strategy", "Trace", "TraceEvent", "UnexpectedException", "all_mutants",

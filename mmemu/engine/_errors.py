@@ -7,6 +7,8 @@
     │     (the kernel and the checkers add subclasses: FreedPageStillMapped, ...)
     ├── Deadlock                  no CPU can run, some have not finished
     ├── Livelock                  an execution exceeded max_steps
+    ├── VacuousSuite              a complete exploration never reached a goal
+    │     (mmemu.engine._coverage; a failure of the exploration, not of one execution)
     ├── UnexpectedException       a CPU raised something that is not an MmemuError
     ├── NondeterminismError       a replay diverged from its schedule
     ├── ScheduleFormatError       a token could not be read

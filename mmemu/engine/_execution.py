@@ -150,6 +150,7 @@ class Simulation:
         record: bool = False,
         exploration: dict[str, Any] | None = None,
         pool: CpuPool | None = None,
+        cover: bool = False,
     ) -> None:
         self.chooser = chooser
         #: long-lived tasks to run the CPUs on (None: a nursery per sim.cpus())
@@ -168,6 +169,10 @@ class Simulation:
         self.preemptions = 0
         self.choices: list[int] = []
         self.record = record
+        #: coverage events of this execution: (kind, name) -> times reached
+        #: (``reach``; with ``cover`` also every step label and span)
+        self.reached: dict[tuple[str, str], int] = {}
+        self.cover = cover
         # events, when recording: (cpu_id, label, reads, writes, preempted)
         self.events: list[tuple[int, str, tuple[Hashable, ...], tuple[Hashable, ...], bool]] = []
         # runnable CPU ids before each event, when recording
@@ -260,6 +265,9 @@ class Simulation:
             if prev is not None and nxt is not prev and prev.state == RUNNABLE:
                 self.preemptions += 1
                 preempted = True
+        if self.cover:
+            key = ("step", nxt.pending[0])
+            self.reached[key] = self.reached.get(key, 0) + 1
         if self.record:
             self.enabled.append(tuple(c.id for c in run))
             label, reads, writes = nxt.pending
@@ -786,9 +794,13 @@ class span:
 
     def __enter__(self) -> span:
         sim = _current
-        if sim is not None and sim.record and sim.running is not None:
-            self._cpu = sim.running
-            sim.spans.append(("B", self._cpu.id, sim.steps, self.name))
+        if sim is not None and sim.running is not None:
+            if sim.cover:
+                key = ("span", self.name)
+                sim.reached[key] = sim.reached.get(key, 0) + 1
+            if sim.record:
+                self._cpu = sim.running
+                sim.spans.append(("B", self._cpu.id, sim.steps, self.name))
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -797,6 +809,20 @@ class span:
             sim = cpu.sim
             sim.spans.append(("E", cpu.id, sim.steps, self.name))
             self._cpu = None
+
+
+def reach(event: str, *, kind: str = "event") -> None:
+    """Count a coverage event in the running execution (see _coverage).
+
+    Cheap (one dictionary update), so the model may call it on any path that
+    a suite's goals name: "the lookup retried at step 3".  ``kind`` is
+    "event" or "callback".  Only events on an emulated CPU count: the
+    scenario's own setup code and final checks are not an interleaving.
+    """
+    sim = _current
+    if sim is not None and sim.running is not None:
+        key = (kind, event)
+        sim.reached[key] = sim.reached.get(key, 0) + 1
 
 
 def annotate(kind: str, **fields: Any) -> None:

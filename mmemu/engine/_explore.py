@@ -37,6 +37,7 @@ from ._errors import (
     NondeterminismError,
     UnexpectedException,
 )
+from ._coverage import Coverage, Goals, VacuousSuite, resolve_goals, vacuity_error
 from ._execution import Chooser, CpuPool, Simulation
 from ._registry import Scenario, get_mutant, get_scenario, resolve_scenario, scenario_name
 from ._report import Trace, build_trace, render_timeline
@@ -150,6 +151,63 @@ class Failure:
 
 
 @attrs.frozen(eq=False)
+class VacuousFailure(Failure):
+    """A complete exploration that never reached one of its suite's goals
+    (``exception`` is the VacuousSuite).  It has no schedule: no single
+    execution is at fault, the whole explored space is."""
+
+    def replay_command(self) -> str:
+        return f"mmemu run {self.scenario} --coverage"
+
+    def report(self) -> str:
+        head = f"mmemu: {self.scenario}"
+        if self.params:
+            head += " [" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) + "]"
+        if self.mutants:
+            head += " with mutant " + ", ".join(self.mutants)
+        return "\n".join([head, f"{self.kind}: {self.message}", "",
+                          "see what the exploration did reach with:",
+                          f"  {self.replay_command()}"])
+
+
+def vacuous_failure(exc: VacuousSuite, scenario: str, params: dict[str, Any],
+                    mutants: tuple[str, ...]) -> VacuousFailure:
+    return VacuousFailure(kind=type(exc).__name__, message=exc.message, schedule="",
+                          preemptions=0, steps=0, trace=Trace(cpus=(), events=()),
+                          scenario=scenario, params=dict(params), mutants=mutants,
+                          exception=exc, failure_step=-1, found_after=exc.executions)
+
+
+def exploration_goals(scenario: ScenarioFn | Scenario | str, params: dict[str, Any],
+                      reaches: Goals | None = None) -> tuple[str, ...]:
+    """The coverage goals of an exploration: ``reaches`` if given, else the
+    registered suite's for these parameters (none for a raw scenario)."""
+    if reaches is not None:
+        return resolve_goals(reaches, params)
+    if isinstance(scenario, Scenario):
+        return scenario.goals(params)
+    from ._registry import is_registered
+
+    name = scenario if isinstance(scenario, str) else getattr(scenario, "__mmemu_scenario__", None)
+    if isinstance(name, str) and is_registered(name):
+        return get_scenario(name).goals(params)
+    return ()
+
+
+def check_vacuity(result: Result) -> Result:
+    """``result`` with a VacuousFailure if it explored its whole space, found
+    nothing and never reached a goal (see mmemu.engine._coverage)."""
+    cov = result.coverage
+    if (cov is None or not result.exhausted or result.failures or result.interrupted):
+        return result
+    exc = vacuity_error(result.scenario, result.params, cov)
+    if exc is None:
+        return result
+    return attrs.evolve(result, failures=(vacuous_failure(exc, result.scenario, result.params,
+                                                          result.mutants),))
+
+
+@attrs.frozen(eq=False)
 class Result:
     """What an exploration found."""
 
@@ -162,6 +220,8 @@ class Result:
     failures: tuple[Failure, ...]
     elapsed_s: float = 0.0
     interrupted: bool = False
+    #: what the executions reached, and the suite's goals (see _coverage)
+    coverage: Coverage | None = None
 
     @property
     def failure(self) -> Failure | None:
@@ -187,8 +247,10 @@ class _Runner:
     """Runs executions of one scenario (inside a trio run)."""
 
     def __init__(self, fn: ScenarioFn, name: str, params: dict[str, Any],
-                 mutants: tuple[str, ...], max_steps: int) -> None:
+                 mutants: tuple[str, ...], max_steps: int, *, cover: bool = False) -> None:
         self.fn = fn
+        #: record every step label and span for coverage (explore(coverage=True))
+        self.cover = cover
         self.name = name
         self.params = params
         self.mutants = mutants
@@ -203,7 +265,7 @@ class _Runner:
                   defer_interrupt: bool = False) -> Simulation:
         sim = Simulation(chooser=chooser, params=self.params, mutants=self.mutant_set,
                          max_steps=self.max_steps, record=record, pool=self.pool,
-                         exploration=self.exploration)
+                         exploration=self.exploration, cover=self.cover)
         sim.defer_interrupt = defer_interrupt
         await sim.run(self.fn)
         exc = sim.failure
@@ -361,6 +423,8 @@ async def explore_async(
     start: int = 0,
     progress: Callable[[int, int | None], None] | None = None,
     settings: Settings | None = None,
+    coverage: bool = False,
+    reaches: Goals | None = None,
 ) -> Result:
     """``explore`` for code already running inside trio (pytest-trio)."""
     s = settings or Settings.from_env()
@@ -378,7 +442,8 @@ async def explore_async(
     steps_cap = max_steps if max_steps is not None else s.max_steps
     if steps_cap < 1:
         raise ModelError(f"'max_steps' must be at least 1 (got {steps_cap})")
-    runner = _Runner(fn, name, dict(params or {}), mut, steps_cap)
+    runner = _Runner(fn, name, dict(params or {}), mut, steps_cap, cover=coverage)
+    cov = Coverage(goals=exploration_goals(scenario, dict(params or {}), reaches))
     log = _logger().bind(scenario=name, strategy=strat.describe())
     log.debug("exploration started", executions=budget)
     clock = trio.current_time()
@@ -396,6 +461,7 @@ async def explore_async(
             sim = await runner.run(chooser, record=strat.record, defer_interrupt=True)
             strat.end(sim)
             done += 1
+            cov.add(sim.reached)
             if progress is not None and (done & 63) == 0 and not sim.interrupted:
                 progress(done, budget)
             if sim.failure is None:
@@ -432,9 +498,10 @@ async def explore_async(
         strat.save_checkpoint()
     elapsed = trio.current_time() - clock
     log.debug("exploration finished", executions=done, failures=len(failures))
-    return Result(scenario=name, params=dict(params or {}), mutants=mut,
-                  strategy=strat.describe(), executions=done, exhausted=exhausted,
-                  failures=tuple(failures), elapsed_s=elapsed, interrupted=interrupted)
+    return check_vacuity(Result(
+        scenario=name, params=dict(params or {}), mutants=mut, strategy=strat.describe(),
+        executions=done, exhausted=exhausted, failures=tuple(failures), elapsed_s=elapsed,
+        interrupted=interrupted, coverage=cov))
 
 
 def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
@@ -444,7 +511,10 @@ def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
     caps the executions; ``seed`` seeds Random/PCT; ``max_steps`` bounds each
     execution (Livelock beyond); ``shrink`` minimises the failure;
     ``mutants`` switches named protocol variants on; ``params`` is passed to
-    the scenario as ``sim.params``.  ``jobs``, ``shard`` or ``dask`` spread
+    the scenario as ``sim.params``.  ``coverage`` also counts every step
+    label and kernel function (``Result.coverage``); ``reaches`` gives
+    coverage goals (default: the registered suite's): an exhausted
+    exploration that finds nothing and misses one fails with VacuousSuite.  ``jobs``, ``shard`` or ``dask`` spread
     the executions over processes (``mmemu.parallel.explore_parallel``).
     """
     if any(kwargs.get(k) is not None for k in ("jobs", "shard", "dask")):

@@ -70,7 +70,17 @@ import attrs
 import trio
 
 from ._errors import ModelError
-from ._explore import Failure, Result, _check_mutants, _resolve, _Runner, failure_kind
+from ._coverage import Coverage, Goals
+from ._explore import (
+    Failure,
+    Result,
+    _check_mutants,
+    _resolve,
+    _Runner,
+    check_vacuity,
+    exploration_goals,
+    failure_kind,
+)
 from ._registry import Scenario, load_builtin, resolve_scenario
 from ._settings import Settings
 from ._strategies import DFS, PCT, Random, Strategy, make_strategy
@@ -162,8 +172,9 @@ def _unit_key(unit: dict[str, Any]) -> int:
 async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
     fn = resolve_scenario(unit["scenario"])
     runner = _Runner(fn, unit["scenario"], dict(unit["params"]), tuple(unit["mutants"]),
-                     unit["max_steps"])
+                     unit["max_steps"], cover=bool(unit.get("coverage")))
     strat = _make(unit["strategy"])
+    cov = Coverage()
     done = 0
     t0 = time.perf_counter()
     out: dict[str, Any] = {"order": unit["order"], "failure": None, "exhausted": False}
@@ -174,6 +185,7 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
         sim = await runner.run(chooser, record=strat.record)
         strat.end(sim)
         done += 1
+        cov.add(sim.reached)
         if sim.failure is not None:
             # Random/PCT: the execution index alone (units are index ranges,
             # so it orders failures across any chunking); DFS: the prefix's
@@ -183,6 +195,7 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
                               "kind": failure_kind(sim.failure)}
             break
     out["executions"] = done
+    out["coverage"] = cov.to_json()
     out["exhausted"] = bool(strat.exhausted) and out["failure"] is None
     out["elapsed_s"] = time.perf_counter() - t0
     return out
@@ -460,6 +473,8 @@ def explore_parallel(
     progress: Callable[[int, int | None], None] | None = None,
     settings: Settings | None = None,
     stop_on_failure: bool = True,
+    coverage: bool = False,
+    reaches: Goals | None = None,
 ) -> Result:
     """Explore ``scenario`` with its executions spread over processes.
 
@@ -497,7 +512,7 @@ def explore_parallel(
     if n_shard < 1 or not 0 <= k_shard < n_shard:
         raise ModelError(f"'shard' must be (K, N) with 0 <= K < N (got {shard!r})")
     base: dict[str, Any] = {"scenario": ref, "params": prm, "mutants": list(mut),
-                            "max_steps": steps_cap}
+                            "max_steps": steps_cap, "coverage": coverage}
     t0 = time.perf_counter()
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
 
@@ -584,13 +599,18 @@ def explore_parallel(
                 and all(u["order"] in ran for u in units))
     exhausted = (spec["name"] == "dfs" and complete
                  and all(r["exhausted"] for r in results))
+    cov = Coverage(goals=exploration_goals(scenario, prm, reaches))
+    for r in sorted(results, key=_unit_key):
+        cov.merge(Coverage.from_json(r.get("coverage") or {}))
     failures: tuple[Failure, ...] = ()
     if best is not None and not interrupted:
         failures = (trio.run(_shrink_and_finish, ref, prm, mut, steps_cap, best, shrink,
                              s.shrink_budget, spec),)
-    return Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
-                  executions=executed, exhausted=exhausted, failures=failures,
-                  elapsed_s=time.perf_counter() - t0, interrupted=interrupted)
+    result = Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
+                    executions=executed, exhausted=exhausted, failures=failures,
+                    elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov)
+    # one shard of N saw only its slice: its goals are judged once merged
+    return check_vacuity(result) if n_shard == 1 else result
 
 
 async def _shrink_and_finish(ref: str, params: dict[str, Any], mutants: tuple[str, ...],

@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from ._coverage import Goals, resolve_goals
 from ._errors import ModelError
 
 ScenarioFn = Callable[[Any], Awaitable[Any]]
@@ -56,6 +57,13 @@ class Scenario:
     #: optional: which combinations of the axes make sense (e.g. a driver and
     #: the notifier API generations it supports); None keeps them all
     filter: Callable[[dict[str, Any]], bool] | None = None
+    #: coverage goals: the events a complete exploration must reach (a list,
+    #: or a function of the parameters); see mmemu.engine._coverage
+    reaches: Goals | None = None
+
+    def goals(self, params: Mapping[str, Any]) -> tuple[str, ...]:
+        """The coverage goals of one parameter combination."""
+        return resolve_goals(self.reaches, params)
 
     def axis_values(self, axis: str) -> list[Any]:
         values = self.axes[axis]
@@ -96,14 +104,21 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
              executions: int = 2000, max_preemptions: int | None = 2,
              summary: str = "",
              filter: Callable[[dict[str, Any]], bool] | None = None,
+             reaches: Goals | None = None,
              ) -> Callable[[ScenarioFn], ScenarioFn]:
     """Register ``async def fn(sim)`` as the scenario ``name``.
 
     ``catches`` lists the mutants it must catch; ``strategy``, ``executions``
     and ``max_preemptions`` are its budget in ``mmemu run``; ``filter(params)``
     drops axis combinations that make no sense (``combinations()`` applies it).
+    ``reaches`` lists the events (``mmemu.lowlevel.reach``) that a complete
+    exploration must reach at least once, or is a function of the
+    parameters giving them; an exhausted exploration that misses one fails
+    with VacuousSuite.
     """
     _check_name("scenario", name)
+    if reaches is not None and not callable(reaches):
+        resolve_goals(reaches, {})  # a bad goal is an error at registration
     if expect not in ("pass", "fail"):
         raise ModelError(f"'expect' must be 'pass' or 'fail' (got {expect!r})")
 
@@ -117,7 +132,7 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
                                     catches=tuple(catches), expect=expect,
                                     axes=dict(axes or {}), strategy=strategy,
                                     executions=executions, max_preemptions=max_preemptions,
-                                    filter=filter)
+                                    filter=filter, reaches=reaches)
         fn.__mmemu_scenario__ = name  # type: ignore[attr-defined]
         return fn
 
