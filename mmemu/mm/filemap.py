@@ -86,6 +86,19 @@ INSERT_BEFORE_LOCK = mmemu.register_mutant(
         "that is not uptodate (it reads garbage instead of waiting on the page lock for "
         "the read to finish), or a page whose mapping and index are not set yet.")
 
+EEXIST_NO_UNDO = mmemu.register_mutant(
+    "filemap:eexist-no-undo",
+    "add_to_page_cache_locked returns -EEXIST without undoing page->mapping and the "
+    "pagecache's reference",
+    caught_as="PageLeak (the page that lost the race to add keeps a reference nobody owns "
+              "and a page->mapping of a file it is not in)",
+    doc="Two readers of the same uncached index both allocate a page and call "
+        "add_to_page_cache; the second radix_tree_insert fails with -EEXIST.  The kernel "
+        "undoes what it did before the insert -- page->mapping = NULL and "
+        "page_cache_release of the reference it took for the pagecache -- so the loser's "
+        "put_page frees its page (page_cache_read: 'losing race to add is OK').  Without "
+        "the undo that page is never freed and still claims to belong to the file.")
+
 
 def slot_key(mapping: AddressSpace, index: int) -> tuple[Hashable, ...]:
     """The access key of a radix slot."""
@@ -336,14 +349,16 @@ async def add_to_page_cache_locked(page: Page, mapping: AddressSpace, offset: in
         slot = slot_key(mapping, offset)
         await step("radix_tree_insert", reads=(slot,),
                    writes=(slot, tree_key(mapping), nrpages_key(mapping), page.mapping_key))
+        undo = not mmemu.mutant(EEXIST_NO_UNDO)
         if offset in mapping.page_tree:
             error = -EEXIST
-            page.mapping = None
+            if undo:
+                page.mapping = None
         else:
             error = 0
             __radix_tree_store(mapping, offset, page)
             mapping.nrpages += 1
-        if error:
+        if error and undo:
             await put_page(page, label="-EEXIST: page_cache_release")
         await spin_unlock(mapping.tree_lock)
     return error
@@ -450,7 +465,7 @@ def page_mapping(page: Page) -> AddressSpace | None:
 PagecacheHook = Callable[[AddressSpace, Page], None]
 
 __all__ = [
-    "AS_MM_ALL_LOCKS", "AddressSpace", "EEXIST", "INSERT_BEFORE_LOCK", "NO_RECHECK",
+    "AS_MM_ALL_LOCKS", "AddressSpace", "EEXIST", "EEXIST_NO_UNDO", "INSERT_BEFORE_LOCK", "NO_RECHECK",
     "PAGE_SIZE", "add_to_page_cache", "add_to_page_cache_locked", "find_get_page",
     "find_get_pages", "find_lock_page", "page_cache_release", "page_mapping",
     "pagevec_lookup", "radix_tree_lookup", "radix_tree_store", "remove_from_page_cache",

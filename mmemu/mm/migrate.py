@@ -82,6 +82,19 @@ PLAIN_GET = mmemu.register_mutant(
         "migration is about to free (VM_BUG_ON(page_count(page) == 0)).  "
         "get_page_unless_zero fails instead and the fault is simply retried.")
 
+NEWPAGE_UNLOCKED = mmemu.register_mutant(
+    "migrate:newpage-unlocked",
+    "move_to_new_page puts the new page in the pagecache slot without locking it first",
+    caught_as="HalfInitialisedPage (a lockless reader finds the new page in the slot before "
+              "migrate_page_copy made it uptodate, and it is not locked)",
+    doc="move_to_new_page locks the new page (2.6.27: 'if (TestSetPageLocked(newpage)) "
+        "BUG()') before migrate_page_move_mapping makes it visible in the radix tree, and "
+        "unlocks it only after migrate_page_copy: a lockless reader that finds it between "
+        "B and the copy sees a page that is not uptodate and, because it is locked, waits "
+        "for the copy -- the same rule as add_to_page_cache's lock before the insert.  "
+        "Without the lock the reader takes the page as a read that failed or returns data "
+        "that was never copied.")
+
 
 # ------------------------------------------------------------ fault side
 
@@ -226,7 +239,9 @@ async def move_to_new_page(newpage: Page, page: Page) -> int:
     """3 and 4: move the mapping, copy, then remove_migration_ptes."""
     await step("3. move_to_new_page: newpage->mapping, ->index",
                writes=(newpage.flags_key, newpage.mapping_key, (newpage, "index")))
-    SetPageLocked(newpage)
+    locked = not mmemu.mutant(NEWPAGE_UNLOCKED)
+    if locked:
+        SetPageLocked(newpage)
     newpage.index = page.index
     newpage.mapping = page.mapping
     if PageAnon(page):
@@ -242,7 +257,8 @@ async def move_to_new_page(newpage: Page, page: Page) -> int:
         await step("3. failed: newpage->mapping = NULL", writes=(newpage.mapping_key,))
         newpage.mapping = None
         newpage.flags &= ~PG_anon
-    await unlock_page(newpage, label="unlock_page(newpage)")
+    if locked:
+        await unlock_page(newpage, label="unlock_page(newpage)")
     return rc
 
 
@@ -277,5 +293,5 @@ async def migrate_pages(page: Page, newpage: Page) -> int:
     return rc
 
 
-__all__ = ["EAGAIN", "PLAIN_GET", "migrate_page_move_mapping", "migrate_pages",
+__all__ = ["EAGAIN", "NEWPAGE_UNLOCKED", "PLAIN_GET", "migrate_page_move_mapping", "migrate_pages",
            "migration_entry_wait", "remove_migration_ptes", "wait_on_page_locked"]

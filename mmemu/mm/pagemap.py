@@ -35,6 +35,20 @@ PLAIN_GET = mmemu.register_mutant(
         "VM_BUG_ON(page_count(page) == 0) -- and on a real machine an increment that "
         "resurrects a page the allocator owns.")
 
+UNFREEZE_NO_WAKE = mmemu.register_mutant(
+    "pagemap:unfreeze-no-wake",
+    "page_unfreeze_refs restores the count without waking the lookups that found it frozen",
+    caught_as="Deadlock (a lookup that failed step 2 on the frozen count waits for a change "
+              "that already happened)",
+    doc="In the kernel a lookup whose page_cache_get_speculative fails on a frozen count "
+        "spins back to step 1; the spin ends when the remover removes the page (B) or "
+        "changes its mind (page_unfreeze_refs).  mmemu emulates the spin as a wait for "
+        "exactly those two events, so page_unfreeze_refs must announce its store: this "
+        "mutant drops the announcement, the emulated equivalent of a spinning CPU that "
+        "never re-reads the count.  It is a model mutant (the kernel has no wake-up "
+        "here): it shows that reclaim changing its mind is the only thing that ends that "
+        "spin when the page stays.")
+
 
 async def page_cache_get_speculative(page: Page, *,
                                      label: str = "2. page_cache_get_speculative") -> bool:
@@ -144,7 +158,7 @@ async def page_unfreeze_refs(page: Page, count: int, *,
             f"{'creates' if count > frozen else 'destroys'} {abs(count - frozen)} reference(s)",
             details=page.dump()))
     page._count.counter = count
-    if slot is not None:
+    if slot is not None and not mmemu.mutant(UNFREEZE_NO_WAKE):
         from mmemu.lowlevel import wake_all
         wake_all(slot)
 
@@ -159,5 +173,5 @@ async def page_cache_alloc(mapping: AddressSpace | None = None, *,
     return await alloc_page(label=label)
 
 
-__all__ = ["PLAIN_GET", "page_cache_alloc", "page_cache_get_speculative", "page_freeze_refs",
+__all__ = ["PLAIN_GET", "UNFREEZE_NO_WAKE", "page_cache_alloc", "page_cache_get_speculative", "page_freeze_refs",
            "page_unfreeze_refs"]

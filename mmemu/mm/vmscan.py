@@ -66,6 +66,30 @@ NO_FREEZE = mmemu.register_mutant(
         "(set_page_count(page, 0)), and the lookup's holder uses and finally puts a "
         "page that is free or already reused for another file.")
 
+DIRTY_BEFORE_FREEZE = mmemu.register_mutant(
+    "vmscan:dirty-before-freeze",
+    "__remove_mapping tests PageDirty before page_freeze_refs instead of after it",
+    caught_as="LostWrite (a page dirtied by a reference holder is freed from the pagecache "
+              "before it was written back)",
+    doc="The order __remove_mapping's comment warns about (2.6.27, 'Must be careful with the "
+        "order of the tests'): a get_user_pages holder writes to the page, SetPageDirty, "
+        "put_page.  Tested clean first, then frozen once that holder's reference is gone, "
+        "the page is removed and freed with its new data never written back.  Freezing first "
+        "and testing PageDirty after the freeze (the cmpxchg is the read barrier) sees the "
+        "dirty bit of any holder whose reference the freeze saw dropped.")
+
+FREEZE_WRONG_COUNT = mmemu.register_mutant(
+    "vmscan:freeze-wrong-count",
+    "__remove_mapping freezes the count at 3 instead of 2 (the pagecache's and reclaim's)",
+    caught_as="PageCountUnderflow / GetPageOnFreePage (reclaim freezes and frees a page "
+              "while a third holder -- a pin, a speculative lookup, truncate's pagevec -- "
+              "still uses it)",
+    doc="page_freeze_refs(page, 2) encodes exactly which references reclaim owns after "
+        "isolating an unmapped clean page: the pagecache's and its own.  Expecting one more "
+        "turns the check upside down: with only those two the freeze always fails (reclaim "
+        "never frees anything), and with a third holder present it succeeds, so reclaim "
+        "frees a page that holder still uses.")
+
 
 def _lru_lock() -> SpinLock:
     kernel = current_simulation().data["kernel"]
@@ -143,16 +167,28 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
                 await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
                 return False
         else:
+            if mmemu.mutant(DIRTY_BEFORE_FREEZE):
+                await step("PageDirty? (before the freeze)", reads=(page.flags_key,))
+                if page.flags & PG_dirty:
+                    await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
+                    return False
             # The non-racy check for a busy page: the cache's reference and
             # ours, and nobody else's -- frozen so that nobody can take one.
-            if not await page_freeze_refs(page, 2):
+            # PageDirty is tested only *after* the freeze: a holder that
+            # dirtied the page and then dropped its reference is seen.
+            expected = 3 if mmemu.mutant(FREEZE_WRONG_COUNT) else 2
+            if not await page_freeze_refs(page, expected):
                 await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
                 return False
-            await step("PageDirty? (after the freeze)", reads=(page.flags_key,))
-            if page.flags & PG_dirty:
-                await page_unfreeze_refs(page, 2)
-                await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
-                return False
+            if not mmemu.mutant(DIRTY_BEFORE_FREEZE):
+                await step("PageDirty? (after the freeze)", reads=(page.flags_key,))
+                if page.flags & PG_dirty:
+                    # Changed its mind: give the references back (and wake
+                    # the lookups that found the count frozen).
+                    await page_unfreeze_refs(page, expected)
+                    await spin_unlock(mapping.tree_lock,
+                                      label="cannot_free: spin_unlock(tree_lock)")
+                    return False
         await __remove_from_page_cache(page)
         await spin_unlock(mapping.tree_lock)
     return True
@@ -244,5 +280,6 @@ async def reclaim_page(page: Page) -> bool:
     return nr == 1
 
 
-__all__ = ["NO_FREEZE", "PageDirty", "PageLRU", "isolate_lru_page", "lru_cache_add",
+__all__ = ["DIRTY_BEFORE_FREEZE", "FREEZE_WRONG_COUNT", "NO_FREEZE", "PageDirty", "PageLRU",
+           "isolate_lru_page", "lru_cache_add",
            "putback_lru_page", "reclaim_page", "shrink_page_list"]

@@ -195,23 +195,33 @@ async def _reader(sim: Any, mapping: AddressSpace) -> None:
     out["lookup"] = None if page is None else f"page{page.pfn}"
     if page is None:
         return
-    await step("PageUptodate(page)? (else it must be locked)",
-               reads=(page.flags_key, page.mapping_key, (page, "index")))
-    if not page.flags & PG_uptodate:
-        if not PageLocked(page) or page.mapping is not mapping or page.index != 0:
-            _half_initialised(mapping, page, "not uptodate and not locked")
-        await lock_page(page)
-        await step("PageUptodate(page)? (after the read)", reads=(page.flags_key,))
-        if not page.flags & PG_uptodate:
-            _half_initialised(mapping, page, "not uptodate once its lock was free")
+    if await wait_uptodate(mapping, 0, page):
         out["waited"] = True
-        await unlock_page(page)
     await put_page(page, label="page_cache_release (the reader's reference)")
 
 
-def _half_initialised(mapping: AddressSpace, page: Page, what: str) -> None:
+async def wait_uptodate(mapping: AddressSpace, index: int, page: Page) -> bool:
+    """The reader's half of the read-in protocol, for a page found in
+    ``mapping`` without a lock: a page that is not uptodate has its read in
+    flight and must be locked (and initialised) -- wait on the page lock,
+    then it is uptodate.  True if it had to wait."""
+    await step("PageUptodate(page)? (else it must be locked)",
+               reads=(page.flags_key, page.mapping_key, (page, "index")))
+    if page.flags & PG_uptodate:
+        return False
+    if not PageLocked(page) or page.mapping is not mapping or page.index != index:
+        _half_initialised(mapping, index, page, "not uptodate and not locked")
+    await lock_page(page)
+    await step("PageUptodate(page)? (after the read)", reads=(page.flags_key,))
+    if not page.flags & PG_uptodate:
+        _half_initialised(mapping, index, page, "not uptodate once its lock was free")
+    await unlock_page(page)
+    return True
+
+
+def _half_initialised(mapping: AddressSpace, index: int, page: Page, what: str) -> None:
     fail(HalfInitialisedPage(
-        f"the reader of {mapping.name}[0] at {page_site()} found page{page.pfn} {what} "
+        f"the reader of {mapping.name}[{index}] at {page_site()} found page{page.pfn} {what} "
         f"(page->mapping={getattr(page.mapping, 'name', 'NULL')}, index={page.index}, "
         f"PG_locked {'set' if PageLocked(page) else 'clear'}): it would return data that "
         f"was never read in", details=page.dump()))

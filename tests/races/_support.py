@@ -1,0 +1,36 @@
+"""Helpers for the race-suite tests: explore a suite, read a forced trace."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mmemu
+
+
+def explore(suite: str, *, params: dict[str, Any] | None = None, mutants: list[str] | None = None,
+            bound: int | None = 2) -> mmemu.Result:
+    return mmemu.explore(suite, strategy=mmemu.DFS(max_preemptions=bound), executions=200_000,
+                         params=params or {}, mutants=mutants or [])
+
+
+def labels(outcome: Any, cpu_name: str) -> list[str]:
+    """The step labels one CPU ran, in order."""
+    tr = outcome.trace
+    return [e.label for e in tr.events if tr.cpu_name(e.cpu) == cpu_name]
+
+
+def assert_caught(suite: str, mutant: str, kinds: str | tuple[str, ...], *,
+                  params: dict[str, Any] | None = None) -> mmemu.Failure:
+    """The mutant is caught, shrunk to at most 2 preemptions, reported under
+    its own name, and its token replays to the same failure."""
+    res = explore(suite, params=params, mutants=[mutant])
+    f = res.failure
+    assert f is not None, f"{suite} {params or ''} did not catch {mutant}"
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    assert f.kind in kinds, f.report()
+    assert f.preemptions <= 2, f.report()
+    report = f.report()
+    assert f"with mutant {mutant}" in report and f.kind in report
+    again = mmemu.replay(None, f.schedule)
+    assert again.failure is not None and again.failure.kind == f.kind
+    return f
