@@ -39,7 +39,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import mmemu
-from mmemu.engine._execution import block, current_simulation, span, step, wake_all
+from mmemu.engine._execution import block, current_simulation, reach, span, step, wake_all
 from mmemu.kernel.locking import SpinLock, spin_lock, spin_unlock
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from mmemu.mm.page import (
@@ -218,6 +218,8 @@ async def _wait_slot_change(mapping: AddressSpace, index: int, page: Page) -> No
     """
     slot = slot_key(mapping, index)
     await step("2. failed: page frozen or free, retry", reads=(slot, page._count))
+    if mapping.page_tree.get(index) is page and page._count.counter == 0:
+        reach("filemap: step 2 failed on a frozen page (the lookup waits)")
     while mapping.page_tree.get(index) is page and page._count.counter == 0:
         await block(slot, "1. radix_tree_lookup (retry)", reads=(slot, page._count),
                     why=f"{mapping.name}[{index}]: page{page.pfn} frozen in the slot "

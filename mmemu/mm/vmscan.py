@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.engine._execution import current_simulation, span, step
+from mmemu.engine._execution import current_simulation, reach, span, step
 from mmemu.kernel.locking import SpinLock, spin_lock, spin_unlock
 from mmemu.mm.filemap import AddressSpace, __remove_from_page_cache, page_mapping
 from mmemu.mm.page import (
@@ -178,6 +178,7 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
             # dirtied the page and then dropped its reference is seen.
             expected = 3 if mmemu.mutant(FREEZE_WRONG_COUNT) else 2
             if not await page_freeze_refs(page, expected):
+                reach("vmscan: __remove_mapping: the freeze failed (the page is busy)")
                 await spin_unlock(mapping.tree_lock, label="cannot_free: spin_unlock(tree_lock)")
                 return False
             if not mmemu.mutant(DIRTY_BEFORE_FREEZE):
@@ -185,11 +186,13 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
                 if page.flags & PG_dirty:
                     # Changed its mind: give the references back (and wake
                     # the lookups that found the count frozen).
+                    reach("vmscan: __remove_mapping unfroze a dirty page (changed its mind)")
                     await page_unfreeze_refs(page, expected)
                     await spin_unlock(mapping.tree_lock,
                                       label="cannot_free: spin_unlock(tree_lock)")
                     return False
         await __remove_from_page_cache(page)
+        reach("vmscan: __remove_mapping froze and freed the page")
         await spin_unlock(mapping.tree_lock)
     return True
 

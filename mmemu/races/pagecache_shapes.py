@@ -27,7 +27,7 @@ import mmemu
 from mmemu.check import boot_checked
 from mmemu.check.page_state import PageLeak
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import step
+from mmemu.engine._execution import reach, step
 from mmemu.mm.filemap import PAGE_SIZE, AddressSpace, find_get_page
 from mmemu.mm.page import PG_dirty, PG_uptodate, Page, PageLocked, put_page
 from mmemu.mm.truncate import truncate_inode_pages
@@ -68,12 +68,19 @@ async def _generic_read(sim: Any, mapping: AddressSpace, who: str) -> None:
             break
         if await _read_in(mapping, 0) is None:
             out[f"{who}: -EEXIST"] = True
-    await wait_uptodate(mapping, 0, page)
+            reach(EEXIST)
+    if await wait_uptodate(mapping, 0, page):
+        reach(WAITED_FOR_READ)
     out[who] = _name(page)
     await put_page(page, label="R4. page_cache_release (the reader's reference)")
 
 
-@mmemu.scenario("pagecache:add-vs-add", catches=["filemap:eexist-no-undo"])
+EEXIST = "add_to_page_cache: -EEXIST (lost the race to add)"
+WAITED_FOR_READ = "a reader waited on the page lock for the read in flight"
+
+
+@mmemu.scenario("pagecache:add-vs-add", catches=["filemap:eexist-no-undo"],
+                reaches=[EEXIST, WAITED_FOR_READ])
 async def add_vs_add(sim: Any) -> None:
     """Two readers of an uncached index both read it in: one add_to_page_cache
     wins, the other gets -EEXIST.
@@ -163,7 +170,10 @@ async def _reclaim(sim: Any, page: Page) -> None:
 
 @mmemu.scenario("pagecache:reclaim-unfreeze",
                 catches=["pagemap:unfreeze-no-wake", "vmscan:dirty-before-freeze",
-                         "vmscan:freeze-wrong-count"])
+                         "vmscan:freeze-wrong-count"],
+                reaches=["vmscan: __remove_mapping unfroze a dirty page (changed its mind)",
+                         "filemap: step 2 failed on a frozen page (the lookup waits)",
+                         "vmscan: __remove_mapping: the freeze failed (the page is busy)"])
 async def reclaim_unfreeze(sim: Any) -> None:
     """Reclaim freezes a page, finds it dirtied meanwhile and changes its mind,
     while a lockless lookup waits on the frozen count.
@@ -231,7 +241,10 @@ async def _truncate(sim: Any, mapping: AddressSpace) -> None:
 
 
 @mmemu.scenario("pagecache:reclaim-vs-truncate",
-                catches=["vmscan:no-freeze", "vmscan:freeze-wrong-count"])
+                catches=["vmscan:no-freeze", "vmscan:freeze-wrong-count"],
+                reaches=["vmscan: __remove_mapping froze and freed the page",
+                         "vmscan: __remove_mapping: the freeze failed (the page is busy)",
+                         "filemap: step 2 failed on a frozen page (the lookup waits)"])
 async def reclaim_vs_truncate(sim: Any) -> None:
     """Reclaim and truncate both remove the same pagecache page.
 
@@ -279,6 +292,10 @@ async def reclaim_vs_truncate(sim: Any) -> None:
 # ---------------------------------------------------- lookup vs migration
 
 
+MIGRATED = "migrate: the page was migrated"
+MIGRATE_EAGAIN = "migrate: -EAGAIN (a reference blocked the freeze)"
+
+
 async def _migrate_then_reuse(sim: Any, page: Page, other: AddressSpace) -> None:
     """Isolate the page and migrate it to a new page; a failed migration puts
     it back.  Then read file2[1] in: it gets the page freed last."""
@@ -291,6 +308,7 @@ async def _migrate_then_reuse(sim: Any, page: Page, other: AddressSpace) -> None
     out["newpage"] = _name(newpage)
     rc = await migrate_pages(page, newpage)
     out["migrated"] = rc == 0
+    reach(MIGRATE_EAGAIN if rc else MIGRATED)
     if rc:
         await putback_lru_page(page)
     reused = await _read_in(other, 1)
@@ -302,12 +320,15 @@ async def _read(sim: Any, mapping: AddressSpace) -> None:
     sim.data["outcome"]["lookup"] = _name(page)
     if page is None:
         return
-    await wait_uptodate(mapping, 0, page)
+    if await wait_uptodate(mapping, 0, page):
+        reach(WAITED_FOR_READ)
     await put_page(page, label="page_cache_release (the reader's reference)")
 
 
 @mmemu.scenario("pagecache:lookup-vs-migration",
-                catches=["filemap:no-recheck", "filemap:plain-get", "migrate:newpage-unlocked"])
+                catches=["filemap:no-recheck", "filemap:plain-get", "migrate:newpage-unlocked"],
+                reaches=[MIGRATED, MIGRATE_EAGAIN, WAITED_FOR_READ,
+                         "filemap: step 2 failed on a frozen page (the lookup waits)"])
 async def lookup_vs_migration(sim: Any) -> None:
     """A lockless read of file[0] races with the migration of its page.
 
