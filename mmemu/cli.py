@@ -570,6 +570,12 @@ def mutants(
     return EXIT_OK if not missed and not dirty else EXIT_FAILURE
 
 
+# `mmemu mutate`: its parameters and help live in mmemu/mutate/_cli.py
+from mmemu.mutate._cli import mutate as _mutate  # noqa: E402 - after the app exists
+
+app.command(name="mutate")(_mutate)
+
+
 @app.command(name="replay")
 def replay_(token: str, *, json_: Annotated[bool, Parameter(name="--json")] = False) -> int:
     """Replay one execution exactly from its token and print its report.

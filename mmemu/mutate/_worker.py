@@ -1,0 +1,209 @@
+"""The worker process: one mutant (or the unmutated baseline) per process.
+
+``python -P -m mmemu.mutate._worker`` reads one job (JSON) on stdin and
+writes one JSON object per line on stdout as it goes, so the parent keeps
+what was found even if it has to kill the worker at its time limit:
+
+- ``{"event": "run", ...}`` for each suite run (suite, params, verdict,
+  executions, time, token; with ``lines`` when the job traces coverage);
+- ``{"event": "fuzz", ...}`` for the fuzzer step;
+- ``{"event": "error", "stage": "import" | "run", ...}`` when the mutant
+  does not import or an exploration raises instead of failing;
+- ``{"event": "done"}`` at the end.
+
+The job: ``runs`` (suite name + params, in the order to try), the budget
+(``seed``, ``executions``, ``strategy``, ``max_preemptions``; None keeps the
+suite's own), ``stop_at_first``, ``trace`` (files whose executed lines to
+record per run), and what to mutate: ``module`` (a module name and its
+mutated source, served by an import hook) or ``driver`` (a driver spec and
+class; with ``source``, the mutated driver is written to ``workdir`` and
+loaded from there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+#: Python errors that mean the mutant broke the code rather than the
+#: protocol when they happen on a serial run (the parent decides)
+CRASH_TYPES = ("NameError", "UnboundLocalError", "AttributeError", "TypeError",
+               "ImportError", "SyntaxError")
+
+
+class _LineTracer:
+    """Record the executed lines of some files (sys.settrace, filtered at
+    each frame's entry so other code runs at near full speed)."""
+
+    def __init__(self, files: list[str]) -> None:
+        self.files = {os.path.realpath(f) for f in files}
+        self._known: dict[str, bool] = {}
+        self.lines: dict[str, set[int]] = {}
+
+    def _wanted(self, filename: str) -> bool:
+        hit = self._known.get(filename)
+        if hit is None:
+            hit = os.path.realpath(filename) in self.files
+            self._known[filename] = hit
+        return hit
+
+    def __call__(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+        if not self._wanted(frame.f_code.co_filename):
+            return None
+        lines = self.lines.setdefault(os.path.realpath(frame.f_code.co_filename), set())
+        lines.add(frame.f_lineno)
+
+        def local(frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
+            if event == "line":
+                lines.add(frame.f_lineno)
+            return local
+        return local
+
+    def take(self) -> dict[str, list[int]]:
+        out = {f: sorted(v) for f, v in self.lines.items()}
+        self.lines = {}
+        return out
+
+
+def _emit(out: TextIO, obj: dict[str, Any]) -> None:
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
+
+
+def _describe_error(exc: BaseException) -> str:
+    first = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": ")
+
+
+def run_job(job: dict[str, Any], out: TextIO) -> None:
+    workdir = Path(job.get("workdir") or ".")
+    module = job.get("module")
+    if module is not None:
+        from mmemu.mutate._isolate import override_module, write_source
+
+        path = write_source(workdir, module["stem"], module["source"])
+        override_module(module["name"], module["source"], str(path))
+    try:
+        import mmemu  # noqa: F401 - the mutated module (if any) is imported here
+        from mmemu.engine import get_scenario
+        from mmemu.engine._registry import load_builtin
+
+        load_builtin()
+        driver_spec = None
+        drv = job.get("driver")
+        if drv is not None:
+            from mmemu.driver import load_driver
+
+            if drv.get("source") is not None:
+                from mmemu.mutate._isolate import load_mutant_driver, write_source
+
+                path = write_source(workdir, drv["stem"], drv["source"])
+                driver_spec = load_mutant_driver(path, drv["class"])
+            else:
+                driver_spec = drv["spec"]
+                load_driver(driver_spec)
+    except Exception as exc:  # noqa: BLE001 - a mutant that does not import is a finding
+        _emit(out, {"event": "error", "stage": "import", "error": _describe_error(exc),
+                    "original": type(exc).__name__,
+                    "traceback": traceback.format_exc(limit=-3)})
+        _emit(out, {"event": "done"})
+        return
+
+    from mmemu.engine import UnexpectedException, explore
+    from mmemu.engine._strategies import make_strategy
+
+    tracer = _LineTracer(job["trace"]) if job.get("trace") else None
+    for index, run in enumerate(job["runs"]):
+        sc = get_scenario(run["suite"])
+        params = dict(run["params"])
+        if driver_spec is not None and "driver" in params:
+            params["driver"] = driver_spec
+        bound = job.get("max_preemptions")
+        strategy = make_strategy(job.get("strategy") or sc.strategy,
+                                 max_preemptions=bound if bound is not None else sc.max_preemptions)
+        started = time.perf_counter()
+        if tracer is not None:
+            sys.settrace(tracer)
+        try:
+            res = explore(sc.name, strategy=strategy,
+                          executions=job.get("executions") or sc.executions,
+                          seed=job.get("seed", 0), params=params)
+        except Exception as exc:  # noqa: BLE001 - the mutant broke the model's contract
+            sys.settrace(None)
+            _emit(out, {"event": "error", "stage": "run", "index": index, "suite": sc.name,
+                        "params": run["params"], "error": _describe_error(exc),
+                        "original": type(exc).__name__,
+                        "elapsed_s": round(time.perf_counter() - started, 3),
+                        "traceback": traceback.format_exc(limit=-3)})
+            if job.get("stop_at_first", True):
+                break
+            continue
+        finally:
+            sys.settrace(None)
+        f = res.failure
+        row: dict[str, Any] = {
+            "event": "run", "index": index, "suite": sc.name, "params": run["params"],
+            "ok": f is None, "executions": res.executions, "exhausted": res.exhausted,
+            "elapsed_s": round(time.perf_counter() - started, 3)}
+        if f is not None:
+            original = None
+            if isinstance(f.exception, UnexpectedException):
+                original = type(f.exception.original).__name__
+            row.update(kind=f.kind, message=f.message.strip().splitlines()[0][:300]
+                       if f.message.strip() else "", preemptions=f.preemptions,
+                       steps=f.steps, schedule=f.schedule, found_after=f.found_after,
+                       original=original)
+        if tracer is not None:
+            row["lines"] = tracer.take()
+        _emit(out, row)
+        if f is not None and job.get("stop_at_first", True):
+            _emit(out, {"event": "done"})
+            return
+    fuzz = job.get("fuzz")
+    if fuzz and driver_spec is not None and fuzz.get("time"):
+        _emit(out, _run_fuzz(driver_spec, float(fuzz["time"]), int(job.get("seed", 0))))
+    _emit(out, {"event": "done"})
+
+
+def _run_fuzz(driver_spec: str, seconds: float, seed: int) -> dict[str, Any]:
+    """The fuzzer step (``mmemu.workload.fuzz``), when that package exists."""
+    import importlib
+
+    try:
+        # looked up by name: the workload package lands separately
+        fuzz = getattr(importlib.import_module("mmemu.workload"), "fuzz")
+    except (ImportError, AttributeError):
+        return {"event": "fuzz", "available": False}
+    started = time.perf_counter()
+    res = fuzz(drivers=(driver_spec,), seed=seed, time=seconds)
+    f = getattr(res, "failure", None)
+    row: dict[str, Any] = {"event": "fuzz", "available": True, "ok": f is None,
+                           "workloads": getattr(res, "workloads", None),
+                           "executions": getattr(res, "executions", None),
+                           "elapsed_s": round(time.perf_counter() - started, 3)}
+    if f is not None:
+        wl = getattr(res, "workload", None)
+        row.update(kind=f.kind, message=f.message.strip().splitlines()[0][:300]
+                   if f.message.strip() else "", preemptions=f.preemptions,
+                   schedule=f.schedule, workload=str(wl) if wl is not None else None)
+    return row
+
+
+def main() -> None:
+    # Results go to the real stdout; anything the model prints goes to stderr.
+    out = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    sys.stdout = sys.stderr
+    job = json.loads(sys.stdin.read())
+    run_job(job, out)
+    out.close()
+
+
+if __name__ == "__main__":
+    main()
