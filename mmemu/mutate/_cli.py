@@ -1,6 +1,6 @@
 """``mmemu mutate``: mutation testing of a driver, from the command line.
 
-mmemu/cli.py registers ``mutate`` below as a command of its app; the
+mmemu/cli/mutate.py registers ``mutate`` below as a command of its app; the
 parameters and the help live here, beside the code they drive.
 """
 

@@ -1,0 +1,3 @@
+from mmemu.cli import main
+
+main()

@@ -1,0 +1,57 @@
+"""``mmemu bench``: the scripts of benchmarks/, installed as mmemu.benchmarks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+from cyclopts import Parameter
+
+from ._app import EXIT_OK, EXIT_USAGE, UsageError, app
+
+@app.command
+def bench(
+    *,
+    full: Annotated[bool, Parameter(help="every benchmark, bigger budgets (minutes)")] = False,
+) -> int:
+    """Run the benchmarks in benchmarks/ (quick mode unless --full) and print their tables.
+
+    Quick: engine step cost against a bare trio handoff, the kernel suites'
+    cost per step and the 10k-vma build (small), executions/s per suite,
+    frontrun and thread-stress comparisons.  --full adds time to first
+    failure per mutant, the --jobs / Dask speed-up and the notifier figures
+    (mm_take_all_locks against vma count).  Figures on a shared
+    machine are noisy: compare the ratios printed by one run.
+
+    Example: mmemu bench --full
+    """
+    import subprocess
+
+    root = _benchmarks_dir()
+    flag = ["--full"] if full else []
+    code = 0
+    runs = [("engine.py", [] if full else ["--quick"]), ("kernel.py", [] if full else ["--quick"]),
+            ("scale.py", flag)]
+    if full:
+        runs.append(("notifier.py", []))
+    for script, args in runs:
+        print(f"# benchmarks/{script} {' '.join(args)}".rstrip(), flush=True)
+        code = code or subprocess.run([sys.executable, str(root / script), *args]).returncode
+    return EXIT_OK if code == 0 else EXIT_USAGE
+
+
+def _benchmarks_dir() -> Path:
+    """Where the benchmark scripts are: installed as the ``mmemu.benchmarks``
+    package (the repository's ``benchmarks/`` folder), whichever way mmemu
+    was installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mmemu.benchmarks")
+    for loc in (spec.submodule_search_locations or []) if spec is not None else []:
+        if (Path(loc) / "scale.py").exists():
+            return Path(loc)
+    raise UsageError("the benchmark scripts are not installed with this mmemu "
+                     "(reinstall it: python3 -m pip install .)")
+
+
