@@ -61,7 +61,7 @@ def mutate(
 
     Example: mmemu mutate --driver kvm --jobs 2
     """
-    from mmemu.cli import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, _out
+    from mmemu.cli._app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, _out
 
     unknown = [op for op in operator if op not in OPERATORS]
     if unknown:
