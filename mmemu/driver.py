@@ -98,7 +98,7 @@ from typing import Any
 
 from mmemu.check.shadow_tlb import ShadowTLB, Translation, register_tlb
 from mmemu.engine._errors import InvariantViolation, MmemuError, ModelError, UnexpectedException
-from mmemu.engine._execution import _sim_or_none, current_simulation, step
+from mmemu.engine._execution import _sim_or_none, current_simulation, reach, step
 from mmemu.kernel.atomic import (
     atomic_dec,
     atomic_dec_and_test,
@@ -214,20 +214,6 @@ class CallbackAfterDetach(InvariantViolation):
 
 class DriverLoadError(ModelError):
     """A driver could not be found or imported."""
-
-
-#: ``sim.data`` key of the set of driver callbacks and operations reached
-#: in an execution ("kvm ->invalidate_range_start"), for coverage reports
-REACHED_KEY = "driver.reached"
-
-
-def _reached(sim: Any, what: str) -> None:
-    if sim is None:
-        return
-    seen = sim.data.get(REACHED_KEY)
-    if seen is None:
-        seen = sim.data[REACHED_KEY] = {}
-    seen[what] = seen.get(what, 0) + 1
 
 
 class Driver:
@@ -431,9 +417,13 @@ async def guarded(driver: Driver, what: str, fn: Callable[..., Awaitable[Any]],
     ``what`` names the operation, or the callback as ``"->release"``: a
     callback that starts, or returns, after the driver's detach returned
     (``driver.detached_at``) is a CallbackAfterDetach."""
-    sim = _sim_or_none()
-    _reached(sim, f"{driver.name.partition('#')[0]} {what}")
     callback = what.startswith("->")
+    # coverage: "kvm->invalidate_range_start" (a callback), "kvm fault" (an operation)
+    name = driver.name.partition("#")[0]
+    if callback:
+        reach(f"{name}{what}", kind="callback")
+    else:
+        reach(f"{name} {what}")
     if callback and driver.detached_at is not None:
         _after_detach(driver, what, "called")
     try:
@@ -613,7 +603,7 @@ KERNEL_API = [
 
 __all__ = [
     "CALLBACKS", "CallbackAfterDetach", "DEFAULT_DRIVER", "Driver", "DriverCheckFailed", "DriverError",
-    "DriverLoadError", "ENTRY_POINT_GROUP", "REACHED_KEY", "ShadowTLB", "Translation",
+    "DriverLoadError", "ENTRY_POINT_GROUP", "ShadowTLB", "Translation",
     "available_drivers", "guarded", "load_driver", "new_driver", "register_driver",
     "register_tlb", "supports_api", *KERNEL_API,
 ]

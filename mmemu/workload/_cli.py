@@ -72,11 +72,12 @@ class _FuzzProgress:
 
     def line(self, p: Progress) -> str:
         secs = max(p.elapsed_s, 1e-6)
-        ops = sorted(k for k in p.reached if " " not in k)
-        callbacks = sorted(k for k in p.reached if " ->" in k)
+        ops = [k for k in p.reached if k.startswith("event:workload: ")]
+        callbacks = [k for k in p.reached if k.startswith("callback:")]
+        events = [k for k in p.reached if k.startswith("event:") and k not in ops]
         return (f"{p.phase}: {p.workloads} workloads ({p.workloads / secs:.1f}/s), "
-                f"{p.executions} executions ({p.executions / secs:.0f}/s), "
-                f"{len(ops)} operations and {len(callbacks)} callbacks reached")
+                f"{p.executions} executions ({p.executions / secs:.0f}/s); reached "
+                f"{len(ops)} kernel paths, {len(callbacks)} callbacks, {len(events)} other events")
 
     def __call__(self, p: Progress) -> None:
         if self._live is not None:
@@ -95,28 +96,28 @@ class _FuzzProgress:
 
 
 def reached_table(res: FuzzResult) -> Table:
-    """What the run reached: operations (kernel paths) and driver callbacks."""
-    table = Table(title=f"reached in {res.executions} executions")
-    table.add_column("kernel path / operation")
+    """What the search reached: the operations that ran (kernel paths and
+    driver actions), the driver callbacks, the model's other events."""
+    from mmemu.workload._ops import OPERATIONS
+
+    table = Table(title=f"reached in {res.workloads} workloads")
+    table.add_column("operation (kernel path)")
     table.add_column("times", justify="right")
-    table.add_column("driver callback / operation")
+    table.add_column("driver callback")
     table.add_column("times", justify="right")
-    left = sorted((k, v) for k, v in res.reached.items() if not _is_driver_key(k))
-    right = sorted((k, v) for k, v in res.reached.items() if _is_driver_key(k))
+    left = []
+    for key, n in sorted(res.reached.items()):
+        if key.startswith("event:workload: "):
+            what = key[len("event:workload: "):]
+            spec = OPERATIONS.get(what)
+            left.append((f"{what} ({spec.kernel})" if spec is not None else what, n))
+    right = sorted((k[len("callback:"):], n) for k, n in res.reached.items()
+                   if k.startswith("callback:"))
     for i in range(max(len(left), len(right))):
         a = left[i] if i < len(left) else ("", "")
         b = right[i] if i < len(right) else ("", "")
         table.add_row(str(a[0]), str(a[1]), str(b[0]), str(b[1]))
     return table
-
-
-def _is_driver_key(k: str) -> bool:
-    """'kvm ->invalidate_range_start' / 'kvm fault' (a driver's name first)
-    against the world's operation names ('fault', 'reclaim freed the page')."""
-    from mmemu.workload._ops import OPERATIONS
-
-    first = k.split(" ", 1)[0]
-    return " " in k and first not in OPERATIONS
 
 
 def fuzz_command(*, drivers: Sequence[str], cpus: int, ops: int, time_s: float | None,

@@ -37,7 +37,7 @@ import mmemu
 from mmemu.engine import Failure
 from mmemu.engine._errors import ModelError
 from mmemu.workload._generate import GenSettings, apis_of, generate
-from mmemu.workload._scenario import _COLLECTORS, SCENARIO, resolve
+from mmemu.workload._scenario import SCENARIO, resolve
 from mmemu.workload._shrink import shrink_workload
 from mmemu.workload._text import Workload, WorkloadError
 
@@ -82,8 +82,11 @@ class FuzzResult:
 
     ``failure`` is the shrunk failure (report, token) of the minimal
     workload ``workload``; ``original`` the workload as drawn (number
-    ``index``).  ``reached`` counts the operations that ran and the driver
-    callbacks and operations that were called, over every execution.
+    ``index``).  ``reached`` counts the coverage events of every execution
+    of the search (not of the shrinking): ``"event:workload: munmap"`` (an
+    operation ran), ``"event:kvm fault"`` (a driver operation),
+    ``"callback:kvm->invalidate_range_start"``, and the model's own events
+    (``"event:vmscan: __remove_mapping froze and freed the page"``).
     """
 
     seed: int
@@ -97,6 +100,10 @@ class FuzzResult:
     original: Workload | None = None
     index: int | None = None
     shrink_tries: int = 0
+    #: seconds and executions from the start until the failing workload was
+    #: found (before any shrinking): the fuzzer's time to first failure
+    found_s: float | None = None
+    found_executions: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -135,7 +142,8 @@ def explore_plan(wl: Workload, plan: Plan, seed: int, *, mutants: Iterable[str] 
                  stop: Callable[[], bool] | None = None,
                  collect: dict[str, int] | None = None) -> tuple[Found | None, int, bool]:
     """Explore one workload by the plan: (what failed or None, executions,
-    interrupted)."""
+    interrupted).  ``collect`` adds up the coverage events the executions
+    reached (``"callback:kvm->release"``, ``"event:workload: munmap"``...)."""
     params = {"workload": str(wl)}
     total = 0
 
@@ -143,21 +151,19 @@ def explore_plan(wl: Workload, plan: Plan, seed: int, *, mutants: Iterable[str] 
         if stop is not None and stop():
             raise KeyboardInterrupt
 
-    if collect is not None:
-        _COLLECTORS.append(collect)
-    try:
-        for phase, strategy, budget in plan.phases(seed):
-            res = mmemu.explore(SCENARIO, strategy=strategy, executions=budget, seed=seed,
-                                params=params, mutants=tuple(mutants), shrink=False,
-                                progress=check)
-            total += res.executions
-            if res.failure is not None:
-                return Found(res.failure.kind, phase, res.executions), total, res.interrupted
-            if res.interrupted:
-                return None, total, True
-    finally:
-        if collect is not None:
-            _COLLECTORS.remove(collect)
+    for phase, strategy, budget in plan.phases(seed):
+        res = mmemu.explore(SCENARIO, strategy=strategy, executions=budget, seed=seed,
+                            params=params, mutants=tuple(mutants), shrink=False,
+                            progress=check)
+        total += res.executions
+        if collect is not None and res.coverage is not None:
+            for (kind, name), (_execs, times) in res.coverage.counts.items():
+                key = f"{kind}:{name}"
+                collect[key] = collect.get(key, 0) + times
+        if res.failure is not None:
+            return Found(res.failure.kind, phase, res.executions), total, res.interrupted
+        if res.interrupted:
+            return None, total, True
     return None, total, False
 
 
@@ -242,6 +248,8 @@ def fuzz(drivers: Iterable[str] | None = None, *, seed: int = 0, time: float | N
         return FuzzResult(seed, stats["workloads"], stats["executions"],
                           _time.monotonic() - started, interrupted, reached)
     index, original, found = hit
+    found_s = _time.monotonic() - started
+    found_executions = stats["executions"]
     wseed = _seed_of(seed, index)
     best = original
     tries = 0
@@ -271,7 +279,7 @@ def fuzz(drivers: Iterable[str] | None = None, *, seed: int = 0, time: float | N
         best = original
     return FuzzResult(seed, stats["workloads"], stats["executions"],
                       _time.monotonic() - started, interrupted, reached, failure, best,
-                      original, index, tries)
+                      original, index, tries, found_s, found_executions)
 
 
 def _search(settings: GenSettings, plan: Plan, seed: int, mutants: tuple[str, ...], *,

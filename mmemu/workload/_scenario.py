@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import mmemu
-from mmemu.driver import DEFAULT_DRIVER, REACHED_KEY, DriverLoadError, load_driver
+from mmemu.driver import DEFAULT_DRIVER, DriverLoadError, load_driver
 from mmemu.engine import Result, explore
 from mmemu.workload._ops import OPERATIONS, applicable
 from mmemu.workload._text import Workload, WorkloadError, parse_workload, validate
@@ -24,9 +24,6 @@ from mmemu.workload._world import World
 SCENARIO = "workload:run"
 
 _PARSED: dict[str, Workload] = {}
-#: coverage collectors: dicts that every finished execution adds its reached
-#: operations and callbacks to (the fuzzer pushes one while it runs)
-_COLLECTORS: list[dict[str, int]] = []
 
 
 def _parse_cached(text: str) -> Workload:
@@ -100,20 +97,11 @@ async def run_workload(sim: Any) -> None:
     wl = _parse_cached(str(text))
     drivers, api = resolve(wl, sim.params)
     world = World(sim, wl, drivers, api)
-    try:
-        await world.build()
-        async with sim.cpus() as cpus:
-            for c, ops in enumerate(wl.cpus):
-                cpus.start(_run_cpu, world, c, ops, name=_cpu_name(ops))
-        world.check_coherent()
-    finally:
-        if _COLLECTORS:
-            seen = dict(world.reached)
-            for k, v in (sim.data.get(REACHED_KEY) or {}).items():
-                seen[k] = seen.get(k, 0) + v
-            for col in _COLLECTORS:
-                for k, v in seen.items():
-                    col[k] = col.get(k, 0) + v
+    await world.build()
+    async with sim.cpus() as cpus:
+        for c, ops in enumerate(wl.cpus):
+            cpus.start(_run_cpu, world, c, ops, name=_cpu_name(ops))
+    world.check_coherent()
 
 
 def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None = None,
