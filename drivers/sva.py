@@ -78,8 +78,6 @@ class SvaDevice(Driver):
     name = "sva"
     key_name = "va"
     apis = ("modern",)
-    #: the bond's notifier comes from mmu_notifier_get(self.ops, mm)
-    notifier_get = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -118,8 +116,9 @@ class SvaDevice(Driver):
 
     async def detach(self) -> None:
         """iommu_sva_unbind_device: the CD stops translating, flush, put."""
+        acc = self._zap_all_accesses()
         await step("arm_smmu_write_ctx_desc: CD cleared; flush the ASID",
-                   reads=(self.cd_key,), **self._zap_all_accesses())
+                   reads=acc["reads"] + (self.cd_key,), writes=acc["writes"] + (self.cd_key,))
         self.cd_live = False
         self.tlb.zap_all()
         if self.bond is not None:

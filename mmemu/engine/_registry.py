@@ -150,6 +150,18 @@ def register_mutant(name: str, summary: str, *, caught_as: str = "", doc: str = 
     return name
 
 
+def set_mutant_applies(name: str, applies: Callable[[dict[str, Any]], bool] | None) -> None:
+    """Give the mutant ``name`` (registered where the model code it changes
+    lives) its ``applies`` filter from another layer: a filter that needs to
+    know about drivers is the suites' business, not the kernel model's."""
+    _check_name("mutant", name)
+    try:
+        m = _MUTANTS[name]
+    except KeyError:
+        raise ModelError(f"unknown mutant {name!r}: register it before giving it a filter") from None
+    _MUTANTS[name] = attrs.evolve(m, applies=applies)
+
+
 def load_builtin() -> None:
     """Import mmemu's own suites and any plugin registered under the
     ``mmemu.scenarios`` entry-point group."""

@@ -35,7 +35,7 @@ import bisect
 from typing import TYPE_CHECKING, Any
 
 from mmemu.engine._errors import InvariantViolation, ModelError
-from mmemu.engine._execution import _sim_or_none, current_simulation, span, step
+from mmemu.engine._execution import _sim_or_none, current_simulation, reach, span, step
 from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_t
 from mmemu.kernel.locking import (
     SETUP,
@@ -596,6 +596,27 @@ MUTANT_EINTR_LEAK = mmemu.register_mutant(
     "mmap:eintr-leak",
     "mm_take_all_locks returns -EINTR on a pending signal without dropping what it took",
     caught_as="LockHeldAtExit (or a Deadlock of the next CPU that needs one of the locks)")
+MUTANT_NO_ALL_LOCKS_MUTEX = mmemu.register_mutant(
+    "mmap:no-all-locks-mutex",
+    "mm_take_all_locks / mm_drop_all_locks do without mm_all_locks_mutex",
+    caught_as="UnlockNotOwner (the second caller drops an i_mmap_lock it never took: it "
+              "read AS_MM_ALL_LOCKS set by the first) or the BUG of vm_lock_mapping",
+    doc="The marks mm_take_all_locks leaves on what it locked -- the LSB of "
+        "anon_vma->head.next, AS_MM_ALL_LOCKS in mapping->flags -- are only meaningful to "
+        "one caller at a time: 'AS_MM_ALL_LOCKS can't change from under us because we hold "
+        "the mm_all_locks_mutex'.  Two registrants on two mms that map one file, without "
+        "the mutex: the second finds the mapping marked by the first, takes it for its "
+        "own mark and skips i_mmap_lock (so a truncate of that file can run inside its "
+        "registration), and its mm_drop_all_locks then unlocks a lock another CPU holds.")
+MUTANT_IGNORE_SIGNALS = mmemu.register_mutant(
+    "mmap:ignore-signals",
+    "mm_take_all_locks never checks signal_pending(current)",
+    caught_as="SignalIgnored (mm_take_all_locks returned 0 although the task had a signal "
+              "pending before it started)",
+    doc="mm_take_all_locks can take a very long time on a large mm, so the seed patch "
+        "checks signal_pending(current) before each vma and aborts with -EINTR after "
+        "dropping what it took: a task being killed does not finish taking every lock of "
+        "the mm first (and the registration it served fails with -EINTR).")
 MUTANT_UNMARK_AFTER_UNLOCK = mmemu.register_mutant(
     "mmap:unmark-after-unlock",
     "mm_drop_all_locks clears the anon_vma mark after unlocking anon_vma->lock",
@@ -738,11 +759,20 @@ async def mm_take_all_locks(mm: Any) -> int:
                 f"{sim.running.title} calls mm_take_all_locks at {page_site()} while it "
                 f"already holds mm_all_locks_mutex from an earlier mm_take_all_locks: "
                 f"self-deadlock (one task cannot take all locks twice in a row)"))
-        await mutex_lock(k.mm_all_locks_mutex, label="mutex_lock(&mm_all_locks_mutex)")
+        locked = not mmemu.mutant(MUTANT_NO_ALL_LOCKS_MUTEX)
+        if locked:
+            if k.mm_all_locks_mutex.owner is not None:
+                reach("mm_take_all_locks: waits for mm_all_locks_mutex (another registrant)")
+            await mutex_lock(k.mm_all_locks_mutex, label="mutex_lock(&mm_all_locks_mutex)")
         ret = -EINTR
+        took = False
         for vma in _vma_list(mm):
-            if await _signal_pending_current():
+            if not mmemu.mutant(MUTANT_IGNORE_SIGNALS) and await _signal_pending_current():
+                reach("mm_take_all_locks: -EINTR (a signal is pending)")
+                if took:
+                    reach("mm_take_all_locks: -EINTR after taking some of the locks")
                 break
+            took = True
             if vma.anon_vma is not None:
                 await vm_lock_anon_vma(mm, vma.anon_vma)
             mapping = _vma_mapping(vma)
@@ -792,7 +822,8 @@ async def mm_drop_all_locks(mm: Any) -> None:
     with mmemu.span("mm_drop_all_locks"):
         await _bug_on_mmap_sem_not_held(mm, "mm_drop_all_locks")
         k = _kernel()
-        if not mutex_is_locked(k.mm_all_locks_mutex):
+        locked = not mmemu.mutant(MUTANT_NO_ALL_LOCKS_MUTEX)
+        if locked and not mutex_is_locked(k.mm_all_locks_mutex):
             current_simulation().fail(InvariantViolation(
                 "BUG_ON(!mutex_is_locked(&mm_all_locks_mutex)) in mm_drop_all_locks"))
         for vma in _vma_list(mm):
@@ -801,4 +832,5 @@ async def mm_drop_all_locks(mm: Any) -> None:
             mapping = _vma_mapping(vma)
             if mapping is not None:
                 await vm_unlock_mapping(mapping)
-        await mutex_unlock(k.mm_all_locks_mutex, label="mutex_unlock(&mm_all_locks_mutex)")
+        if locked:
+            await mutex_unlock(k.mm_all_locks_mutex, label="mutex_unlock(&mm_all_locks_mutex)")

@@ -96,7 +96,7 @@ from typing import Any
 
 import mmemu
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import current_simulation, step
+from mmemu.engine._execution import current_simulation, reach, step, touch
 from mmemu.kernel.locking import (
     SpinLock,
     WaitQueueHead,
@@ -160,6 +160,60 @@ MUTANT_RELEASE_AFTER_UNHASH = mmemu.register_mutant(
         "try_to_unmap on another CPU clears the pte, finds no notifier to tell, and frees "
         "the page while the secondary MMU still maps it.",
     applies=_on_hlist)
+
+MUTANT_UNREGISTER_NO_SRCU = mmemu.register_mutant(
+    "mmu_notifier:unregister-no-srcu",
+    "mmu_notifier_unregister returns without synchronize_srcu",
+    caught_as="NotifierUseAfterFree (a walker that read the notifier list before the unhash "
+              "calls the notifier after its driver freed it)",
+    doc="mmu_notifier_unregister's last step waits for every SRCU reader of the notifier "
+        "list: exit_mmap's ->release walk, a truncate's range_start/end, reclaim's "
+        "invalidate_page.  Any of them may have read the list before the unhash and still be "
+        "about to call the notifier.  Returning without the grace period lets the driver "
+        "free the structure that embeds the notifier (kvm_destroy_vm frees struct kvm right "
+        "after mmu_notifier_unregister) while the walker calls into it.")
+
+MUTANT_UNREGISTER_DEL_RCU = mmemu.register_mutant(
+    "mmu_notifier:unregister-del-rcu",
+    "mmu_notifier_unregister calls ->release of a notifier exit_mmap is releasing, then "
+    "unhashes it with hlist_del_rcu",
+    caught_as="NotifierListCorruption (hlist_del_rcu of a node __mmu_notifier_release already "
+              "unhashed: a NULL pointer dereference)",
+    doc="The unregister of 3ad3d901bbcf (2012) up to 751efd8610d3 ('mmu_notifier_unregister "
+        "NULL Pointer deref and multiple ->release() callouts', 2013): it tests "
+        "hlist_unhashed without the lock, calls ->release (a second time, if exit_mmap's "
+        "walk already did), takes the lock and unhashes with hlist_del_rcu.  If "
+        "__mmu_notifier_release unhashed the notifier in between (hlist_del_init_rcu sets "
+        "pprev to NULL), hlist_del_rcu writes through that NULL pointer.  d34883d4e35c "
+        "(v3.10) uses hlist_del_init_rcu there, a no-op on an unhashed node; the double "
+        "->release stays, and drivers must handle it.")
+
+MUTANT_NONBLOCK_NO_END = mmemu.register_mutant(
+    "mmu_notifier:nonblock-no-end",
+    "a non-blockable invalidate_range_start that fails in one notifier does not end the "
+    "notifiers whose start succeeded",
+    caught_as="Deadlock (KVM's mmu_notifier_count, GRU's ms_range_active stay raised: the "
+              "next secondary-MMU fault waits forever for a range_end that never comes)",
+    doc="The core from 93065ac753e4 (4.19, non-blockable ranges for the OOM reaper) to "
+        "Sean Christopherson's fix of March 2021 ('mm/mmu_notifiers: ensure range_end() is "
+        "paired with range_start()', v5.12): when one notifier returned -EAGAIN, "
+        "mmu_notifier_invalidate_range_start_nonblock returned -EAGAIN, the reaper skipped "
+        "the vma without range_end, and every notifier whose start had succeeded was left "
+        "inside an invalidation.  The fix's own words: 'KVM's mmu_notifier_count would become "
+        "imbalanced'.  Needs two notifiers on one mm, one that fails.")
+
+MUTANT_ITREE_NONBLOCK_NO_END = mmemu.register_mutant(
+    "mmu_notifier:itree-nonblock-no-end",
+    "mn_itree_invalidate returns -EAGAIN without ending the interval invalidation it began",
+    caught_as="Deadlock (invalidate_seq stays odd: every mmu_interval_read_begin of an interval "
+              "that was hit waits forever)",
+    doc="The interval-tree half of the same rule: mn_itree_inv_start_range raised "
+        "active_invalidate_ranges and made invalidate_seq odd; when an interval's "
+        "->invalidate refuses a non-blockable range, the caller will not call "
+        "invalidate_range_end, so mn_itree_invalidate must call mn_itree_inv_end itself "
+        "('On -EAGAIN the non-blocking caller is not allowed to call "
+        "invalidate_range_end()').  Dropping that call is a deliberately removed step (the "
+        "interval code had it from the start, 99cb252f5e68, 5.5).")
 
 MUTANT_INTERVAL_NO_DEFER = mmemu.register_mutant(
     "mmu_notifier:interval-no-defer",
@@ -336,6 +390,10 @@ class MmuNotifierViolation(InvariantViolation):
 class NotifierUseAfterFree(MmuNotifierViolation):
     """A callback ran through a notifier (or interval notifier) whose memory
     its owner already freed."""
+
+
+class NotifierListCorruption(MmuNotifierViolation):
+    """A notifier list operation the kernel would oops on (a double unhash)."""
 
 
 class MmuNotifierRange:
@@ -519,6 +577,7 @@ async def __mmu_notifier_invalidate_range_start(mm: Any, start: int, end: int) -
     ss, idx, notifiers = await _walk(mm, "invalidate_range_start")
     for mn in notifiers:
         if mn.ops.invalidate_range_start is not None:
+            _check_live(mn, "invalidate_range_start")
             await mn.ops.invalidate_range_start(mn, mm, start, end)
     await srcu_read_unlock(ss, idx)
 
@@ -527,6 +586,7 @@ async def __mmu_notifier_invalidate_range_end(mm: Any, start: int, end: int) -> 
     ss, idx, notifiers = await _walk(mm, "invalidate_range_end")
     for mn in notifiers:
         if mn.ops.invalidate_range_end is not None:
+            _check_live(mn, "invalidate_range_end")
             await mn.ops.invalidate_range_end(mn, mm, start, end)
     await srcu_read_unlock(ss, idx)
 
@@ -535,6 +595,7 @@ async def __mmu_notifier_invalidate_page(mm: Any, address: int) -> None:
     ss, idx, notifiers = await _walk(mm, "invalidate_page")
     for mn in notifiers:
         if mn.ops.invalidate_page is not None:
+            _check_live(mn, "invalidate_page")
             await mn.ops.invalidate_page(mn, mm, address)
     await srcu_read_unlock(ss, idx)
 
@@ -544,6 +605,7 @@ async def __mmu_notifier_clear_flush_young(mm: Any, address: int) -> bool:
     ss, idx, notifiers = await _walk(mm, "clear_flush_young")
     for mn in notifiers:
         if mn.ops.clear_flush_young is not None:
+            _check_live(mn, "clear_flush_young")
             young = bool(await mn.ops.clear_flush_young(mn, mm, address)) or young
     await srcu_read_unlock(ss, idx)
     return young
@@ -554,6 +616,7 @@ async def __mmu_notifier_test_young(mm: Any, address: int) -> bool:
     ss, idx, notifiers = await _walk(mm, "test_young")
     for mn in notifiers:
         if mn.ops.test_young is not None:
+            _check_live(mn, "test_young")
             if await mn.ops.test_young(mn, mm, address):
                 young = True
                 break
@@ -566,6 +629,7 @@ async def __mmu_notifier_change_pte(mm: Any, address: int, page: Any) -> None:
     ss, idx, notifiers = await _walk(mm, "change_pte")
     for mn in notifiers:
         if mn.ops.change_pte is not None:
+            _check_live(mn, "change_pte")
             await mn.ops.change_pte(mn, mm, address, page)
         elif mn.ops.invalidate_page is not None:
             await mn.ops.invalidate_page(mn, mm, address)
@@ -605,6 +669,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
             await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
             idx = await srcu_read_lock(ss)
             if mn.ops.release is not None:
+                _check_live(mn, "release")
                 await mn.ops.release(mn, mm)
             await srcu_read_unlock(ss, idx)
             await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
@@ -615,6 +680,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
     await step("1. hlist_for_each_entry_rcu", reads=(mmn,))
     for mn in list(mmn.list):
         if mn.ops.release is not None:
+            _check_live(mn, "release")
             await mn.ops.release(mn, mm)
     await srcu_read_unlock(ss, idx)
     await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
@@ -630,6 +696,15 @@ async def __mmu_notifier_release(mm: Any) -> None:
 
 
 def _check_live(mn: MmuNotifier, what: str) -> None:
+    """KASAN for notifiers: a walker is about to call a callback of ``mn``
+    (the running step reads the notifier: a free of it is ordered against
+    this call)."""
+    touch(reads=(mn,))
+    if mn.freed and mn.ops.free_notifier is None:
+        current_simulation().fail(NotifierUseAfterFree(
+            f"{what} calls {mn.__mmemu_name__} after its driver freed it: the walker read "
+            f"the notifier list before mmu_notifier_unregister unhashed it, and unregister "
+            f"returned without waiting for that walker (synchronize_srcu)"))
     if mn.freed:
         current_simulation().fail(NotifierUseAfterFree(
             f"{what} calls {mn.__mmemu_name__} after its free_notifier ran (the SRCU grace "
@@ -645,6 +720,16 @@ async def mn_hlist_invalidate_range_start(mmn: MmuNotifierMm, range: MmuNotifier
     their ``->invalidate_range_end`` now: the caller sees -EAGAIN and must
     not call invalidate_range_end itself.  A blockable start that fails is a
     WARN_ON (MmuNotifierViolation).
+
+    The end-on-failure loop is Sean Christopherson's "mm/mmu_notifiers:
+    ensure range_end() is paired with range_start()" (March 2021, v5.12;
+    Fixes: 93065ac753e4, 4.19, which introduced non-blockable ranges).
+    Before it nothing ended the notifiers that had started: KVM's
+    mmu_notifier_count stayed raised and the guest faulted forever (mutant
+    ``mmu_notifier:nonblock-no-end``).  The kernel calls ->invalidate_range_end
+    of *every* notifier that has one and forbids a notifier that can fail
+    its start from having one (WARN_ON); mmemu ends the notifiers whose
+    start succeeded, which is the same set for drivers that keep that rule.
     """
     blockable = mmu_notifier_range_blockable(range)
     ss, idx, notifiers = await _walk(range.mm, "invalidate_range_start")
@@ -670,6 +755,10 @@ async def mn_hlist_invalidate_range_start(mmn: MmuNotifierMm, range: MmuNotifier
     range.started = started
     if ret:
         range.failed = True
+        if mmemu.mutant(MUTANT_NONBLOCK_NO_END):
+            started = []
+        elif started:
+            reach("mmu_notifier: -EAGAIN: ->invalidate_range_end of the notifiers that started")
         for mn in started:
             if mn.ops.invalidate_range_end is not None:
                 with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_end of a "
@@ -725,6 +814,8 @@ async def mn_itree_inv_start_range(mmn: MmuNotifierMm, range: MmuNotifierRange,
     await step("I1. active_invalidate_ranges++; interval_tree_iter_first", reads=(key,),
                writes=(key,))
     mmn.active_invalidate_ranges += 1
+    if mmn.active_invalidate_ranges >= 2:
+        reach("two invalidations of one mm in flight at once")
     hits = [sub for sub in mmn.itree if sub.overlaps(range.start, range.end)]
     if hits:
         mmn.invalidate_seq |= 1
@@ -777,7 +868,11 @@ async def mn_itree_invalidate(mmn: MmuNotifierMm, range: MmuNotifierRange) -> in
                 current_simulation().fail(MmuNotifierViolation(
                     f"WARN_ON: {sub.__mmemu_name__}->invalidate returned false for a "
                     f"blockable range {range!r}"))
-            await mn_itree_inv_end(mmn)
+            # "On -EAGAIN the non-blocking caller is not allowed to call
+            # invalidate_range_end()": end the invalidation here.
+            if not mmemu.mutant(MUTANT_ITREE_NONBLOCK_NO_END):
+                reach("mmu_notifier: -EAGAIN: mn_itree_inv_end of the failed interval invalidation")
+                await mn_itree_inv_end(mmn)
             return -EAGAIN
     return 0
 
@@ -925,6 +1020,7 @@ async def mmu_interval_notifier_remove(sub: MmuIntervalNotifier) -> None:
             _itree_remove(mmn, sub)
         await spin_unlock(mmn.lock, label="M1. spin_unlock(subscriptions->lock)")
         if seq and not mmemu.mutant(MUTANT_INTERVAL_REMOVE_NOWAIT):
+            reach("mmu_interval_notifier_remove: waits for the invalidation in progress")
             await wait_event(mmn.wq, lambda: mmn.invalidate_seq != seq,
                              label="M2. wait_event(subscriptions->wq, invalidate_seq != seq)",
                              reads=(key,))
@@ -1245,12 +1341,35 @@ async def __mmu_notifier_register(mn: MmuNotifier | None, mm: Any) -> int:
 
 async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
     """Remove ``mn`` from ``mm``.  Calls ->release if ``mn`` is still hashed
-    (exit_mmap has not done it); after return no callback of ``mn`` runs or
-    will run.
+    (exit_mmap has not unhashed it yet); after return no callback of ``mn``
+    runs or will run, so the driver may free it.
 
-    1. if hashed: srcu_read_lock; ->release; srcu_read_unlock
-    2. under mmu_notifier_mm->lock: hlist_del_rcu
-    3. synchronize_srcu: walkers that read the list before 2 are done
+    The order of d34883d4e35c (v3.10, and of today's kernel)::
+
+      CPU0 (mmu_notifier_unregister)          CPU1 (exit_mmap: __mmu_notifier_release,
+                                              or any walker: invalidate_*)
+      1. hlist_unhashed(&mn->hlist)?          W1. srcu_read_lock; read the list
+         no: srcu_read_lock; ->release;       W2. call mn's callbacks (->release)
+         srcu_read_unlock                     W3. exit only: under the lock,
+      2. under mmu_notifier_mm->lock:              hlist_del_init_rcu of them all
+         hlist_del_init_rcu                   W4. srcu_read_unlock
+      3. synchronize_srcu
+
+    There are 2 critical interleavings that matter:
+    - W1 before 2: the walker holds mn and may call it after 2; 3 waits for
+      its W4, so nothing runs after unregister returns.  Without the grace
+      period (mutant ``mmu_notifier:unregister-no-srcu``) the driver frees
+      mn while the walker is about to call it.
+    - W3 between 1 and 2: exit unhashed mn after unregister saw it hashed.
+      2 must be hlist_del_init_rcu (a no-op on an unhashed node); the
+      hlist_del_rcu of 3ad3d901bbcf..751efd8610d3 (mutant
+      ``mmu_notifier:unregister-del-rcu``) dereferences the NULL pprev that
+      hlist_del_init_rcu left: the oops of 751efd8610d3's title.
+    Harmless: ->release called twice, by W2 and by 1 (both saw mn hashed):
+    "if ->release runs before mmu_notifier_unregister it must be handled";
+    drivers zap an already empty TLB.  (751efd8610d3 made the two exclusive
+    by unhashing first, which let reclaim free a page a secondary MMU still
+    mapped -- mutant ``mmu_notifier:release-after-unhash``.)
     """
     with mmemu.span("mmu_notifier_unregister"):
         mmn: MmuNotifierMm | None = mm.mmu_notifier_mm
@@ -1261,16 +1380,27 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
         if mn.hashed:
             idx = await srcu_read_lock(ss)
             if mn.ops.release is not None:
+                _check_live(mn, "release")
                 await mn.ops.release(mn, mm)
             await srcu_read_unlock(ss, idx)
             await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
-            await step("2. hlist_del_rcu", reads=(mmn,), writes=(mmn,))
+            if mmemu.mutant(MUTANT_UNREGISTER_DEL_RCU):
+                await step("2. hlist_del_rcu", reads=(mmn,), writes=(mmn,))
+                if not mn.hashed:
+                    await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
+                    current_simulation().fail(NotifierListCorruption(
+                        f"mmu_notifier_unregister: hlist_del_rcu of {mn.__mmemu_name__}, which "
+                        f"exit_mmap's __mmu_notifier_release already took off the list with "
+                        f"hlist_del_init_rcu: *pprev = next through a NULL pprev (BUG: unable "
+                        f"to handle kernel NULL pointer dereference)"))
+            else:
+                await step("2. hlist_del_init_rcu", reads=(mmn,), writes=(mmn,))
             if mn.hashed:
                 mmn.list.remove(mn)
                 mn.hashed = False
             await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
-        await synchronize_srcu(ss)
-
+        if not mmemu.mutant(MUTANT_UNREGISTER_NO_SRCU):
+            await synchronize_srcu(ss)
 
 __all__ = [
     "EAGAIN", "MMU_NOTIFIER_RANGE_BLOCKABLE", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EVENTS",
@@ -1278,7 +1408,9 @@ __all__ = [
     "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE", "MMU_NOTIFY_SOFT_DIRTY",
     "MMU_NOTIFY_UNMAP", "MUTANT_INTERVAL_NO_DEFER", "MUTANT_INTERVAL_REMOVE_NOWAIT",
     "MmuIntervalNotifier", "MmuIntervalNotifierOps", "MmuNotifierRange",
-    "MmuNotifierViolation", "NotifierUseAfterFree", "call_srcu", "is_modern", "itree_key",
+    "MUTANT_ITREE_NONBLOCK_NO_END", "MUTANT_NONBLOCK_NO_END",
+    "MUTANT_UNREGISTER_DEL_RCU", "MUTANT_UNREGISTER_NO_SRCU", "MmuNotifierViolation",
+    "NotifierListCorruption", "NotifierUseAfterFree", "call_srcu", "is_modern", "itree_key",
     "mmu_interval_check_retry", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",
     "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_set_seq",
     "mmu_notifier_get", "mmu_notifier_get_locked", "mmu_notifier_invalidate_range_start_nonblock",

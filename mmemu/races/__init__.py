@@ -21,5 +21,6 @@ from mmemu.races import locks  # noqa: E402,F401
 from mmemu.races import mm  # noqa: E402,F401
 from mmemu.races import modern  # noqa: E402,F401
 from mmemu.races import notifier  # noqa: E402,F401
+from mmemu.races import notifier_shapes  # noqa: E402,F401
 from mmemu.races import pagecache  # noqa: E402,F401
 from mmemu.races import pagecache_shapes  # noqa: E402,F401
