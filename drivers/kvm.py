@@ -156,6 +156,10 @@ class KvmDriver(Driver):
     def key_of(self, address: int) -> Hashable:
         return self.hva_to_gfn(address)
 
+    def address_of(self, key: Hashable) -> int | None:
+        """The hva a gfn's spte translates (the checkers compare it with the pte)."""
+        return self.gfn_to_hva(key) if isinstance(key, int) else None
+
     def _gfns(self, start: int, end: int) -> list[int]:
         out = []
         for hva in range(start & ~(PAGE_SIZE - 1), end, PAGE_SIZE):

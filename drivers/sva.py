@@ -78,6 +78,8 @@ class SvaDevice(Driver):
     name = "sva"
     key_name = "va"
     apis = ("modern",)
+    #: the bond's notifier comes from mmu_notifier_get(self.ops, mm)
+    notifier_get = True
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,12 +1,16 @@
 """The driver API: how a secondary MMU plugs into the emulated kernel.
 
-A driver is a class derived from ``Driver``.  It implements the mmu-notifier
-callbacks it needs (all ``async``, all optional) and the four operations the
-race suites drive:
+Everything a driver author needs is importable from here (and the engine
+primitives from ``mmemu.lowlevel``); ``docs/driver.md`` explains each piece
+with a tested example.  A driver is a class derived from ``Driver``.  It
+implements the mmu-notifier callbacks it needs (all ``async``, all optional)
+and the operations the race suites and the fuzzer drive:
 
-``await attach(kernel, mm)``
-    create the shadow TLB and register the driver's notifier on ``mm``
-    (``mmu_notifier_register``: mmap_sem for write + mm_take_all_locks).
+``await attach(kernel, mm) -> int``
+    bind to ``mm`` (``self.bind``: the translation caches go under the
+    checkers' watch) and register the driver's notifier
+    (``mmu_notifier_register``: mmap_sem for write + mm_take_all_locks);
+    0, or -EINTR when a signal interrupted ``mm_take_all_locks``.
 ``await fault(address, write) -> bool``
     the secondary MMU establishes a translation for a user address (a KVM
     guest fault, a GRU TLB dropin); False if the address cannot be mapped.
@@ -15,10 +19,20 @@ race suites drive:
 ``await detach()``
     unregister (``->release`` runs if the mm has not gone away yet).
 
-Notifier callbacks, as methods (``mn`` is the driver itself)::
+Contexts (what the caller holds): the suites and the workload fuzzer call
+``attach``, ``detach`` and ``fault`` from a CPU of their own holding no
+lock; ``fault`` only while the driver is attached and with a reference on
+``mm_users`` (``mmget_not_zero``: never after the process exited);
+``attach`` and ``detach`` never concurrently with the driver's own
+``fault`` (a device file is not released under an ioctl that uses it), but
+concurrently with anything the kernel does, including ``exit_mmap``.
+``access`` may come at any time, even after ``detach``.  The notifier
+callbacks run on whichever CPU runs the kernel path that invalidates.
+
+Notifier callbacks, as methods::
 
     async def release(self, mm)
-    async def invalidate_page(self, mm, address)
+    async def invalidate_page(self, mm, address)                     (2.6.27)
     async def invalidate_range_start(self, mm, start, end)
     async def invalidate_range_end(self, mm, start, end)
     async def clear_flush_young(self, mm, address) -> bool
@@ -27,23 +41,37 @@ Notifier callbacks, as methods (``mn`` is the driver itself)::
     async def arch_invalidate_secondary_tlbs(self, mm, start, end)   (modern)
 
 Notifier API generations: a driver lists the generations it supports in
-``apis`` (default ``("2.6.27",)``; the kernel's is ``kernel.api``, chosen
-by the suite's ``api`` axis).  In the modern generation
-``invalidate_range_start`` / ``invalidate_range_end`` are called with the
-2.6.27 arguments ``(mm, start, end)`` (start's None counts as 0) unless the
-class sets ``range_callbacks = True``: then they get the
-``MmuNotifierRange`` and start returns an int (0 or -EAGAIN for a
-non-blockable range).  ``invalidate_page`` is never called in the modern
-generation.  Drivers that do not use the hlist notifier (an interval
-notifier mirror, a ``mmu_notifier_get`` user) override ``attach`` and
-``detach``.  ``supports_api(params)`` is the suites' combination filter.
+``apis`` (default ``("2.6.27",)``; the kernel's is ``kernel.api``).  In the
+modern generation ``invalidate_range_start`` / ``invalidate_range_end`` get
+the 2.6.27 arguments ``(mm, start, end)`` unless the class sets
+``range_callbacks = True``: then they get the ``MmuNotifierRange`` (event,
+``mmu_notifier_range_blockable(range)``) and start returns 0 or ``-EAGAIN``
+(only for a non-blockable range).  ``invalidate_page`` is never called in
+the modern generation.  Drivers that do not use the hlist notifier (an
+interval-notifier mirror, a ``mmu_notifier_get`` user) override ``attach``
+and ``detach`` and call ``self.bind(kernel, mm)`` first.
 
-Translations live in ``self.tlb`` (a ``mmemu.check.shadow_tlb.ShadowTLB``):
-``install(key, page)``, ``zap(key)``, ``lookup(key)``, ``access(key)``.  The
-checker sees them all: a page freed while a translation maps it is
-``FreedPageStillMapped``, an access through a stale translation is
-``SecondaryUseAfterFree``.  Declare the TLB slots a step touches
-(``**self.tlb.install_accesses(key, page)``, ``**self.tlb.zap_accesses(keys)``).
+Translation caches: ``self.tlb`` (a ``ShadowTLB``: ``install(key, page)``,
+``zap(key)``, ``lookup(key)``, ``access(key)``); a second cache (a hardware
+TLB behind the sptes, a pfn cache) comes from ``self.add_tlb("hwtlb")``.
+The checkers watch every cache in ``self.tlbs``: a page freed while one maps
+it is ``FreedPageStillMapped``, an access through a stale translation is
+``SecondaryUseAfterFree``.  ``address_of(key)`` turns a key back into the
+user address it translates (the inverse of ``key_of``), so an end-of-run
+check can compare each translation with the CPU pte.  Declare the slots a
+step touches: ``**self.tlb.install_accesses(key, page)``,
+``**self.tlb.zap_accesses(keys, reads=(...), writes=(...))`` (the extra
+accesses are added to the cache's own).
+
+Page references: a driver that keeps a reference on a page it translates
+(2.6.27 KVM's sptes did) takes it with ``await self.pin(page)`` and drops it
+with ``await self.unpin(page)``; ``held_pages()`` tells the leak checker
+about them at the end of an execution.
+
+The driver's own invariants: ``check(self)`` is called at the end of every
+execution in which the driver was bound (every CPU has finished, nothing is
+in flight); an ``AssertionError`` (or any exception) there fails the
+execution as ``DriverCheckFailed`` naming the driver.
 
 A driver that raises inside a callback or an operation fails the execution
 with ``DriverError`` (driver, callback, step, traceback); exploration goes on
@@ -64,21 +92,93 @@ import os
 import importlib.util
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Hashable, Mapping
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mmemu.check.shadow_tlb import ShadowTLB, register_tlb
-from mmemu.engine._errors import MmemuError, ModelError, UnexpectedException
-from mmemu.engine._execution import _sim_or_none, current_simulation
+from mmemu.check.shadow_tlb import ShadowTLB, Translation, register_tlb
+from mmemu.engine._errors import InvariantViolation, MmemuError, ModelError, UnexpectedException
+from mmemu.engine._execution import _sim_or_none, current_simulation, reach, step
+from mmemu.kernel.atomic import (
+    atomic_dec,
+    atomic_dec_and_test,
+    atomic_inc,
+    atomic_inc_not_zero,
+    atomic_inc_return,
+    atomic_read,
+    atomic_set,
+    atomic_t,
+)
+from mmemu.kernel.locking import (
+    Completion,
+    Mutex,
+    RwSemaphore,
+    SpinLock,
+    WaitQueueHead,
+    complete,
+    complete_all,
+    down_read,
+    down_read_trylock,
+    down_write,
+    mutex_lock,
+    mutex_trylock,
+    mutex_unlock,
+    spin_lock,
+    spin_trylock,
+    spin_unlock,
+    up_read,
+    up_write,
+    wait_event,
+    wait_for_completion,
+    wake_up_all,
+)
+from mmemu.kernel.rcu import (
+    SrcuStruct,
+    rcu_read_lock,
+    rcu_read_unlock,
+    srcu_read_lock,
+    srcu_read_unlock,
+    synchronize_rcu,
+    synchronize_srcu,
+)
+from mmemu.mm.memory import (
+    VM_FAULT_ERROR,
+    VM_FAULT_SIGBUS,
+    fault_in,
+    get_user_pages,
+    handle_mm_fault,
+    pmd_key,
+    pte_get,
+    pte_key,
+)
+from mmemu.mm.mmap import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_WRITE, find_vma
 from mmemu.mm.mmu_notifier import (
+    EAGAIN,
+    MMU_NOTIFY_CLEAR,
+    MMU_NOTIFY_EXCLUSIVE,
+    MMU_NOTIFY_MIGRATE,
+    MMU_NOTIFY_PROTECTION_PAGE,
+    MMU_NOTIFY_PROTECTION_VMA,
+    MMU_NOTIFY_RELEASE,
+    MMU_NOTIFY_SOFT_DIRTY,
+    MMU_NOTIFY_UNMAP,
+    MmuIntervalNotifier,
+    MmuIntervalNotifierOps,
     MmuNotifier,
     MmuNotifierOps,
     MmuNotifierRange,
+    mmu_interval_notifier_insert,
+    mmu_interval_notifier_remove,
+    mmu_interval_read_begin,
+    mmu_interval_read_retry,
+    mmu_interval_set_seq,
+    mmu_notifier_get,
+    mmu_notifier_put,
+    mmu_notifier_range_blockable,
     mmu_notifier_register,
     mmu_notifier_unregister,
 )
-from mmemu.mm.page import Page, page_site
+from mmemu.mm.page import Page, get_page, get_page_unless_zero, page_site, put_page
 
 ENTRY_POINT_GROUP = "mmemu.drivers"
 DEFAULT_DRIVER = "kvm"
@@ -98,6 +198,20 @@ class DriverError(UnexpectedException):
         self.site = site
 
 
+class DriverCheckFailed(InvariantViolation):
+    """A driver's own invariant (its ``check()`` hook) failed at the end of
+    an execution."""
+
+    def __init__(self, message: str, *, driver: str, details: str = "") -> None:
+        super().__init__(message, details=details)
+        self.driver = driver
+
+
+class CallbackAfterDetach(InvariantViolation):
+    """A notifier callback of a driver ran (or was still running) after the
+    driver's detach -- its mmu_notifier_unregister -- had returned."""
+
+
 class DriverLoadError(ModelError):
     """A driver could not be found or imported."""
 
@@ -113,6 +227,13 @@ class Driver:
     apis: tuple[str, ...] = ("2.6.27",)
     #: modern generation: invalidate_range_start/end take the MmuNotifierRange
     range_callbacks = False
+    #: the driver is an interval notifier over [self.start, self.start +
+    #: self.length) (mmu_interval_notifier_insert in attach) instead of a
+    #: notifier on the mm's hlist; workloads may ``insert(lo-hi)`` it
+    interval_notifier = False
+    #: the driver's notifier comes from ``mmu_notifier_get(self.ops, mm)``
+    #: (shared, refcounted); workloads may ``get``/``put`` more references
+    notifier_get = False
 
     release: Callable[..., Awaitable[None]] | None = None
     invalidate_page: Callable[..., Awaitable[None]] | None = None
@@ -127,8 +248,23 @@ class Driver:
         self.kernel: Any = None
         self.mm: Any = None
         self.tlb = ShadowTLB(self.name, key_name=self.key_name)
+        #: every translation cache of the driver; the checkers watch them all
+        self.tlbs: list[ShadowTLB] = [self.tlb]
+        #: pages the driver holds a reference on (pin/unpin), one entry per reference
+        self.pins: list[Page] = []
         self.mn = MmuNotifier(self._build_ops(), name=f"{self.name}.mmu_notifier", owner=self)
         self.__mmemu_name__ = self.name
+        self._bound_to: Any = None
+        #: where the driver's detach returned (set by whoever detaches it:
+        #: the workload world); None while attached.  A notifier callback
+        #: that runs -- or is still running -- after that is a
+        #: CallbackAfterDetach: unregister promised none would.
+        self.detached_at: str | None = None
+        #: access key of ``detached_at``; with ``_watch_detach`` set (by a
+        #: workload that detaches), every callback ends with a step that
+        #: reads it, so the explorer orders callbacks against the detach
+        self.detached_key = (self, "detached")
+        self._watch_detach = False
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -137,11 +273,30 @@ class Driver:
 
     async def attach(self, kernel: Any, mm: Any) -> int:
         """Register the notifier on ``mm`` (0, or -EINTR)."""
+        self.bind(kernel, mm)
+        return await mmu_notifier_register(self.mn, mm)
+
+    def bind(self, kernel: Any, mm: Any) -> None:
+        """Make the driver ``mm``'s (``self.kernel``, ``self.mm``), check the
+        notifier API generation, and put its translation caches and page
+        references under the checkers' watch and its ``check()`` hook on the
+        end of the execution.  ``attach`` calls it; a driver that overrides
+        ``attach`` calls it first.  Binding again to the same kernel (a
+        re-attach) only updates ``mm``."""
         self.kernel = kernel
         self.mm = mm
         self.check_api(kernel)
-        register_tlb(kernel, self.tlb)
-        return await mmu_notifier_register(self.mn, mm)
+        if self._bound_to is kernel:
+            return
+        self._bound_to = kernel
+        for tlb in self.tlbs:
+            register_tlb(kernel, tlb)
+        page_state = kernel.data.get("page_state")
+        if page_state is not None:
+            page_state.add_holder(self.held_pages)
+        sim = _sim_or_none()
+        if sim is not None:
+            sim.at_end(self._run_check)
 
     def check_api(self, kernel: Any) -> None:
         """A driver attached to a kernel whose notifier API it does not support."""
@@ -154,8 +309,7 @@ class Driver:
         raise NotImplementedError(f"driver {self.name} does not implement fault()")
 
     async def access(self, address: int) -> Page | None:
-        """Default: the translation is keyed by the page-aligned address."""
-        from mmemu.engine._execution import step
+        """Default: the translation is keyed by ``key_of(address)`` in ``self.tlb``."""
         key = self.key_of(address)
         e = self.tlb.entries.get(key)
         reads: tuple[Hashable, ...] = (self.tlb.slot(key),)
@@ -169,7 +323,71 @@ class Driver:
         await mmu_notifier_unregister(self.mn, self.mm)
 
     def key_of(self, address: int) -> Hashable:
+        """The TLB key that translates ``address`` (default: the page address)."""
         return address & ~0xFFF
+
+    def address_of(self, key: Hashable) -> int | None:
+        """The user address a TLB key translates (the inverse of ``key_of``;
+        None if the key is not an address the driver can name)."""
+        return key if isinstance(key, int) else None
+
+    # ------------------------------------------------- caches, references
+
+    def add_tlb(self, what: str, *, key_name: str | None = None) -> ShadowTLB:
+        """A second translation cache (``"hwtlb"``, ``"pfncache"``), watched
+        by the checkers like ``self.tlb``; call it in ``__init__``."""
+        tlb = ShadowTLB(f"{self.name}.{what}", key_name=key_name or self.key_name)
+        self.tlbs.append(tlb)
+        if self._bound_to is not None:
+            register_tlb(self._bound_to, tlb)
+        return tlb
+
+    async def pin(self, page: Page, *, label: str | None = None) -> None:
+        """Take a page reference the driver keeps (``get_page``)."""
+        await get_page(page, label=label or f"{self.name}: get_page(page{page.pfn})")
+        self.pins.append(page)
+
+    async def unpin(self, page: Page, *, label: str | None = None) -> None:
+        """Drop a reference taken with ``pin`` (``put_page``: may free the page)."""
+        for k, p in enumerate(self.pins):
+            if p is page:
+                del self.pins[k]
+                break
+        else:
+            raise ModelError(f"driver {self.name} unpins page{page.pfn}, which it did not pin")
+        await put_page(page, label=label or f"{self.name}: put_page(page{page.pfn})")
+
+    def held_pages(self) -> Iterable[Page]:
+        """The page references the driver holds now, one entry per reference
+        (the leak checker counts them at the end of an execution)."""
+        return list(self.pins)
+
+    def check(self) -> None:
+        """The driver's own invariants, checked when every CPU has finished
+        (override it: ``assert self.count == 0, "..."``)."""
+
+    def _run_check(self, sim: Any) -> None:
+        try:
+            self.check()
+        except MmemuError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failed invariant is a finding
+            what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise DriverCheckFailed(
+                f"driver {self.name}: its check() failed at the end of the execution: {what}",
+                driver=self.name, details=traceback.format_exc().rstrip()) from None
+
+    def rename(self, name: str) -> None:
+        """Give this instance another report name (a second driver of the same
+        class on one mm: "kvm#2")."""
+        old = self.name
+        self.name = name
+        self.__mmemu_name__ = name
+        self.mn.__mmemu_name__ = f"{name}.mmu_notifier"
+        for tlb in self.tlbs:
+            rest = tlb.driver[len(old):] if tlb.driver.startswith(old) else ""
+            tlb.driver = name + rest
+            tlb.__mmemu_name__ = f"{tlb.driver}.tlb"
 
     # ------------------------------------------------------------ plumbing
 
@@ -194,9 +412,24 @@ class Driver:
 
 async def guarded(driver: Driver, what: str, fn: Callable[..., Awaitable[Any]],
                   *args: Any) -> Any:
-    """Run a driver's code; an exception fails the execution as DriverError."""
+    """Run a driver's code; an exception fails the execution as DriverError.
+
+    ``what`` names the operation, or the callback as ``"->release"``: a
+    callback that starts, or returns, after the driver's detach returned
+    (``driver.detached_at``) is a CallbackAfterDetach."""
+    callback = what.startswith("->")
+    # coverage: "kvm->invalidate_range_start" (a callback), "kvm fault" (an operation)
+    name = driver.name.partition("#")[0]
+    if callback:
+        reach(f"{name}{what}", kind="callback")
+    else:
+        reach(f"{name} {what}")
+    if callback and driver.detached_at is not None:
+        _after_detach(driver, what, "called")
     try:
-        return await fn(*args)
+        ret = await fn(*args)
+        if callback and driver._watch_detach:
+            await step(f"{driver.name} {what} returns", reads=(driver.detached_key,))
     except MmemuError:
         raise
     except Exception as exc:  # noqa: BLE001 - any bug in a driver is a finding
@@ -207,6 +440,16 @@ async def guarded(driver: Driver, what: str, fn: Callable[..., Awaitable[Any]],
             driver=driver.name, callback=what, site=site, original=exc,
             traceback_text=traceback.format_exc()))
         raise  # not reached: sim.fail unwinds
+    if callback and driver.detached_at is not None:
+        _after_detach(driver, what, "still running")
+    return ret
+
+
+def _after_detach(driver: Driver, what: str, how: str) -> None:
+    current_simulation().fail(CallbackAfterDetach(
+        f"driver {driver.name}: {what} {how} at {page_site()}, after its detach returned "
+        f"at {driver.detached_at} (once mmu_notifier_unregister has returned no callback "
+        f"may run: the driver may already have freed what the callback uses)"))
 
 
 # --------------------------------------------------------------- loading
@@ -335,8 +578,32 @@ def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
     return load_driver(spec)()
 
 
+#: the driver-facing kernel API re-exported here (include/linux/*.h for a
+#: driver author): locks and waits, atomics, RCU/SRCU, pages, the mm
+#: helpers a fault path uses, and the mmu-notifier API of both generations
+KERNEL_API = [
+    "Completion", "EAGAIN", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
+    "MMU_NOTIFY_PROTECTION_PAGE", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE",
+    "MMU_NOTIFY_SOFT_DIRTY", "MMU_NOTIFY_UNMAP", "MmuIntervalNotifier",
+    "MmuIntervalNotifierOps", "MmuNotifier", "MmuNotifierOps", "MmuNotifierRange", "Mutex",
+    "PAGE_MASK", "PAGE_SHIFT", "PAGE_SIZE", "Page", "RwSemaphore", "SpinLock", "SrcuStruct",
+    "TASK_SIZE", "VM_FAULT_ERROR", "VM_FAULT_SIGBUS", "VM_WRITE", "WaitQueueHead",
+    "atomic_dec", "atomic_dec_and_test", "atomic_inc", "atomic_inc_not_zero",
+    "atomic_inc_return", "atomic_read", "atomic_set", "atomic_t", "complete", "complete_all",
+    "down_read", "down_read_trylock", "down_write", "fault_in", "find_vma", "get_page",
+    "get_page_unless_zero", "get_user_pages", "handle_mm_fault", "mmu_interval_notifier_insert",
+    "mmu_interval_notifier_remove", "mmu_interval_read_begin", "mmu_interval_read_retry",
+    "mmu_interval_set_seq", "mmu_notifier_get", "mmu_notifier_put",
+    "mmu_notifier_range_blockable", "mmu_notifier_register", "mmu_notifier_unregister",
+    "mutex_lock", "mutex_trylock", "mutex_unlock", "page_site", "pmd_key", "pte_get", "pte_key",
+    "put_page", "rcu_read_lock", "rcu_read_unlock", "spin_lock", "spin_trylock", "spin_unlock",
+    "srcu_read_lock", "srcu_read_unlock", "synchronize_rcu", "synchronize_srcu", "up_read",
+    "up_write", "wait_event", "wait_for_completion", "wake_up_all",
+]
+
 __all__ = [
-    "CALLBACKS", "DEFAULT_DRIVER", "Driver", "DriverError", "DriverLoadError",
-    "ENTRY_POINT_GROUP", "available_drivers", "guarded", "load_driver", "new_driver",
-    "register_driver", "supports_api",
+    "CALLBACKS", "CallbackAfterDetach", "DEFAULT_DRIVER", "Driver", "DriverCheckFailed", "DriverError",
+    "DriverLoadError", "ENTRY_POINT_GROUP", "ShadowTLB", "Translation",
+    "available_drivers", "guarded", "load_driver", "new_driver", "register_driver",
+    "register_tlb", "supports_api", *KERNEL_API,
 ]

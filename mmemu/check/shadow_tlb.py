@@ -90,16 +90,20 @@ class ShadowTLB:
         """The access key of one entry."""
         return (self, key)
 
-    def install_accesses(self, key: Hashable, page: Page) -> dict[str, tuple[Hashable, ...]]:
-        """``step(label, **tlb.install_accesses(key, page))``."""
-        return {"reads": (page._count,), "writes": (self.slot(key),)}
+    def install_accesses(self, key: Hashable, page: Page, *, reads: Iterable[Hashable] = (),
+                         writes: Iterable[Hashable] = ()) -> dict[str, tuple[Hashable, ...]]:
+        """``step(label, **tlb.install_accesses(key, page))``; the step's other
+        accesses go in ``reads=`` / ``writes=`` and are added."""
+        return {"reads": (page._count, *reads), "writes": (self.slot(key), *writes)}
 
-    def zap_accesses(self, keys: Iterable[Hashable]) -> dict[str, tuple[Hashable, ...]]:
+    def zap_accesses(self, keys: Iterable[Hashable], *, reads: Iterable[Hashable] = (),
+                     writes: Iterable[Hashable] = ()) -> dict[str, tuple[Hashable, ...]]:
         """Accesses of a step that zaps ``keys`` (reads the counts of the pages
-        they map now)."""
+        they map now); the step's other accesses go in ``reads=`` /
+        ``writes=``: ``step(label, **tlb.zap_accesses(keys, writes=(seq_key,)))``."""
         ks = list(keys)
-        reads = tuple(e.page._count for k in ks if (e := self.entries.get(k)) is not None)
-        return {"reads": reads, "writes": tuple(self.slot(k) for k in ks)}
+        r = tuple(e.page._count for k in ks if (e := self.entries.get(k)) is not None)
+        return {"reads": r + tuple(reads), "writes": tuple(self.slot(k) for k in ks) + tuple(writes)}
 
     # ------------------------------------------------------------ operations
 

@@ -14,7 +14,7 @@ from cyclopts import Parameter
 from rich.console import Console
 from rich.table import Table
 
-from mmemu.engine import DFS, PCT, Random, Result, Strategy, all_scenarios, explore
+from mmemu.engine import DFS, PCT, Random, Result, Strategy, all_scenarios, explore, get_scenario
 from mmemu.engine._registry import Scenario, _suggest
 
 from ._app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, _out, app
@@ -81,6 +81,9 @@ def run(
     jobs: Annotated[int | None, Parameter(help="worker processes (same seed, same failure for any N)")] = None,
     shard: Annotated[str | None, Parameter(help="run slice K/N only; 'mmemu merge' adds up the --json outputs")] = None,
     dask: Annotated[str | None, Parameter(help="run on the Dask scheduler at ADDRESS (pip install 'mmemu[dask]')")] = None,
+    workload: Annotated[str | None, Parameter(help="explore this workload instead of suites: "
+                                                   "'cpu0: fault(0,w) access(0); cpu1: munmap(0-1)' "
+                                                   "(docs: Workloads)")] = None,
 ) -> int:
     """Explore suites and report what broke.
 
@@ -95,11 +98,17 @@ def run(
         raise UsageError(f"--max-preemptions must be >= 0 (got {max_preemptions})")
     parallel = _parallel_options(jobs, shard, dask)
     suites = tuple(suites) + tuple(suite)
-    chosen = _select(suites, include_expected_failures=bool(suites))
     from mmemu.mm.init import API_GENERATIONS
     if api is not None and api not in API_GENERATIONS:
         raise UsageError(f"--api must be one of {', '.join(API_GENERATIONS)} (got {api!r})")
-    planned = [(sc, params) for sc in chosen for params in _driver_combinations(sc, driver, api)]
+    if workload is not None:
+        if suites:
+            raise UsageError("--workload runs one workload: give no suite with it")
+        from mmemu.workload._cli import workload_for_run
+        planned = [(get_scenario("workload:run"), workload_for_run(workload, driver, api))]
+    else:
+        chosen = _select(suites, include_expected_failures=bool(suites))
+        planned = [(sc, params) for sc in chosen for params in _driver_combinations(sc, driver, api)]
     if not planned:
         raise UsageError("no suite takes that combination of --driver/--api")
     for m in mutant:

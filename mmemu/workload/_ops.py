@@ -1,0 +1,343 @@
+"""The operations a workload is made of: every kernel path and driver action,
+named and parameterised over the world (``mmemu.workload._world``).
+
+Each operation runs the kernel model's own functions; nothing here
+re-implements a kernel path.  Operations come in three contexts, which say
+what the caller holds (see the World's docstring):
+
+- ``driver``: a user of driver ``dN`` (a guest vCPU, a device's fault
+  handler, the ioctl that binds it).  It holds the driver's device file;
+  when it touches the process's memory it holds ``mm_users``
+  (``mmget_not_zero``) and does nothing once the process exited.  A
+  detached driver does not fault (its file is closed) -- except through
+  ``access``: a device may use whatever its TLB still holds, at any time.
+- ``process``: a thread of the process (a CPU fault, munmap...), holding
+  ``mm_users`` the same way.
+- ``kernel``: a kernel thread (kswapd's reclaim and aging, migration, a
+  truncate by another process, the OOM reaper, a signal).  Pages are picked
+  by what is mapped at a page of the process when the operation starts,
+  standing for what an LRU scan would find.
+
+The catalogue (``OPERATIONS``) is what the parser accepts, what the
+generator draws from and what ``mmemu fuzz --help`` and docs/workloads.md
+list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+import attrs
+
+from mmemu.driver import Driver, guarded
+from mmemu.engine._execution import step
+from mmemu.kernel.locking import down_write, up_write
+from mmemu.kernel.signal import send_sig
+from mmemu.mm.memory import fault_in
+from mmemu.mm.mmap import PAGE_SIZE, do_munmap, mmput
+from mmemu.mm.mmu_notifier import MmuNotifierOps, mmu_notifier_get, mmu_notifier_put
+from mmemu.mm.page import page_site
+from mmemu.mm.rmap import page_referenced
+from mmemu.mm.truncate import vmtruncate
+from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page, reclaim_page
+from mmemu.workload._text import Op
+from mmemu.workload._world import World
+
+RunFn = Callable[[World, int, Op], Awaitable[None]]
+
+
+@attrs.frozen
+class OpSpec:
+    """One kind of operation.
+
+    ``args`` are argument kinds: ``page`` (a page number), ``range`` (pages
+    ``lo-hi``), ``rw`` (``r`` or ``w``), ``count`` (a number of pages),
+    ``cpu`` (a CPU number).  ``apis``: the notifier API generations that have
+    it (None: every one).  ``applies(cls)``: the driver classes a driver
+    operation makes sense for (None: every driver).
+    """
+
+    name: str
+    args: tuple[str, ...]
+    context: str
+    kernel: str
+    summary: str
+    run: RunFn
+    apis: tuple[str, ...] | None = None
+    applies: Callable[[type[Driver]], bool] | None = None
+
+    @property
+    def driver_op(self) -> bool:
+        return self.context == "driver"
+
+    def usage(self) -> str:
+        return f"{self.name}({','.join(self.args)})" if self.args else self.name
+
+
+def _is_interval(cls: type[Driver]) -> bool:
+    return bool(getattr(cls, "interval_notifier", False))
+
+
+def _uses_get(cls: type[Driver]) -> bool:
+    """A driver whose notifier comes from mmu_notifier_get: it keeps the
+    shared ops in ``self.ops`` with an ``alloc_notifier``."""
+    return bool(getattr(cls, "notifier_get", False))
+
+
+# ------------------------------------------------------------ driver ops
+
+
+async def _fault(w: World, c: int, op: Op) -> None:
+    page, rw = op.args
+    assert isinstance(page, int)
+    d = w.drivers[op.driver]
+    who = str(op)
+    await w.file_get(op.driver, who)
+    if w.attached[op.driver] and await w.mmget_not_zero(who):
+        w.ran("fault")
+        await guarded(d, "fault", d.fault, w.addr(page), rw == "w")
+        await w.mmput()
+    await w.file_put(op.driver, who)
+
+
+async def _access(w: World, c: int, op: Op) -> None:
+    (page,) = op.args
+    assert isinstance(page, int)
+    d = w.drivers[op.driver]
+    w.ran("access")
+    await guarded(d, "access", d.access, w.addr(page))
+
+
+async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
+                  end: int | None = None) -> None:
+    i = op.driver
+    d = w.drivers[i]
+    who = str(op)
+    await w.file_get(i, who, write=True)
+    if not w.attached[i] and await w.mmget_not_zero(who):
+        if start is not None and end is not None:
+            # an interval notifier over [start, end) only
+            d.start = start  # type: ignore[attr-defined]
+            d.length = end - start  # type: ignore[attr-defined]
+        w.ran(op.name)
+        d.detached_at = None
+        ret = await guarded(d, op.name, d.attach, w.kernel, w.mm)
+        if ret == 0:
+            w.attached[i] = True
+        else:
+            w.ran(f"{op.name} failed ({ret})")
+        await w.mmput()
+    await w.file_put(i, who, write=True)
+
+
+async def _insert(w: World, c: int, op: Op) -> None:
+    (rng,) = op.args
+    assert isinstance(rng, tuple)
+    await _attach(w, c, op, start=w.addr(rng[0]), end=w.addr(rng[1]) + PAGE_SIZE)
+
+
+async def _detach(w: World, c: int, op: Op) -> None:
+    i = op.driver
+    d = w.drivers[i]
+    who = str(op)
+    await w.file_get(i, who, write=True)
+    if w.attached[i]:
+        w.ran(op.name)
+        await guarded(d, op.name, d.detach)
+        w.attached[i] = False
+        if not d.notifier_get:
+            # unregister (or interval remove) has returned: from here on no
+            # callback may run (CallbackAfterDetach).  A mmu_notifier_put
+            # does not wait for walkers: its notifier is freed after an SRCU
+            # grace period, and the core checks callbacks against that.
+            await step(f"{who}: {d.name} detach returned", writes=(d.detached_key,))
+            d.detached_at = page_site()
+    await w.file_put(i, who, write=True)
+
+
+async def _get(w: World, c: int, op: Op) -> None:
+    """Another device binds to the process through the same driver:
+    mmu_notifier_get finds the driver's notifier and takes a reference."""
+    i = op.driver
+    d = w.drivers[i]
+    who = str(op)
+    ops: MmuNotifierOps = getattr(d, "ops")
+    await w.file_get(i, who, write=True)
+    if await w.mmget_not_zero(who):
+        w.ran("get")
+        ret = await mmu_notifier_get(ops, w.mm)
+        if not isinstance(ret, int):
+            w.extra_mns[i].append(ret)
+        await w.mmput()
+    await w.file_put(i, who, write=True)
+
+
+async def _put(w: World, c: int, op: Op) -> None:
+    """That device unbinds: mmu_notifier_put of its reference."""
+    i = op.driver
+    who = str(op)
+    await w.file_get(i, who, write=True)
+    if w.extra_mns[i]:
+        w.ran("put")
+        await mmu_notifier_put(w.extra_mns[i].pop())
+    await w.file_put(i, who, write=True)
+
+
+# ----------------------------------------------------------- process ops
+
+
+async def _cpufault(w: World, c: int, op: Op) -> None:
+    page, rw = op.args
+    assert isinstance(page, int)
+    who = str(op)
+    if await w.mmget_not_zero(who):
+        w.ran("cpufault")
+        await fault_in(w.mm, w.addr(page), write=rw == "w")
+        await w.mmput()
+
+
+async def _munmap(w: World, c: int, op: Op) -> None:
+    (rng,) = op.args
+    assert isinstance(rng, tuple)
+    who = str(op)
+    mm = w.mm
+    if await w.mmget_not_zero(who):
+        w.ran("munmap")
+        await down_write(mm.mmap_sem, label=f"{who}: down_write(mmap_sem)")
+        await do_munmap(mm, w.addr(rng[0]), (rng[1] - rng[0] + 1) * PAGE_SIZE)
+        await up_write(mm.mmap_sem, label=f"{who}: up_write(mmap_sem)")
+        await w.mmput()
+
+
+async def _exit(w: World, c: int, op: Op) -> None:
+    """The process exits: it drops its own mm_users reference; the last
+    mmput runs exit_mmap (mmu_notifier_release, then the unmapping)."""
+    w.ran("exit")
+    await mmput(w.mm)
+
+
+# ------------------------------------------------------------ kernel ops
+
+
+async def _reclaim(w: World, c: int, op: Op) -> None:
+    (p,) = op.args
+    assert isinstance(p, int)
+    page = await w.page_at(p, str(op))
+    if page is not None:
+        w.ran("reclaim")
+        if await reclaim_page(page):
+            w.ran("reclaim freed the page")
+
+
+async def _age(w: World, c: int, op: Op) -> None:
+    """shrink_active_list on one page: isolate it, page_referenced (the
+    accessed bits of every pte and every secondary MMU), put it back."""
+    (p,) = op.args
+    assert isinstance(p, int)
+    page = await w.page_at(p, str(op))
+    if page is not None and await isolate_lru_page(page) == 0:
+        w.ran("age")
+        if await page_referenced(page, False):
+            w.ran("age: referenced")
+        await putback_lru_page(page)
+
+
+async def _migrate(w: World, c: int, op: Op) -> None:
+    from mmemu.races.notifier import migrate
+
+    (p,) = op.args
+    assert isinstance(p, int)
+    page = await w.page_at(p, str(op))
+    if page is not None:
+        w.ran("migrate")
+        await migrate(page)
+
+
+async def _truncate(w: World, c: int, op: Op) -> None:
+    (n,) = op.args
+    assert isinstance(n, int)
+    w.ran("truncate")
+    await vmtruncate(w.mapping, n * PAGE_SIZE)
+
+
+async def _signal(w: World, c: int, op: Op) -> None:
+    (target,) = op.args
+    assert isinstance(target, int)
+    w.ran("signal")
+    await send_sig(w.sim.cpu_list[target], label=f"{op}: send_sig(cpu{target})")
+
+
+async def _oomreap(w: World, c: int, op: Op) -> None:
+    """The OOM reaper on the process.  Modelling note: it holds mm_users
+    here (the kernel's reaper holds only mm_count, and exit_mmap waits for it
+    by taking mmap_sem for write after marking the mm MMF_OOM_SKIP, which the
+    model's exit_mmap does not do): exit_mmap never runs under it."""
+    from mmemu.mm.oom_kill import oom_reap_task
+
+    who = str(op)
+    if await w.mmget_not_zero(who):
+        w.ran("oomreap")
+        await oom_reap_task(w.mm)
+        await w.mmput()
+
+
+OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
+    OpSpec("fault", ("page", "rw"), "driver", "driver.fault",
+           "the guest/device faults page p in for read or write (KVM guest fault, GRU "
+           "dropin, HMM range fault, IOMMU page request)", _fault),
+    OpSpec("access", ("page",), "driver", "driver.access",
+           "the guest/device uses its translation of page p (a miss does nothing)", _access),
+    OpSpec("attach", (), "driver", "driver.attach -> mmu_notifier_register",
+           "(re-)attach a detached driver: register its notifier (mm_take_all_locks)",
+           _attach),
+    OpSpec("detach", (), "driver", "driver.detach -> mmu_notifier_unregister",
+           "detach the driver: unregister its notifier (->release if still hashed)",
+           _detach),
+    OpSpec("insert", ("range",), "driver", "mmu_interval_notifier_insert",
+           "(re-)insert a detached interval-notifier driver over pages lo-hi only",
+           _insert, apis=("modern",), applies=_is_interval),
+    OpSpec("remove", (), "driver", "mmu_interval_notifier_remove",
+           "remove the interval-notifier driver (its detach)", _detach, apis=("modern",),
+           applies=_is_interval),
+    OpSpec("get", (), "driver", "mmu_notifier_get",
+           "a second device binds through the driver: mmu_notifier_get takes another "
+           "reference on its notifier", _get, apis=("modern",), applies=_uses_get),
+    OpSpec("put", (), "driver", "mmu_notifier_put",
+           "that device unbinds: mmu_notifier_put (the last one frees the notifier after "
+           "an SRCU grace period)", _put, apis=("modern",), applies=_uses_get),
+    OpSpec("cpufault", ("page", "rw"), "process", "handle_mm_fault",
+           "the process touches page p (a write to a private or read-only pte copies "
+           "it: COW)", _cpufault),
+    OpSpec("munmap", ("range",), "process", "do_munmap",
+           "munmap pages lo-hi (a partial range splits the vma)", _munmap),
+    OpSpec("exit", (), "process", "mmput -> exit_mmap",
+           "the process exits: exit_mmap (mmu_notifier_release, unmap, free) once the "
+           "last mm_users reference goes", _exit),
+    OpSpec("reclaim", ("page",), "kernel", "shrink_page_list",
+           "kswapd reclaims the page mapped at p (try_to_unmap, __remove_mapping)",
+           _reclaim),
+    OpSpec("age", ("page",), "kernel", "page_referenced",
+           "kswapd ages the page mapped at p (clear_flush_young of the ptes and the "
+           "secondary MMUs)", _age),
+    OpSpec("migrate", ("page",), "kernel", "migrate_pages",
+           "migrate the page mapped at p to a new page (migration entries)", _migrate),
+    OpSpec("truncate", ("count",), "kernel", "vmtruncate",
+           "truncate the file to n pages (0: whole; otherwise partial)", _truncate),
+    OpSpec("signal", ("cpu",), "kernel", "send_sig",
+           "send a signal to cpu N (mm_take_all_locks returns -EINTR on it)", _signal),
+    OpSpec("oomreap", (), "kernel", "oom_reap_task",
+           "the OOM reaper unmaps the process's private memory with non-blockable "
+           "notifier ranges", _oomreap, apis=("modern",)),
+)}
+
+
+def applicable(spec: OpSpec, cls: type[Driver] | None) -> bool:
+    """Does a driver operation make sense for a driver of class ``cls``?"""
+    return spec.applies is None or cls is None or spec.applies(cls)
+
+
+def describe_operations() -> list[tuple[str, str, str, str]]:
+    """(usage, context, kernel path, summary) of every operation, for help texts."""
+    return [(s.usage(), s.context, s.kernel, s.summary) for s in OPERATIONS.values()]
+
+
+__all__ = ["OPERATIONS", "OpSpec", "applicable", "describe_operations"]

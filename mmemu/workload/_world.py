@@ -1,0 +1,214 @@
+"""The world a workload runs in: one process, its vmas and pages, one file,
+the attached drivers.
+
+Built afresh for every execution by the scenario's own code (no steps), with
+the kernel model's own functions:
+
+- the kernel is booted with the checkers (``boot_checked``) and the
+  workload's notifier API generation;
+- the process (``mm1``) gets the workload's vmas in address order, back to
+  back from ``TASK_UNMAPPED_BASE``: anonymous (``a``), MAP_SHARED of the
+  file (``s``) and MAP_PRIVATE of the file (``p``); every file vma maps the
+  file from offset 0, so a shared and a private vma share pagecache pages;
+  the file is as long as the longest file vma;
+- every page is faulted in (anonymous pages written, file pages read: a
+  private vma maps the pagecache page read-only until a write COWs it),
+  made old (accessed bit clear) and put on the LRU, so that reclaim,
+  aging and migration have something to take;
+- each driver is instantiated (a second instance of the same class is
+  renamed ``kvm#2``) and attached to the process, in order.
+
+Pages are numbered across the vmas from 0; page ``p`` is at
+``world.addr(p)``.
+
+The world also stands for the *users* of the drivers and of the process,
+which the kernel model does not have: a driver operation holds the driver's
+device file (``file``, an rwsem taken for read; attach and detach take it
+for write, as ``release`` of a file cannot run under an ioctl that uses it)
+and, when it touches the mm, a reference on ``mm_users``
+(``mmget_not_zero``, as HMM, GRU and the IOMMU fault handlers take it); a
+process operation holds ``mm_users`` the same way.  ``exit`` drops the
+process's own reference: the last ``mmput`` runs ``exit_mmap``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmemu.check import boot_checked
+from mmemu.driver import Driver, load_driver
+from mmemu.engine._errors import InvariantViolation
+from mmemu.engine._execution import reach, step
+from mmemu.kernel.atomic import atomic_inc_not_zero
+from mmemu.kernel.locking import RwSemaphore, down_read, down_write, up_read, up_write
+from mmemu.mm.filemap import AddressSpace
+from mmemu.mm.memory import fault_in, pte_get, pte_key, set_pte_at
+from mmemu.mm.mmap import (
+    PAGE_SIZE,
+    VM_READ,
+    VM_SHARED,
+    VM_WRITE,
+    MmStruct,
+    do_mmap,
+    mm_alloc,
+    mmput,
+)
+from mmemu.mm.page import Page
+from mmemu.mm.vmscan import PageLRU, lru_cache_add
+from mmemu.workload._text import Workload
+
+
+class IncoherentWorld(InvariantViolation):
+    """At the end of a workload, a driver's translation does not match the
+    CPU page table (or outlives the driver's detach): an invalidation never
+    reached it."""
+
+
+class World:
+    """The state one execution of a workload acts on (see the module docstring)."""
+
+    def __init__(self, sim: Any, workload: Workload, drivers: tuple[str, ...],
+                 api: str) -> None:
+        self.sim = sim
+        self.workload = workload
+        self.driver_specs = drivers
+        self.api = api
+        self.kernel: Any = None
+        self.mm: MmStruct = None  # type: ignore[assignment]
+        self.mapping: AddressSpace = None  # type: ignore[assignment]
+        self.base = 0
+        self.drivers: list[Driver] = []
+        self.files: list[RwSemaphore] = []
+        #: is driver i attached (its notifier registered)?  Written under its
+        #: file rwsem for write, read under it for read.
+        self.attached: list[bool] = []
+        #: per driver, the notifiers of extra mmu_notifier_get references
+        #: (get/put operations), under the driver's file rwsem for write
+        self.extra_mns: list[list[Any]] = []
+        #: mms created by fork
+        self.children: list[MmStruct] = []
+
+    # ------------------------------------------------------------ building
+
+    async def build(self) -> None:
+        wl = self.workload
+        file_pages = max([n for kind, n in wl.vmas if kind in "sp"] or [1])
+        npages = 2 * (wl.npages + file_pages) + 8 + 4 * len(self.driver_specs)
+        kernel = self.kernel = boot_checked(self.sim, npages=npages, api=self.api)
+        mm = self.mm = mm_alloc(kernel)
+        self.mapping = AddressSpace(kernel, "file", i_size=file_pages * PAGE_SIZE)
+        await down_write(mm.mmap_sem)
+        for k, (kind, n) in enumerate(wl.vmas):
+            flags = VM_READ | VM_WRITE
+            if kind == "a":
+                vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags)
+            else:
+                if kind == "s":
+                    flags |= VM_SHARED
+                vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags, file=self.mapping, pgoff=0)
+            if k == 0:
+                self.base = vma.vm_start
+        await up_write(mm.mmap_sem)
+        for p in range(wl.npages):
+            addr = self.addr(p)
+            await fault_in(mm, addr, write=self.kind(p) == "a")
+            pte = pte_get(mm, addr)
+            assert pte is not None and pte.page is not None
+            set_pte_at(mm, addr, pte.replace(young=False))
+            if not PageLRU(pte.page):
+                await lru_cache_add(pte.page)
+        seen: dict[str, int] = {}
+        for spec in self.driver_specs:
+            d = load_driver(spec)()
+            seen[d.name] = seen.get(d.name, 0) + 1
+            if seen[d.name] > 1:
+                d.rename(f"{d.name}#{seen[d.name]}")
+            # callbacks after a detach are checked (CallbackAfterDetach): the
+            # explorer must see them end (one step more per callback)
+            d._watch_detach = any(op.name in ("detach", "remove")
+                                  for ops in wl.cpus for op in ops)
+            ret = await d.attach(kernel, mm)
+            self.sim.check(ret == 0, f"{d.name}: attach returned {ret} in the world's setup")
+            self.drivers.append(d)
+            self.files.append(RwSemaphore(f"{d.name}->file", "workload device file"))
+            self.attached.append(True)
+            self.extra_mns.append([])
+
+    # ------------------------------------------------------------- helpers
+
+    def addr(self, page: int) -> int:
+        return self.base + page * PAGE_SIZE
+
+    def kind(self, page: int) -> str:
+        for kind, n in self.workload.vmas:
+            if page < n:
+                return kind
+            page -= n
+        raise IndexError(page)
+
+    def ran(self, what: str) -> None:
+        """A coverage event: the operation ran (it was not skipped)."""
+        reach(f"workload: {what}")
+
+    async def mmget_not_zero(self, who: str) -> bool:
+        """A user of the process's mm takes a reference, unless it exited."""
+        return await atomic_inc_not_zero(self.mm.mm_users,
+                                         label=f"{who}: mmget_not_zero({self.mm.__mmemu_name__})")
+
+    async def mmput(self) -> None:
+        await mmput(self.mm)
+
+    async def file_get(self, d: int, who: str, *, write: bool = False) -> None:
+        label = f"{who}: {self.drivers[d].name} device file ({'release' if write else 'in use'})"
+        if write:
+            await down_write(self.files[d], label=label)
+        else:
+            await down_read(self.files[d], label=label)
+
+    async def file_put(self, d: int, who: str, *, write: bool = False) -> None:
+        label = f"{who}: {self.drivers[d].name} device file done"
+        if write:
+            await up_write(self.files[d], label=label)
+        else:
+            await up_read(self.files[d], label=label)
+
+    async def page_at(self, p: int, who: str) -> Page | None:
+        """The page mapped at page ``p`` of the process now (what an LRU scan
+        would find there), or None.  Kernel threads pick pages this way."""
+        mm = self.mm
+        addr = self.addr(p)
+        await step(f"{who}: the page at {addr:#x}", reads=(pte_key(mm, addr),))
+        pte = pte_get(mm, addr)
+        if pte is None or not pte.present:
+            return None
+        return pte.page
+
+    # -------------------------------------------------------- the end
+
+    def check_coherent(self) -> None:
+        """Every translation left in a driver's caches maps the page the CPU
+        pte maps now (same allocation); a detached driver has none left."""
+        for i, d in enumerate(self.drivers):
+            for tlb in d.tlbs:
+                for key in tlb.keys():
+                    e = tlb.entries[key]
+                    if not self.attached[i]:
+                        raise IncoherentWorld(
+                            f"{tlb.describe(key)} still maps page{e.page.pfn} (installed at "
+                            f"{e.site}) after driver {d.name} was detached: no invalidation "
+                            f"will ever reach it", details=e.page.dump())
+                    addr = d.address_of(key)
+                    if addr is None:
+                        continue
+                    pte = None if self.mm.dead else pte_get(self.mm, addr)
+                    cpu_page = pte.page if pte is not None and pte.present else None
+                    if cpu_page is not e.page or e.gen != e.page.gen:
+                        where = f"page{cpu_page.pfn}" if cpu_page is not None else "nothing"
+                        raise IncoherentWorld(
+                            f"{tlb.describe(key)} still maps page{e.page.pfn} (installed at "
+                            f"{e.site}) but the CPU pte at {addr:#x} maps {where}: an "
+                            f"invalidation never reached driver {d.name}",
+                            details=e.page.dump())
+
+
+__all__ = ["IncoherentWorld", "World"]

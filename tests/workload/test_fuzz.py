@@ -1,0 +1,144 @@
+"""The fuzzer: deterministic from its seed, workload shrinking, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mmemu.workload import parse_workload
+from mmemu.workload._fuzz import Plan, explore_plan, fuzz
+from mmemu.workload._generate import GenSettings, generate
+from mmemu.workload._shrink import candidates, shrink_workload
+
+ROOT = Path(__file__).resolve().parents[2]
+FIX = "tests/workload/fixtures.py:"
+SMALL = Plan(pct_executions=30, pct_depth=3, dfs_executions=40, dfs_preemptions=2)
+
+
+def test_generation_is_a_function_of_seed_and_index_in_any_process() -> None:
+    settings = GenSettings(drivers=("kvm", "gru", "hmm", "sva"))
+    here = [str(generate(7, i, settings)) for i in range(6)]
+    assert here == [str(generate(7, i, settings)) for i in range(6)]
+    assert len(set(here)) == 6
+    code = ("from mmemu.workload._generate import GenSettings, generate\n"
+            "s = GenSettings(drivers=('kvm', 'gru', 'hmm', 'sva'))\n"
+            "print('\\n'.join(str(generate(7, i, s)) for i in range(6)))\n")
+    env = dict(os.environ, PYTHONHASHSEED="12345")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, cwd=ROOT, check=True).stdout.splitlines()
+    assert out == here
+    for text in here:  # every drawn workload is valid text
+        assert str(parse_workload(text)) == text
+
+
+def test_fuzz_is_deterministic_from_its_seed_in_one_process_or_two() -> None:
+    """The same seed finds the same workload, shrinks it to the same minimal
+    one and gives the same token, whether one process explores the
+    workloads or two worker processes do."""
+    one = fuzz(["kvm"], seed=3, workloads=3, mutants=["kvm:no-retry"], plan=SMALL)
+    two = fuzz(["kvm"], seed=3, workloads=3, mutants=["kvm:no-retry"], plan=SMALL, jobs=2)
+    assert one.failure is not None and two.failure is not None
+    assert one.index == two.index == 1
+    assert str(one.original) == str(two.original)
+    assert str(one.workload) == str(two.workload)
+    assert one.failure.schedule == two.failure.schedule
+    assert one.workload is not None and one.original is not None
+    assert one.workload.size() < one.original.size()
+
+
+def test_fuzz_without_failure_reports_what_it_reached() -> None:
+    res = fuzz(["kvm"], seed=0, workloads=2, plan=Plan(pct_executions=10, dfs_executions=0))
+    assert res.ok and res.workloads == 2 and res.executions == 20
+    assert res.reached.get("event:workload: fault", 0) > 0
+    assert res.reached.get("callback:kvm->invalidate_range_start", 0) > 0, res.reached
+
+
+def test_shrinking_a_failing_workload_gives_a_smaller_failing_one() -> None:
+    big = parse_workload("drivers=kvm vmas=a2,s1; cpu0: access(2) fault(0,w) access(0); "
+                         "cpu1: munmap(0-1); cpu2: cpufault(2,r)")
+
+    def fails(wl):  # type: ignore[no-untyped-def]
+        found, _n, _i = explore_plan(wl, SMALL, 11, mutants=("kvm:no-count",))
+        return found is not None and found.kind == "FreedPageStillMapped"
+
+    assert fails(big)
+    small, tries = shrink_workload(big, fails)
+    assert small.size() < big.size()
+    assert len(small.cpus) == 2 and small.ops == 2, str(small)
+    assert fails(small)
+    assert tries > 0
+
+
+def test_shrink_candidates_renumber_cpus_drivers_and_pages() -> None:
+    wl = parse_workload("drivers=kvm,gru vmas=a2,s2; cpu0: d1.fault(3,w) signal(2); "
+                        "cpu1: munmap(1-2); cpu2: exit")
+    texts = [str(c) for c in candidates(wl)]
+    # drop cpu1: the signal to cpu2 now goes to cpu1
+    assert "drivers=kvm,gru vmas=a2,s2; cpu0: d1.fault(3,w) signal(1); cpu1: exit" in texts
+    # drop driver 0: d1 becomes d0
+    assert ("drivers=gru vmas=a2,s2; cpu0: fault(3,w) signal(2); cpu1: munmap(1-2); "
+            "cpu2: exit") in texts
+    # drop the anonymous vma: pages move down, the range is clipped
+    assert "drivers=kvm,gru vmas=s2; cpu0: d1.fault(1,w) signal(2); cpu1: munmap(0); " \
+           "cpu2: exit" in texts
+
+
+def test_fuzz_shrinks_to_the_minimal_workload_and_reports_it() -> None:
+    res = fuzz([FIX + "PinCacheDriver"], seed=0, workloads=2, plan=SMALL)
+    assert res.failure is not None and res.workload is not None and res.original is not None
+    assert res.failure.kind == "IncoherentWorld"
+    assert res.workload.size() < res.original.size()
+    assert len(res.workload.cpus) == 2 and res.workload.ops == 2
+    text = res.report()
+    assert str(res.workload) in text and "mmemu replay mm1." in text
+
+
+def _mmemu(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmemu", *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=timeout)
+
+
+def test_cli_fuzz_finds_prints_and_replays() -> None:
+    proc = _mmemu("fuzz", "--driver", "kvm", "--mutant", "kvm:no-retry", "--workloads", "2",
+                  "--seed", "3")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "fuzz: workload #" in proc.stdout and "FreedPageStillMapped" in proc.stdout
+    token = proc.stdout.split("mmemu replay ", 1)[1].split()[0]
+    again = _mmemu("replay", token)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "FreedPageStillMapped" in again.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["fuzz", "--cpus", "0"], "--cpus"),
+    (["fuzz", "--time", "5", "--workloads", "2"], "not both"),
+    (["fuzz", "--driver", "nosuch"], "unknown driver 'nosuch'"),
+    (["fuzz", "--api", "2.6.27", "--driver", "hmm"], "API 2.6.27"),
+    (["run", "--workload", "cpu0: fault(0,w) acess(0)"], "'acess'"),
+    (["run", "--workload", "cpu0: fault(0,w)", "pagecache:*"], "give no suite"),
+    (["run", "--workload", "cpu0: insert(0-1)", "--api", "modern"], "has no insert"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str],
+                                              args: list[str], words: str) -> None:
+    from mmemu.cli import main
+
+    capsys.readouterr()
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], err
+
+
+def test_cli_run_workload_explores_it(capsys: pytest.CaptureFixture[str]) -> None:
+    from mmemu.cli import main
+
+    code = main(["run", "--workload", "vmas=a1; cpu0: fault(0,w) access(0); cpu1: munmap(0)",
+                 "--driver", "kvm", "--executions", "50"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "workload:run" in out

@@ -1,0 +1,111 @@
+"""Workloads explored: the world's checks, several drivers on one mm, the
+driver's own check() hook, and user drivers with historical bugs."""
+
+from __future__ import annotations
+
+import pytest
+
+from mmemu import DFS, PCT
+from mmemu.workload import explore_workload
+
+FIX = "tests/workload/fixtures.py:"
+
+
+def _dfs(wl: str, *, drivers: list[str] | None = None, mutants: tuple[str, ...] = (),
+         executions: int = 3000, bound: int = 2):  # type: ignore[no-untyped-def]
+    return explore_workload(wl, drivers=drivers, strategy=DFS(max_preemptions=bound),
+                            executions=executions, mutants=mutants)
+
+
+@pytest.mark.parametrize("wl", [
+    # every shipped driver, on both generations it supports, in a world with
+    # every vma kind; a driver fault and access against an invalidation
+    "drivers=kvm; cpu0: fault(2,w) access(2); cpu1: truncate(0)",
+    "drivers=gru; cpu0: fault(4,r) access(4); cpu1: migrate(4)",
+    "drivers=kvm api=modern; cpu0: fault(1,w) access(1); cpu1: munmap(0-1)",
+    "drivers=hmm api=modern; cpu0: fault(0,w) access(0); cpu1: oomreap",
+    "drivers=sva api=modern; cpu0: fault(3,r) access(3); cpu1: reclaim(3)",
+])
+def test_correct_drivers_pass_exhaustively(wl: str) -> None:
+    res = _dfs(wl, bound=1)
+    assert res.ok, res.failure.report() if res.failure else ""
+    assert res.exhausted
+
+
+@pytest.mark.parametrize("who, mutant, words", [
+    ("d1.", "gru:no-range-active", "gru va 0x10000000"),
+    ("", "kvm:no-retry", "kvm gfn 0"),
+])
+def test_two_drivers_of_different_classes_are_both_checked(who: str, mutant: str,
+                                                            words: str) -> None:
+    # both notifiers are on the mm's list; the one whose protocol is broken
+    # faults while a truncate invalidates
+    wl = f"drivers=kvm,gru vmas=p1; cpu0: {who}fault(0,w); cpu1: truncate(0)"
+    assert _dfs(wl, bound=1).ok
+    res = _dfs(wl, mutants=(mutant,))
+    assert res.failure is not None and res.failure.kind == "FreedPageStillMapped"
+    assert words in res.failure.message, res.failure.message
+
+
+def test_the_same_driver_class_twice_is_two_notifiers() -> None:
+    # only the second instance faults: the failure names it
+    wl = "drivers=kvm,kvm vmas=a2; cpu0: d1.fault(1,w) d1.access(1); cpu1: munmap(1)"
+    assert _dfs(wl).ok
+    res = _dfs(wl, mutants=("kvm:no-count",))
+    assert res.failure is not None
+    assert "kvm#2 gfn 1" in res.failure.message, res.failure.message
+
+
+def test_the_driver_check_hook_failure_is_reported_naming_the_driver() -> None:
+    res = _dfs("cpu0: munmap(0-1)", drivers=[FIX + "LeakyCountDriver"])
+    assert res.failure is not None and res.failure.kind == "DriverCheckFailed"
+    assert "driver leakycount" in res.failure.message
+    assert "1 invalidation range(s) still active" in res.failure.message
+    # the correct driver's check() passes on the same workload
+    assert _dfs("cpu0: munmap(0-1)", drivers=[FIX + "SeqDriver"]).ok
+
+
+@pytest.mark.parametrize("driver, wl, kind, words", [
+    ("PinCacheDriver", "cpu0: fault(0,w); cpu1: munmap(0)", "IncoherentWorld",
+     "pincache.pfncache va 0x10000000 still maps"),
+    ("LateReleaseDriver", "cpu0: detach; cpu1: exit", "CallbackAfterDetach",
+     "->release still running"),
+])
+def test_historical_bug_drivers_are_caught(driver: str, wl: str, kind: str, words: str) -> None:
+    res = _dfs(wl, drivers=[FIX + driver])
+    assert res.failure is not None and res.failure.kind == kind, res.failure
+    assert words in res.failure.message, res.failure.message
+    assert res.failure.preemptions <= 2
+
+
+@pytest.mark.parametrize("driver, wl", [
+    ("PinCacheDriverFixed", "cpu0: fault(0,w); cpu1: munmap(0)"),
+    ("SeqDriver", "cpu0: detach; cpu1: exit"),
+    ("HwTlbDriver", "cpu0: fault(0,w) access(0); cpu1: munmap(0)"),
+])
+def test_their_correct_twins_pass(driver: str, wl: str) -> None:
+    res = _dfs(wl, drivers=[FIX + driver])
+    assert res.ok, res.failure.report() if res.failure else ""
+    assert res.exhausted
+
+
+def test_a_second_cache_is_watched() -> None:
+    """HwTlbDriver's hardware TLB is a second ShadowTLB: a translation left in
+    it after the table was zapped is caught like one in the table."""
+    import tests.workload.fixtures as fx
+
+    class Forgetful(fx.HwTlbDriver):
+        name = "forgetful"
+
+        async def zap(self, start: int, end: int, why: str) -> None:
+            await fx.SeqDriver.zap(self, start, end, why)  # the hw TLB is never flushed
+
+    from mmemu.driver import register_driver
+    old = register_driver("forgetful-hwtlb", Forgetful)
+    try:
+        res = explore_workload("vmas=a1; cpu0: fault(0,w) access(0); cpu1: munmap(0)",
+                               drivers=["forgetful-hwtlb"], strategy=PCT(3, 0), executions=200)
+    finally:
+        register_driver("forgetful-hwtlb", old)
+    assert res.failure is not None
+    assert "forgetful.hw va" in res.failure.message, res.failure.message
