@@ -570,8 +570,7 @@ class _FunctionMutator:
                 self.add("seq-update", s, f"drop {self.seg(s)}", [self._drop(s)], _lines(s))
             return
         if isinstance(s, ast.Assign) and "store" in operators and self.is_async and \
-                all(_is_field(t) for t in s.targets) and not _mentions_mutant(s.value) and \
-                not _copies_parameter(s):
+                all(_is_field(t) for t in s.targets) and not _mentions_mutant(s.value):
             a, b = self.text.span(s)
             self.add("store", s, f"drop {self.seg(s)}", [_Edit(a, b, "pass")], _lines(s))
             return
@@ -761,13 +760,6 @@ def _is_field(target: ast.expr) -> bool:
             return False
         node = node.value
     return True
-
-
-def _copies_parameter(s: ast.Assign) -> bool:
-    """``obj.mm = mm``: an object being filled in from a parameter of the
-    same name (set-up, not a protocol step)."""
-    return len(s.targets) == 1 and isinstance(s.targets[0], ast.Attribute) and \
-        isinstance(s.value, ast.Name) and s.value.id == s.targets[0].attr
 
 
 def _is_int(node: ast.AST) -> bool:

@@ -174,7 +174,9 @@ class Budget:
 @attrs.frozen
 class Subject:
     """What is mutated: a module served by an import hook (``module``), or a
-    driver class loaded from a mutant file (``driver_spec``/``class_name``)."""
+    driver class loaded from a mutant file (``driver_spec``/``class_name``;
+    ``module`` is then its importable name, if it has one, for the
+    baseline's reach marks)."""
 
     path: str
     module: str | None = None
@@ -254,15 +256,20 @@ class _Workers:
 # --------------------------------------------------------------- baseline
 
 
-def run_baseline(subjects: Sequence[Subject], runs: Sequence[Run], budget: Budget, *,
-                 workdir: Path, workers: _Workers | None = None) -> Baseline:
-    """Run every planned run on the unmutated code, tracing the subjects'
-    files; a failing run is a MutationError (the code must pass first)."""
+def run_baseline(todo: Sequence[tuple[Subject, Mutant]], runs: Sequence[Run], budget: Budget,
+                 *, workdir: Path, workers: _Workers | None = None) -> Baseline:
+    """Run every planned run on the unmutated code, with reach marks on the
+    statements the mutants change; a failing run is a BaselineFailure (the
+    code must pass first)."""
     workers = workers or _Workers()
+    touched: dict[Subject, set[int]] = {}
+    for subject, m in todo:
+        touched.setdefault(subject, set()).update(m.touched)
+    trace = [{"path": s.path, "module": s.module, "touched": sorted(lines)}
+             for s, lines in touched.items()]
     job: dict[str, Any] = dict(budget.job(), runs=[attrs.asdict(r) for r in runs],
-                               stop_at_first=True, workdir=str(workdir),
-                               trace=sorted({s.path for s in subjects}))
-    drivers = [s for s in subjects if s.driver_spec is not None]
+                               stop_at_first=True, workdir=str(workdir), trace=trace)
+    drivers = [s for s, _m in todo if s.driver_spec is not None]
     if drivers:
         job.update(drivers[0].job(None))
     events, state, tail = workers.run(job, None)

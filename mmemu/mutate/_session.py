@@ -125,8 +125,7 @@ def _session(subject_name: str, todo: list[tuple[Subject, Mutant]], runs: list[R
         say(f"{subject_name}: {len(todo)} mutants, {len(runs)} suite runs; "
             f"baseline (unmutated, traced) ...")
         try:
-            base = run_baseline([s for s, _m in todo] or [], runs, budget, workdir=workdir,
-                                workers=workers)
+            base = run_baseline(todo, runs, budget, workdir=workdir, workers=workers)
         except KeyboardInterrupt:
             workers.stop()
             raise
@@ -164,11 +163,13 @@ def _session(subject_name: str, todo: list[tuple[Subject, Mutant]], runs: list[R
 # ------------------------------------------------------------------ drivers
 
 
-def driver_source(spec: str) -> tuple[str, str, frozenset[str]]:
-    """(file, class name, other classes) of the driver ``spec`` (installed
-    name or 'file.py:Class'); the class must be defined at the top of its
-    file.  The third item names the file's classes that are not the class
-    or one of its bases: their methods are not the driver's code."""
+def driver_source(spec: str) -> tuple[str, str, frozenset[str], str | None]:
+    """(file, class name, other classes, module) of the driver ``spec``
+    (installed name or 'file.py:Class'); the class must be defined at the
+    top of its file.  The third item names the file's classes that are not
+    the class or one of its bases: their methods are not the driver's code.
+    The fourth is the module's import name when the driver is an installed
+    one (a 'file.py:Class' module has none: the loader reads the file)."""
     from mmemu.driver import DriverLoadError, load_driver
 
     try:
@@ -187,7 +188,10 @@ def driver_source(spec: str) -> tuple[str, str, frozenset[str]]:
     others = frozenset(name for name, obj in vars(module).items()
                        if isinstance(obj, type) and obj.__module__ == cls.__module__
                        and name not in mine)
-    return os.path.realpath(path), cls.__qualname__, others
+    from mmemu.driver import _is_path
+
+    importable = None if _is_path(spec) else cls.__module__
+    return os.path.realpath(path), cls.__qualname__, others, importable
 
 
 def driver_runs(spec: str, *, api: str | None = None, suites: Sequence[str] = ()) -> list[Run]:
@@ -217,14 +221,14 @@ def driver_runs(spec: str, *, api: str | None = None, suites: Sequence[str] = ()
 
 def driver_mutants(spec: str, *, operators: Iterable[str] | None = None,
                    select: Sequence[str] = ()) -> tuple[Subject, list[Mutant]]:
-    path, cls, others = driver_source(spec)
+    path, cls, others, module = driver_source(spec)
     try:
         mutants = generate_mutants(_read(path), _display_path(path), operators=operators)
     except (MutationSourceError, ValueError) as exc:
         raise MutationError(str(exc)) from None
     # the methods of the file's other classes are not this driver's code
     mutants = [m for m in mutants if m.function.split(".", 1)[0] not in others]
-    subject = Subject(path=path, driver_spec=spec, class_name=cls)
+    subject = Subject(path=path, module=module, driver_spec=spec, class_name=cls)
     return subject, _select(mutants, select)
 
 

@@ -14,7 +14,8 @@ what was found even if it has to kill the worker at its time limit:
 The job: ``runs`` (suite name + params, in the order to try), the budget
 (``seed``, ``executions``, ``strategy``, ``max_preemptions``; None keeps the
 suite's own), ``stop_at_first``, ``trace`` (files whose executed lines to
-record per run), and what to mutate: ``module`` (a module name and its
+mark per run: their path, their importable name when they have one, and
+the lines the mutants change), and what to mutate: ``module`` (a module name and its
 mutated source, served by an import hook) or ``driver`` (a driver spec and
 class; with ``source``, the mutated driver is written to ``workdir`` and
 loaded from there).
@@ -27,49 +28,13 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, TextIO
 
 #: Python errors that mean the mutant broke the code rather than the
 #: protocol when they happen on a serial run (the parent decides)
 CRASH_TYPES = ("NameError", "UnboundLocalError", "AttributeError", "TypeError",
                "ImportError", "SyntaxError")
-
-
-class _LineTracer:
-    """Record the executed lines of some files (sys.settrace, filtered at
-    each frame's entry so other code runs at near full speed)."""
-
-    def __init__(self, files: list[str]) -> None:
-        self.files = {os.path.realpath(f) for f in files}
-        self._known: dict[str, bool] = {}
-        self.lines: dict[str, set[int]] = {}
-
-    def _wanted(self, filename: str) -> bool:
-        hit = self._known.get(filename)
-        if hit is None:
-            hit = os.path.realpath(filename) in self.files
-            self._known[filename] = hit
-        return hit
-
-    def __call__(self, frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-        if not self._wanted(frame.f_code.co_filename):
-            return None
-        lines = self.lines.setdefault(os.path.realpath(frame.f_code.co_filename), set())
-        lines.add(frame.f_lineno)
-
-        def local(frame: FrameType, event: str, arg: Any) -> Callable[..., Any] | None:
-            if event == "line":
-                lines.add(frame.f_lineno)
-            return local
-        return local
-
-    def take(self) -> dict[str, list[int]]:
-        out = {f: sorted(v) for f, v in self.lines.items()}
-        self.lines = {}
-        return out
 
 
 def _emit(out: TextIO, obj: dict[str, Any]) -> None:
@@ -82,14 +47,51 @@ def _describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first[0] if first else ''}".rstrip(": ")
 
 
+class _Reach:
+    """The reach marks of one instrumented file (see _isolate.instrument)."""
+
+    def __init__(self, path: str, hits: bytearray, ranges: list[tuple[int, int]]) -> None:
+        self.path = os.path.realpath(path)
+        self.hits = hits
+        self.ranges = ranges
+
+    def take(self) -> list[int]:
+        lines: set[int] = set()
+        for k, hit in enumerate(self.hits):
+            if hit:
+                a, b = self.ranges[k]
+                lines.update(range(a, b + 1))
+        self.hits[:] = bytes(len(self.hits))
+        return sorted(lines)
+
+
 def run_job(job: dict[str, Any], out: TextIO) -> None:
+    from mmemu.mutate._isolate import (
+        REACHED,
+        instrument,
+        load_instrumented_driver,
+        load_mutant_driver,
+        override_module,
+        write_source,
+    )
+
     workdir = Path(job.get("workdir") or ".")
     module = job.get("module")
     if module is not None:
-        from mmemu.mutate._isolate import override_module, write_source
-
         path = write_source(workdir, module["stem"], module["source"])
         override_module(module["name"], module["source"], str(path))
+    reach: list[_Reach] = []
+    by_path: list[dict[str, Any]] = []
+    for t in job.get("trace") or []:
+        if t.get("module"):
+            source = Path(t["path"]).read_text(encoding="utf-8")
+            code, ranges = instrument(source, t["path"], t["touched"])
+            hits = bytearray(len(ranges))
+            override_module(t["module"], source, t["path"], code=code,
+                            namespace={REACHED: hits})
+            reach.append(_Reach(t["path"], hits, ranges))
+        else:
+            by_path.append(t)
     try:
         import mmemu  # noqa: F401 - the mutated module (if any) is imported here
         from mmemu.engine import get_scenario
@@ -102,12 +104,14 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
             from mmemu.driver import load_driver
 
             if drv.get("source") is not None:
-                from mmemu.mutate._isolate import load_mutant_driver, write_source
-
                 path = write_source(workdir, drv["stem"], drv["source"])
                 driver_spec = load_mutant_driver(path, drv["class"])
             else:
                 driver_spec = drv["spec"]
+                for t in by_path:  # a 'file.py:Class' driver: marks through the loader
+                    hits, ranges = load_instrumented_driver(t["path"], drv["class"],
+                                                            driver_spec, t["touched"])
+                    reach.append(_Reach(t["path"], hits, ranges))
                 load_driver(driver_spec)
     except Exception as exc:  # noqa: BLE001 - a mutant that does not import is a finding
         _emit(out, {"event": "error", "stage": "import", "error": _describe_error(exc),
@@ -119,7 +123,8 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
     from mmemu.engine import UnexpectedException, explore
     from mmemu.engine._strategies import make_strategy
 
-    tracer = _LineTracer(job["trace"]) if job.get("trace") else None
+    for r in reach:  # marks set while importing and building the registry do not count
+        r.take()
     for index, run in enumerate(job["runs"]):
         sc = get_scenario(run["suite"])
         params = dict(run["params"])
@@ -129,14 +134,11 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
         strategy = make_strategy(job.get("strategy") or sc.strategy,
                                  max_preemptions=bound if bound is not None else sc.max_preemptions)
         started = time.perf_counter()
-        if tracer is not None:
-            sys.settrace(tracer)
         try:
             res = explore(sc.name, strategy=strategy,
                           executions=job.get("executions") or sc.executions,
                           seed=job.get("seed", 0), params=params)
         except Exception as exc:  # noqa: BLE001 - the mutant broke the model's contract
-            sys.settrace(None)
             _emit(out, {"event": "error", "stage": "run", "index": index, "suite": sc.name,
                         "params": run["params"], "error": _describe_error(exc),
                         "original": type(exc).__name__,
@@ -145,8 +147,6 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
             if job.get("stop_at_first", True):
                 break
             continue
-        finally:
-            sys.settrace(None)
         f = res.failure
         row: dict[str, Any] = {
             "event": "run", "index": index, "suite": sc.name, "params": run["params"],
@@ -160,8 +160,8 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
                        if f.message.strip() else "", preemptions=f.preemptions,
                        steps=f.steps, schedule=f.schedule, found_after=f.found_after,
                        original=original)
-        if tracer is not None:
-            row["lines"] = tracer.take()
+        if reach:
+            row["lines"] = {r.path: r.take() for r in reach}
         _emit(out, row)
         if f is not None and job.get("stop_at_first", True):
             _emit(out, {"event": "done"})
@@ -196,7 +196,26 @@ def _run_fuzz(driver_spec: str, seconds: float, seed: int) -> dict[str, Any]:
     return row
 
 
+def _exit_with_parent() -> None:
+    """A worker outlives nothing: it runs in its own session (so a
+    terminal's Ctrl-C reaches only the parent, which stops it), so it must
+    notice itself when the parent is gone (killed without a chance to stop
+    its workers)."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                os._exit(3)
+
+    threading.Thread(target=watch, name="mutate-parent-watch", daemon=True).start()
+
+
 def main() -> None:
+    _exit_with_parent()
     # Results go to the real stdout; anything the model prints goes to stderr.
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     sys.stdout = sys.stderr
