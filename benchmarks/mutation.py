@@ -12,7 +12,7 @@ job -- every suite the correct model must pass, under each parameter
 combination and its default budget -- in a worker process of its own,
 stopping at the first suite that fails.
 
-Prints, from one run: the baseline (the unmutated main job, traced), then a
+Prints, from one run: the baseline (the unmutated main job, with reach marks), then a
 table per file (mutants, caught, survived, unreached, timeout, invalid,
 score), the overall mutation score, the median time per mutant, and every
 survivor with what it changes.  ``--json FILE`` also writes every verdict
@@ -162,7 +162,7 @@ def main() -> int:
         print(f"mutation.py: {exc}", file=sys.stderr)
         return 2
     results = list(report.results)
-    print(f"baseline (unmutated main job, traced): {report.baseline_s:.1f}s; "
+    print(f"baseline (unmutated main job): {report.baseline_s:.1f}s; "
           f"total {time.perf_counter() - started:.0f}s" +
           ("; INTERRUPTED" if report.interrupted else ""))
     print_report(results, len(report.pending))

@@ -1,9 +1,10 @@
 """Running mutants: a coverage baseline, then one worker process per mutant.
 
 1. **Baseline.**  The unmutated code runs every planned suite once, in a
-   worker, with the files to mutate traced line by line.  Every run must
-   pass (a red baseline makes every mutant look caught); it records which
-   lines each run executed and how long it took.
+   worker, with reach marks compiled in front of the statements the mutants
+   change (``_isolate.instrument``).  Every run must pass (a red baseline
+   makes every mutant look caught); it records which mutated lines each run
+   executed and how long it took.
 2. **Which runs can see a mutant.**  A mutant changes some original lines
    (``Mutant.touched``).  A run whose baseline executed none of them runs
    exactly the same code on the mutant, so its exploration -- deterministic

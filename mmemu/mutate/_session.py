@@ -123,7 +123,7 @@ def _session(subject_name: str, todo: list[tuple[Subject, Mutant]], runs: list[R
     workers = _Workers()
     try:
         say(f"{subject_name}: {len(todo)} mutants, {len(runs)} suite runs; "
-            f"baseline (unmutated, traced) ...")
+            f"baseline (the unmutated code, with reach marks) ...")
         try:
             base = run_baseline(todo, runs, budget, workdir=workdir, workers=workers)
         except KeyboardInterrupt:
