@@ -54,8 +54,6 @@ from mmemu.mutate import (
     mutate_modules,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
-
 #: checker-side code in the mutated files (see the module doc)
 EXCLUDE = [
     # kernel/locking.py: lockdep
@@ -68,17 +66,26 @@ EXCLUDE = [
 
 
 def default_modules() -> list[Path]:
-    """The model's protocol code, as it is in this checkout."""
-    mm = sorted(p for p in (ROOT / "mmemu" / "mm").glob("*.py") if p.name != "__init__.py")
-    drivers = sorted(p for p in (ROOT / "drivers").glob("*.py") if p.name != "__init__.py")
-    return mm + [ROOT / "mmemu" / "kernel" / "locking.py"] + drivers
+    """The model's protocol code, where the imported mmemu has it (the
+    checkout for an editable install)."""
+    import mmemu
+    import mmemu.drivers
+
+    pkg = Path(mmemu.__file__).parent
+    drv = Path(mmemu.drivers.__file__).parent
+    mm = sorted(p for p in (pkg / "mm").glob("*.py") if p.name != "__init__.py")
+    drivers = sorted(p for p in drv.glob("*.py") if p.name != "__init__.py")
+    return mm + [pkg / "kernel" / "locking.py"] + drivers
 
 
 def _rel(path: str) -> str:
-    try:
-        return str(Path(path).resolve().relative_to(ROOT))
-    except ValueError:
-        return path
+    """mmemu/mm/filemap.py, drivers/kvm.py: the same names wherever mmemu is."""
+    posix = Path(path).as_posix()
+    if "/drivers/" in posix:
+        return "drivers/" + posix.rsplit("/drivers/", 1)[1]
+    if "/mmemu/" in posix:
+        return "mmemu/" + posix.rsplit("/mmemu/", 1)[1]
+    return path
 
 
 def print_report(results: list[MutantResult], pending: int) -> None:
@@ -136,6 +143,8 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per mutant (default: 30 + 10x its runs' baseline time)")
+    ap.add_argument("--fuzz", type=int, default=0,
+                    help="random fuzz workloads for each mutant the main job misses (default 0)")
     ap.add_argument("--json", default=None, help="write every verdict to this file")
     ap.add_argument("--list", action="store_true", help="list the mutants only")
     args = ap.parse_args()
@@ -156,7 +165,8 @@ def main() -> int:
     try:
         report = mutate_modules(
             [str(m) for m in modules], runs=runs, operators=args.operator or None,
-            exclude=EXCLUDE, select=args.mutant, budget=Budget(timeout=args.timeout),
+            exclude=EXCLUDE, select=args.mutant,
+            budget=Budget(timeout=args.timeout, fuzz=args.fuzz),
             jobs=args.jobs, progress=lambda line: print(line, file=sys.stderr, flush=True))
     except MutationError as exc:
         print(f"mutation.py: {exc}", file=sys.stderr)

@@ -37,8 +37,10 @@ def mutate(
     max_preemptions: Annotated[int | None, Parameter(help="DFS preemption bound (default: "
                                                           "the suite's)")] = None,
     seed: Annotated[int, Parameter(help="base seed of random and pct")] = 0,
-    fuzz: Annotated[float, Parameter(help="seconds of mmemu fuzz per mutant the suites miss "
-                                          "(0: off; needs mmemu.workload)")] = 0.0,
+    fuzz: Annotated[int, Parameter(help="random workloads of mmemu fuzz for each mutant the "
+                                        "suites miss (0: suites only)")] = 20,
+    shrink: Annotated[bool, Parameter(help="shrink the failure that catches each mutant "
+                                           "(slower; minimal tokens)")] = False,
     keep: Annotated[str | None, Parameter(help="write the mutant files to this directory and "
                                                "keep them (the replay tokens name them)")] = None,
     list_: Annotated[bool, Parameter(name="--list", help="list the mutants (and with --json "
@@ -51,13 +53,14 @@ def mutate(
 
     Each mutant drops a lock/unlock pair, a seq or count update, a retry
     test, a wake_up, moves a zap after the unlock, ... (--list shows them).
-    It runs every driver suite x notifier API the driver supports (and with
-    --fuzz, the fuzzer), in its own process, never touching your file.
+    It runs every driver suite x notifier API the driver supports, then,
+    if no suite caught it, --fuzz random workloads of mmemu fuzz, in a
+    process of its own, never touching your file.
     Survivors are printed with their diffs: they show where the suites do
     not test the protocol, or a step the protocol does not need.
 
     Exit status: 0 every mutant caught, 1 some survived (or timed out), or
-    the unmutated driver fails its suites, 2 bad input.
+    the unmutated driver fails its suites or the fuzzer, 2 bad input.
 
     Example: mmemu mutate --driver kvm --jobs 2
     """
@@ -98,7 +101,7 @@ def mutate(
 
     err = _err()
     budget = Budget(seed=seed, executions=executions, max_preemptions=max_preemptions,
-                    timeout=timeout, fuzz=fuzz)
+                    timeout=timeout, fuzz=fuzz, shrink=shrink, api=api)
 
     def on_result(r: MutantResult) -> None:
         if json_:

@@ -162,14 +162,23 @@ class Budget:
     strategy: str | None = None
     max_preemptions: int | None = None
     #: seconds per mutant; None: 30 s + 10x the baseline time of its runs
+    #: (+ 2 s per fuzz workload)
     timeout: float | None = None
-    #: seconds of ``mmemu fuzz`` per driver mutant the suites did not catch
-    #: (0: suites only; the step is skipped while mmemu.workload is absent)
-    fuzz: float = 0.0
+    #: random workloads of ``mmemu fuzz`` per mutant the suites did not
+    #: catch (0: suites only; skipped while mmemu.workload is absent)
+    fuzz: int = 0
+    #: shrink the failure that catches a mutant (slower; the verdict is the
+    #: same, the token and the preemption count are minimal)
+    shrink: bool = False
+    #: the notifier API generation the fuzzer draws (None: any the drivers support)
+    api: str | None = None
+
+    def fuzz_job(self) -> dict[str, Any] | None:
+        return {"workloads": self.fuzz, "api": self.api} if self.fuzz else None
 
     def job(self) -> dict[str, Any]:
         return {"seed": self.seed, "executions": self.executions, "strategy": self.strategy,
-                "max_preemptions": self.max_preemptions}
+                "max_preemptions": self.max_preemptions, "shrink": self.shrink}
 
 
 @attrs.frozen
@@ -269,7 +278,8 @@ def run_baseline(todo: Sequence[tuple[Subject, Mutant]], runs: Sequence[Run], bu
     trace = [{"path": s.path, "module": s.module, "touched": sorted(lines)}
              for s, lines in touched.items()]
     job: dict[str, Any] = dict(budget.job(), runs=[attrs.asdict(r) for r in runs],
-                               stop_at_first=True, workdir=str(workdir), trace=trace)
+                               stop_at_first=True, workdir=str(workdir), trace=trace,
+                               fuzz=budget.fuzz_job())
     drivers = [s for s, _m in todo if s.driver_spec is not None]
     if drivers:
         job.update(drivers[0].job(None))
@@ -291,6 +301,13 @@ def run_baseline(todo: Sequence[tuple[Subject, Mutant]], runs: Sequence[Run], bu
             f"mutation testing needs code that passes its suites")
     if len(rows) != len(runs):
         raise MutationError(f"the baseline ran {len(rows)} of {len(runs)} runs")
+    fuzzed = next((e for e in events if e.get("event") == "fuzz" and e.get("available")), None)
+    if fuzzed is not None and not fuzzed["ok"]:
+        raise BaselineFailure(
+            f"the unmutated code fails the fuzzer (workload {fuzzed.get('workload')}): "
+            f"{fuzzed['kind']}: {fuzzed.get('message', '')} (replay: mmemu replay "
+            f"{fuzzed.get('schedule')}); mutation testing needs code that passes its suites "
+            f"and the fuzzer (--fuzz 0 runs the suites only)")
     lines = tuple({os.path.realpath(f): frozenset(v) for f, v in e.get("lines", {}).items()}
                   for e in rows)
     return Baseline(runs=tuple(runs), lines=lines,
@@ -322,7 +339,9 @@ def _classify(mutant: Mutant, reaching: int, events: list[dict[str, Any]], state
             return result("invalid", f"breaks the model in {names[e['index']]}: {e['error']}")
     failed = next((v for v in runs if not v.ok), None)
     if failed is not None:
-        if failed.original in CRASH_TYPES and not failed.preemptions:
+        serial = next((e.get("serial_crash") for e in events
+                       if e.get("event") == "run" and not e.get("ok")), None)
+        if failed.original in CRASH_TYPES and (serial or failed.preemptions == 0):
             return result("invalid", f"crashes on a serial run of {failed.run}: "
                                      f"{failed.original}: {failed.message}", failed)
         return result("caught", f"{failed.kind} in {failed.run} after {failed.executions} "
@@ -333,15 +352,17 @@ def _classify(mutant: Mutant, reaching: int, events: list[dict[str, Any]], state
         return result("interrupted", "interrupted")
     if state == "died":
         return result("invalid", f"the worker died: {tail or 'no output'}")
-    if reaching == 0 and not runs:
-        return result("unreached", "no suite executes the mutated lines")
-    return result("survived", f"{reaching} run(s) execute the mutated lines; all passed")
+    fuzzed = next((v for v in runs if v.run == "fuzz"), None)
+    also = f"; {fuzzed.executions} fuzz executions found nothing" if fuzzed else ""
+    if reaching == 0:
+        return result("unreached", f"no suite executes the mutated lines{also}")
+    return result("survived", f"{reaching} run(s) execute the mutated lines; all passed{also}")
 
 
 def _timeout(budget: Budget, base: Baseline, idx: Sequence[int]) -> float | None:
     if budget.timeout is not None:
         return budget.timeout if budget.timeout > 0 else None
-    return 30.0 + 10.0 * sum(base.elapsed[i] for i in idx) + budget.fuzz
+    return 30.0 + 10.0 * sum(base.elapsed[i] for i in idx) + 2.0 * budget.fuzz
 
 
 def run_mutants(
@@ -365,11 +386,10 @@ def run_mutants(
     def one(i: int) -> MutantResult:
         subject, m = mutants[i]
         idx = base.reaching(subject.path, m.touched)
-        fuzz = budget.fuzz if subject.driver_spec is not None else 0.0
-        if not idx and not fuzz:
+        if not idx and not budget.fuzz:
             return _classify(m, 0, [], "done", names, 0.0, "")
         job: dict[str, Any] = dict(budget.job(), stop_at_first=True, workdir=str(workdir),
-                                   fuzz={"time": fuzz} if fuzz else None)
+                                   fuzz=budget.fuzz_job())
         job["runs"] = [attrs.asdict(base.runs[k]) for k in idx]
         job.update(subject.job(m, stem=m.id))
         started = time.perf_counter()

@@ -6,14 +6,16 @@ what was found even if it has to kill the worker at its time limit:
 
 - ``{"event": "run", ...}`` for each suite run (suite, params, verdict,
   executions, time, token; with ``lines`` when the job traces coverage);
-- ``{"event": "fuzz", ...}`` for the fuzzer step;
+- ``{"event": "fuzz", ...}`` for the fuzzer step (a number of random
+  workloads of ``mmemu fuzz``, deterministic from the seed);
 - ``{"event": "error", "stage": "import" | "run", ...}`` when the mutant
   does not import or an exploration raises instead of failing;
 - ``{"event": "done"}`` at the end.
 
 The job: ``runs`` (suite name + params, in the order to try), the budget
 (``seed``, ``executions``, ``strategy``, ``max_preemptions``; None keeps the
-suite's own), ``stop_at_first``, ``trace`` (files whose executed lines to
+suite's own; ``shrink``: shrink a failure, off by default because the
+first failure is the verdict), ``stop_at_first``, ``fuzz``, ``trace`` (files whose executed lines to
 mark per run: their path, their importable name when they have one, and
 the lines the mutants change), and what to mutate: ``module`` (a module name and its
 mutated source, served by an import hook) or ``driver`` (a driver spec and
@@ -134,10 +136,11 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
         strategy = make_strategy(job.get("strategy") or sc.strategy,
                                  max_preemptions=bound if bound is not None else sc.max_preemptions)
         started = time.perf_counter()
+        budget = job.get("executions") or sc.executions
         try:
-            res = explore(sc.name, strategy=strategy,
-                          executions=job.get("executions") or sc.executions,
-                          seed=job.get("seed", 0), params=params)
+            res = explore(sc.name, strategy=strategy, executions=budget,
+                          seed=job.get("seed", 0), params=params,
+                          shrink=bool(job.get("shrink", False)))
         except Exception as exc:  # noqa: BLE001 - the mutant broke the model's contract
             _emit(out, {"event": "error", "stage": "run", "index": index, "suite": sc.name,
                         "params": run["params"], "error": _describe_error(exc),
@@ -160,6 +163,9 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
                        if f.message.strip() else "", preemptions=f.preemptions,
                        steps=f.steps, schedule=f.schedule, found_after=f.found_after,
                        original=original)
+            if original in CRASH_TYPES:
+                row["serial_crash"] = _crashes_serially(sc.name, params, budget,
+                                                        job.get("seed", 0))
         if reach:
             row["lines"] = {r.path: r.take() for r in reach}
         _emit(out, row)
@@ -167,32 +173,52 @@ def run_job(job: dict[str, Any], out: TextIO) -> None:
             _emit(out, {"event": "done"})
             return
     fuzz = job.get("fuzz")
-    if fuzz and driver_spec is not None and fuzz.get("time"):
-        _emit(out, _run_fuzz(driver_spec, float(fuzz["time"]), int(job.get("seed", 0))))
+    if fuzz and fuzz.get("workloads"):
+        drivers = [driver_spec] if driver_spec is not None else None
+        _emit(out, _run_fuzz(drivers, int(fuzz["workloads"]), int(job.get("seed", 0)),
+                             fuzz.get("api")))
     _emit(out, {"event": "done"})
 
 
-def _run_fuzz(driver_spec: str, seconds: float, seed: int) -> dict[str, Any]:
-    """The fuzzer step (``mmemu.workload.fuzz``), when that package exists."""
+def _crashes_serially(suite: str, params: dict[str, Any], budget: int, seed: int) -> bool:
+    """Does the suite crash with a Python error without any preemption?
+    (Then the mutant broke the code itself, not the protocol: invalid.)"""
+    from mmemu.engine import DFS, UnexpectedException, explore
+
+    res = explore(suite, strategy=DFS(max_preemptions=0), executions=budget, seed=seed,
+                  params=params, shrink=False)
+    f = res.failure
+    return f is not None and isinstance(f.exception, UnexpectedException) and \
+        type(f.exception.original).__name__ in CRASH_TYPES
+
+
+def _run_fuzz(drivers: list[str] | None, workloads: int, seed: int,
+              api: str | None) -> dict[str, Any]:
+    """The fuzzer step: ``workloads`` random workloads over ``drivers``
+    (None: every installed driver), unshrunk; skipped (``available``
+    false) when mmemu.workload is not installed."""
     import importlib
 
     try:
-        # looked up by name: the workload package lands separately
-        fuzz = getattr(importlib.import_module("mmemu.workload"), "fuzz")
+        fuzz = getattr(importlib.import_module("mmemu.workload._fuzz"), "fuzz")
     except (ImportError, AttributeError):
         return {"event": "fuzz", "available": False}
     started = time.perf_counter()
-    res = fuzz(drivers=(driver_spec,), seed=seed, time=seconds)
-    f = getattr(res, "failure", None)
+    res = fuzz(drivers, seed=seed, workloads=workloads, api=api, shrink=False)
+    f = res.failure
     row: dict[str, Any] = {"event": "fuzz", "available": True, "ok": f is None,
-                           "workloads": getattr(res, "workloads", None),
-                           "executions": getattr(res, "executions", None),
+                           "workloads": res.workloads, "executions": res.executions,
                            "elapsed_s": round(time.perf_counter() - started, 3)}
     if f is not None:
-        wl = getattr(res, "workload", None)
+        original = None
+        from mmemu.engine import UnexpectedException
+
+        if isinstance(f.exception, UnexpectedException):
+            original = type(f.exception.original).__name__
         row.update(kind=f.kind, message=f.message.strip().splitlines()[0][:300]
                    if f.message.strip() else "", preemptions=f.preemptions,
-                   schedule=f.schedule, workload=str(wl) if wl is not None else None)
+                   schedule=f.schedule, original=original,
+                   workload=str(res.workload) if res.workload is not None else None)
     return row
 
 

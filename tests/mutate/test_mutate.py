@@ -36,7 +36,8 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
 
 def test_a_mutant_the_suite_catches_survives_when_the_suite_is_weakened(
         capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["--driver", SEQ, "--suite", "notifier:munmap-vs-fault", "--mutant", ACTIVE]
+    common = ["--driver", SEQ, "--suite", "notifier:munmap-vs-fault", "--mutant", ACTIVE,
+              "--fuzz", "0"]
     code, out, err = run_cli(capsys, *common)
     assert code == 0, out + err
     assert "FreedPageStillMapped in notifier:munmap-vs-fault" in out
@@ -54,11 +55,12 @@ def test_a_mutant_the_suite_catches_survives_when_the_suite_is_weakened(
     assert "mutation score: 0/1 caught (0%) -- 1 survived" in out
 
 
-def test_a_suite_that_never_runs_the_mutated_code_leaves_it_unreached(
+def test_a_suite_that_never_runs_the_mutated_code_leaves_it_unreached_the_fuzzer_does(
         capsys: pytest.CaptureFixture[str]) -> None:
     # munmap invalidates with range_start/end; ->invalidate_page never runs
-    code, out, _err = run_cli(capsys, "--driver", SEQ, "--suite", "notifier:munmap-vs-fault",
-                              "--mutant", "*invalidate_page:seq-update:1", "--json")
+    args = ["--driver", SEQ, "--suite", "notifier:munmap-vs-fault", "--mutant",
+            "*invalidate_page:seq-update:1", "--json"]
+    code, out, _err = run_cli(capsys, *args, "--fuzz", "0")
     assert code == 1
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows[0]["id"] == "sample_drivers:SeqDriver.invalidate_page:seq-update:1"
@@ -66,11 +68,19 @@ def test_a_suite_that_never_runs_the_mutated_code_leaves_it_unreached(
     assert rows[0]["diff"].count("\n-") == 1
     assert rows[-1]["summary"] and rows[-1]["unreached"] == 1 and rows[-1]["score"] == 0.0
 
+    # The fuzzer's workloads reclaim and migrate pages: ->invalidate_page runs,
+    # and the missing seq++ lets a fault install a stale translation.
+    code, out, _err = run_cli(capsys, *args, "--fuzz", "5")
+    assert code == 0, out
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rows[0]["status"] == "caught" and rows[0]["by"]["run"] == "fuzz"
+    assert rows[0]["by"]["schedule"].startswith("mm1.")
+
 
 def test_a_driver_that_already_fails_is_reported_not_mutated(
         capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run_cli(capsys, "--driver", ZAPNOTHING, "--suite",
-                              "notifier:munmap-vs-fault", "--mutant", ACTIVE)
+                              "notifier:munmap-vs-fault", "--mutant", ACTIVE, "--fuzz", "0")
     assert code == 1
     assert "the unmutated code fails notifier:munmap-vs-fault" in out
     assert "mutation testing needs code that passes its suites" in out
