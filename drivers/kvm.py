@@ -8,7 +8,17 @@ Guest memory is a set of memslots (gfn -> hva).  A guest fault resolves the
 gfn to a host page with get_user_pages (which takes a reference and may
 sleep), then installs an spte under ``kvm->mmu_lock``.  The spte does *not*
 pin the page: the reference is dropped right after the install.  What keeps
-the spte from outliving the page is the notifier protocol:
+the spte from outliving the page is the notifier protocol.
+
+Not 2.6.27 here: in 2.6.27 an spte still held its page reference until
+``rmap_remove`` dropped it (kvm_release_pfn_clean/dirty), so a page could
+not be freed under an spte even without notifiers; the notifiers only made
+the zap happen.  acb66dd051d0 ("KVM: MMU: don't hold pagecount reference
+for mapped sptes pages", 2009) dropped that reference, which is the KVM
+emulated here: without the pin, the notifier protocol alone keeps the spte
+from outliving the page, and that is what the suites test.
+
+The fault and invalidate protocol:
 
 Fault side (the guest, ``fault``):
   1. mmu_seq = kvm->mmu_notifier_seq; smp_rmb()

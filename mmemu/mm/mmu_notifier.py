@@ -1,11 +1,36 @@
 """MMU notifiers: how secondary MMUs hear about changes to a CPU page table.
 
-Emulates: mm/mmu_notifier.c, include/linux/mmu_notifier.h (2.6.27; the list is
-walked under SRCU as since 3.7, and ``__mmu_notifier_release`` has the 2012
-ordering fix) and, when the kernel is booted with ``api="modern"``, the
-later generation (5.x-6.x: ``struct mmu_notifier_range``, non-blockable
-ranges, interval notifiers, ``mmu_notifier_get/put``,
-``arch_invalidate_secondary_tlbs``) -- see "The modern generation" below.
+Emulates: mm/mmu_notifier.c, include/linux/mmu_notifier.h in two API
+generations: "2.6.27" (see "Eras" below for what that name covers exactly)
+and, when the kernel is booted with ``api="modern"``, the later generation
+(5.x-6.x: ``struct mmu_notifier_range``, non-blockable ranges, interval
+notifiers, ``mmu_notifier_get/put``, ``arch_invalidate_secondary_tlbs``) --
+see "The modern generation" below.
+
+Eras: what the "2.6.27" generation is, and where it is not 2.6.27
+-----------------------------------------------------------------
+- Callbacks and call sites: 2.6.27's (cddb8a5c14aa "mmu-notifiers: core",
+  2008): ``release``, ``invalidate_page``, ``invalidate_range_start/end``,
+  ``clear_flush_young``.  Two later callbacks are in the same generation,
+  for the call sites that need them, each with the first call sequence it
+  had: ``change_pte`` (828502d30073, 2.6.32, for KSM, called by
+  ``set_pte_at_notify`` without any start/end around it; a notifier without
+  ``->change_pte`` gets ``->invalidate_page`` instead) and ``test_young``
+  (8ee53820edfd, 2.6.38, for khugepaged).  2.6.27 itself had no KSM and no
+  khugepaged: those paths run as in the first kernel that had them.
+- The list walk: **SRCU**, as since 21a92735f660 (v3.7, "mm: mmu_notifier:
+  have mmu_notifiers use a global SRCU so they may safely schedule").
+  2.6.27 walked the list under plain RCU, so its callbacks could not sleep;
+  ``unregister`` and ``release`` waited with ``synchronize_rcu``.  The
+  drivers shipped with mmemu never sleep in a callback, so the two walks
+  admit the same interleavings for them.
+- ``__mmu_notifier_release`` and ``mmu_notifier_unregister``: the order of
+  d34883d4e35c (v3.10): every ``->release`` runs while the notifiers are
+  still hashed, then they are unhashed.  2.6.27 unhashed each notifier
+  first and called its ``->release`` after (with the lock dropped): the bug
+  3ad3d901bbcf fixed in 2012, which 751efd8610d3 (2013) brought back and
+  d34883d4e35c fixed again.  That order is the mutant
+  ``mmu_notifier:release-after-unhash``.
 
 INTERFACE CONTRACT (call sites in memory.py, rmap.py, migrate.py, mmap.py use
 exactly these; the notifier implementation fills in the bodies):
@@ -51,7 +76,7 @@ notifier is hashed between 1 and 3: the driver faults the page in before 2
 (nothing tells it a range is being invalidated), 2 frees the page, and the
 driver keeps a translation to a free page: nobody will ever notify it again.
 
-The list is walked under SRCU: callbacks may sleep, and ``unregister`` /
+The list is walked under SRCU (3.7+; see "Eras"): callbacks may sleep, and ``unregister`` /
 ``release`` wait with ``synchronize_srcu`` for walkers that may still call
 an unhashed notifier.  A walker reads the list once, after
 ``srcu_read_lock``; an entry added later is not seen (``hlist_add_head_rcu``
@@ -69,6 +94,11 @@ The same call sites, the kernel's later contract:
   itself calls ``arch_invalidate_secondary_tlbs`` under the PTL, where the
   CPU TLB is flushed (``->arch_invalidate_secondary_tlbs``: TLBs that walk the
   CPU page tables, e.g. an IOMMU doing SVA; no sleeping there).
+- KSM's ``set_pte_at_notify`` runs inside a start/end bracket
+  (6bdb913f0a70, 2012) and ``->change_pte`` has no ``->invalidate_page``
+  fallback.  ``->change_pte`` is the 5.13-6.9 one: 997308f9ae72 (6.10)
+  removed it, and set_pte_at_notify became set_pte_at; a notifier that
+  ignores ``change_pte`` sees exactly what 6.10+ shows it (the bracket).
 - Non-blockable ranges (``mmu_notifier_invalidate_range_start_nonblock``, the
   OOM reaper): every callback runs in non-block context (sleeping is
   reported as SleepingWhileAtomic: ``non_block_start`` sets the CPU's
@@ -109,35 +139,6 @@ from mmemu.kernel.locking import (
 )
 from mmemu.kernel.rcu import SrcuStruct, srcu_read_lock, srcu_read_unlock, synchronize_srcu
 
-def _driver_class(params: dict[str, Any]) -> Any:
-    from mmemu.driver import DriverLoadError, load_driver
-    spec = params.get("driver")
-    if not spec:
-        return None
-    try:
-        return load_driver(str(spec))
-    except DriverLoadError:
-        return None
-
-
-def _brackets_matter(params: dict[str, Any]) -> bool:
-    """The driver relies on invalidation brackets (start/end, invalidate_page
-    or an interval notifier): a register that splits a bracket can hurt it.
-    A TLB flushed only from arch_invalidate_secondary_tlbs, under the PTL at
-    the pte clear itself, cannot be split (SVA)."""
-    cls = _driver_class(params)
-    return cls is None or bool(getattr(cls, "interval_notifier", False)
-                               or getattr(cls, "invalidate_range_start", None) is not None
-                               or getattr(cls, "invalidate_page", None) is not None)
-
-
-def _on_hlist(params: dict[str, Any]) -> bool:
-    """The driver is on the mm's notifier hlist (->release); interval
-    notifiers are invalidated by mn_itree_release instead."""
-    cls = _driver_class(params)
-    return cls is None or not getattr(cls, "interval_notifier", False)
-
-
 MUTANT_REGISTER_UNLOCKED = mmemu.register_mutant(
     "mmu_notifier:register-unlocked",
     "mmu_notifier_register hashes the notifier without mm_take_all_locks",
@@ -147,19 +148,26 @@ MUTANT_REGISTER_UNLOCKED = mmemu.register_mutant(
               "(KvmBug), GRU/HMM sleep forever on a negative range count (Deadlock)",
     doc="The seed race of commit 7906d00c: register lands between a truncate's "
         "invalidate_range_start (not delivered) and the page being freed; the driver "
-        "faults the page in meanwhile and is never told to drop it.",
-    applies=_brackets_matter)
+        "faults the page in meanwhile and is never told to drop it.")
 
 MUTANT_RELEASE_AFTER_UNHASH = mmemu.register_mutant(
     "mmu_notifier:release-after-unhash",
     "__mmu_notifier_release unhashes each notifier before calling its ->release",
     caught_as="FreedPageStillMapped (reclaim's invalidate_page skips the unhashed notifier "
               "and frees a page the driver still maps)",
-    doc="The bug fixed in 2012 (751efd8610d3, 'mmu_notifier_unregister NULL Pointer "
-        "deref and multiple ->release() callouts'): between the unhash and ->release, "
-        "try_to_unmap on another CPU clears the pte, finds no notifier to tell, and frees "
-        "the page while the secondary MMU still maps it.",
-    applies=_on_hlist)
+    doc="The order of the original code (2.6.27, cddb8a5c14aa 'mmu-notifiers: core'): "
+        "under mmu_notifier_mm->lock take the first notifier off the list "
+        "(hlist_del_init_rcu), drop the lock, call its ->release, repeat.  Between the "
+        "unhash and ->release, try_to_unmap on another CPU clears the pte, walks a list "
+        "without the notifier, and frees the page while the secondary MMU still maps it.  "
+        "3ad3d901bbcf ('mm: mmu_notifier: fix freed page still mapped in secondary MMU', "
+        "2012) fixed it by calling every ->release while the notifiers are still hashed and "
+        "unhashing them afterwards; 751efd8610d3 ('mmu_notifier_unregister NULL Pointer "
+        "deref and multiple ->release() callouts', 2013) went back to unhash-then-release "
+        "(under SRCU by then) to fix a race with mmu_notifier_unregister, which brought "
+        "this bug back; d34883d4e35c ('mm: mmu_notifier: re-fix freed page still mapped "
+        "in secondary MMU', v3.10) restored the release-first order and made unregister "
+        "use hlist_del_init_rcu instead.")
 
 MUTANT_UNREGISTER_NO_SRCU = mmemu.register_mutant(
     "mmu_notifier:unregister-no-srcu",
@@ -625,13 +633,18 @@ async def __mmu_notifier_test_young(mm: Any, address: int) -> bool:
 
 
 async def __mmu_notifier_change_pte(mm: Any, address: int, page: Any) -> None:
-    """Drivers without ->change_pte get invalidate_page instead (2.6.32)."""
+    """Call every ``->change_pte``.  2.6.27 generation (2.6.32's code): a
+    notifier without ``->change_pte`` gets ``->invalidate_page`` instead,
+    since nothing else tells it (no start/end around KSM's pte changes yet).
+    Modern: no fallback (6bdb913f0a70 removed it when it bracketed every
+    set_pte_at_notify with start/end, which is what such a notifier sees)."""
+    modern = is_modern(mm)
     ss, idx, notifiers = await _walk(mm, "change_pte")
     for mn in notifiers:
         if mn.ops.change_pte is not None:
             _check_live(mn, "change_pte")
             await mn.ops.change_pte(mn, mm, address, page)
-        elif mn.ops.invalidate_page is not None:
+        elif mn.ops.invalidate_page is not None and not modern:
             await mn.ops.invalidate_page(mn, mm, address)
     await srcu_read_unlock(ss, idx)
 

@@ -16,6 +16,7 @@ for _pkg in (mmemu.kernel, mmemu.mm):
     for _mod in sorted(m.name for m in pkgutil.iter_modules(_pkg.__path__)):
         importlib.import_module(f"{_pkg.__name__}.{_mod}")
 
+from mmemu.races import _filters  # noqa: E402,F401  (driver-aware mutant filters)
 from mmemu.races import demo  # noqa: E402,F401
 from mmemu.races import locks  # noqa: E402,F401
 from mmemu.races import mm  # noqa: E402,F401

@@ -1,0 +1,65 @@
+"""Which suite parameter combinations a mutant can break: filters that know
+about drivers.
+
+The kernel model registers its mutants beside the code they change
+(``mmemu/mm/``), but it must not know which drivers exist or how they are
+built.  Whether a mutant of the core can hurt a given driver is a question
+about that driver ("does it rely on start/end brackets?", "is it on the
+notifier hlist?"), so the answer lives here, in the suites' layer, and is
+attached to the mutant with ``set_mutant_applies`` when the suites load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmemu.driver import DriverLoadError, load_driver
+from mmemu.engine._registry import set_mutant_applies
+
+
+def driver_class(params: dict[str, Any]) -> Any:
+    """The driver class a suite combination names (None: no driver, or one
+    that fails to load -- the run reports that)."""
+    spec = params.get("driver")
+    if not spec:
+        return None
+    try:
+        return load_driver(str(spec))
+    except DriverLoadError:
+        return None
+
+
+def brackets_matter(params: dict[str, Any]) -> bool:
+    """The driver relies on invalidation brackets (start/end,
+    invalidate_page, change_pte or an interval notifier): a core mutant that
+    drops or splits a bracket can hurt it.  A TLB flushed only from
+    arch_invalidate_secondary_tlbs, under the PTL at the pte change itself
+    (SVA), cannot be hurt that way."""
+    cls = driver_class(params)
+    return cls is None or bool(getattr(cls, "interval_notifier", False)
+                               or getattr(cls, "invalidate_range_start", None) is not None
+                               or getattr(cls, "invalidate_page", None) is not None)
+
+
+def on_hlist(params: dict[str, Any]) -> bool:
+    """The driver is on the mm's notifier hlist (->release); interval
+    notifiers are invalidated by mn_itree_release instead."""
+    cls = driver_class(params)
+    return cls is None or not getattr(cls, "interval_notifier", False)
+
+
+#: mutant name -> its filter; mutants of mm/ that need one
+FILTERS = {
+    "mmu_notifier:register-unlocked": brackets_matter,
+    "mmu_notifier:release-after-unhash": on_hlist,
+}
+
+
+def attach_filters() -> None:
+    for name, applies in FILTERS.items():
+        set_mutant_applies(name, applies)
+
+
+attach_filters()
+
+__all__ = ["FILTERS", "attach_filters", "brackets_matter", "driver_class", "on_hlist"]
