@@ -3,7 +3,12 @@
 Emulates: drivers/misc/sgi-gru/grutlbpurge.c (gru_invalidate_range_start/end,
 gru_invalidate_page, gru_release, gru_flush_tlb_range), drivers/misc/sgi-gru/
 grufault.c (gru_handle_user_call_os, gru_user_dropin, gru_try_dropin,
-atomic_pte_lookup, non_atomic_pte_lookup) (2.6.27)
+atomic_pte_lookup, non_atomic_pte_lookup) (2.6.27); and, in the modern
+generation, the same files as today's kernel has them (since "misc/sgi-gru:
+use mmu_notifier_get/put for struct gru_mm_struct", v5.4): gru_mmuops with
+only ->invalidate_range_start/end and ->alloc_notifier/->free_notifier,
+gru_register_mmu_notifier = mmu_notifier_get_locked, gru_drop_mmu_notifier
+= mmu_notifier_put, no ->release, no ->invalidate_page, no ms_released
 
 The GRU is a memory-access coprocessor that translates user virtual addresses
 through its own TLB.  On a TLB miss the kernel "drops in" an entry
@@ -66,13 +71,37 @@ Harmless: D5 before S2 or P (the flush zaps the new entry); D3 after the
 zap (pte none: D4 faults it in again, or fails: -EFAULT); R anywhere (D1 sees
 ms_released, or R's flush drops or zaps the dropin); E2 with nobody waiting.
 
-Modelling notes: the notifier is the GRU's per-mm ``struct gru_mm_struct``
-(the driver object); its one context (``struct gru_thread_state``) owns the
-TLB.  ``gru_flush_tlb_range`` is one step (the TGH lock serialises
-invalidates; ``ms_asid_lock`` is not modelled).  2.6.27's gru_release only
-sets ms_released; the context's entries die when exit unloads it
-(gru_vma_close -> gru_unload_context drops its ASID).  The model flushes in
-->release, the last moment the driver hears of the mm.
+The modern generation: one ``struct gru_mm_struct`` per mm, shared by every
+GRU context of the mm: ``mmu_notifier_get_locked(&gru_mmuops, mm)`` (under
+mmap_sem for write) allocates it on the first attach (``gru_alloc_notifier``)
+and finds it on the next (users++); ``mmu_notifier_put`` on the last detach
+unhashes it and frees it (``gru_free_notifier``) after an SRCU grace period.
+Its ->invalidate_range_start/end do S1/S2 and E1/E2 for all the mm's
+contexts.  Without ->release, exit_mmap's unmap_vmas bracket (UNMAP over the
+whole address space) is what flushes the TLBs; a dropin after it finds no
+vma (D3: -EFAULT).  D1 has no ms_released test.
+
+Not modelled, modern: what ends the TLB entries of a dying mm.  exit_mmap's
+mmu_notifier_release unhashes the gms (GRU has no ->release since v5.4), so
+neither that nor exit's unmap_vmas bracket reaches it; the entries die with
+the context when exit_mmap's remove_vma closes the GRU's own vma
+(gru_vma_close -> gru_unload_context), after the mm's pages were unmapped
+and possibly freed -- harmless because no thread of the dying mm can issue a
+GRU instruction any more.  The model has no device vmas and no "can no
+longer be used" notion for a translation, so notifier:exit-vs-reclaim, whose
+check is that the driver dropped every translation by the end of exit, does
+not run GRU in the modern generation (``no_release_apis``).
+
+Modelling notes: in the 2.6.27 generation the notifier is the driver object
+with its own gru_mm_struct (2.6.27's sharing of one gms per mm through
+mmu_find_ops and ms_refcnt is not modelled there); each driver instance has
+one context (``struct gru_thread_state``) that owns the TLB.
+``gru_flush_tlb_range`` is one step (the TGH lock serialises invalidates;
+``ms_asid_lock`` is not modelled).  2.6.27's gru_release only sets
+ms_released; the context's entries die when exit unloads it (gru_vma_close
+-> gru_unload_context drops its ASID).  The model flushes in ->release, the
+last moment the driver hears of the mm.  A detach unloads the context (its
+TLB entries go with its ASID) before it drops the notifier.
 """
 
 from __future__ import annotations
@@ -81,13 +110,28 @@ from collections.abc import Hashable
 from typing import Any
 
 import mmemu
-from mmemu.check.shadow_tlb import ShadowTLB
-from mmemu.driver import Driver
+from mmemu.check.shadow_tlb import ShadowTLB, register_tlb
+from mmemu.driver import Driver, guarded
 from mmemu.engine._execution import step, touch
 from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_read, atomic_t
-from mmemu.kernel.locking import WaitQueueHead, down_read, up_read, wait_event, wake_up_all
+from mmemu.kernel.locking import (
+    WaitQueueHead,
+    down_read,
+    down_write,
+    up_read,
+    up_write,
+    wait_event,
+    wake_up_all,
+)
 from mmemu.mm.memory import get_user_pages, pmd_key, pte_get, pte_key
 from mmemu.mm.mmap import find_vma
+from mmemu.mm.mmu_notifier import (
+    MmuNotifier,
+    MmuNotifierOps,
+    MmuNotifierRange,
+    mmu_notifier_get_locked,
+    mmu_notifier_put,
+)
 from mmemu.mm.page import Page, put_page
 
 PAGE_SHIFT = 12
@@ -127,58 +171,207 @@ class GruThreadState:
         self.__mmemu_name__ = name
 
 
-class GruDriver(Driver):
-    """``struct gru_mm_struct`` (the notifier) with one GRU context."""
+class GruMmStruct(MmuNotifier):
+    """``struct gru_mm_struct``: the notifier of one mm and the state its
+    dropins test (``ms_range_active``, ``ms_wait_queue``; 2.6.27:
+    ``ms_released``), with the contexts (``gts``) of the mm whose TLBs a
+    range invalidation flushes.  Modern: allocated by gru_alloc_notifier and
+    shared by every GRU context of the mm."""
 
-    name = "gru"
-    key_name = "va"
-    #: mmu-notifier API generations this driver implements
-    apis = ("2.6.27",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ms_range_active = atomic_t(0, "gms->ms_range_active")
-        self.ms_wait_queue = WaitQueueHead("gms->ms_wait_queue")
+    def __init__(self, ops: MmuNotifierOps, name: str = "gms") -> None:
+        super().__init__(ops, name=name)
+        self.ms_range_active = atomic_t(0, f"{name}->ms_range_active")
+        self.ms_wait_queue = WaitQueueHead(f"{name}->ms_wait_queue")
         self.ms_released = 0
         self.released_key: Hashable = (self, "ms_released")
-        self.gts = GruThreadState(self.tlb, "gru.gts")
+        #: the GRU contexts of the mm, and the drivers that own them
+        self.contexts: list[GruThreadState] = []
+        self.drivers: list[GruDriver] = []
 
-    # ---------------------------------------------------------- TLB flushing
 
-    async def gru_flush_tlb_range(self, start: int, length: int, label: str) -> None:
-        """tgh_invalidate of every context of the mm: zap the entries of
-        [start, start + length) and bump the hardware flush generation (a
-        dropin armed before this is ignored).  One step."""
-        gts = self.gts
-        end = start + length
+async def gru_flush_tlb_range(gms: GruMmStruct, start: int, length: int, label: str) -> None:
+    """tgh_invalidate of every context of the mm: zap the entries of
+    [start, start + length) and bump each context's hardware flush
+    generation (a dropin armed before this is ignored).  One step."""
+    end = start + length
 
-        def in_range() -> list[Hashable]:
-            return [k for k in gts.tlb.keys() if isinstance(k, int) and start <= k < end]
+    def in_range(gts: GruThreadState) -> list[Hashable]:
+        return [k for k in gts.tlb.keys() if isinstance(k, int) and start <= k < end]
 
-        acc = gts.tlb.zap_accesses(in_range())
+    reads: tuple[Hashable, ...] = ()
+    writes: tuple[Hashable, ...] = ()
+    for gts in gms.contexts:
+        acc = gts.tlb.zap_accesses(in_range(gts))
         # every TLB write (D5) reads gen_key: the declared write orders this
         # step against any dropin that changes what it zaps
-        await step(label, reads=acc["reads"], writes=acc["writes"] + (gts.gen_key,))
-        keys = in_range()
+        reads += acc["reads"]
+        writes += acc["writes"] + (gts.gen_key,)
+    await step(label, reads=reads, writes=writes)
+    for gts in gms.contexts:
+        keys = in_range(gts)
         got = gts.tlb.zap_accesses(keys)
         touch(reads=got["reads"], writes=got["writes"])
         gts.hw_flush_gen += 1
         for k in keys:
             gts.tlb.zap(k)
 
-    # ------------------------------------------------------ the notifier ops
+
+async def gru_invalidate_range_start(gms: GruMmStruct, start: int, end: int) -> None:
+    """S1, S2."""
+    await atomic_inc(gms.ms_range_active, label="S1. atomic_inc(ms_range_active)")
+    await gru_flush_tlb_range(gms, start, end - start,
+                              f"S2. gru_flush_tlb_range({start:#x}, {end - start:#x})")
+
+
+async def gru_invalidate_range_end(gms: GruMmStruct) -> None:
+    """E1, E2 ("..._and_test() provides needed barrier")."""
+    await atomic_dec_and_test(gms.ms_range_active,
+                              label="E1. atomic_dec_and_test(ms_range_active)")
+    await wake_up_all(gms.ms_wait_queue, label="E2. wake_up_all(ms_wait_queue)")
+
+
+# ------------------------------------------ modern: gru_mmuops, get / put
+
+
+def _gms_driver(gms: GruMmStruct) -> GruDriver | None:
+    return gms.drivers[0] if gms.drivers else None
+
+
+async def _modern_range_start(mn: MmuNotifier, range: MmuNotifierRange) -> int:
+    assert isinstance(mn, GruMmStruct)
+    d = _gms_driver(mn)
+    if d is None:
+        await gru_invalidate_range_start(mn, range.start, range.end)
+    else:
+        await guarded(d, "->invalidate_range_start", gru_invalidate_range_start, mn,
+                      range.start, range.end)
+    return 0
+
+
+async def _modern_range_end(mn: MmuNotifier, range: MmuNotifierRange) -> None:
+    assert isinstance(mn, GruMmStruct)
+    d = _gms_driver(mn)
+    if d is None:
+        await gru_invalidate_range_end(mn)
+    else:
+        await guarded(d, "->invalidate_range_end", gru_invalidate_range_end, mn)
+
+
+def gru_alloc_notifier(mm: Any) -> MmuNotifier:
+    """->alloc_notifier: a new gru_mm_struct for ``mm`` (kzalloc)."""
+    return GruMmStruct(GRU_MMUOPS, name=f"gms({getattr(mm, '__mmemu_name__', 'mm')})")
+
+
+def gru_free_notifier(mn: MmuNotifier) -> None:
+    """->free_notifier (kfree), run by mmu_notifier_put's SRCU callback."""
+
+
+#: static const struct mmu_notifier_ops gru_mmuops (modern): one table for
+#: every GRU context, so that mmu_notifier_get finds the mm's gms
+GRU_MMUOPS = MmuNotifierOps(invalidate_range_start=_modern_range_start,
+                            invalidate_range_end=_modern_range_end,
+                            alloc_notifier=gru_alloc_notifier,
+                            free_notifier=gru_free_notifier)
+
+
+class GruDriver(Driver):
+    """One GRU context (``struct gru_thread_state``) of an mm and its
+    ``struct gru_mm_struct``: the driver's own in the 2.6.27 generation
+    (registered as the driver's notifier), the mm's shared one in the modern
+    generation (mmu_notifier_get)."""
+
+    name = "gru"
+    key_name = "va"
+    #: mmu-notifier API generations this driver implements
+    apis = ("2.6.27", "modern")
+    #: generations whose gru_mmuops have no ->release (notifier:exit-vs-reclaim
+    #: does not take them: see "Not modelled" in the module docstring)
+    no_release_apis = ("modern",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gts = GruThreadState(self.tlb, f"{self.name}.gts")
+        # 2.6.27: this driver's own gms (its callbacks are the methods below);
+        # modern: replaced at attach by the mm's shared one
+        self.gms = GruMmStruct(self.mn.ops, name="gms")
+        self.gms.contexts.append(self.gts)
+        self.gms.drivers.append(self)
+
+    # the state the dropin tests lives in the gms
+    @property
+    def ms_range_active(self) -> atomic_t:
+        return self.gms.ms_range_active
+
+    @property
+    def ms_wait_queue(self) -> WaitQueueHead:
+        return self.gms.ms_wait_queue
+
+    @property
+    def ms_released(self) -> int:
+        return self.gms.ms_released
+
+    @property
+    def released_key(self) -> Hashable:
+        return self.gms.released_key
+
+    def _modern(self) -> bool:
+        return getattr(self.kernel, "api", "2.6.27") == "modern"
+
+    # ------------------------------------------------------ attach, detach
+
+    async def attach(self, kernel: Any, mm: Any) -> int:
+        """2.6.27: register this driver's notifier (mmu_notifier_register).
+        Modern: gru_register_mmu_notifier -- mmu_notifier_get_locked under
+        mmap_sem for write: the mm's gms, allocated by the first context."""
+        self.kernel = kernel
+        if not self._modern():
+            return await super().attach(kernel, mm)
+        self.mm = mm
+        self.check_api(kernel)
+        register_tlb(kernel, self.tlb)
+        await down_write(mm.mmap_sem, label="gru_alloc_gts: down_write(mmap_sem)")
+        ret = await mmu_notifier_get_locked(GRU_MMUOPS, mm)
+        await up_write(mm.mmap_sem, label="gru_alloc_gts: up_write(mmap_sem)")
+        if isinstance(ret, int):
+            return ret
+        assert isinstance(ret, GruMmStruct)
+        await step("gru_alloc_gts: gts->ts_gms = gms", writes=(ret,))
+        self.gms = ret
+        ret.contexts.append(self.gts)
+        ret.drivers.append(self)
+        return 0
+
+    async def detach(self) -> None:
+        """2.6.27: mmu_notifier_unregister (->release flushes).  Modern:
+        gru_unload_context (the context's TLB entries go with its ASID),
+        then gru_drop_mmu_notifier -- mmu_notifier_put."""
+        if not self._modern():
+            await super().detach()
+            return
+        gms = self.gms
+        acc = self.tlb.zap_accesses(self.tlb.keys())
+        await step("gru_unload_context: the context's TLB entries go with its ASID",
+                   reads=acc["reads"], writes=acc["writes"] + (gms, self.gts.gen_key))
+        self.gts.hw_flush_gen += 1
+        self.tlb.zap_all()
+        gms.contexts.remove(self.gts)
+        gms.drivers.remove(self)
+        await mmu_notifier_put(gms)
+
+    # ---------------------------------------------------------- TLB flushing
+
+    async def gru_flush_tlb_range(self, start: int, length: int, label: str) -> None:
+        await gru_flush_tlb_range(self.gms, start, length, label)
+
+    # ------------------------------------------- the notifier ops (2.6.27)
 
     async def invalidate_range_start(self, mm: Any, start: int, end: int) -> None:
         """gru_invalidate_range_start: S1, S2."""
-        await atomic_inc(self.ms_range_active, label="S1. atomic_inc(ms_range_active)")
-        await self.gru_flush_tlb_range(start, end - start,
-                                       f"S2. gru_flush_tlb_range({start:#x}, {end - start:#x})")
+        await gru_invalidate_range_start(self.gms, start, end)
 
     async def invalidate_range_end(self, mm: Any, start: int, end: int) -> None:
         """gru_invalidate_range_end: E1, E2."""
-        await atomic_dec_and_test(self.ms_range_active,
-                                  label="E1. atomic_dec_and_test(ms_range_active)")
-        await wake_up_all(self.ms_wait_queue, label="E2. wake_up_all(ms_wait_queue)")
+        await gru_invalidate_range_end(self.gms)
 
     async def invalidate_page(self, mm: Any, address: int) -> None:
         """gru_invalidate_page: P."""
@@ -188,7 +381,7 @@ class GruDriver(Driver):
     async def release(self, mm: Any) -> None:
         """gru_release: R."""
         await step("R. gms->ms_released = 1", writes=(self.released_key,))
-        self.ms_released = 1
+        self.gms.ms_released = 1
         await self.gru_flush_tlb_range(0, 1 << 64, "R. gru_flush_tlb_range (all)")
 
     # ------------------------------------------------------------ the dropin
@@ -272,4 +465,6 @@ class GruDriver(Driver):
         return True
 
 
-__all__ = ["GruDriver", "GruThreadState", "NO_DROPIN_DROP", "NO_RANGE_ACTIVE"]
+__all__ = ["GRU_MMUOPS", "GruDriver", "GruMmStruct", "GruThreadState", "NO_DROPIN_DROP",
+           "NO_RANGE_ACTIVE", "gru_alloc_notifier", "gru_flush_tlb_range", "gru_free_notifier",
+           "gru_invalidate_range_end", "gru_invalidate_range_start"]

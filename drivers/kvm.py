@@ -302,6 +302,22 @@ class KvmDriver(Driver):
         await spin_unlock(self.mmu_lock, label="kvm_age_hva: spin_unlock(kvm->mmu_lock)")
         return young
 
+    async def clear_young(self, mm: Any, start: int, end: int) -> bool:
+        """kvm_mmu_notifier_clear_young (4.3): clear the sptes' accessed bits
+        of [start, end) without flushing the guest TLB (idle page tracking)."""
+        gfns = self._gfns(start, end)
+        await spin_lock(self.mmu_lock, label="kvm_age_hva (no flush): spin_lock(kvm->mmu_lock)")
+        await step("kvm_age_hva (no flush)", writes=tuple(self.tlb.slot(g) for g in gfns))
+        young = False
+        for g in gfns:
+            e = self.tlb.entries.get(g)
+            if e is not None and e.young:
+                young = True
+                e.young = False
+        await spin_unlock(self.mmu_lock,
+                          label="kvm_age_hva (no flush): spin_unlock(kvm->mmu_lock)")
+        return young
+
     async def test_young(self, mm: Any, address: int) -> bool:
         gfns = self._gfns(address, address + 1)
         await spin_lock(self.mmu_lock, label="kvm_test_age_hva: spin_lock(kvm->mmu_lock)")
@@ -311,11 +327,30 @@ class KvmDriver(Driver):
         return young
 
     async def change_pte(self, mm: Any, address: int, page: Any) -> None:
-        """kvm_set_spte_hva: point existing sptes at ``page``, read-only."""
+        """kvm_mmu_notifier_change_pte -> kvm_set_spte_hva: point the sptes of
+        ``address`` at ``page``, read-only (KSM).
+
+        2.6.27 generation (2.6.32's, 828502d30073): called with no
+        invalidation around it, so it bumps mmu_notifier_seq itself (a fault
+        that read the old pfn retries).  Modern (c13fda237f08, 5.13, and the
+        early return of 5.14+): always inside start/end, so no seq bump;
+        WARN_ON_ONCE(!kvm->mmu_invalidate_in_progress), and nothing to do
+        when no invalidation is in progress (start already zapped the sptes)."""
         gfns = self._gfns(address, address + 1)
+        modern = getattr(mm.kernel, "api", "2.6.27") == "modern"
+        if modern:
+            await step("kvm_mmu_notifier_change_pte: WARN_ON_ONCE(!mmu_notifier_count)",
+                       reads=(self.count_key,))
+            if self.mmu_notifier_count == 0:
+                current_simulation().fail(KvmBug(
+                    f"kvm: WARN_ON_ONCE(!kvm->mn_active_invalidate_count) in "
+                    f"kvm_mmu_notifier_change_pte({address:#x}): .change_pte() must be "
+                    f"bracketed by .invalidate_range_start/end()", details=self._dump_sptes()))
+                return
         await spin_lock(self.mmu_lock, label="kvm_set_spte_hva: spin_lock(kvm->mmu_lock)")
-        await step("kvm_set_spte_hva: seq++", writes=(self.seq_key,))
-        self.mmu_notifier_seq += 1
+        if not modern:
+            await step("kvm_set_spte_hva: seq++", writes=(self.seq_key,))
+            self.mmu_notifier_seq += 1
         acc = self.tlb.zap_accesses(gfns)
         await step("kvm_set_spte_hva", reads=acc["reads"] + (page._count,), writes=acc["writes"])
         for g in gfns:

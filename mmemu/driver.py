@@ -36,6 +36,7 @@ Notifier callbacks, as methods::
     async def invalidate_range_start(self, mm, start, end)
     async def invalidate_range_end(self, mm, start, end)
     async def clear_flush_young(self, mm, address) -> bool
+    async def clear_young(self, mm, start, end) -> bool                (modern)
     async def test_young(self, mm, address) -> bool
     async def change_pte(self, mm, address, page)
     async def arch_invalidate_secondary_tlbs(self, mm, start, end)   (modern)
@@ -184,7 +185,8 @@ ENTRY_POINT_GROUP = "mmemu.drivers"
 DEFAULT_DRIVER = "kvm"
 
 CALLBACKS = ("release", "invalidate_page", "invalidate_range_start", "invalidate_range_end",
-             "clear_flush_young", "test_young", "change_pte", "arch_invalidate_secondary_tlbs")
+             "clear_flush_young", "clear_young", "test_young", "change_pte",
+             "arch_invalidate_secondary_tlbs")
 
 
 class DriverError(UnexpectedException):
@@ -240,6 +242,7 @@ class Driver:
     invalidate_range_start: Callable[..., Awaitable[None]] | None = None
     invalidate_range_end: Callable[..., Awaitable[None]] | None = None
     clear_flush_young: Callable[..., Awaitable[bool]] | None = None
+    clear_young: Callable[..., Awaitable[bool]] | None = None
     test_young: Callable[..., Awaitable[bool]] | None = None
     change_pte: Callable[..., Awaitable[None]] | None = None
     arch_invalidate_secondary_tlbs: Callable[..., Awaitable[None]] | None = None

@@ -149,13 +149,17 @@ SETUP = "setup"
 
 
 class _Held:
-    __slots__ = ("lock", "site", "step", "read", "nest")
+    __slots__ = ("lock", "site", "step", "read", "nest", "cls")
 
-    def __init__(self, lock: _Lock, site: str, step_i: int, read: bool) -> None:
+    def __init__(self, lock: _Lock, site: str, step_i: int, read: bool,
+                 cls: str | None = None) -> None:
         self.lock = lock
         self.site = site
         self.step = step_i
         self.read = read
+        #: the lockdep class of this acquisition: the lock's, or "cls/N" when
+        #: taken with a nesting subclass (spin_lock_nested, down_write_nested)
+        self.cls = cls or lock.cls
         #: the nest_lock this lock was taken under (spin_lock_nest_lock)
         self.nest: _Lock | None = None
 
@@ -229,10 +233,16 @@ def _site(cpu: CPU) -> str:
     return cpu.pending[0]
 
 
+def _subclass(lock: _Lock, subclass: int) -> str:
+    """The lockdep class of ``lock`` taken with a nesting ``subclass``."""
+    return lock.cls if not subclass else f"{lock.cls}/{subclass}"
+
+
 def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool = False,
-                     nest_lock: _Lock | None = None) -> None:
+                     nest_lock: _Lock | None = None, subclass: int = 0) -> None:
     """Check and record an acquisition that is about to wait for ``lock``."""
     sim = cpu.sim
+    lock_cls = _subclass(lock, subclass)
     held = _held(cpu)
     site = _site(cpu)
     for h in held:
@@ -244,16 +254,16 @@ def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool
                 f"already holds it ({h.describe()}): self-deadlock"))
     if not trylock:
         for h in held:
-            if h.lock.cls == lock.cls:
+            if h.cls == lock_cls:
                 if nest_lock is not None and any(x.lock is nest_lock for x in held):
                     continue
                 sim.fail(RecursiveLocking(
                     f"possible recursive locking: {cpu.title} takes {lock.kind} {lock.name} "
-                    f"(class {lock.cls}) at #{sim.steps - 1} {site!r} while holding "
+                    f"(class {lock_cls}) at #{sim.steps - 1} {site!r} while holding "
                     f"{h.describe()} of the same class, without a nest_lock it holds"))
         graph = _graph(sim)
         for h in held:
-            a, b = h.lock.cls, lock.cls
+            a, b = h.cls, lock_cls
             if a == b:
                 continue
             if nest_lock is not None and h.nest is nest_lock:
@@ -281,8 +291,8 @@ def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool
                 f"#{h.step} {h.site}", f"#{sim.steps - 1} {site}", sim, tuple(sim.choices))
 
 
-def _lockdep_acquired(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
-    _held(cpu).append(_Held(lock, _site(cpu), cpu.sim.steps - 1, read))
+def _lockdep_acquired(cpu: CPU, lock: _Lock, *, read: bool = False, subclass: int = 0) -> None:
+    _held(cpu).append(_Held(lock, _site(cpu), cpu.sim.steps - 1, read, _subclass(lock, subclass)))
     _sync_engine_view(cpu)
     if recording() and lock.released_at is not None:
         annotate("flow", name="lock release -> acquire", src=lock.released_at, object=lock.name)
@@ -335,7 +345,7 @@ def _owner_title(owner: Any) -> str:
 
 
 async def _lock(lock: SpinLock | Mutex, op: str, label: str | None,
-                nest_lock: _Lock | None) -> None:
+                nest_lock: _Lock | None, subclass: int = 0) -> None:
     """Take an exclusive lock: one step, then block while another CPU holds it."""
     await step(label or f"{op}({lock.name})", writes=(lock,))
     sim = current_simulation()
@@ -343,12 +353,12 @@ async def _lock(lock: SpinLock | Mutex, op: str, label: str | None,
     if cpu is None:
         _setup_take(lock)
         return
-    _lockdep_acquire(cpu, lock, nest_lock=nest_lock)
+    _lockdep_acquire(cpu, lock, nest_lock=nest_lock, subclass=subclass)
     while lock.owner is not None:
         await block(lock, f"{op}({lock.name}) acquired", writes=(lock,),
                     why=f"{lock.kind} {lock.name} held by {_owner_title(lock.owner)}")
     lock.owner = cpu
-    _lockdep_acquired(cpu, lock)
+    _lockdep_acquired(cpu, lock, subclass=subclass)
     if nest_lock is not None:
         _held(cpu)[-1].nest = nest_lock
 
@@ -398,6 +408,16 @@ async def spin_lock_nest_lock(lock: SpinLock, nest_lock: _Lock, *, label: str | 
     """Take ``lock``; lockdep accepts many locks of its class while
     ``nest_lock`` is held (mm_take_all_locks under mmap_sem)."""
     await _lock(lock, "spin_lock", label or f"spin_lock_nest_lock({lock.name})", nest_lock)
+
+
+SINGLE_DEPTH_NESTING = 1
+
+
+async def spin_lock_nested(lock: SpinLock, subclass: int, *, label: str | None = None) -> None:
+    """Take ``lock`` as lockdep subclass ``subclass`` (``SINGLE_DEPTH_NESTING``):
+    the second lock of one class that a path takes in a fixed order, e.g.
+    copy_pte_range's source PTL under the destination's."""
+    await _lock(lock, "spin_lock", label or f"spin_lock_nested({lock.name})", None, subclass)
 
 
 async def spin_trylock(lock: SpinLock, *, label: str | None = None) -> bool:
@@ -457,7 +477,7 @@ async def down_read(sem: RwSemaphore, *, label: str | None = None) -> None:
     _lockdep_acquired(cpu, sem, read=True)
 
 
-async def down_write(sem: RwSemaphore, *, label: str | None = None) -> None:
+async def down_write(sem: RwSemaphore, *, label: str | None = None, subclass: int = 0) -> None:
     sim = _sim_or_none()
     if sim is not None and sim.running is not None:
         might_sleep(f"down_write({sem.name})")
@@ -466,7 +486,7 @@ async def down_write(sem: RwSemaphore, *, label: str | None = None) -> None:
     if cpu is None:
         sem.writer = SETUP
         return
-    _lockdep_acquire(cpu, sem)
+    _lockdep_acquire(cpu, sem, subclass=subclass)
     if sem.writer is not None or sem.readers:
         sem.waiting_writers += 1
         while sem.writer is not None or sem.readers:
@@ -476,7 +496,13 @@ async def down_write(sem: RwSemaphore, *, label: str | None = None) -> None:
                         why=f"rwsem {sem.name} for write (held by {who})")
         sem.waiting_writers -= 1
     sem.writer = cpu
-    _lockdep_acquired(cpu, sem)
+    _lockdep_acquired(cpu, sem, subclass=subclass)
+
+
+async def down_write_nested(sem: RwSemaphore, subclass: int, *, label: str | None = None) -> None:
+    """``down_write`` as lockdep subclass ``subclass`` (dup_mmap takes the new
+    mm's mmap_sem under the old one's: SINGLE_DEPTH_NESTING)."""
+    await down_write(sem, label=label or f"down_write_nested({sem.name})", subclass=subclass)
 
 
 async def down_read_trylock(sem: RwSemaphore, *, label: str | None = None) -> bool:
@@ -607,9 +633,10 @@ __all__ = [
     "Completion", "LockHeldAtExit", "LockOrderViolation", "LockdepGraph", "LockdepViolation",
     "Mutex", "RecursiveLocking", "RwSemaphore", "SETUP", "SelfDeadlock", "SleepingWhileAtomic",
     "SpinLock", "UnlockNotOwner", "WaitQueueHead", "complete", "complete_all", "down_read",
-    "down_read_trylock", "down_write", "down_write_trylock", "in_atomic", "might_sleep",
+    "SINGLE_DEPTH_NESTING", "down_read_trylock", "down_write", "down_write_nested",
+    "down_write_trylock", "in_atomic", "might_sleep",
     "mutex_is_locked", "mutex_lock", "mutex_trylock", "mutex_unlock", "rwsem_is_locked",
-    "rwsem_is_write_locked_by", "spin_is_locked", "spin_lock", "spin_lock_nest_lock",
+    "rwsem_is_write_locked_by", "spin_is_locked", "spin_lock", "spin_lock_nest_lock", "spin_lock_nested",
     "spin_trylock", "spin_unlock", "up_read", "up_write", "wait_event", "wait_for_completion",
     "wake_up", "wake_up_all", "fail",
 ]

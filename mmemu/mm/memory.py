@@ -37,11 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 import mmemu
 from mmemu.engine._execution import current_simulation, span, step, wake_all
-from mmemu.kernel.locking import spin_lock, spin_unlock
+from mmemu.kernel.locking import SINGLE_DEPTH_NESTING, spin_lock, spin_lock_nested, spin_unlock
 from mmemu.mm import mmu_notifier
 from mmemu.mm.mmap import (
     PAGE_SHIFT,
     PAGE_SIZE,
+    VM_MAYWRITE,
+    VM_PFNMAP,
     VM_SHARED,
     VM_WRITE,
     MmStruct,
@@ -59,8 +61,10 @@ from mmemu.mm.page import (
     BadPageState,
     Page,
     PageAnon,
+    PageKsm,
     PageLocked,
     get_page,
+    get_page_locked,
     page_site,
     put_page,
     unlock_page,
@@ -95,8 +99,8 @@ FAULT_UNLOCKED = mmemu.register_mutant(
     "the file fault maps the page without the page lock and without re-checking "
     "page->mapping (the 2007 truncate race)",
     caught_as="MappedTruncatedPage",
-    doc="Before Nick Piggin's 2007 fix (\"mm: fix fault vs invalidate race for linear "
-        "mappings\"), the file fault looked the page up with find_get_page, checked i_size, "
+    doc="Before Nick Piggin's 2007 fix (d00806b183152af6d2, \"mm: fix fault vs invalidate "
+        "race for linear mappings\", 2.6.23), the file fault looked the page up with find_get_page, checked i_size, "
         "and installed the pte without holding the page lock.  vmtruncate can run entirely "
         "between the lookup and the pte: unmap_mapping_range finds nothing mapped yet, "
         "truncate_inode_pages finds the page unmapped, removes it from the pagecache "
@@ -628,16 +632,61 @@ async def do_anonymous_page(mm: MmStruct, vma: VmAreaStruct, address: int, write
     return 0
 
 
+COW_NO_NOTIFY = mmemu.register_mutant(
+    "memory:cow-no-notify",
+    "do_wp_page replaces the COWed pte without telling the secondary MMUs "
+    "(ptep_clear_flush instead of ptep_clear_flush_notify; modern: no start/end bracket)",
+    caught_as="IncoherentTranslation (a secondary MMU keeps reading the old page after "
+              "the process's pte moved to its private copy)",
+    doc="The COW fault is the one place where the CPU pte moves from one *live* page to "
+        "another: the old page stays allocated (the child, or the page cache, still has "
+        "it), so no page is freed under the secondary MMU -- it just keeps translating to "
+        "the wrong page, and the process and the guest stop seeing each other's writes.  "
+        "2.6.27's do_wp_page clears the pte with ptep_clear_flush_notify "
+        "(->invalidate_page) before setting the new one; modern kernels bracket the "
+        "replacement with an MMU_NOTIFY_CLEAR range (wp_page_copy).  Before mmu notifiers "
+        "it was a plain ptep_clear_flush, which is this mutant.  (A related 2012 race: "
+        "set_pte_at_notify, used by do_wp_page between 2.6.32 and 3.x, set the writable "
+        "pte before ->change_pte reached the secondary MMU, see the Xiao Guangrong / "
+        "Andrea Arcangeli thread 'mmu_notifier: fix inconsistent memory between secondary "
+        "MMU and host'.)")
+
+
 async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -> int:
     """A write to a present, read-only pte.  Called with the PTL held; returns
     with it released.  Reuses the page when it is this vma's own (anonymous
-    and mapped once, or a shared writable mapping); otherwise copies it."""
+    and mapped once, or a shared writable mapping); otherwise copies it.
+
+    The copy, against a secondary MMU that maps the old page::
+
+      do_wp_page (the process writes)           secondary MMU
+      1. get_page(old); unlock the PTL;         F. a read fault maps the
+         allocate and copy the new page            old page (read-only)
+         (modern: invalidate_range_start)
+      2. PTL; pte_same?  ptep_clear_flush_notify:
+         the pte is cleared, then
+         ->invalidate_page (2.6.27)
+      3. set_pte_at(new page, writable); page_add_new_anon_rmap;
+         page_remove_rmap(old); unlock (modern: invalidate_range_end)
+
+    There is 1 critical interleaving that matters:
+     - F before 2: the secondary MMU maps the old page; 2 (or the modern
+       start) zaps it, and a later fault maps the new page.  Without the
+       notification (mutant ``memory:cow-no-notify``) the translation to
+       the old page stays: the process writes its new copy, the guest
+       reads the old one.
+    Harmless: F after 3 (GUP sees the new pte); F between 1 and 2 waits for
+    (modern) the range, or is zapped at 2 (2.6.27).
+
+    The reuse test is page_mapcount == 1 (2.6.27's can_share_swap_page
+    without swap: reuse_swap_page); modern kernels' PageAnonExclusive is not
+    modelled.  A KSM page is never reused (PageKsm), as since 2.6.32."""
     ptl = mm.page_table_lock
     k = pte_key(mm, address)
     old_page = orig.page
     assert old_page is not None
     reuse = False
-    if PageAnon(old_page):
+    if PageAnon(old_page) and not PageKsm(old_page):
         reuse = old_page._mapcount.counter == 0  # page_mapcount == 1: ours alone
     elif vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE:
         reuse = True
@@ -648,13 +697,14 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
         await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
         return VM_FAULT_WRITE
     # copy on write
+    no_notify = mmemu.mutant(COW_NO_NOTIFY)
     await get_page(old_page, label="do_wp_page: page_cache_get(old_page)")
     await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
     await anon_vma_prepare(vma)
     new_page = await alloc_page(label="do_wp_page: alloc_page_vma")
     await step("do_wp_page: cow_user_page", reads=(old_page.flags_key,), writes=(new_page.flags_key,))
     new_page.flags |= PG_uptodate
-    modern = mmu_notifier.is_modern(mm)
+    modern = mmu_notifier.is_modern(mm) and not no_notify
     if modern:  # wp_page_copy: MMU_NOTIFY_CLEAR over the page, outside the PTL
         await mmu_notifier.mmu_notifier_invalidate_range_start(
             mm, address & ~(PAGE_SIZE - 1), (address & ~(PAGE_SIZE - 1)) + PAGE_SIZE,
@@ -666,7 +716,10 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
         if not PageAnon(old_page):
             mm.file_rss -= 1
             mm.anon_rss += 1
-        await ptep_clear_flush_notify(vma, address)
+        if no_notify:
+            await ptep_clear_flush(vma, address)
+        else:
+            await ptep_clear_flush_notify(vma, address)
         await step("do_wp_page: set_pte_at, page_add_new_anon_rmap",
                    writes=(k, new_page._mapcount, new_page.mapping_key, new_page.flags_key))
         _rmap().__page_set_anon_rmap(new_page, vma, address, new=True)
@@ -683,28 +736,74 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
     return VM_FAULT_WRITE
 
 
-async def ptep_clear_flush_notify(vma: VmAreaStruct, address: int) -> Pte | None:
-    """Clear the pte, flush the CPU TLB, then mmu_notifier_invalidate_page
-    (2.6.27).  Caller holds the PTL; the page is still allocated (the pte's
-    reference is dropped only after this returns)."""
+async def ptep_clear_flush(vma: VmAreaStruct, address: int) -> Pte | None:
+    """Clear the pte and flush the CPU TLB, telling no secondary MMU that
+    has its own page table (2.6.27's ptep_clear_flush).  Modern: the TLB
+    flush itself reaches the TLBs that walk these page tables
+    (arch_invalidate_secondary_tlbs).  Caller holds the PTL."""
     mm = vma.vm_mm
     cur = pte_get(mm, address)  # stable: the caller holds the PTL
     reads = (cur.page._count,) if cur is not None and cur.page is not None else ()
     await step("ptep_clear_flush", reads=reads, writes=(pte_key(mm, address),))
     old = pte_clear(mm, address)
     if mmu_notifier.is_modern(mm):
-        # modern: no ->invalidate_page (the callers bracket with range
-        # start/end); the TLB flush reaches TLBs that walk these page tables
         a = address & ~(PAGE_SIZE - 1)
         await mmu_notifier.arch_invalidate_secondary_tlbs(mm, a, a + PAGE_SIZE)
-    else:
-        await mmu_notifier.mmu_notifier_invalidate_page(mm, address)
     return old
 
 
+async def set_pte_at_notify(vma: VmAreaStruct, address: int, pte: Pte, *,
+                            label: str = "set_pte_at_notify") -> None:
+    """Set a pte to a new page (or new permissions) and tell every secondary
+    MMU with ->change_pte (KSM).  Caller holds the PTL.
+
+    2.6.27 generation (2.6.32's, 828502d30073): set_pte_at, then
+    mmu_notifier_change_pte; modern (until 6.10): change_pte first (so no
+    secondary MMU sees the old page after the CPU can use the new one), and
+    the caller brackets it with invalidate_range_start/end."""
+    mm = vma.vm_mm
+    page = pte.page
+    reads = (page._count,) if page is not None else ()
+    if mmu_notifier.is_modern(mm):
+        await mmu_notifier.mmu_notifier_change_pte(mm, address, page)
+        await step(f"{label}: set_pte_at", reads=reads, writes=(pte_key(mm, address),))
+        set_pte_at(mm, address, pte)
+    else:
+        await step(f"{label}: set_pte_at", reads=reads, writes=(pte_key(mm, address),))
+        set_pte_at(mm, address, pte)
+        await mmu_notifier.mmu_notifier_change_pte(mm, address, page)
+
+
+async def ptep_clear_flush_notify(vma: VmAreaStruct, address: int) -> Pte | None:
+    """ptep_clear_flush, then mmu_notifier_invalidate_page (2.6.27).  Caller
+    holds the PTL; the page is still allocated (the pte's reference is
+    dropped only after this returns).  Modern: no ->invalidate_page (the
+    callers bracket with range start/end); ptep_clear_flush's TLB flush
+    reaches the TLBs that walk these page tables."""
+    old = await ptep_clear_flush(vma, address)
+    if not mmu_notifier.is_modern(vma.vm_mm):
+        await mmu_notifier.mmu_notifier_invalidate_page(vma.vm_mm, address)
+    return old
+
+
+YOUNG_NO_NOTIFY = mmemu.register_mutant(
+    "memory:young-no-notify",
+    "page aging clears the pte's accessed bit without asking the secondary MMUs "
+    "(ptep_clear_flush_young instead of ptep_clear_flush_young_notify)",
+    caught_as="AgingMissedSecondaryReference (page_referenced calls a page old that a "
+              "secondary MMU used since the last aging)",
+    doc="Before mmu notifiers the VM could not see a KVM guest's use of a page: the guest "
+        "touches it through an spte, the CPU pte's accessed bit stays clear, and reclaim "
+        "swaps out the guest's hottest memory.  ->clear_flush_young (2.6.27) is how "
+        "page_referenced_one and try_to_unmap_one ask: KVM tests and clears the sptes' "
+        "accessed bits (kvm_age_hva).  Without the call (the pre-2.6.27 "
+        "ptep_clear_flush_young, as a removed step) aging only sees the CPU's accesses.")
+
+
 async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool:
-    """Test and clear the accessed bit of the pte and of every secondary MMU.
-    Caller holds the PTL."""
+    """Test and clear the accessed bit of the pte and of every secondary MMU
+    (->clear_flush_young: clear, and flush the secondary TLB so that the next
+    access sets it again).  Caller holds the PTL."""
     mm = vma.vm_mm
     await step("ptep_clear_flush_young", writes=(pte_key(mm, address),))
     pte = pte_get(mm, address)
@@ -712,7 +811,25 @@ async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool
     if pte is not None and pte.present and pte.young:
         young = True
         set_pte_at(mm, address, pte.replace(young=False))
-    if await mmu_notifier.mmu_notifier_clear_flush_young(mm, address):
+    if not mmemu.mutant(YOUNG_NO_NOTIFY) and \
+            await mmu_notifier.mmu_notifier_clear_flush_young(mm, address):
+        young = True
+    return young
+
+
+async def ptep_clear_young_notify(vma: VmAreaStruct, address: int) -> bool:
+    """Test and clear the accessed bit of the pte and of every secondary MMU
+    without flushing TLBs (->clear_young, 4.3: idle page tracking, where a
+    stale TLB entry only makes a page look idle a little longer).  Caller
+    holds the PTL."""
+    mm = vma.vm_mm
+    await step("ptep_test_and_clear_young", writes=(pte_key(mm, address),))
+    pte = pte_get(mm, address)
+    young = False
+    if pte is not None and pte.present and pte.young:
+        young = True
+        set_pte_at(mm, address, pte.replace(young=False))
+    if await mmu_notifier.mmu_notifier_clear_young(mm, address, address + PAGE_SIZE):
         young = True
     return young
 
@@ -831,7 +948,8 @@ async def unmap_page_range(tlb: MmuGather, vma: VmAreaStruct, start: int, end: i
 
 
 async def unmap_vmas(tlb: MmuGather, vmas: list[VmAreaStruct], start: int, end: int,
-                     details: ZapDetails | None = None) -> None:
+                     details: ZapDetails | None = None, *,
+                     event: str = mmu_notifier.MMU_NOTIFY_UNMAP) -> None:
     """Zap [start, end) of each vma inside one invalidate_range bracket::
 
         1. mmu_notifier_invalidate_range_start(mm, start, end)
@@ -843,24 +961,25 @@ async def unmap_vmas(tlb: MmuGather, vmas: list[VmAreaStruct], start: int, end: 
         return
     mm = vmas[0].vm_mm
     with span("unmap_vmas"):
-        await mmu_notifier.mmu_notifier_invalidate_range_start(mm, start, end)
+        await mmu_notifier.mmu_notifier_invalidate_range_start(mm, start, end, event=event)
         for vma in vmas:
             s = max(start, vma.vm_start)
             e = min(end, vma.vm_end)
             if s < e:
                 await unmap_page_range(tlb, vma, s, e, details)
         await tlb_flush_mmu(tlb)
-        await mmu_notifier.mmu_notifier_invalidate_range_end(mm, start, end)
+        await mmu_notifier.mmu_notifier_invalidate_range_end(mm, start, end, event=event)
 
 
 async def zap_page_range(vma: VmAreaStruct, address: int, size: int,
-                         details: ZapDetails | None = None) -> None:
+                         details: ZapDetails | None = None, *,
+                         event: str = mmu_notifier.MMU_NOTIFY_UNMAP) -> None:
     """Remove the user pages of [address, address + size) of ``vma``:
     range_start, clear the ptes, free the gathered pages (tlb_finish_mmu),
-    range_end."""
+    range_end.  ``event``: the modern range's reason (madvise: CLEAR)."""
     with span("zap_page_range"):
         tlb = tlb_gather_mmu(vma.vm_mm)
-        await unmap_vmas(tlb, [vma], address, address + size, details)
+        await unmap_vmas(tlb, [vma], address, address + size, details, event=event)
         await tlb_finish_mmu(tlb)
 
 
@@ -925,6 +1044,143 @@ def _free_empty_table(mm: MmStruct, address: int) -> None:
             del pud[ui]
             if not pud:
                 del mm.pgd[gi]
+
+
+# -------------------------------------------------------------------- fork
+
+FORK_NO_NOTIFY = mmemu.register_mutant(
+    "memory:fork-no-notify",
+    "copy_page_range write-protects the parent's COW ptes without the "
+    "invalidate_range_start/end bracket around the copy",
+    caught_as="IncoherentTranslation (a secondary MMU keeps write access to a page that "
+              "the parent now shares read-only with the child)",
+    doc="copy_page_range has bracketed the copy of a COW vma with "
+        "mmu_notifier_invalidate_range_start/end since the first mmu-notifier kernel "
+        "(2.6.27, cddb8a5c14aa): 'We need to invalidate the secondary MMU mappings only "
+        "when there could be a permission downgrade on the ptes of the parent mm.'  "
+        "Without it (a protocol step removed on purpose), ptep_set_wrprotect makes the "
+        "parent's pte read-only while a KVM spte or a device TLB entry keeps write access: "
+        "the guest's writes land in a page the child now shares, and the parent's next "
+        "write COWs away from the page the secondary MMU keeps writing.")
+
+
+def is_cow_mapping(flags: int) -> bool:
+    """A private, writable-some-day mapping: its pages are shared copy-on-write."""
+    return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
+
+
+def copy_one_pte(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
+                 address: int) -> None:
+    """Step 3 of copy_page_range for one pte (inside the caller's step, both
+    PTLs held): a COW pte is write-protected in the parent *and* copied
+    read-only; a shared one copied clean; the child's copy is old.  The page
+    gains a reference and a mapcount (page_dup_rmap).  A migration entry is
+    copied (made a read entry for a COW mapping)."""
+    pte = pte_get(src_mm, address)
+    assert pte is not None
+    if not pte.present:
+        entry = pte.swp
+        assert entry is not None
+        if entry.type == "migration":
+            if entry.write and is_cow_mapping(vma.vm_flags):
+                # COW mappings require pages in both parent and child to be set to read
+                pte = make_migration_entry(entry.page, False) if entry.page is not None else pte
+                set_pte_at(src_mm, address, pte)
+        else:
+            raise mmemu.ModelError("copy_one_pte of a swap entry: swap is not modelled")
+        set_pte_at(dst_mm, address, pte)
+        return
+    if is_cow_mapping(vma.vm_flags):
+        # ptep_set_wrprotect(src_mm, addr, src_pte); pte = pte_wrprotect(pte)
+        if pte.write:
+            pte = pte.replace(write=False)
+            set_pte_at(src_mm, address, pte)
+    child = pte.replace(young=False, dirty=pte.dirty and not vma.vm_flags & VM_SHARED)
+    page = pte.page
+    if page is not None:
+        get_page_locked(page)
+        page._mapcount.counter += 1  # page_dup_rmap
+        if PageAnon(page):
+            dst_mm.anon_rss += 1
+        else:
+            dst_mm.file_rss += 1
+    set_pte_at(dst_mm, address, child)
+
+
+async def copy_pte_range(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
+                         addr: int, end: int) -> None:
+    """Steps 2-4 of copy_page_range: both PTLs (the child's first, the
+    parent's nested under it), copy each pte that is not none."""
+    await pte_alloc_map(dst_mm, addr)
+    dst_ptl, src_ptl = dst_mm.page_table_lock, src_mm.page_table_lock
+    with span("copy_pte_range"):
+        await spin_lock(dst_ptl, label="2. pte_alloc_map_lock(dst_mm)")
+        await spin_lock_nested(src_ptl, SINGLE_DEPTH_NESTING,
+                               label="2. spin_lock_nested(src_ptl)")
+        for address in populated_ptes(src_mm, addr, end):
+            cur = pte_get(src_mm, address)  # stable: we hold the src PTL
+            reads: tuple[Hashable, ...] = ()
+            writes: tuple[Hashable, ...] = (pte_key(src_mm, address), pte_key(dst_mm, address))
+            if cur is not None and cur.present and cur.page is not None:
+                writes += (cur.page._count, cur.page._mapcount)
+            await step(f"3. copy_one_pte({address:#x}): ptep_set_wrprotect, get_page, "
+                       f"page_dup_rmap", reads=reads, writes=writes)
+            if pte_get(src_mm, address) is not None:
+                copy_one_pte(dst_mm, src_mm, vma, address)
+        await spin_unlock(src_ptl, label="4. spin_unlock(src_ptl)")
+        await spin_unlock(dst_ptl, label="4. pte_unmap_unlock(dst_mm)")
+
+
+async def copy_page_range(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct) -> int:
+    """Copy the ptes of ``vma`` (of ``src_mm``) into ``dst_mm`` (fork).
+
+    Nothing to copy for a vma without anonymous pages (no anon_vma, not
+    VM_PFNMAP): the child faults the file pages in itself.  A COW vma's
+    copy write-protects the parent's ptes, so it is bracketed for the
+    secondary MMUs (modern: MMU_NOTIFY_PROTECTION_PAGE)::
+
+      fork (copy_page_range)                   secondary MMU (KVM guest write)
+      1. invalidate_range_start(src_mm,        F1. mmu_seq = mmu_notifier_seq
+         vma) (KVM: count++, zap the range)    F2. GUP(write): the pte is
+      2. lock the child's PTL, then the            writable: a page reference
+         parent's (nested)                     F3. mmu_lock; retry if count
+      3. per pte: ptep_set_wrprotect (the          != 0 or seq changed
+         parent's), a read-only copy for the   F4. install a writable spte;
+         child; get_page; page_dup_rmap            unlock; put the page
+      4. unlock both PTLs
+      5. invalidate_range_end (KVM: seq++, count--)
+
+    There are 2 critical interleavings that matter:
+     - F2 before 3 and F3 between 1 and 5: count != 0, the fault waits for
+       5 and retries; GUP(write) then finds the pte read-only and breaks
+       the COW (do_wp_page): the guest gets the parent's own copy;
+     - F2 before 3 and F3 after 5: the seq changed, the same retry.
+    Without 1 and 5 (mutant ``memory:fork-no-notify``) a writable
+    translation made before 3 (F4, or one the guest had all along)
+    survives: the secondary MMU writes a page that the parent's pte maps
+    read-only and the child shares.
+
+    Harmless: F2 after 3 (GUP sees the read-only pte and COWs first); F4
+    before 1 (1 zaps it).
+
+    Not modelled: hugetlb and nonlinear vmas; modern kernels' eager copy
+    of a page that may be DMA-pinned (folio_needs_cow_for_dma: the model
+    has no FOLL_PIN); the modern write_protect_seq that lockless GUP-fast
+    checks (the model has no GUP-fast).
+    """
+    if not vma.vm_flags & VM_PFNMAP and vma.anon_vma is None:
+        return 0
+    start, end = vma.vm_start, vma.vm_end
+    notify = is_cow_mapping(vma.vm_flags) and not mmemu.mutant(FORK_NO_NOTIFY)
+    with span("copy_page_range"):
+        if notify:
+            await mmu_notifier.mmu_notifier_invalidate_range_start(
+                src_mm, start, end, event=mmu_notifier.MMU_NOTIFY_PROTECTION_PAGE)
+        await copy_pte_range(dst_mm, src_mm, vma, start, end)
+        if notify:
+            await mmu_notifier.mmu_notifier_invalidate_range_end(
+                src_mm, start, end, event=mmu_notifier.MMU_NOTIFY_PROTECTION_PAGE)
+    return 0
 
 
 # ---------------------------------------------------------- get_user_pages
@@ -1008,11 +1264,11 @@ def page_table_dump(mm: MmStruct) -> str:
 
 
 __all__ = [
-    "FAULT_UNLOCKED", "FOLL_GET", "FOLL_TOUCH", "FOLL_WRITE", "FreePageInPageTable",
+    "COW_NO_NOTIFY", "YOUNG_NO_NOTIFY", "FAULT_UNLOCKED", "FORK_NO_NOTIFY", "FOLL_GET", "FOLL_TOUCH", "FOLL_WRITE", "FreePageInPageTable",
     "MappedTruncatedPage", "MmuGather", "Pte", "SwpEntry", "VM_FAULT_ERROR",
     "VM_FAULT_SIGBUS", "ZapDetails", "do_anonymous_page", "fault_in", "filemap_fault",
-    "follow_page", "free_pgtables", "get_user_pages", "handle_mm_fault", "is_migration_entry",
+    "copy_page_range", "copy_pte_range", "follow_page", "free_pgtables", "is_cow_mapping", "get_user_pages", "handle_mm_fault", "is_migration_entry",
     "make_migration_entry", "mk_pte", "pte_clear", "pte_get", "pte_key", "ptes_mapping",
-    "set_pte_at", "tlb_finish_mmu", "tlb_gather_mmu", "unmap_mapping_range", "unmap_vmas",
+    "ptep_clear_flush_young_notify", "ptep_clear_young_notify", "set_pte_at", "set_pte_at_notify", "tlb_finish_mmu", "tlb_gather_mmu", "unmap_mapping_range", "unmap_vmas",
     "zap_page_range",
 ]

@@ -59,6 +59,7 @@ TASK_UNMAPPED_BASE = 0x10000000
 
 EINTR = 4
 ENOMEM = 12
+EACCES = 13
 EINVAL = 22
 EFAULT = 14
 
@@ -448,19 +449,88 @@ async def do_mmap(mm: MmStruct, addr: int, length: int, vm_flags: int, *,
                              anon_vma=anon_vma)
 
 
-async def split_vma(mm: MmStruct, vma: VmAreaStruct, addr: int) -> VmAreaStruct:
-    """Split ``vma`` at ``addr``; returns the new upper part [addr, old end).
-    Caller holds ``mmap_sem`` for write."""
+async def vma_adjust(vma: VmAreaStruct, start: int, end: int, pgoff: int,
+                     insert: VmAreaStruct | None = None) -> None:
+    """Give ``vma`` the range [start, end) at file offset ``pgoff`` and link
+    ``insert`` (the other half of a split) into the mm, the file's i_mmap and
+    the anon_vma -- under the locks that rmap walkers hold while they turn a
+    page's index into an address in this vma.  Caller holds mmap_sem for
+    write (no fault or munmap runs; rmap walkers do).
+
+    2.6.27's vma_adjust for a split (merging a neighbour -- remove_next,
+    importer -- is not modelled: the model's vmas are never merged)::
+
+      1. file: spin_lock(mapping->i_mmap_lock); vma_prio_tree_remove(vma)
+      2. anon: spin_lock(anon_vma->lock)
+      3. vm_start, vm_end, vm_pgoff = the new values; prio tree re-insert;
+         __insert_vm_struct(insert): the mm's list and rb tree, i_mmap,
+         anon_vma->head
+      4. spin_unlock(anon_vma->lock); spin_unlock(i_mmap_lock)
+
+    There is 1 critical interleaving that matters: an rmap walk
+    (try_to_unmap, page_referenced: vma_address() under i_mmap_lock or
+    anon_vma->lock, then the PTL) against 3.  The walker holds one of the
+    locks 3 runs under, so it sees either the old vma alone or both halves
+    with their new ranges, and finds the page's pte either way.  Without
+    the locks it could compute an address from the new vm_start and the
+    old vm_pgoff (or miss ``insert``) and leave a pte mapped.
+    Lock order: i_mmap_lock, then anon_vma->lock (mm/rmap.c's tree).
+    """
+    mm = vma.vm_mm
+    mapping = vma.mapping
+    anon_vma = vma.anon_vma
+    with span("vma_adjust"):
+        if mapping is not None:
+            await spin_lock(mapping.i_mmap_lock, label="1. vma_adjust: spin_lock(i_mmap_lock)")
+        if anon_vma is not None:
+            await spin_lock(anon_vma.lock, label="2. vma_adjust: spin_lock(anon_vma->lock)")
+        writes: tuple[Any, ...] = ((mm, "mmap"), (vma, "vm_range"))
+        if mapping is not None:
+            writes += ((mapping, "i_mmap"),)
+        if anon_vma is not None:
+            writes += ((anon_vma, "head"),)
+        await step("3. vma_adjust: vm_start/vm_end/vm_pgoff; __insert_vm_struct",
+                   writes=writes)
+        if anon_vma is not None:
+            anon_vma_head_check(anon_vma)
+        moved = start != vma.vm_start
+        if moved:
+            _unlink_list(mm, vma)
+        vma.vm_start, vma.vm_end, vma.vm_pgoff = start, end, pgoff
+        if moved:
+            _link_list(mm, vma)
+        if insert is not None:
+            _link_list(mm, insert)
+            if mapping is not None:
+                at = next(k for k, v in enumerate(mapping.i_mmap) if v is vma)
+                mapping.i_mmap.insert(at + 1, insert)
+            if anon_vma is not None:
+                insert.anon_vma = anon_vma
+                anon_vma.head.append(insert)
+        if anon_vma is not None:
+            await spin_unlock(anon_vma.lock, label="4. vma_adjust: spin_unlock(anon_vma->lock)")
+        if mapping is not None:
+            await spin_unlock(mapping.i_mmap_lock,
+                              label="4. vma_adjust: spin_unlock(i_mmap_lock)")
+
+
+async def split_vma(mm: MmStruct, vma: VmAreaStruct, addr: int,
+                    new_below: int = 0) -> VmAreaStruct:
+    """Split ``vma`` at ``addr`` (2.6.27): a new vma takes [vma start, addr)
+    when ``new_below``, else [addr, vma end); ``vma`` keeps the other part
+    (vma_adjust).  Returns the new vma.  Caller holds ``mmap_sem`` for write."""
+    _assert_mmap_sem_write(mm, "split_vma")
     if not vma.vm_start < addr < vma.vm_end or addr & ~PAGE_MASK:
         raise ModelError(f"cannot split {vma!r} at {addr:#x}")
-    new = VmAreaStruct(mm, addr, vma.vm_end, vma.vm_flags,
-                       vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT), vma.vm_file)
-    await step("split_vma: vma_adjust", writes=((mm, "mmap"), (vma, "vm_end")))
-    vma.vm_end = addr
-    _link_list(mm, new)
-    await __vma_link_file(new)
-    if vma.anon_vma is not None:
-        await anon_vma_link(new, vma.anon_vma)
+    with span("split_vma"):
+        if new_below:
+            new = VmAreaStruct(mm, vma.vm_start, addr, vma.vm_flags, vma.vm_pgoff, vma.vm_file)
+            await vma_adjust(vma, addr, vma.vm_end,
+                             vma.vm_pgoff + ((addr - new.vm_start) >> PAGE_SHIFT), new)
+        else:
+            new = VmAreaStruct(mm, addr, vma.vm_end, vma.vm_flags,
+                               vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT), vma.vm_file)
+            await vma_adjust(vma, vma.vm_start, addr, vma.vm_pgoff, new)
     return new
 
 
@@ -484,10 +554,13 @@ async def do_munmap(mm: MmStruct, start: int, length: int) -> int:
         if vma is None or vma.vm_start >= end:
             return 0
         if start > vma.vm_start:
-            vma = await split_vma(mm, vma, start)
+            vma = await split_vma(mm, vma, start, 0)
+        # Does it split the last one?
         last = find_vma(mm, end)
         if last is not None and last.vm_start < end < last.vm_end:
-            await split_vma(mm, last, end)
+            low = await split_vma(mm, last, end, 1)
+            if last is vma:
+                vma = low
         # detach_vmas_to_be_unmapped
         await step("do_munmap: detach_vmas_to_be_unmapped", writes=((mm, "mmap"),))
         detached: list[VmAreaStruct] = []

@@ -47,10 +47,14 @@ PG_active = 1 << 5
 PG_swapcache = 1 << 6
 PG_reclaim = 1 << 7
 PG_anon = 1 << 8  # the kernel encodes this in page->mapping's low bit (PAGE_MAPPING_ANON)
+PG_ksm = 1 << 9   # a KSM page: PAGE_MAPPING_KSM in page->mapping's low bits since 2.6.33
+PG_young = 1 << 10  # idle page tracking (4.3, 64-bit page flags)
+PG_idle = 1 << 11
 
 _FLAG_NAMES = [(PG_locked, "locked"), (PG_referenced, "referenced"), (PG_uptodate, "uptodate"),
                (PG_dirty, "dirty"), (PG_lru, "lru"), (PG_active, "active"),
-               (PG_swapcache, "swapcache"), (PG_reclaim, "reclaim"), (PG_anon, "anon")]
+               (PG_swapcache, "swapcache"), (PG_reclaim, "reclaim"), (PG_anon, "anon"),
+               (PG_ksm, "ksm"), (PG_young, "young"), (PG_idle, "idle")]
 
 
 class BadPageState(InvariantViolation):
@@ -144,6 +148,10 @@ def PageAnon(page: Page) -> bool:
     return bool(page.flags & PG_anon)
 
 
+def PageKsm(page: Page) -> bool:
+    return bool(page.flags & PG_ksm)
+
+
 def page_count(page: Page) -> int:
     """The count as it is now (for checks; protocol code uses atomic_read)."""
     return page._count.counter
@@ -171,6 +179,21 @@ async def get_page(page: Page, *, label: str | None = None) -> None:
         sim = current_simulation()
         what = "free" if page.free else "frozen (count 0)"
         sim.fail(GetPageOnFreePage(
+            f"get_page on a {what} page at {page_site()}: VM_BUG_ON(page_count(page) == 0)",
+            details=page.dump()))
+    c.counter += 1
+    if recording():
+        annotate("counter", name="page counts", values={page.__mmemu_name__: c.counter})
+
+
+def get_page_locked(page: Page) -> None:
+    """``get_page`` inside a step the caller already runs, which declares a
+    write to ``page._count``: the caller holds a lock that pins the page (the
+    PTL of a pte that maps it, as copy_one_pte does)."""
+    c = page._count
+    if c.counter <= 0:
+        what = "free" if page.free else "frozen (count 0)"
+        current_simulation().fail(GetPageOnFreePage(
             f"get_page on a {what} page at {page_site()}: VM_BUG_ON(page_count(page) == 0)",
             details=page.dump()))
     c.counter += 1

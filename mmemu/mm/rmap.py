@@ -15,8 +15,9 @@ names the path that creates it)::
     |                                 migrate, reclaim, truncate lock the page first)
     | mapping->i_mmap_lock           (try_to_unmap_file, unmap_mapping_range from
     | |                               truncate_inode_pages, page_referenced_file)
-    | anon_vma->lock                 (try_to_unmap_anon, page_referenced_anon,
-    | |                               anon_vma_prepare)
+    | | anon_vma->lock               (vma_adjust: a split vma of a private file
+    | |                               mapping; alone: try_to_unmap_anon,
+    | |                               page_referenced_anon, anon_vma_prepare)
     | | mm->page_table_lock (PTL)    (try_to_unmap_one, zap_pte_range,
     | |                               remove_migration_pte, anon_vma_prepare)
     | |   kvm->mmu_lock etc.         (notifier callbacks: invalidate_page under
@@ -27,8 +28,9 @@ names the path that creates it)::
       anon_vma->lock, i_mmap_lock    (all of them, nest_lock = mmap_sem)
 
   Never: the PTL then the page lock (a fault drops the PTL before
-  lock_page); i_mmap_lock and anon_vma->lock nested in each other (outside
-  mm_take_all_locks); tree_lock then i_mmap_lock.
+  lock_page); anon_vma->lock then i_mmap_lock (outside mm_take_all_locks,
+  which takes them nested under mmap_sem in any order); tree_lock then
+  i_mmap_lock.
 
 try_to_unmap (reclaim and migration, page locked by the caller)::
 
@@ -74,6 +76,7 @@ from mmemu.mm.page import (
     BadPageState,
     Page,
     PageAnon,
+    PageKsm,
     PageLocked,
     page_site,
     put_page,
@@ -268,6 +271,10 @@ async def try_to_unmap(page: Page, migration: bool = False) -> int:
         current_simulation().fail(BadPageState(
             f"try_to_unmap(page{page.pfn}) at {page_site()}: BUG_ON(!PageLocked(page))",
             details=page.dump()))
+    if PageKsm(page):
+        # 2.6.32: KSM pages are not swappable; rmap_walk_ksm, which finds their
+        # ptes at addresses unrelated to page->index (2.6.33), is not modelled
+        return SWAP_FAIL
     with span("try_to_unmap"):
         if PageAnon(page):
             ret = await try_to_unmap_anon(page, migration)

@@ -6,7 +6,8 @@ and mm/memory.c (vmtruncate) (2.6.27)
     vmtruncate(mapping, offset)
       i_size_write(offset)                  new faults beyond it get SIGBUS
       unmap_mapping_range(offset, ...)      zap the ptes of every vma (i_mmap)
-      truncate_inode_pages(offset)
+      truncate_inode_pages(offset)          (then unmap_mapping_range again:
+                                             private COW copies, see vmtruncate)
         pass 1: for each page found (lockless pagevec_lookup):
                   trylock_page               (busy: leave it for pass 2)
                   truncate_complete_page
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mmemu
 from mmemu.engine._execution import span, step
 from mmemu.mm.filemap import (
     PAGE_CACHE_SIZE,
@@ -141,9 +143,25 @@ def _unmap_mapping_range() -> Any:
     return getattr(memory, "unmap_mapping_range", None)
 
 
+SINGLE_UNMAP = mmemu.register_mutant(
+    "truncate:single-unmap",
+    "vmtruncate calls unmap_mapping_range once, before truncate_inode_pages, and not again "
+    "after it",
+    caught_as="InvariantViolation (a private COW copy of a truncated page stays mapped "
+              "beyond the new end of file)",
+    doc="d00806b183152af6d2 ('mm: fix fault vs invalidate race for linear mappings', Nick "
+        "Piggin, 2007, 2.6.23) made the file fault hold the page lock from lookup to pte "
+        "and added a second unmap_mapping_range after truncate_inode_pages: a write fault "
+        "on a MAP_PRIVATE mapping can copy the page after the first unmap and map the copy; "
+        "truncate_inode_pages, which rechecks page_mapped() under the page lock, only sees "
+        "the pagecache page, which nothing maps, and the anonymous copy survives the "
+        "truncate, mapped beyond EOF (where a shared mapping would get SIGBUS).")
+
+
 async def vmtruncate(mapping: AddressSpace, offset: int) -> int:
     """Shrink the file to ``offset`` bytes: set i_size, zap every pte that
-    maps the file beyond it, then drop its pages.  Returns 0.
+    maps the file beyond it, drop its pages, then zap again the private COW
+    copies made meanwhile (d00806b183152af6d2, 2.6.23).  Returns 0.
 
     (Growing a file only sets i_size.)
     """
@@ -157,8 +175,16 @@ async def vmtruncate(mapping: AddressSpace, offset: int) -> int:
         if unmap is not None:
             await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
         await truncate_inode_pages(mapping, offset)
+        # unmap_mapping_range is called twice, first simply for efficiency
+        # so that truncate_inode_pages does fewer single-page unmaps.  After
+        # the first call, and before truncate_inode_pages finishes, a private
+        # page may be COWed; the copy is not the pagecache page, so
+        # truncate_inode_pages' page_mapped() test does not see it: only this
+        # second call (even_cows) zaps it.
+        if unmap is not None and not mmemu.mutant(SINGLE_UNMAP):
+            await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
     return 0
 
 
-__all__ = ["truncate_complete_page", "truncate_inode_pages", "truncate_inode_pages_range",
+__all__ = ["SINGLE_UNMAP", "truncate_complete_page", "truncate_inode_pages", "truncate_inode_pages_range",
            "vmtruncate"]

@@ -17,10 +17,14 @@ for _pkg in (mmemu.kernel, mmemu.mm):
         importlib.import_module(f"{_pkg.__name__}.{_mod}")
 
 from mmemu.races import _filters  # noqa: E402,F401  (driver-aware mutant filters)
+from mmemu.races import aging  # noqa: E402,F401
+from mmemu.races import cow  # noqa: E402,F401
 from mmemu.races import demo  # noqa: E402,F401
+from mmemu.races import ksm  # noqa: E402,F401
 from mmemu.races import locks  # noqa: E402,F401
 from mmemu.races import mm  # noqa: E402,F401
 from mmemu.races import modern  # noqa: E402,F401
+from mmemu.races import mprotect  # noqa: E402,F401
 from mmemu.races import notifier  # noqa: E402,F401
 from mmemu.races import notifier_shapes  # noqa: E402,F401
 from mmemu.races import pagecache  # noqa: E402,F401

@@ -52,6 +52,18 @@ def on_hlist(params: dict[str, Any]) -> bool:
 FILTERS = {
     "mmu_notifier:register-unlocked": brackets_matter,
     "mmu_notifier:release-after-unhash": on_hlist,
+    # an IOTLB that walks the CPU page tables is flushed with the CPU TLB
+    # (flush_tlb_mm, ptep_clear_flush): a missing bracket cannot hurt it
+    "memory:fork-no-notify": brackets_matter,
+    "memory:cow-no-notify": brackets_matter,
+    "mprotect:no-notify": brackets_matter,
+    "ksm:replace-no-notify": brackets_matter,
+    # only a driver that answers ->clear_flush_young can be asked
+    "memory:young-no-notify":
+        lambda params: (cls := driver_class(params)) is None
+        or getattr(cls, "clear_flush_young", None) is not None,
+    "ksm:change-pte-outside-range":
+        lambda params: params.get("api") == "modern" and brackets_matter(params),
 }
 
 

@@ -52,7 +52,7 @@ class SeqDriver(Driver):
                                 reads=((self, "active"),), why="seqdev range_active")
                 continue
             await mmemu.step("seqdev: install", **self.tlb.install_accesses(va, page))
-            self.tlb.install(va, page)
+            self.tlb.install(va, page, writable=write)
             await spin_unlock(self.lock)
             await put_page(page)
             return True

@@ -10,7 +10,7 @@ import pytest
 
 import mmemu
 import mmemu.cli
-from mmemu.drivers.gru import NO_DROPIN_DROP, NO_RANGE_ACTIVE, GruDriver
+from mmemu.drivers.gru import GRU_MMUOPS, NO_DROPIN_DROP, NO_RANGE_ACTIVE, GruDriver, GruMmStruct
 from mmemu.driver import Driver, available_drivers, load_driver
 from mmemu.engine import all_scenarios, get_scenario
 from mmemu.testing import force
@@ -44,8 +44,8 @@ def test_gru_is_installed_and_every_driver_suite_takes_it() -> None:
         assert GRU in get_scenario(name).combinations(), name
 
 
-def test_gru_is_a_2627_generation_driver() -> None:
-    assert GruDriver.apis == ("2.6.27",)
+def test_gru_runs_in_both_generations_with_the_ops_table_of_each() -> None:
+    assert GruDriver.apis == ("2.6.27", "modern")
     d = GruDriver()
     assert d.name == "gru" and d.key_name == "va"
     # the 2.6.27 ops table: no young bits, no change_pte
@@ -53,13 +53,21 @@ def test_gru_is_a_2627_generation_driver() -> None:
     assert d.mn.ops.invalidate_range_start is not None
     assert d.mn.ops.invalidate_range_end is not None
     assert d.mn.ops.clear_flush_young is None and d.mn.ops.change_pte is None
+    # today's gru_mmuops: range start/end and alloc/free_notifier, nothing else
+    ops = GRU_MMUOPS
+    assert ops.invalidate_range_start is not None and ops.invalidate_range_end is not None
+    assert ops.alloc_notifier is not None and ops.free_notifier is not None
+    assert ops.release is None and ops.invalidate_page is None and ops.change_pte is None
+    assert GruDriver.no_release_apis == ("modern",)
+    assert {"driver": "gru", "api": "modern"} not in \
+        get_scenario("notifier:exit-vs-reclaim").combinations()
 
 
 def test_protocol_comment_names_every_step_label() -> None:
     import mmemu.drivers.gru as gru
     doc = gru.__doc__ or ""
     assert doc.splitlines()[2].startswith("Emulates: drivers/misc/sgi-gru/grutlbpurge.c")
-    assert "(2.6.27)" in doc
+    assert "(2.6.27)" in doc and "mmu_notifier_get_locked" in doc and "v5.4" in doc
     assert "There are 3 critical interleavings that matter:" in doc and "Harmless:" in doc
     for step in ("D0.", "D1.", "D2.", "D3.", "D4.", "D5.", "S1.", "S2.", "E1.", "E2.", "P.", "R."):
         assert step in doc, step
@@ -235,7 +243,10 @@ def test_mutant_matrix_runs_the_gru_mutants_with_gru_and_catches_them() -> None:
     runs = [(m, sc, p) for m, sc, p in plan(include_correct=False)
             if m in (NO_RANGE_ACTIVE, NO_DROPIN_DROP)]
     assert {m for m, _, _ in runs} == {NO_RANGE_ACTIVE, NO_DROPIN_DROP}
-    assert all(p == GRU for _, _, p in runs)  # a driver's own mutants: that driver only
+    # a driver's own mutants: that driver only, in both generations
+    assert sorted(p.get("api", "2.6.27") for m, _, p in runs if m == NO_RANGE_ACTIVE) == \
+        ["2.6.27", "modern"]
+    assert all(p["driver"] == "gru" for _, _, p in runs)
     cells = []
     for m, sc, p in runs:
         res = mmemu.explore(sc.name, strategy=mmemu.DFS(max_preemptions=sc.max_preemptions),
@@ -248,3 +259,67 @@ def test_mutant_matrix_runs_the_gru_mutants_with_gru_and_catches_them() -> None:
                           preemptions=f.preemptions if f else None))
     assert all(c.ok for c in cells), [c.verdict() for c in cells]
     assert not set(uncaught_mutants(cells)) & {NO_RANGE_ACTIVE, NO_DROPIN_DROP}
+
+
+# ------------------------------------------------------ the modern generation
+
+MODERN = {"driver": "gru", "api": "modern"}
+
+
+def test_modern_gru_contexts_share_one_refcounted_gms_per_mm() -> None:
+    """gru_register_mmu_notifier = mmu_notifier_get_locked: the first context
+    allocates the gms, the second finds it; a range invalidation flushes
+    both contexts; mmu_notifier_put frees the gms after the last one."""
+    from mmemu.check import boot_checked
+    from mmemu.mm.memory import fault_in
+    from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, do_munmap, mm_alloc
+    from mmemu.kernel.locking import down_write, up_write
+    from mmemu.mm.mmu_notifier import mmu_notifier_synchronize
+
+    async def scenario(sim: Any) -> None:
+        kernel = boot_checked(sim, npages=8, api="modern")
+        mm = mm_alloc(kernel)
+        await down_write(mm.mmap_sem)
+        vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE)
+        await up_write(mm.mmap_sem)
+        a = vma.vm_start
+        await fault_in(mm, a, write=True)
+        await fault_in(mm, a + PAGE_SIZE, write=True)
+        one, two = GruDriver(), GruDriver()
+        assert await one.attach(kernel, mm) == 0 and await two.attach(kernel, mm) == 0
+        gms = one.gms
+        sim.check(isinstance(gms, GruMmStruct) and two.gms is gms and gms.users == 2,
+                  "two contexts of one mm share its gms")
+        sim.check(mm.mmu_notifier_mm.list == [gms], "one notifier on the mm")
+        assert await one.fault(a, True) and await two.fault(a + PAGE_SIZE, True)
+        await down_write(mm.mmap_sem)
+        await do_munmap(mm, a, 2 * PAGE_SIZE)
+        await up_write(mm.mmap_sem)
+        sim.check(not one.tlb.keys() and not two.tlb.keys(), "munmap flushed both contexts")
+        await one.detach()
+        sim.check(gms.users == 1 and gms.hashed and not gms.freed, "still in use by two")
+        await two.detach()
+        sim.check(not gms.hashed, "the last put unhashes the gms")
+        await mmu_notifier_synchronize()
+        sim.check(gms.freed, "gru_free_notifier ran after the grace period")
+
+    res = mmemu.explore(scenario, strategy="dfs", executions=1)
+    assert res.failure is None, res.failure.report()
+
+
+@pytest.mark.parametrize("suite", ["notifier:truncate-vs-fault", "notifier:reclaim-vs-fault",
+                                   "ksm:merge-vs-guest-fault", "cow:fork-vs-guest-write"])
+def test_modern_gru_passes_driver_suites_exhaustively(suite: str) -> None:
+    res = mmemu.explore(suite, strategy=dfs2(), executions=100_000, params=MODERN)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and res.executions > 1
+
+
+@pytest.mark.parametrize("suite,mutant,kind", MUTANTS[:2])
+def test_modern_gru_mutants_are_caught_with_a_short_report(suite: str, mutant: str,
+                                                           kind: str) -> None:
+    res = mmemu.explore(suite, strategy=dfs2(), executions=100_000, params=MODERN,
+                        mutants=[mutant])
+    f = res.failure
+    assert f is not None and f.kind == kind, f
+    assert f.preemptions <= 2 and "gru va 0x10000000" in f.message

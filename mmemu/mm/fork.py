@@ -1,0 +1,113 @@
+"""fork's half of memory management: a new mm that copies the parent's vmas and ptes.
+
+Emulates: kernel/fork.c (dup_mm, dup_mmap) (2.6.27); the pte copy itself is
+mmemu.mm.memory.copy_page_range (mm/memory.c)
+
+dup_mmap, with the parent's ``mmap_sem`` held for write (no fault, munmap or
+mprotect of the parent runs meanwhile; rmap walkers -- reclaim, truncate --
+still do, since they take only the anon_vma / i_mmap / page-table locks)::
+
+  down_write(oldmm->mmap_sem)
+  down_write_nested(mm->mmap_sem)        the child's: nobody can see it yet
+  for each vma of the parent (not VM_DONTCOPY):
+    tmp = *vma; tmp->vm_mm = mm
+    anon_vma_link(tmp)                   the child's vma joins the parent's
+                                         anon_vma (rmap walks find it now)
+    file: spin_lock(i_mmap_lock); vma_prio_tree_add(tmp, vma); unlock
+    link tmp into mm's list
+    copy_page_range(mm, oldmm, vma)      COW: write-protect the parent's
+                                         ptes inside invalidate_range_start
+                                         / end (see copy_page_range)
+  up_write(mm->mmap_sem); flush_tlb_mm(oldmm); up_write(oldmm->mmap_sem)
+
+The child's vma is visible to rmap walkers (through the anon_vma and
+i_mmap) before its ptes exist: a walker that looks at the child's pte
+before copy_pte_range finds it none and moves on; one that looks after
+takes the child's PTL like any other.  That's OK: page_dup_rmap raised the
+mapcount under both PTLs, so try_to_unmap's final page_mapped() test sees
+the new pte.
+
+Not modelled: anon_vma chains (2.6.34+: the child gets an anon_vma of its
+own linked to the parent's; here, as in 2.6.27, the child's vmas join the
+parent's anon_vma, in both notifier generations); VM_ACCOUNT, mempolicy,
+VM_DONTCOPY (no scenario sets it).
+"""
+
+from __future__ import annotations
+
+from mmemu.engine._execution import span, step
+from mmemu.kernel.locking import (
+    SINGLE_DEPTH_NESTING,
+    down_write,
+    down_write_nested,
+    spin_lock,
+    spin_unlock,
+    up_write,
+)
+from mmemu.mm import mmu_notifier
+from mmemu.mm.memory import copy_page_range
+from mmemu.mm.mmap import (
+    TASK_SIZE,
+    VM_LOCKED,
+    MmStruct,
+    VmAreaStruct,
+    _link_list,
+    anon_vma_link,
+    mm_alloc,
+)
+
+
+async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
+    """Copy ``oldmm``'s vmas and ptes into the new, empty ``mm`` (0)."""
+    with span("dup_mmap"):
+        await down_write(oldmm.mmap_sem, label="dup_mmap: down_write(oldmm->mmap_sem)")
+        await down_write_nested(mm.mmap_sem, SINGLE_DEPTH_NESTING,
+                                label="dup_mmap: down_write_nested(mm->mmap_sem)")
+        await step("dup_mmap: walk oldmm->mmap", reads=((oldmm, "mmap"),))
+        retval = 0
+        for mpnt in oldmm.vmas():
+            tmp = VmAreaStruct(mm, mpnt.vm_start, mpnt.vm_end, mpnt.vm_flags & ~VM_LOCKED,
+                               mpnt.vm_pgoff, mpnt.vm_file)
+            if mpnt.anon_vma is not None:
+                await anon_vma_link(tmp, mpnt.anon_vma)
+            mapping = tmp.mapping
+            if mapping is not None:
+                # insert tmp into the share list, just after mpnt
+                await spin_lock(mapping.i_mmap_lock,
+                                label="dup_mmap: spin_lock(i_mmap_lock)")
+                await step("dup_mmap: vma_prio_tree_add(tmp, mpnt)",
+                           writes=((mapping, "i_mmap"),))
+                at = next(k for k, v in enumerate(mapping.i_mmap) if v is mpnt)
+                mapping.i_mmap.insert(at + 1, tmp)
+                await spin_unlock(mapping.i_mmap_lock,
+                                  label="dup_mmap: spin_unlock(i_mmap_lock)")
+            await step("dup_mmap: link tmp into mm", writes=((mm, "mmap"),))
+            _link_list(mm, tmp)
+            retval = await copy_page_range(mm, oldmm, mpnt)
+            if retval:
+                break
+        mm.free_area_cache = oldmm.free_area_cache
+        await up_write(mm.mmap_sem, label="dup_mmap: up_write(mm->mmap_sem)")
+        await flush_tlb_mm(oldmm)
+        await up_write(oldmm.mmap_sem, label="dup_mmap: up_write(oldmm->mmap_sem)")
+    return retval
+
+
+async def flush_tlb_mm(mm: MmStruct) -> None:
+    """Flush every CPU TLB entry of ``mm`` (after the parent's ptes were
+    write-protected).  Modern: the flush reaches the TLBs that walk the CPU
+    page tables too (arch_invalidate_secondary_tlbs over the whole space,
+    as x86 and arm64 do from flush_tlb_mm_range); 2.6.27's told nobody."""
+    if mmu_notifier.is_modern(mm):
+        await mmu_notifier.arch_invalidate_secondary_tlbs(mm, 0, TASK_SIZE)
+
+
+async def dup_mm(oldmm: MmStruct) -> MmStruct:
+    """fork's copy_mm without CLONE_VM: a new mm (mm_alloc) filled by dup_mmap."""
+    mm = mm_alloc(oldmm.kernel)
+    with span("dup_mm"):
+        await dup_mmap(mm, oldmm)
+    return mm
+
+
+__all__ = ["dup_mm", "dup_mmap", "flush_tlb_mm"]

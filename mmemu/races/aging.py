@@ -1,0 +1,85 @@
+"""Race suite for page aging: kswapd asks whether a page was used since the
+last aging while a secondary MMU faults it in and uses it.
+
+Emulates: mm/rmap.c (page_referenced, page_referenced_one:
+ptep_clear_flush_young_notify -> ->clear_flush_young) against the drivers
+(2.6.27; the same call in the modern generation)
+
+Aging frees nothing: what a missing notification breaks is the answer.  A
+page the guest keeps using through its translation looks old to the VM,
+and reclaim evicts the guest's hottest memory.  The suite's check: a
+driver that implements ->clear_flush_young and had a young translation when
+aging began must be counted (``AgingMissedSecondaryReference``).  Drivers
+without it (GRU, HMM mirrors, an SVA IOTLB) cannot be asked, as in the
+kernel.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mmemu
+from mmemu.driver import guarded, supports_api
+from mmemu.engine._errors import InvariantViolation
+from mmemu.mm.page import PG_referenced
+from mmemu.mm.rmap import page_referenced
+from mmemu.races.notifier import DRIVER_AXES, _coherent, guest, guest_fault
+
+
+class AgingMissedSecondaryReference(InvariantViolation):
+    """page_referenced called a page old that a secondary MMU used since the
+    last aging (its translation's accessed bit was set)."""
+
+
+@mmemu.scenario("aging:referenced-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,
+                catches=["memory:young-no-notify"])
+async def referenced_vs_guest_fault(sim: Any) -> None:
+    """page_referenced (kswapd's aging) against a guest that faults and uses the page.
+
+    CPU0 (page_referenced)                     CPU1 (guest fault)
+    1. TestClearPageReferenced                 F1-F3. seq, GUP (FOLL_TOUCH:
+    2. page_lock_anon_vma; walk the vmas           mark_page_accessed), lock,
+    3. page_referenced_one: PTL;                   retry?
+       ptep_clear_flush_young_notify: the      F4. install (young); unlock
+       pte's accessed bit, then each driver's  X. access (sets the
+       ->clear_flush_young (KVM: kvm_age_hva,      translation's young bit)
+       test and clear the sptes' bits, flush)
+
+    The CPU pte is old and PG_referenced clear at the start; the guest used
+    the page since the last aging: its translation is young.
+
+    There are 2 critical interleavings that matter:
+    - F4/X before 3: 3 finds the translation young (again), the page is
+      referenced;
+    - F4/X after 3: the young translation from before 3 was counted at 3
+      (and F2's mark_page_accessed at 1 if it ran first).
+    Without ->clear_flush_young (mutant ``memory:young-no-notify``) 3 sees
+    only the CPU pte, which is old: the page is reported unreferenced and
+    reclaim would take it from under the guest.
+
+    Harmless: X after 3 makes the translation young again for the next
+    aging.
+    """
+    g = await guest(sim, kind="anon")
+    await guarded(g.driver, "fault", g.driver.fault, g.addr, False)
+    await guarded(g.driver, "access", g.driver.access, g.addr)
+    g.page.flags &= ~PG_referenced
+    young_before = any(e.young for e in g.driver.tlb.entries.values())
+    out: dict[str, int] = {}
+
+    async def kswapd() -> None:
+        out["referenced"] = await page_referenced(g.page, False)
+
+    async with sim.cpus() as cpus:
+        cpus.start(kswapd, name="kswapd")
+        cpus.start(guest_fault, g, False, name=g.driver.name)
+    if young_before and getattr(g.driver, "clear_flush_young", None) is not None \
+            and not out.get("referenced"):
+        raise AgingMissedSecondaryReference(
+            f"page_referenced says page{g.page.pfn} is old, but {g.driver.name}'s translation "
+            f"was young when aging began: the secondary MMU's use of the page was never "
+            f"asked about (->clear_flush_young)", details=g.page.dump())
+    _coherent(sim, g)
+
+
+__all__ = ["AgingMissedSecondaryReference", "referenced_vs_guest_fault"]
