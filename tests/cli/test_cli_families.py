@@ -51,6 +51,12 @@ CASES = [
     Case("interval", "interval:insert-remove-vs-invalidate", "mmu_notifier:interval-remove-nowait"),
     Case("modern-hmm", "notifier:reclaim-vs-fault", "hmm:no-retry", ("--driver", "hmm")),
     Case("modern-sva", "notifier:munmap-vs-fault", "sva:no-flush", ("--driver", "sva")),
+    Case("cow", "cow:fork-vs-guest-write", "memory:fork-no-notify", ("--driver", "kvm")),
+    Case("mprotect", "mprotect:mprotect-vs-guest-write", "mprotect:no-notify",
+         ("--driver", "gru")),
+    Case("ksm", "ksm:merge-vs-guest-fault", "ksm:replace-no-notify", ("--driver", "kvm")),
+    Case("aging", "aging:referenced-vs-guest-fault", "memory:young-no-notify",
+         ("--driver", "kvm")),
 ]
 
 #: "free at #15 '...' on cpu1 (reclaim); alloc at #16 ..." in a page's history
