@@ -119,7 +119,10 @@ class PageStateChecker:
         if page.free:
             self._fail(WrongPageFromLookup,
                 f"{asked} at {page_site()} returned page{page.pfn}, which is free", page)
-        if page.mapping is mapping and page.index == index:
+        from mmemu.mm.filemap import page_index, page_mapping
+        # page_mapping/page_index: a swap cache page is found in swapper_space
+        # at its slot, while page->mapping stays its anon_vma (mm/swap_state.c)
+        if page_mapping(page) is mapping and page_index(page) == index:
             return
         where = self._where(page)
         if mapping.page_tree.get(index) is page:

@@ -43,6 +43,7 @@ from mmemu.engine._execution import block, current_simulation, reach, span, step
 from mmemu.kernel.locking import SpinLock, spin_lock, spin_unlock
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from mmemu.mm.page import (
+    PG_swapcache,
     BadPageState,
     ClearPageLocked,
     Page,
@@ -458,10 +459,22 @@ async def page_cache_release(page: Page, *, label: str | None = None) -> None:
 
 
 def page_mapping(page: Page) -> AddressSpace | None:
-    """page->mapping for pagecache pages; None for anon pages."""
+    """page->mapping for pagecache pages; &swapper_space for a page in the
+    swap cache (mmemu.mm.swap_state); None for other anon pages."""
+    if page.flags & PG_swapcache:
+        sp = current_simulation().data["kernel"].data.get("swapper_space")
+        return sp if isinstance(sp, AddressSpace) else None
     if page.mapping is None or getattr(page.mapping, "page_tree", None) is None:
         return None
     return page.mapping  # type: ignore[no-any-return]
+
+
+def page_index(page: Page) -> int:
+    """The page's index in page_mapping(page): page->private (its swap slot)
+    for a swap cache page, else page->index."""
+    if page.flags & PG_swapcache and isinstance(page.private, int):
+        return page.private
+    return page.index
 
 
 PagecacheHook = Callable[[AddressSpace, Page], None]
@@ -469,7 +482,7 @@ PagecacheHook = Callable[[AddressSpace, Page], None]
 __all__ = [
     "AS_MM_ALL_LOCKS", "AddressSpace", "EEXIST", "EEXIST_NO_UNDO", "INSERT_BEFORE_LOCK", "NO_RECHECK",
     "PAGE_SIZE", "add_to_page_cache", "add_to_page_cache_locked", "find_get_page",
-    "find_get_pages", "find_lock_page", "page_cache_release", "page_mapping",
+    "find_get_pages", "find_lock_page", "page_cache_release", "page_index", "page_mapping",
     "pagevec_lookup", "radix_tree_lookup", "radix_tree_store", "remove_from_page_cache",
     "slot_key", "tree_key",
 ]

@@ -42,6 +42,7 @@ from mmemu.mm import mmu_notifier
 from mmemu.mm.mmap import (
     PAGE_SHIFT,
     PAGE_SIZE,
+    VM_LOCKED,
     VM_MAYWRITE,
     VM_PFNMAP,
     VM_SHARED,
@@ -57,6 +58,7 @@ from mmemu.mm.mmap import (
 from mmemu.mm.page import (
     PG_dirty,
     PG_referenced,
+    PG_swapcache,
     PG_uptodate,
     BadPageState,
     Page,
@@ -687,7 +689,13 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
     assert old_page is not None
     reuse = False
     if PageAnon(old_page) and not PageKsm(old_page):
-        reuse = old_page._mapcount.counter == 0  # page_mapcount == 1: ours alone
+        # can_share_swap_page: ours alone, and no other swap pte holds its
+        # slot (the caller's step read the mapcount and, for a swap cache
+        # page, the slot's count; 2.6.27 takes the page lock with trylock
+        # around the test: not modelled, the counts are read in one step)
+        from mmemu.mm.swapfile import page_swapcount
+        reuse = old_page._mapcount.counter == 0 and (
+            not old_page.flags & PG_swapcache or page_swapcount(old_page) <= 1)
     elif vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE:
         reuse = True
     if reuse:
@@ -834,15 +842,92 @@ async def ptep_clear_young_notify(vma: VmAreaStruct, address: int) -> bool:
     return young
 
 
+def vm_swap_full() -> bool:
+    """More than half of swap is in use (then a swapped-in page leaves the
+    swap cache at once, freeing its slot)."""
+    from mmemu.mm.swapfile import swap_info
+    si = swap_info()
+    return len(si.swap_map) * 2 > si.nr_slots
+
+
 async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte,
                        write: bool) -> int:
-    """A fault on a non-present, non-none pte: a migration entry waits for
-    the migration to finish (and the access is retried); swap-in is not modelled."""
+    """A fault on a non-present, non-none pte.
+
+    A migration entry: wait for the migration to finish (the access is
+    retried).  A swap entry (2.6.27)::
+
+      1. lookup_swap_cache(slot), else read_swap_cache_async: a new page
+         added to the swap cache and "read" (the I/O is not modelled); None:
+         the slot was freed meanwhile -- back out if the pte changed
+      2. lock_page; PTL; pte_same(*pte, orig)?  (else somebody faulted it in
+         first: unlock, put, done)
+      3. set_pte_at(the page; writable if the write can share it:
+         can_share_swap_page); page_add_anon_rmap -- the reference from 1
+         becomes the pte's
+      4. swap_free(slot) (the pte's slot reference); vm_swap_full or
+         VM_LOCKED: remove_exclusive_swap_page; unlock_page
+      5. a write that could not share: do_wp_page (copy)
+
+    The page lock orders 2-4 against reclaim, which takes it before
+    try_to_unmap and __remove_mapping: reclaim either finds the new pte
+    (and unmaps it again) or freezes the page first, and then 1's reference
+    makes the freeze fail.
+    """
     if is_migration_entry(entry):
         from mmemu.mm.migrate import migration_entry_wait
         await migration_entry_wait(mm, address)
         return 0
-    return VM_FAULT_SIGBUS
+    if entry.swp is None or entry.swp.type != "swap":
+        return VM_FAULT_SIGBUS
+    from mmemu.mm.page import lock_page
+    from mmemu.mm.swap_state import lookup_swap_cache, read_swap_cache_async
+    from mmemu.mm.swapfile import can_share_swap_page, remove_exclusive_swap_page, swap_free
+    offset = entry.swp.offset
+    ptl = mm.page_table_lock
+    k = pte_key(mm, address)
+    ret = 0
+    with span("do_swap_page"):
+        page = await lookup_swap_cache(offset)
+        if page is None:
+            page = await read_swap_cache_async(offset, vma, address)
+            if page is None:
+                # back out if somebody else faulted in this pte meanwhile
+                await spin_lock(ptl, label="do_swap_page: pte_offset_map_lock (no page)")
+                await step("do_swap_page: pte_same? (no page)", reads=(k,))
+                if pte_get(mm, address) is entry:
+                    ret = VM_FAULT_OOM
+                await spin_unlock(ptl, label="do_swap_page: pte_unmap_unlock (no page)")
+                return ret
+            ret = VM_FAULT_MAJOR
+        await lock_page(page, label="2. do_swap_page: lock_page")
+        await spin_lock(ptl, label="2. do_swap_page: pte_offset_map_lock")
+        await step("2. do_swap_page: pte_same(*page_table, orig_pte)?",
+                   reads=(k, page._mapcount, page.flags_key))
+        if pte_get(mm, address) is not entry:
+            await spin_unlock(ptl, label="out_nomap: pte_unmap_unlock")
+            await unlock_page(page, label="out_nomap: unlock_page")
+            await put_page(page, label="out_nomap: page_cache_release")
+            return ret
+        mm.anon_rss += 1
+        shared = write and can_share_swap_page(page)
+        await step("3. do_swap_page: set_pte_at; page_add_anon_rmap",
+                   reads=(page._count,),
+                   writes=(k, page._mapcount, page.mapping_key, page.flags_key))
+        first = page._mapcount.counter < 0
+        page._mapcount.counter += 1
+        if first:
+            _rmap().__page_set_anon_rmap(page, vma, address)
+        pte = mk_pte(page, vma, write=shared, dirty=shared)
+        set_pte_at(mm, address, pte)
+        await swap_free(offset, label="4. do_swap_page: swap_free (the pte's slot)")
+        if vm_swap_full() or vma.vm_flags & VM_LOCKED:
+            await remove_exclusive_swap_page(page)
+        await unlock_page(page, label="4. do_swap_page: unlock_page")
+        if write and not shared:
+            return ret | await do_wp_page(mm, vma, address, pte)
+        await spin_unlock(ptl, label="do_swap_page: pte_unmap_unlock")
+    return ret
 
 
 async def handle_pte_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool) -> int:
@@ -857,7 +942,12 @@ async def handle_pte_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write:
         return await do_swap_page(mm, vma, address, entry, write)
     ptl = mm.page_table_lock
     await spin_lock(ptl, label="handle_pte_fault: spin_lock(ptl)")
-    extra = (entry.page._mapcount,) if write and entry.page is not None else ()
+    extra: tuple[Hashable, ...] = ()
+    if write and entry.page is not None:
+        extra = (entry.page._mapcount, entry.page.flags_key)
+        if isinstance(entry.page.private, int):
+            from mmemu.mm.swapfile import swap_info
+            extra += (swap_info().key(entry.page.private),)
     await step("handle_pte_fault: pte_same(*pte, entry)?", reads=extra, writes=(k,))
     if pte_get(mm, address) is not entry:
         await spin_unlock(ptl, label="handle_pte_fault: pte changed, unlock")
@@ -939,8 +1029,11 @@ async def unmap_page_range(tlb: MmuGather, vma: VmAreaStruct, start: int, end: i
                 tlb_remove_page(tlb, page)
             else:
                 if details is not None:
-                    continue
-                pte_clear(mm, address)  # free_swap_and_cache: nothing for a migration entry
+                    continue  # unmap_mapping_range leaves swap entries alone
+                pte_clear(mm, address)
+                if pte.swp is not None and pte.swp.type == "swap":
+                    from mmemu.mm.swapfile import free_swap_and_cache
+                    await free_swap_and_cache(pte.swp)  # nothing for a migration entry
         if mmu_notifier.is_modern(mm):
             # tlb_flush_mmu_tlbonly under the PTL, before the gathered pages go
             await mmu_notifier.arch_invalidate_secondary_tlbs(mm, start, end)
@@ -1075,7 +1168,8 @@ def copy_one_pte(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
     PTLs held): a COW pte is write-protected in the parent *and* copied
     read-only; a shared one copied clean; the child's copy is old.  The page
     gains a reference and a mapcount (page_dup_rmap).  A migration entry is
-    copied (made a read entry for a COW mapping)."""
+    copied (made a read entry for a COW mapping); a swap entry is copied
+    with swap_duplicate."""
     pte = pte_get(src_mm, address)
     assert pte is not None
     if not pte.present:
@@ -1087,7 +1181,8 @@ def copy_one_pte(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
                 pte = make_migration_entry(entry.page, False) if entry.page is not None else pte
                 set_pte_at(src_mm, address, pte)
         else:
-            raise mmemu.ModelError("copy_one_pte of a swap entry: swap is not modelled")
+            from mmemu.mm.swapfile import swap_duplicate
+            swap_duplicate(entry.offset)  # the child's pte holds the slot too
         set_pte_at(dst_mm, address, pte)
         return
     if is_cow_mapping(vma.vm_flags):
@@ -1123,6 +1218,9 @@ async def copy_pte_range(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
             writes: tuple[Hashable, ...] = (pte_key(src_mm, address), pte_key(dst_mm, address))
             if cur is not None and cur.present and cur.page is not None:
                 writes += (cur.page._count, cur.page._mapcount)
+            elif cur is not None and cur.swp is not None and cur.swp.type == "swap":
+                from mmemu.mm.swapfile import swap_info
+                writes += (swap_info().key(cur.swp.offset),)
             await step(f"3. copy_one_pte({address:#x}): ptep_set_wrprotect, get_page, "
                        f"page_dup_rmap", reads=reads, writes=writes)
             if pte_get(src_mm, address) is not None:

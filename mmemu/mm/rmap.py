@@ -39,7 +39,8 @@ try_to_unmap (reclaim and migration, page locked by the caller)::
   3. not migration and (VM_LOCKED or young): SWAP_FAIL (keep the page)
   4. ptep_clear_flush_notify: clear the pte, flush the TLB, then
      mmu_notifier_invalidate_page(mm, address) -- the page is still allocated
-  5. migration: install a migration entry in the cleared pte
+  5. migration: install a migration entry in the cleared pte; an anon page
+     (in the swap cache): its swap entry (swap_duplicate)
   6. page_remove_rmap; put_page (the pte's reference); unlock the PTL
 """
 
@@ -52,6 +53,8 @@ from mmemu.kernel.atomic import atomic_add_return
 from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from mmemu.mm.memory import (
+    Pte,
+    SwpEntry,
     make_migration_entry,
     pte_get,
     pte_key,
@@ -186,7 +189,8 @@ async def __try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> 
             return ret
         if not migration and PageAnon(page) and not page.flags & PG_swapcache:
             # 2.6.27 reaches here only with a swap-cache page (shrink_page_list
-            # adds anon pages to swap first); the model has no swap: keep the page.
+            # adds anon pages to swap first): an anon page with no swap slot
+            # has nowhere to go (the kernel would BUG on the pte it cannot write).
             await spin_unlock(ptl, label="no swap entry: spin_unlock(ptl)")
             return SWAP_FAIL
         if not migration and (vma.vm_flags & VM_LOCKED
@@ -195,7 +199,20 @@ async def __try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> 
             return SWAP_FAIL
         pteval = await ptep_clear_flush_notify(vma, address)
         assert pteval is not None
-        if pteval.dirty or migration:
+        if PageAnon(page) and not migration:
+            # Store the swap location in the pte (the page is in the swap
+            # cache: page->private is its slot); the pte holds a slot reference.
+            from mmemu.mm.swapfile import swap_duplicate, swap_info
+            offset = page.private
+            assert isinstance(offset, int)
+            await step("5. swap_duplicate; set_pte_at(swp_entry_to_pte)",
+                       writes=(k, page.flags_key, swap_info().key(offset)))
+            if pteval.dirty:
+                page.flags |= PG_dirty
+            swap_duplicate(offset)
+            set_pte_at(mm, address, Pte(None, present=False, young=False,
+                                        swp=SwpEntry("swap", None, offset=offset)))
+        elif pteval.dirty or migration:
             keys: tuple[Any, ...] = (k, page.flags_key)
             await step("5. set_page_dirty / set_pte_at(migration entry)" if migration
                        else "set_page_dirty", reads=(page._count,), writes=keys)

@@ -43,6 +43,8 @@ from mmemu.mm.filemap import AddressSpace, __remove_from_page_cache, page_mappin
 from mmemu.mm.page import (
     PG_dirty,
     PG_lru,
+    PG_swapcache,
+    PageAnon,
     BadPageState,
     Page,
     PageLocked,
@@ -154,7 +156,7 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
     else holds a reference; true if it did (the count is then frozen at 0 and
     the caller frees the page: C)."""
     sim = current_simulation()
-    if not PageLocked(page) or page.mapping is not mapping:
+    if not PageLocked(page) or page_mapping(page) is not mapping:
         sim.fail(BadPageState(
             f"__remove_mapping(page{page.pfn}) at {page_site()}: "
             f"BUG_ON(!PageLocked(page)) / BUG_ON(mapping != page_mapping(page))",
@@ -191,9 +193,19 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
                     await spin_unlock(mapping.tree_lock,
                                       label="cannot_free: spin_unlock(tree_lock)")
                     return False
-        await __remove_from_page_cache(page)
-        reach("vmscan: __remove_mapping froze and freed the page")
-        await spin_unlock(mapping.tree_lock)
+        if page.flags & PG_swapcache:
+            from mmemu.mm.swap_state import __delete_from_swap_cache
+            from mmemu.mm.swapfile import swap_free
+            offset = page.private
+            assert isinstance(offset, int)
+            await __delete_from_swap_cache(page)
+            reach("vmscan: __remove_mapping froze and freed the page")
+            await spin_unlock(mapping.tree_lock)
+            await swap_free(offset, label="__remove_mapping: swap_free (the cache's slot)")
+        else:
+            await __remove_from_page_cache(page)
+            reach("vmscan: __remove_mapping froze and freed the page")
+            await spin_unlock(mapping.tree_lock)
     return True
 
 
@@ -231,8 +243,11 @@ async def shrink_page_list(page_list: list[Page]) -> tuple[int, list[Page]]:
     putback_lru_page.  Per page::
 
         trylock_page                     (busy: keep)
+        anon without a swap slot:        add_to_swap (swap full: keep)
         page_mapped? try_to_unmap        (fails: keep)
-        PageDirty?                       (no writeback in the model: keep)
+        PageDirty?                       a swap cache page: pageout (the write
+                                         is instant); a file page: keep (no
+                                         file writeback in the model)
         __remove_mapping: A, B           (busy: keep)
         unlock_page
         C. free the page
@@ -246,8 +261,15 @@ async def shrink_page_list(page_list: list[Page]) -> tuple[int, list[Page]]:
                 continue
             await step("page_mapped(page)? PageDirty(page)?",
                        reads=(page._mapcount, page.mapping_key, page.flags_key))
-            mapping = page_mapping(page)
             mapped = page._mapcount.counter >= 0
+            if PageAnon(page) and not page.flags & PG_swapcache:
+                # Anonymous memory has backing store? Give it a swap slot here.
+                from mmemu.mm.swap_state import add_to_swap
+                if not await add_to_swap(page):
+                    await unlock_page(page, label="activate_locked: unlock_page (swap full)")
+                    kept.append(page)
+                    continue
+            mapping = page_mapping(page)
             dirty = PageDirty(page)
             if mapped and mapping is not None:
                 rmap = _rmap()
@@ -262,6 +284,14 @@ async def shrink_page_list(page_list: list[Page]) -> tuple[int, list[Page]]:
                     continue
                 await step("PageDirty(page)? (after try_to_unmap)", reads=(page.flags_key,))
                 dirty = PageDirty(page)
+            if dirty and page.flags & PG_swapcache:
+                # pageout -> swap_writepage: the write to the swap slot is not
+                # modelled; it completes at once (a synchronous write, as to a
+                # ramdisk), the page is clean and reclaim goes on
+                await step("pageout: swap_writepage (the I/O is not modelled): clean",
+                           writes=(page.flags_key,))
+                page.flags &= ~PG_dirty
+                dirty = False
             if dirty or mapping is None or not await __remove_mapping(mapping, page):
                 await unlock_page(page, label="keep_locked: unlock_page")
                 kept.append(page)

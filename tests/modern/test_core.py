@@ -302,9 +302,10 @@ def test_modern_api_rejects_a_2_6_27_only_driver() -> None:
         from mmemu.races.notifier import guest
         await guest(sim, kind="anon")
 
+    # SeqDriver (a test driver) lists only the default generation
     with pytest.raises(mmemu.ModelError, match="supports the notifier API 2.6.27, not 'modern'"):
         mmemu.explore(scenario, strategy=dfs2(), executions=10,
-                      params={"api": "modern", "driver": "gru"})
+                      params={"api": "modern", "driver": "tests/drivers/sample_drivers.py:SeqDriver"})
 
 
 def test_invalidate_page_is_not_delivered_in_the_modern_generation() -> None:

@@ -116,7 +116,7 @@ def test_cli_api_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert [r["params"] for r in rows] == [{"api": "modern", "driver": "hmm"}]
     assert mmemu.cli.main(["run", "notifier:munmap-vs-fault", "--api", "modern", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
-    assert {r["params"]["driver"] for r in rows} == {"hmm", "kvm", "sva"}
+    assert {r["params"]["driver"] for r in rows} == {"gru", "hmm", "kvm", "sva"}
     assert all(r["params"]["api"] == "modern" for r in rows)
     # hmm is modern-only: nothing to run under 2.6.27
     assert mmemu.cli.main(["run", "notifier:munmap-vs-fault", "--api", "2.6.27",
