@@ -57,6 +57,7 @@ CASES = [
     Case("ksm", "ksm:merge-vs-guest-fault", "ksm:replace-no-notify", ("--driver", "kvm")),
     Case("aging", "aging:referenced-vs-guest-fault", "memory:young-no-notify",
          ("--driver", "kvm")),
+    Case("swap", "swap:reclaim-anon-vs-guest-fault", "sva:no-flush", ("--driver", "sva")),
 ]
 
 #: "free at #15 '...' on cpu1 (reclaim); alloc at #16 ..." in a page's history

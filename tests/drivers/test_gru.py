@@ -19,6 +19,9 @@ from mmemu.testing import force
 # notifier:oom-reap-vs-fault, have no api=None value and do not take GRU)
 DRIVER_SUITES = [s.name for s in all_scenarios()
                  if "driver" in s.axes and None in list(s.axes.get("api", [None]))]
+# the notifier:* ones run exhaustively here; the main job (tests/cli) runs
+# every suite with every driver
+NOTIFIER_SUITES = [n for n in DRIVER_SUITES if n.startswith("notifier:")]
 GRU = {"driver": "gru"}
 VA = "0x10000000"  # the guest vma of the notifier suites
 
@@ -79,7 +82,7 @@ def test_protocol_comment_names_every_step_label() -> None:
 # ------------------------------------------------------- the correct model
 
 
-@pytest.mark.parametrize("suite", DRIVER_SUITES)
+@pytest.mark.parametrize("suite", NOTIFIER_SUITES)
 def test_suite_passes_exhaustively_with_gru(suite: str) -> None:
     res = mmemu.explore(suite, strategy=dfs2(), executions=100_000, params=GRU)
     assert res.failure is None, res.failure.report()
@@ -248,7 +251,8 @@ def test_mutant_matrix_runs_the_gru_mutants_with_gru_and_catches_them() -> None:
         ["2.6.27", "modern"]
     assert all(p["driver"] == "gru" for _, _, p in runs)
     cells = []
-    for m, sc, p in runs:
+    # run the 2.6.27 rows of the notifier suites (the main job runs them all)
+    for m, sc, p in [r for r in runs if "api" not in r[2] and r[1].name.startswith("notifier:")]:
         res = mmemu.explore(sc.name, strategy=mmemu.DFS(max_preemptions=sc.max_preemptions),
                             executions=sc.executions, params=p, mutants=[m])
         f = res.failure
@@ -307,15 +311,14 @@ def test_modern_gru_contexts_share_one_refcounted_gms_per_mm() -> None:
     assert res.failure is None, res.failure.report()
 
 
-@pytest.mark.parametrize("suite", ["notifier:truncate-vs-fault", "notifier:reclaim-vs-fault",
-                                   "ksm:merge-vs-guest-fault", "cow:fork-vs-guest-write"])
+@pytest.mark.parametrize("suite", ["notifier:truncate-vs-fault"])
 def test_modern_gru_passes_driver_suites_exhaustively(suite: str) -> None:
     res = mmemu.explore(suite, strategy=dfs2(), executions=100_000, params=MODERN)
     assert res.failure is None, res.failure.report()
     assert res.exhausted and res.executions > 1
 
 
-@pytest.mark.parametrize("suite,mutant,kind", MUTANTS[:2])
+@pytest.mark.parametrize("suite,mutant,kind", MUTANTS[:1])
 def test_modern_gru_mutants_are_caught_with_a_short_report(suite: str, mutant: str,
                                                            kind: str) -> None:
     res = mmemu.explore(suite, strategy=dfs2(), executions=100_000, params=MODERN,
