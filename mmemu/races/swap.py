@@ -23,8 +23,8 @@ from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
 
 @mmemu.scenario("swap:reclaim-anon-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,
-                catches=["kvm:seq-outside-lock", "kvm:no-retry", "hmm:no-retry",
-                         "gru:no-dropin-drop", "sva:no-flush"])
+                catches=["kvm:seq-outside-lock", "hmm:no-retry", "gru:no-dropin-drop",
+                         "sva:no-flush"])
 async def reclaim_anon_vs_guest_fault(sim: Any) -> None:
     """Reclaim swaps out an anonymous page the guest maps; the guest faults.
 
