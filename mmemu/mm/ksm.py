@@ -41,7 +41,7 @@ pages (page_try_share_anon_rmap).
 from __future__ import annotations
 
 import mmemu
-from mmemu.engine._execution import span, step
+from mmemu.engine._execution import reach, span, step
 from mmemu.kernel.locking import down_read, spin_lock, spin_unlock, up_read
 from mmemu.mm import mmu_notifier
 from mmemu.mm.memory import (
@@ -100,6 +100,11 @@ CHANGE_PTE_OUTSIDE_RANGE = mmemu.register_mutant(
     applies=lambda params: params.get("api") == "modern")
 
 
+#: coverage events
+PINNED = "ksm: write_protect_page found the page pinned (no merge)"
+MERGED = "ksm: replace_page merged the page into the KSM page"
+
+
 def pages_identical(page: Page, kpage: Page) -> bool:
     """memcmp of the two pages: the model keeps no page contents, so the
     scenario vouches that they are identical."""
@@ -136,6 +141,7 @@ async def write_protect_page(vma: VmAreaStruct, page: Page) -> Pte | None:
                 swapped = 0  # swap-cache KSM candidates are not modelled
                 if page._mapcount.counter + 1 + 1 + swapped != page._count.counter:
                     # O_DIRECT or a GUP holder: give the pte back as it was
+                    reach(PINNED)
                     await step("W2. pinned: set_pte_at(entry)", writes=(k,))
                     set_pte_at(mm, addr, entry)
                 else:
@@ -189,6 +195,7 @@ async def replace_page(vma: VmAreaStruct, page: Page, kpage: Page, orig_pte: Pte
                 await set_pte_at_notify(vma, addr, new, label="R3. set_pte_at_notify(kpage)")
             await page_remove_rmap(page, vma, label="R4. page_remove_rmap(page)")
             await put_page(page, label="R4. put_page(page) (the pte's reference)")
+            reach(MERGED)
             err = 0
         await spin_unlock(ptl, label="R4. pte_unmap_unlock")
         if bracket:

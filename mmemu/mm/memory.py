@@ -36,7 +36,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 import mmemu
-from mmemu.engine._execution import current_simulation, span, step, wake_all
+from mmemu.engine._execution import current_simulation, reach, span, step, wake_all
 from mmemu.kernel.locking import SINGLE_DEPTH_NESTING, spin_lock, spin_lock_nested, spin_unlock
 from mmemu.mm import mmu_notifier
 from mmemu.mm.mmap import (
@@ -581,6 +581,7 @@ async def __do_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool,
                 await step("4. page_add_new_anon_rmap",
                            writes=(page._mapcount, page.mapping_key, page.flags_key))
                 _rmap().__page_set_anon_rmap(page, vma, address, new=True)
+                reach(PRIVATE_COPY)
             else:
                 await _rmap().page_add_file_rmap(page, label="4. page_add_file_rmap")
                 if write:
@@ -732,6 +733,7 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
                    writes=(k, new_page._mapcount, new_page.mapping_key, new_page.flags_key))
         _rmap().__page_set_anon_rmap(new_page, vma, address, new=True)
         set_pte_at(mm, address, mk_pte(new_page, vma, write=True, dirty=True))
+        reach(COW_COPIED)
         await _rmap().page_remove_rmap(old_page, vma)
         release = old_page  # the old pte's reference
     await put_page(release, label="do_wp_page: page_cache_release")
@@ -821,6 +823,7 @@ async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool
         set_pte_at(mm, address, pte.replace(young=False))
     if not mmemu.mutant(YOUNG_NO_NOTIFY) and \
             await mmu_notifier.mmu_notifier_clear_flush_young(mm, address):
+        reach(SECONDARY_YOUNG)
         young = True
     return young
 
@@ -920,6 +923,7 @@ async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte
             _rmap().__page_set_anon_rmap(page, vma, address)
         pte = mk_pte(page, vma, write=shared, dirty=shared)
         set_pte_at(mm, address, pte)
+        reach(SWAPPED_IN)
         await swap_free(offset, label="4. do_swap_page: swap_free (the pte's slot)")
         if vm_swap_full() or vma.vm_flags & VM_LOCKED:
             await remove_exclusive_swap_page(page)
@@ -1157,6 +1161,14 @@ FORK_NO_NOTIFY = mmemu.register_mutant(
         "write COWs away from the page the secondary MMU keeps writing.")
 
 
+#: coverage events (mmemu.lowlevel.reach) of the paths below
+WRPROTECTED_FOR_FORK = "memory: copy_page_range write-protected a COW pte"
+COW_COPIED = "memory: do_wp_page copied the page (COW)"
+SWAPPED_IN = "memory: do_swap_page mapped a page from the swap cache"
+PRIVATE_COPY = "memory: __do_fault mapped a private COW copy of a file page"
+SECONDARY_YOUNG = "memory: a secondary MMU reported the page young (->clear_flush_young)"
+
+
 def is_cow_mapping(flags: int) -> bool:
     """A private, writable-some-day mapping: its pages are shared copy-on-write."""
     return (flags & (VM_SHARED | VM_MAYWRITE)) == VM_MAYWRITE
@@ -1190,6 +1202,7 @@ def copy_one_pte(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
         if pte.write:
             pte = pte.replace(write=False)
             set_pte_at(src_mm, address, pte)
+            reach(WRPROTECTED_FOR_FORK)
     child = pte.replace(young=False, dirty=pte.dirty and not vma.vm_flags & VM_SHARED)
     page = pte.page
     if page is not None:

@@ -28,7 +28,7 @@ pte writable when mprotect adds PROT_WRITE).
 from __future__ import annotations
 
 import mmemu
-from mmemu.engine._execution import span, step
+from mmemu.engine._execution import reach, span, step
 from mmemu.kernel.locking import down_write, spin_lock, spin_unlock, up_write
 from mmemu.mm import mmu_notifier
 from mmemu.mm.memory import make_migration_entry, populated_ptes, pte_get, pte_key, set_pte_at
@@ -69,6 +69,10 @@ NO_NOTIFY = mmemu.register_mutant(
         "page, a checkpoint's snapshot).")
 
 
+#: coverage event: a present writable pte became read-only
+WRPROTECTED = "mprotect: change_pte_range write-protected a pte"
+
+
 def calc_vm_prot_bits(prot: int) -> int:
     return ((VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0)
             | (VM_EXEC if prot & PROT_EXEC else 0))
@@ -98,6 +102,8 @@ async def change_pte_range(vma: VmAreaStruct, addr: int, end: int) -> None:
             if pte.present:
                 if pte.write != writable:
                     set_pte_at(mm, address, pte.replace(write=writable))
+                    if not writable:
+                        reach(WRPROTECTED)
             elif pte.swp is not None and pte.swp.type == "migration" and pte.swp.write:
                 # "A protection check is difficult so just be safe and disable write"
                 set_pte_at(mm, address, make_migration_entry(pte.swp.page, False)

@@ -21,6 +21,7 @@ from typing import Any
 import mmemu
 from mmemu.driver import guarded, supports_api
 from mmemu.engine._errors import InvariantViolation
+from mmemu.mm.memory import SECONDARY_YOUNG
 from mmemu.mm.page import PG_referenced
 from mmemu.mm.rmap import page_referenced
 from mmemu.races.notifier import DRIVER_AXES, _coherent, guest, guest_fault
@@ -31,8 +32,15 @@ class AgingMissedSecondaryReference(InvariantViolation):
     last aging (its translation's accessed bit was set)."""
 
 
+def _aging_goals(params: dict[str, Any]) -> list[str]:
+    """A driver that answers ->clear_flush_young must have been asked."""
+    from mmemu.races._filters import driver_class
+    cls = driver_class(params)
+    return [SECONDARY_YOUNG] if getattr(cls, "clear_flush_young", None) is not None else []
+
+
 @mmemu.scenario("aging:referenced-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,
-                catches=["memory:young-no-notify"])
+                catches=["memory:young-no-notify"], reaches=_aging_goals)
 async def referenced_vs_guest_fault(sim: Any) -> None:
     """page_referenced (kswapd's aging) against a guest that faults and uses the page.
 

@@ -20,7 +20,7 @@ from typing import Any
 import mmemu
 from mmemu.driver import guarded, supports_api
 from mmemu.mm.fork import dup_mm
-from mmemu.mm.memory import fault_in, pte_get
+from mmemu.mm.memory import COW_COPIED, PRIVATE_COPY, WRPROTECTED_FOR_FORK, fault_in, pte_get
 from mmemu.races.notifier import DRIVER_AXES, Guest, IncoherentTranslation, _coherent, guest, guest_fault
 
 
@@ -45,7 +45,7 @@ async def fork(g: Guest, out: dict[str, Any]) -> None:
 
 
 @mmemu.scenario("cow:fork-vs-guest-write", axes=DRIVER_AXES, filter=supports_api,
-                catches=["memory:fork-no-notify"])
+                catches=["memory:fork-no-notify"], reaches=[WRPROTECTED_FOR_FORK, COW_COPIED])
 async def fork_vs_guest_write(sim: Any) -> None:
     """fork write-protects an anonymous page the guest writes.
 
@@ -90,7 +90,7 @@ async def parent_write(g: Guest) -> None:
 
 
 @mmemu.scenario("cow:wp-fault-vs-guest-read", axes=DRIVER_AXES, filter=supports_api,
-                catches=["memory:cow-no-notify"])
+                catches=["memory:cow-no-notify"], reaches=[COW_COPIED])
 async def wp_fault_vs_guest_read(sim: Any) -> None:
     """The parent's COW fault against a guest that reads the page.
 
@@ -125,7 +125,8 @@ async def wp_fault_vs_guest_read(sim: Any) -> None:
 
 
 
-@mmemu.scenario("mm:private-cow-vs-truncate", catches=["truncate:single-unmap"])
+@mmemu.scenario("mm:private-cow-vs-truncate", catches=["truncate:single-unmap"],
+                reaches=[PRIVATE_COPY])
 async def private_cow_vs_truncate(sim: Any) -> None:
     """A write fault on a MAP_PRIVATE file page (a COW copy) against vmtruncate.
 

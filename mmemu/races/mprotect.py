@@ -19,13 +19,13 @@ from mmemu.driver import guarded, new_driver, supports_api
 from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.memory import fault_in, pte_get
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
-from mmemu.mm.mprotect import PROT_READ, sys_mprotect
+from mmemu.mm.mprotect import PROT_READ, WRPROTECTED, sys_mprotect
 from mmemu.races.cow import coherent_rw
 from mmemu.races.notifier import DRIVER_AXES, Guest, guest_fault
 
 
 @mmemu.scenario("mprotect:mprotect-vs-guest-write", axes=DRIVER_AXES, filter=supports_api,
-                catches=["mprotect:no-notify"])
+                catches=["mprotect:no-notify"], reaches=[WRPROTECTED])
 async def mprotect_vs_guest_write(sim: Any) -> None:
     """mprotect(PROT_READ) of the first page of a two-page anonymous vma that
     the guest writes.

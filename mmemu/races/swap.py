@@ -17,6 +17,7 @@ from typing import Any
 
 import mmemu
 from mmemu.driver import guarded, supports_api
+from mmemu.mm.memory import SWAPPED_IN
 from mmemu.mm.vmscan import reclaim_page
 from mmemu.races.cow import coherent_rw
 from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
@@ -24,7 +25,8 @@ from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
 @mmemu.scenario("swap:reclaim-anon-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,
                 catches=["kvm:seq-outside-lock", "hmm:no-retry", "gru:no-dropin-drop",
-                         "sva:no-flush"])
+                         "sva:no-flush"],
+                reaches=["vmscan: __remove_mapping froze and freed the page", SWAPPED_IN])
 async def reclaim_anon_vs_guest_fault(sim: Any) -> None:
     """Reclaim swaps out an anonymous page the guest maps; the guest faults.
 
