@@ -1407,6 +1407,10 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
     drivers zap an already empty TLB.  (751efd8610d3 made the two exclusive
     by unhashing first, which let reclaim free a page a secondary MMU still
     mapped -- mutant ``mmu_notifier:release-after-unhash``.)
+    (2.6.27's original unregister also unhashed first -- hlist_del_rcu under
+    the lock, then ->release under rcu_read_lock, then synchronize_rcu -- as
+    its __mmu_notifier_release did; see the module's "Eras".)  A driver's
+    ``detach`` (mmemu.driver.Driver) calls this.
     """
     with mmemu.span("mmu_notifier_unregister"):
         mmn: MmuNotifierMm | None = mm.mmu_notifier_mm
