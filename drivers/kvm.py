@@ -288,35 +288,29 @@ class KvmDriver(Driver):
                                "release: kvm_mmu_zap_all")
         await spin_unlock(self.mmu_lock, label="release: spin_unlock(kvm->mmu_lock)")
 
-    async def clear_flush_young(self, mm: Any, address: int) -> bool:
-        """kvm_age_hva: test and clear the accessed bit of the sptes."""
-        gfns = self._gfns(address, address + 1)
-        await spin_lock(self.mmu_lock, label="kvm_age_hva: spin_lock(kvm->mmu_lock)")
-        await step("kvm_age_hva", writes=tuple(self.tlb.slot(g) for g in gfns))
+    async def _age_gfns(self, gfns: list[int], what: str) -> bool:
+        """kvm_age_hva: under mmu_lock, test and clear the sptes' accessed
+        bits (the shadow TLB holds the spte and the TLB entry as one, so the
+        flush of clear_flush_young has nothing more to do here)."""
+        await spin_lock(self.mmu_lock, label=f"{what}: spin_lock(kvm->mmu_lock)")
+        await step(what, writes=tuple(self.tlb.slot(g) for g in gfns))
         young = False
         for g in gfns:
             e = self.tlb.entries.get(g)
             if e is not None and e.young:
                 young = True
                 e.young = False
-        await spin_unlock(self.mmu_lock, label="kvm_age_hva: spin_unlock(kvm->mmu_lock)")
+        await spin_unlock(self.mmu_lock, label=f"{what}: spin_unlock(kvm->mmu_lock)")
         return young
+
+    async def clear_flush_young(self, mm: Any, address: int) -> bool:
+        """kvm_age_hva: test and clear the accessed bit of the sptes."""
+        return await self._age_gfns(self._gfns(address, address + 1), "kvm_age_hva")
 
     async def clear_young(self, mm: Any, start: int, end: int) -> bool:
         """kvm_mmu_notifier_clear_young (4.3): clear the sptes' accessed bits
         of [start, end) without flushing the guest TLB (idle page tracking)."""
-        gfns = self._gfns(start, end)
-        await spin_lock(self.mmu_lock, label="kvm_age_hva (no flush): spin_lock(kvm->mmu_lock)")
-        await step("kvm_age_hva (no flush)", writes=tuple(self.tlb.slot(g) for g in gfns))
-        young = False
-        for g in gfns:
-            e = self.tlb.entries.get(g)
-            if e is not None and e.young:
-                young = True
-                e.young = False
-        await spin_unlock(self.mmu_lock,
-                          label="kvm_age_hva (no flush): spin_unlock(kvm->mmu_lock)")
-        return young
+        return await self._age_gfns(self._gfns(start, end), "kvm_age_hva (no flush)")
 
     async def test_young(self, mm: Any, address: int) -> bool:
         gfns = self._gfns(address, address + 1)

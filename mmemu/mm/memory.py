@@ -810,17 +810,23 @@ YOUNG_NO_NOTIFY = mmemu.register_mutant(
         "ptep_clear_flush_young, as a removed step) aging only sees the CPU's accesses.")
 
 
+def _ptep_test_and_clear_young(mm: MmStruct, address: int) -> bool:
+    """The pte's own accessed bit: test and clear (inside the caller's step,
+    which writes the pte key; the caller holds the PTL)."""
+    pte = pte_get(mm, address)
+    if pte is not None and pte.present and pte.young:
+        set_pte_at(mm, address, pte.replace(young=False))
+        return True
+    return False
+
+
 async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool:
     """Test and clear the accessed bit of the pte and of every secondary MMU
     (->clear_flush_young: clear, and flush the secondary TLB so that the next
     access sets it again).  Caller holds the PTL."""
     mm = vma.vm_mm
     await step("ptep_clear_flush_young", writes=(pte_key(mm, address),))
-    pte = pte_get(mm, address)
-    young = False
-    if pte is not None and pte.present and pte.young:
-        young = True
-        set_pte_at(mm, address, pte.replace(young=False))
+    young = _ptep_test_and_clear_young(mm, address)
     if not mmemu.mutant(YOUNG_NO_NOTIFY) and \
             await mmu_notifier.mmu_notifier_clear_flush_young(mm, address):
         reach(SECONDARY_YOUNG)
@@ -835,11 +841,7 @@ async def ptep_clear_young_notify(vma: VmAreaStruct, address: int) -> bool:
     holds the PTL."""
     mm = vma.vm_mm
     await step("ptep_test_and_clear_young", writes=(pte_key(mm, address),))
-    pte = pte_get(mm, address)
-    young = False
-    if pte is not None and pte.present and pte.young:
-        young = True
-        set_pte_at(mm, address, pte.replace(young=False))
+    young = _ptep_test_and_clear_young(mm, address)
     if await mmu_notifier.mmu_notifier_clear_young(mm, address, address + PAGE_SIZE):
         young = True
     return young

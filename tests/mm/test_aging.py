@@ -10,16 +10,13 @@ from typing import Any
 import pytest
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.drivers.kvm import KvmDriver
-from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.khugepaged import khugepaged_scan_referenced
-from mmemu.mm.memory import fault_in, pte_get, set_pte_at
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.memory import pte_get, set_pte_at
 from mmemu.mm.page import PG_referenced
 from mmemu.mm.page_idle import page_idle_bitmap_read, page_idle_bitmap_write
 from mmemu.testing import force
-from tests.mm.test_fork import labels, run_setup
+from tests.mm._helpers import anon_mm, labels, run_setup
 
 KVM = {"driver": "kvm"}
 
@@ -53,13 +50,8 @@ def test_young_no_notify_is_caught_minimally(api: str | None) -> None:
 
 
 async def _guest_page(sim: Any, api: str) -> tuple[Any, Any, Any, int]:
-    kernel = boot_checked(sim, npages=8, api=api)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
+    kernel, mm, vma = await anon_mm(sim, api=api)
     a = vma.vm_start
-    await fault_in(mm, a, write=True)
     pte = pte_get(mm, a)
     assert pte is not None and pte.page is not None
     set_pte_at(mm, a, pte.replace(young=False))

@@ -16,17 +16,7 @@ from mmemu.mm.memory import fault_in, pte_get
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap, mm_alloc
 from mmemu.mm.filemap import AddressSpace
 from mmemu.testing import force
-
-
-def labels(outcome: mmemu.Outcome, cpu_name: str) -> list[str]:
-    tr = outcome.trace
-    return [e.label for e in tr.events if tr.cpu_name(e.cpu) == cpu_name]
-
-
-def run_setup(fn: Any) -> None:
-    """Run a scenario made of setup code only (no CPUs); its checks must hold."""
-    res = mmemu.explore(fn, strategy="dfs", executions=1)
-    assert res.failure is None, res.failure.report()
+from tests.mm._helpers import labels, run_setup
 
 
 # ------------------------------------------------------------- the copy

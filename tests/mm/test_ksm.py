@@ -9,28 +9,20 @@ from typing import Any
 import pytest
 
 import mmemu
-from mmemu.check import boot_checked
-from mmemu.kernel.locking import down_read, down_write, up_read, up_write
+from mmemu.kernel.locking import down_read, up_read
 from mmemu.mm.ksm import ksm_make_stable, ksm_merge_page
 from mmemu.mm.memory import fault_in, get_user_pages, pte_get
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.mmap import PAGE_SIZE
 from mmemu.mm.page import PageKsm, put_page
 from mmemu.testing import force
-from tests.mm.test_fork import labels, run_setup
+from tests.mm._helpers import anon_mm, labels, run_setup
 
 KVM = {"driver": "kvm"}
 
 
 async def _two_pages(sim: Any) -> tuple[Any, Any, int, int]:
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
-    await fault_in(mm, a0, write=True)
-    await fault_in(mm, a1, write=True)
-    return mm, vma, a0, a1
+    kernel, mm, vma = await anon_mm(sim, 2)
+    return mm, vma, vma.vm_start, vma.vm_start + PAGE_SIZE
 
 
 def test_merge_points_the_pte_at_the_ksm_page_and_frees_the_old_page() -> None:

@@ -8,23 +8,16 @@ from typing import Any
 import pytest
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.drivers.kvm import KvmDriver
-from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.memory import fault_in, pte_get
-from mmemu.mm.mmap import EINVAL, ENOMEM, PAGE_SIZE, VM_LOCKED, VM_READ, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.mmap import EINVAL, ENOMEM, PAGE_SIZE, VM_LOCKED
 from mmemu.races.mm import check_page_refs
-from tests.mm.test_fork import run_setup
+from tests.mm._helpers import anon_mm, run_setup
 
 
 async def _anon(sim: Any, npages: int = 2) -> tuple[Any, Any, Any]:
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, npages * PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    return kernel, mm, vma
+    return await anon_mm(sim, npages, faulted=0)
 
 
 def test_dontneed_drops_the_pages_and_keeps_the_vma() -> None:
@@ -82,7 +75,7 @@ def test_dontneed_vs_a_guest_fault_passes_exhaustively() -> None:
 
 def test_the_guest_retries_when_gup_ran_before_the_zap() -> None:
     from mmemu.testing import force
-    from tests.mm.test_fork import labels
+    from tests.mm._helpers import labels
     out = force(_dontneed_vs_fault, [
         ("kvm", "2. gfn_to_pfn: up_read(mmap_sem)"),
         ("madvise", "B. kvm->mmu_notifier_count++"),

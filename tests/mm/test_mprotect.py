@@ -25,7 +25,7 @@ from mmemu.mm.mmap import (
 )
 from mmemu.mm.mprotect import PROT_READ, PROT_WRITE, sys_mprotect
 from mmemu.testing import force
-from tests.mm.test_fork import labels, run_setup
+from tests.mm._helpers import labels, run_setup
 
 KVM = {"driver": "kvm"}
 

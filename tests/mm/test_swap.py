@@ -9,27 +9,21 @@ from typing import Any
 import pytest
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.fork import dup_mm
 from mmemu.mm.memory import fault_in, pte_get
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, do_munmap, mm_alloc
+from mmemu.mm.mmap import PAGE_SIZE, do_munmap
 from mmemu.mm.page import PG_swapcache
 from mmemu.mm.swap_state import swapper_space
 from mmemu.mm.swapfile import swap_count
 from mmemu.mm.vmscan import lru_cache_add, reclaim_page
 from mmemu.testing import force
-from tests.mm.test_fork import labels, run_setup
+from tests.mm._helpers import anon_mm, labels, run_setup
 
 
 async def _anon_page(sim: Any) -> tuple[Any, Any, int, Any]:
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
+    kernel, mm, vma = await anon_mm(sim)
     a = vma.vm_start
-    await fault_in(mm, a, write=True)
     pte = pte_get(mm, a)
     assert pte is not None and pte.page is not None
     from mmemu.mm.memory import set_pte_at

@@ -6,27 +6,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.drivers.kvm import KvmDriver
-from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
-from mmemu.mm.memory import fault_in
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.mmap import PAGE_SIZE
 from mmemu.testing import force
-from tests.mm.test_fork import labels
+from tests.mm._helpers import anon_mm, labels
 
 
 async def _detach_vs_zap(sim: Any) -> None:
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
+    kernel, mm, vma = await anon_mm(sim)
     a = vma.vm_start
-    await fault_in(mm, a, write=True)
     kvm = KvmDriver()
     assert await kvm.attach(kernel, mm) == 0
     assert await kvm.fault(a, True)
