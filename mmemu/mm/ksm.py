@@ -142,8 +142,11 @@ async def write_protect_page(vma: VmAreaStruct, page: Page) -> Pte | None:
                 if page._mapcount.counter + 1 + 1 + swapped != page._count.counter:
                     # O_DIRECT or a GUP holder: give the pte back as it was
                     reach(PINNED)
-                    await step("W2. pinned: set_pte_at(entry)", writes=(k,))
-                    set_pte_at(mm, addr, entry)
+                    if modern:
+                        await step("W2. pinned: set_pte_at(entry)", writes=(k,))
+                        set_pte_at(mm, addr, entry)
+                    else:  # 2.6.32 gives the pte back with set_pte_at_notify
+                        await set_pte_at_notify(vma, addr, entry, label="W2. pinned")
                 else:
                     # modern also makes it clean (set_page_dirty first: anon
                     # pages have no writeback in the model)

@@ -72,7 +72,7 @@ def test_guest_gup_before_the_pin_check_stops_the_merge() -> None:
     ], params=KVM)
     assert out.failure is None, out.failure.report()
     k = labels(out, "ksmd")
-    assert "W2. pinned: set_pte_at(entry)" in k
+    assert "W2. pinned: set_pte_at" in k
     assert "R1. pte_same(*ptep, orig_pte)?" not in k
 
 
