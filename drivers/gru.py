@@ -259,19 +259,35 @@ async def _modern_range_end(mn: MmuNotifier, range: MmuNotifierRange) -> None:
 
 def gru_alloc_notifier(mm: Any) -> MmuNotifier:
     """->alloc_notifier: a new gru_mm_struct for ``mm`` (kzalloc)."""
-    return GruMmStruct(GRU_MMUOPS, name=f"gms({getattr(mm, '__mmemu_name__', 'mm')})")
+    return GruMmStruct(gru_mmuops(mm.kernel), name=f"gms({getattr(mm, '__mmemu_name__', 'mm')})")
 
 
 def gru_free_notifier(mn: MmuNotifier) -> None:
     """->free_notifier (kfree), run by mmu_notifier_put's SRCU callback."""
 
 
-#: static const struct mmu_notifier_ops gru_mmuops (modern): one table for
-#: every GRU context, so that mmu_notifier_get finds the mm's gms
-GRU_MMUOPS = MmuNotifierOps(invalidate_range_start=_modern_range_start,
-                            invalidate_range_end=_modern_range_end,
-                            alloc_notifier=gru_alloc_notifier,
-                            free_notifier=gru_free_notifier)
+def _new_gru_mmuops() -> MmuNotifierOps:
+    return MmuNotifierOps(invalidate_range_start=_modern_range_start,
+                          invalidate_range_end=_modern_range_end,
+                          alloc_notifier=gru_alloc_notifier,
+                          free_notifier=gru_free_notifier)
+
+
+#: the shape of gru_mmuops (modern), for reading; the table the emulated
+#: kernel uses is gru_mmuops(kernel)
+GRU_MMUOPS = _new_gru_mmuops()
+
+
+def gru_mmuops(kernel: Any) -> MmuNotifierOps:
+    """``static const struct mmu_notifier_ops gru_mmuops`` of one emulated
+    machine: one table for every GRU context (mmu_notifier_get finds the
+    mm's gms by it), made afresh for each execution so that nothing a
+    scenario does to it outlives the execution."""
+    ops = kernel.data.get("gru_mmuops")
+    if ops is None:
+        ops = kernel.data["gru_mmuops"] = _new_gru_mmuops()
+    assert isinstance(ops, MmuNotifierOps)
+    return ops
 
 
 class GruDriver(Driver):
@@ -287,6 +303,8 @@ class GruDriver(Driver):
     #: generations whose gru_mmuops have no ->release (notifier:exit-vs-reclaim
     #: does not take them: see "Not modelled" in the module docstring)
     no_release_apis = ("modern",)
+    #: generations whose detach is mmu_notifier_unregister (modern: _put)
+    unregister_apis = ("2.6.27",)
 
     def __init__(self) -> None:
         super().__init__()
@@ -330,13 +348,15 @@ class GruDriver(Driver):
         self.check_api(kernel)
         register_tlb(kernel, self.tlb)
         await down_write(mm.mmap_sem, label="gru_alloc_gts: down_write(mmap_sem)")
-        ret = await mmu_notifier_get_locked(GRU_MMUOPS, mm)
+        ret = await mmu_notifier_get_locked(gru_mmuops(kernel), mm)
         await up_write(mm.mmap_sem, label="gru_alloc_gts: up_write(mmap_sem)")
         if isinstance(ret, int):
             return ret
         assert isinstance(ret, GruMmStruct)
         await step("gru_alloc_gts: gts->ts_gms = gms", writes=(ret,))
         self.gms = ret
+        if ret.owner is None:
+            ret.owner = self  # the context that allocated it
         ret.contexts.append(self.gts)
         ret.drivers.append(self)
         return 0
@@ -465,6 +485,6 @@ class GruDriver(Driver):
         return True
 
 
-__all__ = ["GRU_MMUOPS", "GruDriver", "GruMmStruct", "GruThreadState", "NO_DROPIN_DROP",
+__all__ = ["GRU_MMUOPS", "GruDriver", "gru_mmuops", "GruMmStruct", "GruThreadState", "NO_DROPIN_DROP",
            "NO_RANGE_ACTIVE", "gru_alloc_notifier", "gru_flush_tlb_range", "gru_free_notifier",
            "gru_invalidate_range_end", "gru_invalidate_range_start"]

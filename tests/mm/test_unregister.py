@@ -35,7 +35,7 @@ def test_detach_releases_then_waits_for_a_walker_inside_range_start() -> None:
     ])
     assert out.failure is None, out.failure.report()
     d = labels(out, "detach")
-    assert d.index("release: kvm_mmu_zap_all") < d.index("2. hlist_del_rcu")
+    assert d.index("release: kvm_mmu_zap_all") < d.index("2. hlist_del_init_rcu")
     assert "synchronize_srcu(mmu_notifier_srcu): cpu0 left its read section" in d
     # the walker read the list before the unhash: it still calls KVM's callbacks
     m = labels(out, "madvise")
