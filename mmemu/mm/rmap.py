@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mmemu
 from mmemu.engine._execution import current_simulation, span, step
 from mmemu.kernel.atomic import atomic_add_return
 from mmemu.kernel.locking import spin_lock, spin_unlock
@@ -90,6 +91,21 @@ from mmemu.mm.page import (
 SWAP_SUCCESS = 0
 SWAP_AGAIN = 1
 SWAP_FAIL = 2
+
+NO_I_MMAP_LOCK = mmemu.register_mutant(
+    "rmap:try-to-unmap-no-i-mmap-lock",
+    "try_to_unmap_file walks mapping->i_mmap without i_mmap_lock",
+    caught_as="KvmBug (mmu_notifier_register hashed the notifier between try_to_unmap_one's "
+              "invalidate_range_start and range_end: KVM sees the end without its start)",
+    doc="mm_take_all_locks 'locks against the VM for all pte/vma/mm related operations that "
+        "could ever happen on a certain mm.  This includes vmtruncate, try_to_unmap, and all "
+        "page faults' -- for try_to_unmap of a file page, through the i_mmap_lock its rmap "
+        "walk holds.  Since try_to_unmap_one brackets the pte clear with "
+        "invalidate_range_start/end (4.13, the modern generation), a walk without "
+        "i_mmap_lock lets mmu_notifier_register hash a notifier between the two: the driver "
+        "gets an end whose start it never saw (KVM: mmu_notifier_count goes negative).  The "
+        "lock also keeps the vmas the walk visits from being freed (munmap's "
+        "unlink_file_vma takes it), which the model does not check.")
 
 
 def page_mapped(page: Page) -> bool:
@@ -268,14 +284,17 @@ async def try_to_unmap_file(page: Page, migration: bool) -> int:
     ret = SWAP_AGAIN
     if mapping is None:
         return ret
-    await spin_lock(mapping.i_mmap_lock, label="1. try_to_unmap_file: spin_lock(i_mmap_lock)")
+    locked = not mmemu.mutant(NO_I_MMAP_LOCK)
+    if locked:
+        await spin_lock(mapping.i_mmap_lock, label="1. try_to_unmap_file: spin_lock(i_mmap_lock)")
     await step("1. walk i_mmap", reads=((mapping, "i_mmap"),))
     for vma in list(mapping.i_mmap):
         ret = await try_to_unmap_one(page, vma, migration)
         await step("page_mapped?", reads=(page._mapcount,))
         if ret == SWAP_FAIL or not page_mapped(page):
             break
-    await spin_unlock(mapping.i_mmap_lock, label="try_to_unmap_file: spin_unlock(i_mmap_lock)")
+    if locked:
+        await spin_unlock(mapping.i_mmap_lock, label="try_to_unmap_file: spin_unlock(i_mmap_lock)")
     return ret
 
 
@@ -365,7 +384,7 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
 
 
 __all__ = [
-    "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
+    "NO_I_MMAP_LOCK", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
     "page_add_new_anon_rmap", "page_mapped", "page_referenced", "page_remove_rmap",
     "try_to_unmap", "try_to_unmap_anon", "try_to_unmap_file", "try_to_unmap_one",
 ]

@@ -62,6 +62,7 @@ from mmemu.mm.mmu_notifier import (
 )
 from mmemu.mm.oom_kill import oom_reap_task
 from mmemu.mm.truncate import vmtruncate
+from mmemu.mm.vmscan import reclaim_page
 from mmemu.races.mm import file_with_pages
 from mmemu.races.notifier import DRIVER_AXES, IncoherentTranslation, _hears_exit, guest, guest_fault
 
@@ -88,6 +89,7 @@ ITREE_NONBLOCK_ENDED = ("mmu_notifier: -EAGAIN: mn_itree_inv_end of the failed i
 ALL_LOCKS_WAITED = "mm_take_all_locks: waits for mm_all_locks_mutex (another registrant)"
 EINTR_AFTER_LOCKS = "mm_take_all_locks: -EINTR after taking some of the locks"
 ATTACH_EINTR = "the driver's attach failed with -EINTR"
+REGISTERED = "the driver registered and faulted"
 
 
 @attrs.define(eq=False)
@@ -231,6 +233,13 @@ def _brackets(params: dict[str, Any]) -> bool:
             and getattr(cls, "invalidate_range_end", None) is not None)
 
 
+def _modern_brackets(params: dict[str, Any]) -> bool:
+    """try_to_unmap_one brackets its pte clear only in the modern generation
+    (4.13+); only drivers that count brackets (or an interval tree) notice
+    a bracket split."""
+    return params.get("api") == "modern" and (_brackets(params) or _interval(params))
+
+
 def _any_or(test: Any) -> Any:
     """A mutant filter: combinations without a driver, or whose driver passes."""
     def applies(params: dict[str, Any]) -> bool:
@@ -238,14 +247,6 @@ def _any_or(test: Any) -> Any:
     return applies
 
 
-# Which combinations each core mutant of these suites can break (the mutant
-# lives in mm/, which knows no driver; see set_mutant_applies).
-for _name, _test in (("mmu_notifier:unregister-no-srcu", _unregisters),
-                     ("mmu_notifier:unregister-del-rcu", _unregisters),
-                     ("mmu_notifier:interval-remove-nowait", _interval),
-                     ("mmu_notifier:nonblock-no-end", _brackets),
-                     ("mmu_notifier:itree-nonblock-no-end", _interval)):
-    set_mutant_applies(_name, _any_or(_test))
 
 
 def _coherent_all(sim: Any, driver: Driver, mm: MmStruct) -> None:
@@ -554,6 +555,69 @@ async def two_registrants(sim: Any) -> None:
         _coherent_all(sim, g.driver, g.mm)
 
 
+# --------------------------------------------------- register vs reclaim
+
+
+@mmemu.scenario("notifier:register-vs-reclaim", axes=DRIVER_AXES, filter=supports_api,
+                max_preemptions=2,
+                catches=["rmap:try-to-unmap-no-i-mmap-lock"],
+                reaches=["vmscan: __remove_mapping froze and freed the page",
+                         REGISTERED])
+async def register_vs_reclaim(sim: Any) -> None:
+    """A driver registers (mm_take_all_locks) while reclaim unmaps a file page
+    of the mm.
+
+    CPU0 (shrink_page_list of file[0])           CPU1 (driver attach, then a fault
+                                                 on another file's page)
+    isolate_lru_page; trylock_page               1. down_write(mmap_sem)
+    1. try_to_unmap_file: spin_lock(i_mmap_lock) mutex_lock(&mm_all_locks_mutex)
+    try_to_unmap_one: (modern) range_start;      vm_lock_mapping: spin_lock_nest_lock
+       ptep_clear_flush (+ invalidate_page,         (waits while CPU0 holds i_mmap_lock)
+       2.6.27); (modern) range_end               4. hlist_add_head_rcu; drop all locks
+    try_to_unmap_file: spin_unlock(i_mmap_lock)  5. up_write(mmap_sem)
+    __remove_mapping: freeze, remove; free       guest fault on file2[0]; access
+
+    The rmap walk holds i_mmap_lock from before try_to_unmap_one's
+    range_start to after its range_end, and mm_take_all_locks takes that
+    lock: the registration lands before the bracket (the driver sees start
+    and end) or after it (it sees neither).
+
+    There is 1 critical interleaving that matters:
+    - the registration's vm_lock_mapping while CPU0 is inside the bracket:
+      it waits for i_mmap_lock.  A walk without the lock (mutant
+      ``rmap:try-to-unmap-no-i-mmap-lock``) lets the notifier be hashed
+      between range_start and range_end: the driver gets an end without its
+      start (KVM: BUG_ON(mmu_notifier_count < 0); GRU's and HMM's counts go
+      negative and their next fault waits forever).
+    Harmless: the registration before CPU0 takes i_mmap_lock (both brackets
+    delivered) or after it drops it; in the 2.6.27 generation there is no
+    bracket (invalidate_page is one call), so the registration can land
+    anywhere in the walk.
+
+    At the end: the driver is attached, and its translation maps the page
+    the pte maps.
+    """
+    g = await guest(sim, kind="shared", attach=False)
+    other = AddressSpace(g.kernel, "file2", i_size=PAGE_SIZE)
+    await down_write(g.mm.mmap_sem)
+    ovma = await do_mmap(g.mm, 0, PAGE_SIZE, VM_READ | VM_WRITE | VM_SHARED, file=other, pgoff=0)
+    await up_write(g.mm.mmap_sem)
+    await fault_in(g.mm, ovma.vm_start, write=False)
+    pte = pte_get(g.mm, ovma.vm_start)
+    assert pte is not None and pte.page is not None
+    from mmemu.races.notifier import Guest
+    g2 = Guest(g.kernel, g.mm, other, ovma.vm_start, pte.page, g.driver)
+    async with sim.cpus() as cpus:
+        cpus.start(reclaim_page, g.page, name="kswapd")
+        cpus.start(_attach_and_note, g2, name=g.driver.name)
+    _coherent_all(sim, g.driver, g.mm)
+
+
+async def _attach_and_note(g: Any) -> None:
+    await _register_and_fault(g)
+    reach(REGISTERED)
+
+
 # ------------------------------------- nested invalidations of a range
 
 
@@ -751,6 +815,17 @@ async def take_all_locks_eintr(sim: Any) -> None:
         sim.check(not hashed and not g.driver.tlb.keys(),
                   f"{g.driver.name}: attach failed with -EINTR but the driver is registered")
     _coherent_all(sim, g.driver, mm)
+
+
+# Which combinations each core mutant of these suites can break (the mutant
+# lives in mm/, which knows no driver; see set_mutant_applies).
+for _name, _test in (("mmu_notifier:unregister-no-srcu", _unregisters),
+                     ("mmu_notifier:unregister-del-rcu", _unregisters),
+                     ("mmu_notifier:interval-remove-nowait", _interval),
+                     ("mmu_notifier:nonblock-no-end", _brackets),
+                     ("mmu_notifier:itree-nonblock-no-end", _interval),
+                     ("rmap:try-to-unmap-no-i-mmap-lock", _modern_brackets)):
+    set_mutant_applies(_name, _any_or(_test))
 
 
 __all__ = ["NotifierWatch", "SignalIgnored", "UserptrNotifier", "count_sections",

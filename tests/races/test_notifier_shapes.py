@@ -25,7 +25,8 @@ load_builtin()
 
 SUITES = ["notifier:unregister-vs-exit", "notifier:unregister-vs-invalidate",
           "notifier:two-notifiers-nonblock", "notifier:two-registrants",
-          "notifier:range-nested", "notifier:take-all-locks-eintr"]
+          "notifier:range-nested", "notifier:take-all-locks-eintr",
+          "notifier:register-vs-reclaim"]
 KVM = {"driver": "kvm"}
 KVM_MODERN = {"driver": "kvm", "api": "modern"}
 
@@ -84,6 +85,7 @@ CAUGHT = [
     ("notifier:range-nested", "kvm:zap-first-page-only", KVM, "FreedPageStillMapped"),
     ("notifier:take-all-locks-eintr", "mmap:ignore-signals", {"driver": "gru"}, "SignalIgnored"),
     ("notifier:take-all-locks-eintr", "mmap:eintr-leak", KVM, ("LockHeldAtExit", "Deadlock")),
+    ("notifier:register-vs-reclaim", "rmap:try-to-unmap-no-i-mmap-lock", KVM_MODERN, "KvmBug"),
 ]
 
 
@@ -105,6 +107,9 @@ def test_core_mutants_apply_only_where_they_can_break_something() -> None:
     assert not get_mutant("mmu_notifier:itree-nonblock-no-end").applies_to(KVM_MODERN)
     assert not get_mutant("mmu_notifier:interval-remove-nowait").applies_to(KVM)
     assert get_mutant("mmu_notifier:interval-remove-nowait").applies_to({"api": "modern"})
+    # try_to_unmap_one brackets its pte clear only in the modern generation
+    assert not get_mutant("rmap:try-to-unmap-no-i-mmap-lock").applies_to(KVM)
+    assert get_mutant("rmap:try-to-unmap-no-i-mmap-lock").applies_to(KVM_MODERN)
 
 
 # ------------------------------------------------------ unregister vs exit
@@ -311,10 +316,46 @@ def test_a_signal_after_the_last_test_lets_the_registration_complete() -> None:
     assert "B. kvm->mmu_notifier_count++" in labels(out, "truncate")
 
 
+# ------------------------------------------------------ register vs reclaim
+
+
+def test_registration_waits_for_the_rmap_walks_i_mmap_lock() -> None:
+    out = force("notifier:register-vs-reclaim", [
+        ("kswapd", "1. try_to_unmap_file: spin_lock(i_mmap_lock)"),
+        ("kvm", "vm_lock_mapping: spin_lock_nest_lock(&mapping->i_mmap_lock)"),
+        ("kswapd", "try_to_unmap_file: spin_unlock(i_mmap_lock)"),
+    ], params=KVM_MODERN)
+    assert out.failure is None, out.failure.report()
+    t = out.trace
+    order = [(t.cpu_name(e.cpu), e.label) for e in t.events]
+    assert order.index(("kswapd", "try_to_unmap_file: spin_unlock(i_mmap_lock)")) < \
+        order.index(("kvm", "spin_lock(file.i_mmap_lock) acquired"))
+    ks = labels(out, "kswapd")
+    assert "B. kvm->mmu_notifier_count++" not in ks and "C. kvm->mmu_notifier_count--" not in ks
+
+
+def test_registration_before_the_walk_sees_both_ends_of_the_bracket() -> None:
+    out = force("notifier:register-vs-reclaim", [
+        ("kvm", "5. up_write(mmap_sem)"), ("kswapd", "trylock_page(page0)"),
+    ], params=KVM_MODERN)
+    assert out.failure is None, out.failure.report()
+    ks = labels(out, "kswapd")
+    assert "B. kvm->mmu_notifier_count++" in ks and "C. kvm->mmu_notifier_count--" in ks
+
+
+def test_a_walk_without_i_mmap_lock_lets_register_split_the_bracket() -> None:
+    out = force("notifier:register-vs-reclaim", [
+        ("kswapd", "mmu_notifier_invalidate_range_start: mm_has_notifiers"),
+        ("kvm", "5. up_write(mmap_sem)"),
+    ], params=KVM_MODERN, mutants=["rmap:try-to-unmap-no-i-mmap-lock"])
+    assert out.failure is not None and out.failure.kind == "KvmBug"
+
+
 def test_the_new_mutants_are_documented() -> None:
     for name in ("mmu_notifier:unregister-no-srcu", "mmu_notifier:unregister-del-rcu",
                  "mmu_notifier:nonblock-no-end", "mmu_notifier:itree-nonblock-no-end",
-                 "mmap:no-all-locks-mutex", "mmap:ignore-signals", "kvm:zap-first-page-only"):
+                 "mmap:no-all-locks-mutex", "mmap:ignore-signals", "kvm:zap-first-page-only",
+                 "rmap:try-to-unmap-no-i-mmap-lock"):
         m = get_mutant(name)
         assert m.summary and m.caught_as and m.doc
         assert any(name in get_scenario(s).catches for s in SUITES)
