@@ -184,3 +184,32 @@ def test_ctrl_c_keeps_what_was_found(tmp_path: Path) -> None:
     first, second = stop.value.results
     assert first is not None and first.status == "unreached"
     assert second is None or second.status == "interrupted"
+
+
+def test_ctrl_c_on_the_command_prints_what_was_found(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "mmemu", "mutate", "--driver", SEQ, "--suite",
+           "notifier:munmap-vs-fault", "--fuzz", "0", "--mutant", ACTIVE,
+           "--mutant", "*invalidate_range_end:*"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=tmp_path)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if line.startswith("[1/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    out, err = proc.communicate(timeout=120)
+    assert f"[1/7] {ACTIVE}: caught" in "".join(seen)
+    # what finished is reported (a mutant may finish while the signal is
+    # on its way), the rest is listed as not run; 130 unless a survivor
+    # was already found
+    assert "not run (interrupted): sample_drivers:SeqDriver.invalidate_range_end:" in out
+    assert f"{ACTIVE}" in out and "caught" in out
+    summary = next(ln for ln in out.splitlines() if ln.startswith("mutation score:"))
+    assert " not run" in summary and "caught" in summary
+    assert proc.returncode == (1 if "SURVIVED" in out else 130), out + err
