@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/mutation.py [--jobs N] [--module PATH]... [--operator OP]...
                                     [--suite GLOB]... [--timeout S] [--json FILE]
+                                    [--jsonl FILE]
 
 Mutates ``mmemu/mm/*.py``, ``mmemu/kernel/locking.py`` and ``drivers/*.py``
 with every operator of ``mmemu.mutate`` (drop a lock/unlock pair, a seq or
@@ -146,6 +147,8 @@ def main() -> int:
     ap.add_argument("--fuzz", type=int, default=0,
                     help="random fuzz workloads for each mutant the main job misses (default 0)")
     ap.add_argument("--json", default=None, help="write every verdict to this file")
+    ap.add_argument("--jsonl", default=None,
+                    help="append each verdict to this file as it comes (one JSON object a line)")
     ap.add_argument("--list", action="store_true", help="list the mutants only")
     args = ap.parse_args()
 
@@ -162,15 +165,26 @@ def main() -> int:
         return 0
     print(f"# mutation benchmark: {len(modules)} files, {len(runs)} main-job runs per mutant "
           f"at most, jobs={args.jobs}", flush=True)
+    stream = open(args.jsonl, "a", encoding="utf-8") if args.jsonl else None
+
+    def on_result(r: MutantResult) -> None:
+        if stream is not None:
+            stream.write(json.dumps(r.to_json()) + "\n")
+            stream.flush()
+
     try:
         report = mutate_modules(
             [str(m) for m in modules], runs=runs, operators=args.operator or None,
             exclude=EXCLUDE, select=args.mutant,
             budget=Budget(timeout=args.timeout, fuzz=args.fuzz),
-            jobs=args.jobs, progress=lambda line: print(line, file=sys.stderr, flush=True))
+            jobs=args.jobs, progress=lambda line: print(line, file=sys.stderr, flush=True),
+            on_result=on_result)
     except MutationError as exc:
         print(f"mutation.py: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if stream is not None:
+            stream.close()
     results = list(report.results)
     print(f"baseline (unmutated main job): {report.baseline_s:.1f}s; "
           f"total {time.perf_counter() - started:.0f}s" +

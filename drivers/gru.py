@@ -342,6 +342,11 @@ class GruDriver(Driver):
         Modern: gru_register_mmu_notifier -- mmu_notifier_get_locked under
         mmap_sem for write: the mm's gms, allocated by the first context."""
         self.kernel = kernel
+        # the modern detach is mmu_notifier_put, which does not wait for
+        # walkers (the gms is freed after an SRCU grace period): a callback
+        # may still run after it returned.  Per instance: the class flag
+        # (workloads' get/put operations) stays off.
+        self.notifier_get = self._modern()
         if not self._modern():
             return await super().attach(kernel, mm)
         self.mm = mm

@@ -213,3 +213,20 @@ def test_ctrl_c_on_the_command_prints_what_was_found(tmp_path: Path) -> None:
     summary = next(ln for ln in out.splitlines() if ln.startswith("mutation score:"))
     assert " not run" in summary and "caught" in summary
     assert proc.returncode == (1 if "SURVIVED" in out else 130), out + err
+
+
+def test_fuzzer_draws_no_exit_for_a_driver_that_never_hears_it() -> None:
+    """Modern GRU has no ->release: exit_mmap unhashes its gms before the
+    unmap, so nothing ends its TLB entries before the pages are freed (the
+    kernel's answer is the device vma's close, not modelled; drivers/gru.py).
+    Like notifier:exit-vs-reclaim, the fuzzer leaves `exit` out there, and
+    only there -- otherwise `mmemu mutate --driver gru` could not use it."""
+    from mmemu.workload._generate import GenSettings, generate
+
+    def exits(api: str) -> int:
+        settings = GenSettings(("gru",), api=api)
+        return sum(op.name == "exit" for i in range(150)
+                   for ops in generate(0, i, settings).cpus for op in ops)
+
+    assert exits("modern") == 0
+    assert exits("2.6.27") > 0
