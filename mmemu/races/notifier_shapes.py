@@ -33,7 +33,8 @@ from mmemu.engine._execution import current_simulation, reach, step, touch
 from mmemu.kernel.locking import down_read, down_write, up_read, up_write
 from mmemu.kernel.signal import current, send_sig
 from mmemu.mm.filemap import AddressSpace
-from mmemu.mm.memory import fault_in, pte_get, zap_page_range
+from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
+from mmemu.mm.memory import fault_in, pte_get
 from mmemu.mm.mmap import (
     EINTR,
     PAGE_SIZE,
@@ -44,7 +45,6 @@ from mmemu.mm.mmap import (
     MmStruct,
     do_mmap,
     exit_mmap,
-    find_vma,
     mm_alloc,
 )
 from mmemu.mm.mmu_notifier import (
@@ -622,15 +622,13 @@ async def _attach_and_note(g: Any) -> None:
 
 
 async def madvise_dontneed(mm: MmStruct, start: int, length: int) -> None:
-    """madvise(MADV_DONTNEED) of [start, start + length) (mm/madvise.c,
-    2.6.27): under mmap_sem for read, zap_page_range of the vma -- one
-    invalidate_range_start/end bracket around the zap and the frees."""
-    await down_read(mm.mmap_sem, label="madvise: down_read(mmap_sem)")
-    await step("madvise: find_vma", reads=((mm, "mmap"),))
-    vma = find_vma(mm, start)
-    if vma is not None and vma.vm_start <= start:
-        await zap_page_range(vma, start, min(length, vma.vm_end - start))
-    await up_read(mm.mmap_sem, label="madvise: up_read(mmap_sem)")
+    """madvise(MADV_DONTNEED) of [start, start + length): mm/madvise.py's
+    sys_madvise -- under mmap_sem for read, zap_page_range of each vma in
+    the range, one invalidate_range_start/end bracket around the zap and
+    the frees."""
+    ret = await sys_madvise(mm, start, length, MADV_DONTNEED)
+    current_simulation().check(ret == 0, f"madvise(MADV_DONTNEED) of a mapped range "
+                                         f"returned {ret}")
 
 
 def count_sections(driver: Driver) -> None:
