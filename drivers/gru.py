@@ -110,29 +110,37 @@ from collections.abc import Hashable
 from typing import Any
 
 import mmemu
-from mmemu.check.shadow_tlb import ShadowTLB, register_tlb
-from mmemu.driver import Driver, guarded
-from mmemu.engine._execution import step, touch
-from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_read, atomic_t
-from mmemu.kernel.locking import (
+from mmemu import step
+from mmemu.driver import (
+    Driver,
+    MmuNotifier,
+    MmuNotifierOps,
+    MmuNotifierRange,
+    Page,
+    ShadowTLB,
     WaitQueueHead,
+    atomic_dec_and_test,
+    atomic_inc,
+    atomic_read,
+    atomic_t,
     down_read,
     down_write,
+    find_vma,
+    get_user_pages,
+    guarded,
+    mmu_notifier_get_locked,
+    mmu_notifier_put,
+    pmd_key,
+    pte_get,
+    pte_key,
+    put_page,
+    register_tlb,
     up_read,
     up_write,
     wait_event,
     wake_up_all,
 )
-from mmemu.mm.memory import get_user_pages, pmd_key, pte_get, pte_key
-from mmemu.mm.mmap import find_vma
-from mmemu.mm.mmu_notifier import (
-    MmuNotifier,
-    MmuNotifierOps,
-    MmuNotifierRange,
-    mmu_notifier_get_locked,
-    mmu_notifier_put,
-)
-from mmemu.mm.page import Page, put_page
+from mmemu.lowlevel import touch
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT

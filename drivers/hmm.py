@@ -49,24 +49,36 @@ from collections.abc import Hashable
 from typing import Any
 
 import mmemu
-from mmemu.check.shadow_tlb import register_tlb
-from mmemu.driver import Driver
-from mmemu.engine._execution import step
-from mmemu.kernel.locking import SpinLock, down_read, spin_lock, spin_trylock, spin_unlock, up_read
-from mmemu.mm.memory import VM_FAULT_ERROR, handle_mm_fault, pmd_key, pte_get, pte_key
-from mmemu.mm.mmap import PAGE_SIZE, TASK_SIZE, VM_WRITE, find_vma
-from mmemu.mm.mmu_notifier import (
+from mmemu import step
+from mmemu.driver import (
+    PAGE_SIZE,
+    TASK_SIZE,
+    VM_FAULT_ERROR,
+    VM_WRITE,
+    Driver,
     MmuIntervalNotifier,
     MmuIntervalNotifierOps,
     MmuNotifierRange,
+    Page,
+    SpinLock,
+    down_read,
+    find_vma,
+    guarded,
+    handle_mm_fault,
     mmu_interval_notifier_insert,
     mmu_interval_notifier_remove,
     mmu_interval_read_begin,
     mmu_interval_read_retry,
     mmu_interval_set_seq,
     mmu_notifier_range_blockable,
+    pmd_key,
+    pte_get,
+    pte_key,
+    spin_lock,
+    spin_trylock,
+    spin_unlock,
+    up_read,
 )
-from mmemu.mm.page import Page
 
 NO_RETRY = mmemu.register_mutant(
     "hmm:no-retry",
@@ -110,10 +122,7 @@ class HmmMirror(Driver):
 
     async def attach(self, kernel: Any, mm: Any) -> int:
         """dmirror_fops_open: mmu_interval_notifier_insert over the mirror's range."""
-        self.kernel = kernel
-        self.mm = mm
-        self.check_api(kernel)
-        register_tlb(kernel, self.tlb)
+        self.bind(kernel, mm)
         return await mmu_interval_notifier_insert(self.notifier, mm, self.start, self.length,
                                                   self.notifier.ops)  # type: ignore[arg-type]
 
@@ -178,7 +187,6 @@ class HmmMirror(Driver):
     async def _invalidate(self, sub: MmuIntervalNotifier, range: MmuNotifierRange,
                           cur_seq: int) -> bool:
         """dmirror_interval_invalidate (steps A-C)."""
-        from mmemu.driver import guarded
         return bool(await guarded(self, "->invalidate", self.invalidate, sub, range, cur_seq))
 
     async def invalidate(self, sub: MmuIntervalNotifier, range: MmuNotifierRange,

@@ -61,11 +61,19 @@ from collections.abc import Hashable
 from typing import Any
 
 import mmemu
-from mmemu.driver import Driver
-from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import block, current_simulation, reach, step, wake_all
-from mmemu.kernel.locking import SpinLock, spin_lock, spin_unlock
-from mmemu.mm.page import Page, put_page
+from mmemu import InvariantViolation, step
+from mmemu.driver import (
+    Driver,
+    Page,
+    SpinLock,
+    down_read,
+    get_user_pages,
+    put_page,
+    spin_lock,
+    spin_unlock,
+    up_read,
+)
+from mmemu.lowlevel import block, current_simulation, reach, wake_all
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -186,8 +194,6 @@ class KvmDriver(Driver):
     async def gfn_to_pfn(self, gfn: int, write: bool) -> Page | None:
         """2. get_user_pages on the gfn's hva under mmap_sem for read: a
         referenced page, or None (bad_page: the address cannot be mapped)."""
-        from mmemu.kernel.locking import down_read, up_read
-        from mmemu.mm.memory import get_user_pages
         hva = self.gfn_to_hva(gfn)
         mm = self.mm
         await down_read(mm.mmap_sem, label="2. gfn_to_pfn: down_read(mmap_sem)")
@@ -351,6 +357,17 @@ class KvmDriver(Driver):
             if g in self.tlb.entries:
                 self.tlb.install(g, page, writable=False)
         await spin_unlock(self.mmu_lock, label="kvm_set_spte_hva: spin_unlock(kvm->mmu_lock)")
+
+    def check(self) -> None:
+        """The driver's invariant when nothing is in flight (the end of every
+        execution): while the notifier is registered, every range_start had
+        its range_end, so kvm->mmu_notifier_count is back to 0.  (A VM
+        unregistered between a start and its end never sees the end.)"""
+        if self.mn.hashed:
+            assert self.mmu_notifier_count == 0, (
+                f"kvm->mmu_notifier_count is {self.mmu_notifier_count} with nothing in flight: "
+                f"an invalidate_range_start never got its invalidate_range_end (guest faults "
+                f"on the range would retry forever)")
 
     def _dump_sptes(self) -> str:
         lines = [f"kvm: mmu_notifier_seq={self.mmu_notifier_seq} "

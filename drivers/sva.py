@@ -50,18 +50,22 @@ from collections.abc import Hashable
 from typing import Any
 
 import mmemu
-from mmemu.check.shadow_tlb import register_tlb
-from mmemu.driver import Driver, guarded
-from mmemu.engine._execution import step
-from mmemu.mm.memory import VM_FAULT_SIGBUS, fault_in, pmd_key, pte_get, pte_key
-from mmemu.mm.mmap import PAGE_SIZE
-from mmemu.mm.mmu_notifier import (
+from mmemu import step
+from mmemu.driver import (
+    PAGE_SIZE,
+    VM_FAULT_SIGBUS,
+    Driver,
     MmuNotifier,
     MmuNotifierOps,
+    Page,
+    fault_in,
+    guarded,
     mmu_notifier_get,
     mmu_notifier_put,
+    pmd_key,
+    pte_get,
+    pte_key,
 )
-from mmemu.mm.page import Page
 
 NO_FLUSH = mmemu.register_mutant(
     "sva:no-flush",
@@ -104,10 +108,7 @@ class SvaDevice(Driver):
 
     async def attach(self, kernel: Any, mm: Any) -> int:
         """iommu_sva_bind_device: mmu_notifier_get, then install the CD."""
-        self.kernel = kernel
-        self.mm = mm
-        self.check_api(kernel)
-        register_tlb(kernel, self.tlb)
+        self.bind(kernel, mm)
         ret = await mmu_notifier_get(self.ops, mm)
         if isinstance(ret, int):
             return ret
@@ -118,9 +119,9 @@ class SvaDevice(Driver):
 
     async def detach(self) -> None:
         """iommu_sva_unbind_device: the CD stops translating, flush, put."""
-        acc = self._zap_all_accesses()
         await step("arm_smmu_write_ctx_desc: CD cleared; flush the ASID",
-                   reads=acc["reads"] + (self.cd_key,), writes=acc["writes"] + (self.cd_key,))
+                   **self.tlb.zap_accesses(self.tlb.keys(), reads=(self.cd_key,),
+                                           writes=(self.cd_key,)))
         self.cd_live = False
         self.tlb.zap_all()
         if self.bond is not None:

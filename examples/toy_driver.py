@@ -36,11 +36,18 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.driver import Driver
-from mmemu.kernel.locking import SpinLock, down_read, spin_lock, spin_unlock, up_read
+from mmemu.driver import (
+    Driver,
+    Page,
+    SpinLock,
+    down_read,
+    get_user_pages,
+    put_page,
+    spin_lock,
+    spin_unlock,
+    up_read,
+)
 from mmemu.lowlevel import block, wake_all
-from mmemu.mm.memory import get_user_pages
-from mmemu.mm.page import Page, put_page
 
 PAGE_SIZE = 4096
 

@@ -174,6 +174,7 @@ from mmemu.mm.mmu_notifier import (
     mmu_interval_read_retry,
     mmu_interval_set_seq,
     mmu_notifier_get,
+    mmu_notifier_get_locked,
     mmu_notifier_put,
     mmu_notifier_range_blockable,
     mmu_notifier_register,
@@ -581,7 +582,8 @@ def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
     return load_driver(spec)()
 
 
-#: the driver-facing kernel API re-exported here (include/linux/*.h for a
+#: the driver-facing kernel API re-exported here (listed again in __all__,
+#: which mypy needs written out) (include/linux/*.h for a
 #: driver author): locks and waits, atomics, RCU/SRCU, pages, the mm
 #: helpers a fault path uses, and the mmu-notifier API of both generations
 KERNEL_API = [
@@ -596,7 +598,7 @@ KERNEL_API = [
     "down_read", "down_read_trylock", "down_write", "fault_in", "find_vma", "get_page",
     "get_page_unless_zero", "get_user_pages", "handle_mm_fault", "mmu_interval_notifier_insert",
     "mmu_interval_notifier_remove", "mmu_interval_read_begin", "mmu_interval_read_retry",
-    "mmu_interval_set_seq", "mmu_notifier_get", "mmu_notifier_put",
+    "mmu_interval_set_seq", "mmu_notifier_get", "mmu_notifier_get_locked", "mmu_notifier_put",
     "mmu_notifier_range_blockable", "mmu_notifier_register", "mmu_notifier_unregister",
     "mutex_lock", "mutex_trylock", "mutex_unlock", "page_site", "pmd_key", "pte_get", "pte_key",
     "put_page", "rcu_read_lock", "rcu_read_unlock", "spin_lock", "spin_trylock", "spin_unlock",
@@ -605,8 +607,26 @@ KERNEL_API = [
 ]
 
 __all__ = [
-    "CALLBACKS", "CallbackAfterDetach", "DEFAULT_DRIVER", "Driver", "DriverCheckFailed", "DriverError",
-    "DriverLoadError", "ENTRY_POINT_GROUP", "ShadowTLB", "Translation",
-    "available_drivers", "guarded", "load_driver", "new_driver", "register_driver",
-    "register_tlb", "supports_api", *KERNEL_API,
+    "CALLBACKS", "CallbackAfterDetach", "DEFAULT_DRIVER", "Driver", "DriverCheckFailed",
+    "DriverError", "DriverLoadError", "ENTRY_POINT_GROUP", "KERNEL_API", "ShadowTLB",
+    "Translation", "available_drivers", "guarded", "load_driver", "new_driver",
+    "register_driver", "register_tlb", "supports_api", "Completion", "EAGAIN",
+    "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
+    "MMU_NOTIFY_PROTECTION_PAGE", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE",
+    "MMU_NOTIFY_SOFT_DIRTY", "MMU_NOTIFY_UNMAP", "MmuIntervalNotifier",
+    "MmuIntervalNotifierOps", "MmuNotifier", "MmuNotifierOps", "MmuNotifierRange", "Mutex",
+    "PAGE_MASK", "PAGE_SHIFT", "PAGE_SIZE", "Page", "RwSemaphore", "SpinLock", "SrcuStruct",
+    "TASK_SIZE", "VM_FAULT_ERROR", "VM_FAULT_SIGBUS", "VM_WRITE", "WaitQueueHead",
+    "atomic_dec", "atomic_dec_and_test", "atomic_inc", "atomic_inc_not_zero",
+    "atomic_inc_return", "atomic_read", "atomic_set", "atomic_t", "complete", "complete_all",
+    "down_read", "down_read_trylock", "down_write", "fault_in", "find_vma", "get_page",
+    "get_page_unless_zero", "get_user_pages", "handle_mm_fault",
+    "mmu_interval_notifier_insert", "mmu_interval_notifier_remove", "mmu_interval_read_begin",
+    "mmu_interval_read_retry", "mmu_interval_set_seq", "mmu_notifier_get",
+    "mmu_notifier_get_locked", "mmu_notifier_put",
+    "mmu_notifier_range_blockable", "mmu_notifier_register", "mmu_notifier_unregister",
+    "mutex_lock", "mutex_trylock", "mutex_unlock", "page_site", "pmd_key", "pte_get",
+    "pte_key", "put_page", "rcu_read_lock", "rcu_read_unlock", "spin_lock", "spin_trylock",
+    "spin_unlock", "srcu_read_lock", "srcu_read_unlock", "synchronize_rcu", "synchronize_srcu",
+    "up_read", "up_write", "wait_event", "wait_for_completion", "wake_up_all",
 ]

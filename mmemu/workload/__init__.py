@@ -26,6 +26,7 @@ workloads), ``_shrink`` (workload shrinking), ``_fuzz`` (the fuzzer),
 ``_cli`` (``mmemu fuzz`` and ``mmemu run --workload``).
 """
 
+from mmemu.workload._fuzz import DEFAULT_TIME, FuzzResult, Plan, Progress, fuzz
 from mmemu.workload._ops import OPERATIONS, OpSpec, describe_operations
 from mmemu.workload._scenario import SCENARIO, explore_workload, workload_params
 from mmemu.workload._text import (
@@ -39,7 +40,7 @@ from mmemu.workload._text import (
 from mmemu.workload._world import IncoherentWorld, World
 
 __all__ = [
-    "DEFAULT_VMAS", "IncoherentWorld", "OPERATIONS", "Op", "OpSpec", "SCENARIO", "Workload",
-    "WorkloadError", "World", "describe_operations", "explore_workload", "parse_op",
-    "parse_workload", "workload_params",
+    "DEFAULT_TIME", "DEFAULT_VMAS", "FuzzResult", "IncoherentWorld", "OPERATIONS", "Op", "OpSpec",
+    "Plan", "Progress", "SCENARIO", "Workload", "WorkloadError", "World", "describe_operations",
+    "explore_workload", "fuzz", "parse_op", "parse_workload", "workload_params",
 ]

@@ -110,7 +110,7 @@ def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None =
     ``drivers`` / ``api`` put into the text when given."""
     import attrs
 
-    wl = parse_workload(workload) if isinstance(workload, str) else workload
+    wl = parse_workload(workload, check=False) if isinstance(workload, str) else workload
     if drivers is not None:
         wl = attrs.evolve(wl, drivers=tuple(drivers))
     if api is not None:

@@ -22,6 +22,9 @@ path: "tests/workload/fixtures.py:PinCacheDriver".
   the 2013 GRU/mmu_notifier_unregister race, 751efd8610d3).
 - ``LeakyCountDriver``: BUG caught by its own ``check()``: range_end
   forgets to drop its count of active ranges for multi-page ranges.
+- ``EagainDev``: correct.  A modern driver that fails a non-blockable start
+  with -EAGAIN when its mutex is busy, and checks that its starts and ends
+  balance.
 """
 
 from __future__ import annotations
@@ -30,18 +33,24 @@ from typing import Any
 
 import mmemu
 from mmemu.driver import (
+    EAGAIN,
     PAGE_SIZE,
     Driver,
+    Mutex,
     Page,
     SpinLock,
     down_read,
     get_user_pages,
+    mmu_notifier_range_blockable,
+    mutex_lock,
+    mutex_trylock,
+    mutex_unlock,
     put_page,
     spin_lock,
     spin_unlock,
     up_read,
 )
-from mmemu.lowlevel import block, wake_all
+from mmemu.lowlevel import block, reach, wake_all
 
 
 class SeqDriver(Driver):
@@ -260,3 +269,79 @@ class LeakyCountDriver(SeqDriver):
     def range_ended(self, start: int, end: int) -> None:
         if end - start == PAGE_SIZE:
             self.active -= 1
+
+
+class EagainDev(Driver):
+    """Correct.  A modern driver whose lock is a mutex: in a non-blockable
+    range (the OOM reaper) it only trylocks, and fails the start with -EAGAIN
+    when the lock is busy.  It counts its starts and ends; check() wants them
+    balanced: the core must end exactly the notifiers whose start succeeded."""
+
+    name = "eagain"
+    apis = ("modern",)
+    range_callbacks = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = Mutex(f"{self.name}->lock", "eagain->lock")
+        self.seq = 0
+        self.active = 0
+        self.starts = 0
+        self.ends = 0
+        self.seq_key = (self, "seq")
+        self.active_key = (self, "active")
+
+    async def fault(self, address: int, write: bool = False) -> bool:
+        key = self.key_of(address)
+        while True:
+            await mmemu.step("F1. seq", reads=(self.seq_key,))
+            seq = self.seq
+            await down_read(self.mm.mmap_sem, label="F2. down_read(mmap_sem)")
+            page = await get_user_pages(self.mm, address, write)
+            await up_read(self.mm.mmap_sem, label="F2. up_read(mmap_sem)")
+            if page is None:
+                return False
+            await mutex_lock(self.lock, label="F3. mutex_lock")
+            await mmemu.step("F4. retry?", reads=(self.seq_key, self.active_key))
+            ok = self.active == 0 and self.seq == seq
+            if ok:
+                await mmemu.step("F5. install", **self.tlb.install_accesses(key, page))
+                self.tlb.install(key, page, writable=write)
+            await mutex_unlock(self.lock, label="F6. mutex_unlock")
+            await put_page(page, label="F6. put_page")
+            if ok:
+                return True
+            while self.active:
+                await block(self.active_key, "F4. woken", reads=(self.active_key,))
+
+    async def invalidate_range_start(self, range: Any) -> int:
+        if mmu_notifier_range_blockable(range):
+            await mutex_lock(self.lock, label="B. mutex_lock")
+        elif not await mutex_trylock(self.lock, label="B. mutex_trylock (non-blockable)"):
+            reach("eagain: -EAGAIN")
+            return -EAGAIN
+        keys = [k for k in self.tlb.keys() if isinstance(k, int) and range.start <= k < range.end]
+        await mmemu.step("B. starts++; active++; zap",
+                         **self.tlb.zap_accesses(keys, writes=(self.active_key,)))
+        self.starts += 1
+        self.active += 1
+        for k in keys:
+            self.tlb.zap(k)
+        await mutex_unlock(self.lock, label="B. mutex_unlock")
+        return 0
+
+    async def invalidate_range_end(self, range: Any) -> None:
+        await mmemu.step("C. ends++; seq++; active--; wake",
+                         writes=(self.seq_key, self.active_key))
+        self.ends += 1
+        self.seq += 1
+        self.active -= 1
+        wake_all(self.active_key)
+
+    async def release(self, mm: Any) -> None:
+        await mmemu.step("R. zap all", **self.tlb.zap_accesses(self.tlb.keys()))
+        self.tlb.zap_all()
+
+    def check(self) -> None:
+        if self.mn.hashed:
+            assert self.starts == self.ends, f"{self.starts} starts but {self.ends} ends"

@@ -109,3 +109,32 @@ def test_a_second_cache_is_watched() -> None:
         register_driver("forgetful-hwtlb", old)
     assert res.failure is not None
     assert "forgetful.hw va" in res.failure.message, res.failure.message
+
+
+@pytest.mark.parametrize("order", ["kvm,EAGAIN", "EAGAIN,kvm"])
+def test_a_failed_nonblockable_start_ends_exactly_the_notifiers_that_started(order: str) -> None:
+    """Two notifiers on one mm; the OOM reaper's non-blockable start fails in
+    one (its mutex is busy: -EAGAIN).  The other, whose start succeeded, gets
+    its end at once from the core, and the failed one gets none: KVM's
+    check() (its count back to 0) and EagainDev's (starts == ends) hold in
+    every explored interleaving, and the failure was reached."""
+    drivers = order.replace("EAGAIN", FIX + "EagainDev").split(",")
+    d = drivers.index(FIX + "EagainDev")
+    wl = f"api=modern vmas=a1; cpu0: d{d}.fault(0,w); cpu1: oomreap"
+    res = explore_workload(wl.replace("d0.", ""), drivers=drivers,
+                           strategy=DFS(max_preemptions=1), executions=3000)
+    assert res.ok, res.failure.report() if res.failure else ""
+    assert res.exhausted
+    assert res.coverage is not None and res.coverage.executions_reaching("eagain: -EAGAIN") > 0
+    assert res.coverage.executions_reaching("callback:kvm->invalidate_range_end") > 0
+
+
+def test_kvm_check_wants_its_count_back_to_zero() -> None:
+    from mmemu.driver import load_driver
+
+    kvm = load_driver("kvm")()
+    kvm.check()  # not registered: nothing to hold
+    kvm.mn.hashed = True
+    kvm.mmu_notifier_count = 1
+    with pytest.raises(AssertionError, match="mmu_notifier_count is 1"):
+        kvm.check()
