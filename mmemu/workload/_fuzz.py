@@ -168,15 +168,15 @@ def explore_plan(wl: Workload, plan: Plan, seed: int, *, mutants: Iterable[str] 
 
 
 def _replay_found(wl: Workload, plan: Plan, seed: int, found: Found,
-                  mutants: Iterable[str]) -> Failure | None:
+                  mutants: Iterable[str], *, shrink: bool = True) -> Failure | None:
     """Explore the phase that found the failure again, with schedule
-    shrinking, for the report and the token."""
+    shrinking (unless interrupted), for the report and the token."""
     params = {"workload": str(wl)}
     for phase, strategy, budget in plan.phases(seed):
         if phase != found.phase:
             continue
         res = mmemu.explore(SCENARIO, strategy=strategy, executions=budget, seed=seed,
-                            params=params, mutants=tuple(mutants), shrink=True)
+                            params=params, mutants=tuple(mutants), shrink=shrink)
         return res.failure
     return None
 
@@ -275,7 +275,7 @@ def fuzz(drivers: Iterable[str] | None = None, *, seed: int = 0, time: float | N
             failure = _replay_found(best, plan, wseed, again, mutants)
     if failure is None:
         # interrupted: report the workload as drawn, without shrinking anything
-        failure = _replay_found(original, plan, wseed, found, mutants)
+        failure = _replay_found(original, plan, wseed, found, mutants, shrink=False)
         best = original
     return FuzzResult(seed, stats["workloads"], stats["executions"],
                       _time.monotonic() - started, interrupted, reached, failure, best,

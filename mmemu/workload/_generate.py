@@ -15,7 +15,9 @@ that every shipped driver mutant is found from the default settings):
 - a few *hot* pages that most page arguments name, so that operations meet;
 - CPU 0 uses a driver (faults and accesses); every other CPU takes a role --
   a driver user, a thread of the process, or a kernel thread -- and draws
-  its operations mostly from that role.
+  its operations mostly from that role;
+- a driver CPU sometimes starts by detaching and re-attaching (removing and
+  re-inserting) its driver, so that registration races with invalidations.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
                ("oomreap", 1.5), ("signal", 0.4)),
 }
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
+#: how often a driver CPU starts by detaching and re-attaching its driver
+REATTACH = 0.2
 
 
 @attrs.frozen
@@ -112,6 +116,18 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
         role = "driver" if c == 0 else _pick(rng, ROLE_WEIGHTS)
         nops = rng.randint(1, settings.ops)
         ops: list[Op] = []
+        if role == "driver" and rng.random() < REATTACH:
+            # the driver goes away and comes back before it faults: its
+            # registration then races with whatever the other CPUs invalidate
+            d = rng.randrange(ndrivers)
+            cls = classes[drivers[d]]
+            if getattr(cls, "interval_notifier", False) and api == "modern":
+                lo = page()
+                hi = min(npages - 1, lo + rng.choice((0, 1)))
+                ops += [Op("remove", (), d), Op("insert", ((lo, hi),), d)]
+            else:
+                ops += [Op("detach", (), d), Op("attach", (), d)]
+            nops += 1
         while len(ops) < nops:
             d = rng.randrange(ndrivers)
             name = _pick(rng, ROLES[role]) if rng.random() < 0.85 else \

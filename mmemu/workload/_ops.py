@@ -110,16 +110,17 @@ async def _access(w: World, c: int, op: Op) -> None:
 async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
                   end: int | None = None) -> None:
     i = op.driver
-    d = w.drivers[i]
     who = str(op)
     await w.file_get(i, who, write=True)
     if not w.attached[i] and await w.mmget_not_zero(who):
+        # a new VM / a new device: a fresh instance of the driver
+        w.retired.append(w.drivers[i])
+        d = w.drivers[i] = w.new_driver(i)
         if start is not None and end is not None:
             # an interval notifier over [start, end) only
             d.start = start  # type: ignore[attr-defined]
             d.length = end - start  # type: ignore[attr-defined]
         w.ran(op.name)
-        d.detached_at = None
         ret = await guarded(d, op.name, d.attach, w.kernel, w.mm)
         if ret == 0:
             w.attached[i] = True
@@ -287,14 +288,14 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("access", ("page",), "driver", "driver.access",
            "the guest/device uses its translation of page p (a miss does nothing)", _access),
     OpSpec("attach", (), "driver", "driver.attach -> mmu_notifier_register",
-           "(re-)attach a detached driver: register its notifier (mm_take_all_locks)",
-           _attach),
+           "attach a fresh instance of a detached driver (a new VM, a new device): "
+           "register its notifier (mm_take_all_locks)", _attach),
     OpSpec("detach", (), "driver", "driver.detach -> mmu_notifier_unregister",
            "detach the driver: unregister its notifier (->release if still hashed)",
            _detach),
     OpSpec("insert", ("range",), "driver", "mmu_interval_notifier_insert",
-           "(re-)insert a detached interval-notifier driver over pages lo-hi only",
-           _insert, apis=("modern",), applies=_is_interval),
+           "insert a fresh instance of a detached interval-notifier driver over pages "
+           "lo-hi only", _insert, apis=("modern",), applies=_is_interval),
     OpSpec("remove", (), "driver", "mmu_interval_notifier_remove",
            "remove the interval-notifier driver (its detach)", _detach, apis=("modern",),
            applies=_is_interval),

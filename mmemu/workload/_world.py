@@ -16,7 +16,10 @@ the kernel model's own functions:
   made old (accessed bit clear) and put on the LRU, so that reclaim,
   aging and migration have something to take;
 - each driver is instantiated (a second instance of the same class is
-  renamed ``kvm#2``) and attached to the process, in order.
+  renamed ``kvm#2``) and attached to the process, in order.  A re-attach
+  after a detach attaches a *fresh* instance (a new VM, a new device bound
+  to the process) under the same name; the detached one is kept and checked
+  at the end like the others.
 
 Pages are numbered across the vmas from 0; page ``p`` is at
 ``world.addr(p)``.
@@ -85,6 +88,8 @@ class World:
         #: per driver, the notifiers of extra mmu_notifier_get references
         #: (get/put operations), under the driver's file rwsem for write
         self.extra_mns: list[list[Any]] = []
+        #: drivers detached and replaced by a re-attach (checked at the end too)
+        self.retired: list[Driver] = []
         #: mms created by fork
         self.children: list[MmStruct] = []
 
@@ -118,21 +123,30 @@ class World:
             if not PageLRU(pte.page):
                 await lru_cache_add(pte.page)
         seen: dict[str, int] = {}
-        for spec in self.driver_specs:
-            d = load_driver(spec)()
+        for i, spec in enumerate(self.driver_specs):
+            d = self.new_driver(i)
             seen[d.name] = seen.get(d.name, 0) + 1
             if seen[d.name] > 1:
                 d.rename(f"{d.name}#{seen[d.name]}")
-            # callbacks after a detach are checked (CallbackAfterDetach): the
-            # explorer must see them end (one step more per callback)
-            d._watch_detach = any(op.name in ("detach", "remove")
-                                  for ops in wl.cpus for op in ops)
             ret = await d.attach(kernel, mm)
             self.sim.check(ret == 0, f"{d.name}: attach returned {ret} in the world's setup")
             self.drivers.append(d)
             self.files.append(RwSemaphore(f"{d.name}->file", "workload device file"))
             self.attached.append(True)
             self.extra_mns.append([])
+
+    def new_driver(self, i: int) -> Driver:
+        """A fresh instance of driver ``i`` (the world's setup, and a
+        re-attach: a new VM or a new device bound to the process, with the
+        first instance's report name)."""
+        d = load_driver(self.driver_specs[i])()
+        if i < len(self.drivers) and d.name != self.drivers[i].name:
+            d.rename(self.drivers[i].name)
+        # callbacks after a detach are checked (CallbackAfterDetach): the
+        # explorer must see them end (one step more per callback)
+        d._watch_detach = any(op.name in ("detach", "remove")
+                              for ops in self.workload.cpus for op in ops)
+        return d
 
     # ------------------------------------------------------------- helpers
 
@@ -188,11 +202,13 @@ class World:
     def check_coherent(self) -> None:
         """Every translation left in a driver's caches maps the page the CPU
         pte maps now (same allocation); a detached driver has none left."""
-        for i, d in enumerate(self.drivers):
+        everyone = [(d, self.attached[i]) for i, d in enumerate(self.drivers)]
+        everyone += [(d, False) for d in self.retired]
+        for d, attached in everyone:
             for tlb in d.tlbs:
                 for key in tlb.keys():
                     e = tlb.entries[key]
-                    if not self.attached[i]:
+                    if not attached:
                         raise IncoherentWorld(
                             f"{tlb.describe(key)} still maps page{e.page.pfn} (installed at "
                             f"{e.site}) after driver {d.name} was detached: no invalidation "
