@@ -540,6 +540,12 @@ def _cache_key(spec: str) -> str:
     return f"{os.path.abspath(path)}:{clsname}"
 
 
+def absolute_spec(spec: str) -> str:
+    """``spec`` with a ``file.py:Class`` path made absolute (installed names
+    unchanged): what a token records, so that it replays from any directory."""
+    return _cache_key(spec)
+
+
 def register_driver(name: str, cls: type[Driver] | None) -> type[Driver] | None:
     """Make ``load_driver(name)`` return ``cls`` in this process (ahead of
     the entry points and of importing a file); ``cls=None`` removes it.
@@ -582,10 +588,10 @@ def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
     return load_driver(spec)()
 
 
-#: the driver-facing kernel API re-exported here (listed again in __all__,
-#: which mypy needs written out) (include/linux/*.h for a
+#: the driver-facing kernel API re-exported here (include/linux/*.h for a
 #: driver author): locks and waits, atomics, RCU/SRCU, pages, the mm
 #: helpers a fault path uses, and the mmu-notifier API of both generations
+#: (listed again in __all__, which mypy needs written out)
 KERNEL_API = [
     "Completion", "EAGAIN", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
     "MMU_NOTIFY_PROTECTION_PAGE", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE",
@@ -609,6 +615,7 @@ KERNEL_API = [
 __all__ = [
     "CALLBACKS", "CallbackAfterDetach", "DEFAULT_DRIVER", "Driver", "DriverCheckFailed",
     "DriverError", "DriverLoadError", "ENTRY_POINT_GROUP", "KERNEL_API", "ShadowTLB",
+    "absolute_spec",
     "Translation", "available_drivers", "guarded", "load_driver", "new_driver",
     "register_driver", "register_tlb", "supports_api", "Completion", "EAGAIN",
     "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",

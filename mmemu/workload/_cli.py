@@ -29,8 +29,6 @@ def workload_for_run(text: str, driver: str | None, api: str | None) -> dict[str
     names its own is an error: one of the two)."""
     import attrs
 
-    from mmemu.workload._scenario import resolve
-
     wl = parse_workload(text, check=False)
     if driver is not None:
         if wl.drivers and wl.drivers != (driver,):
@@ -41,8 +39,9 @@ def workload_for_run(text: str, driver: str | None, api: str | None) -> dict[str
         if wl.api is not None and wl.api != api:
             raise WorkloadError(f"workload: names api={wl.api}; --api {api} contradicts it")
         wl = attrs.evolve(wl, api=api if api != "2.6.27" else None)
-    resolve(wl)
-    return {"workload": str(wl)}
+    from mmemu.workload._scenario import workload_params
+
+    return workload_params(wl)
 
 
 class _FuzzProgress:

@@ -200,7 +200,7 @@ def fuzz(drivers: Iterable[str] | None = None, *, seed: int = 0, time: float | N
     after every workload; ``should_stop()`` ends the run early (Ctrl-C),
     keeping what was found.
     """
-    from mmemu.driver import available_drivers
+    from mmemu.driver import absolute_spec, available_drivers
     from mmemu.engine import get_mutant
 
     if time is not None and workloads is not None:
@@ -213,7 +213,9 @@ def fuzz(drivers: Iterable[str] | None = None, *, seed: int = 0, time: float | N
         raise ModelError(f"fuzz: 'workloads' must be at least 1 (got {workloads})")
     if jobs is not None and jobs < 1:
         raise ModelError(f"fuzz: 'jobs' must be at least 1 (got {jobs})")
-    pool = tuple(drivers) if drivers is not None else tuple(available_drivers())
+    # driver files by their absolute paths: workloads and tokens replay anywhere
+    pool = tuple(absolute_spec(d) for d in drivers) if drivers is not None \
+        else tuple(available_drivers())
     settings = GenSettings(drivers=pool, api=api, cpus=cpus, ops=ops, max_drivers=max_drivers)
     apis_of(settings)  # one line if no driver supports the API
     mutants = tuple(sorted(set(mutants)))

@@ -13,9 +13,10 @@ that every shipped driver mutant is found from the default settings):
 - one to three vmas of one to three pages (kinds anonymous / shared file /
   private file);
 - a few *hot* pages that most page arguments name, so that operations meet;
-- CPU 0 uses a driver (faults and accesses); every other CPU takes a role --
-  a driver user, a thread of the process, or a kernel thread -- and draws
-  its operations mostly from that role;
+- CPU 0 uses a driver (faults and accesses), CPU 1 invalidates (a kernel
+  thread or a thread of the process), any further CPU takes any role -- a
+  driver user, a thread of the process, or a kernel thread; each draws its
+  operations mostly from its role;
 - a driver CPU sometimes starts by detaching and re-attaching (removing and
   re-inserting) its driver, so that registration races with invalidations.
 """
@@ -113,7 +114,15 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     exited = False
     cpus: list[tuple[Op, ...]] = []
     for c in range(settings.cpus):
-        role = "driver" if c == 0 else _pick(rng, ROLE_WEIGHTS)
+        # CPU 0 uses a driver, CPU 1 invalidates (a kernel thread or a thread
+        # of the process): every workload of two CPUs or more has a race
+        # between the two sides; further CPUs take any role
+        if c == 0:
+            role = "driver"
+        elif c == 1:
+            role = _pick(rng, [rw for rw in ROLE_WEIGHTS if rw[0] != "driver"])
+        else:
+            role = _pick(rng, ROLE_WEIGHTS)
         nops = rng.randint(1, settings.ops)
         ops: list[Op] = []
         if role == "driver" and rng.random() < REATTACH:

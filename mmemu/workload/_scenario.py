@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import mmemu
-from mmemu.driver import DEFAULT_DRIVER, DriverLoadError, load_driver
+from mmemu.driver import DEFAULT_DRIVER, DriverLoadError, absolute_spec, load_driver
 from mmemu.engine import Result, explore
 from mmemu.workload._ops import OPERATIONS, applicable
 from mmemu.workload._text import Workload, WorkloadError, parse_workload, validate
@@ -107,12 +107,15 @@ async def run_workload(sim: Any) -> None:
 def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None = None,
                     api: str | None = None) -> dict[str, Any]:
     """The scenario parameters of a workload (its canonical text), with
-    ``drivers`` / ``api`` put into the text when given."""
+    ``drivers`` / ``api`` put into the text when given, and driver files
+    named by their absolute paths."""
     import attrs
 
     wl = parse_workload(workload, check=False) if isinstance(workload, str) else workload
     if drivers is not None:
         wl = attrs.evolve(wl, drivers=tuple(drivers))
+    # a driver file by its absolute path: the token replays from anywhere
+    wl = attrs.evolve(wl, drivers=tuple(absolute_spec(d) for d in wl.drivers))
     if api is not None:
         wl = attrs.evolve(wl, api=api)
     resolve(wl)

@@ -175,3 +175,30 @@ def test_cli_run_workload_explores_it(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     assert code == 0, out
     assert "workload:run" in out
+
+
+def test_cli_fuzz_ctrl_c_ends_the_run_and_reports() -> None:
+    """SIGINT (Ctrl-C) during `mmemu fuzz`: the run ends between two
+    executions, prints what it reached, says it was interrupted, exit 130."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mmemu", "fuzz", "--driver", "kvm",
+                             "--time", "300"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()
+        assert first.startswith("fuzzing kvm, for 300s"), first
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=120)
+        waited = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert "interrupted after" in err and "reached in" in out
+    assert waited < 60, waited

@@ -1,0 +1,121 @@
+"""Time to first failure of ``mmemu fuzz`` for every shipped mutant that
+applies to a driver, from the fuzzer's default settings.
+
+For each mutant: the drivers (and notifier API generation) it can break --
+a driver's own mutants (``kvm:*``) on that driver, the core's mutants on
+the drivers the suites that catch them run with (the mutant's ``applies``
+filter) -- and ``fuzz([driver], mutants=[m], seed=S, time=LIMIT)`` with
+everything else at its default.  Printed per mutant: the workload index
+that failed, the seconds and executions until it was found (the search),
+the seconds including the workload and schedule shrinking, and the minimal
+workload -- checked to pass without the mutant (a failure that does not
+need the mutant is a bug of the model, listed at the end, and the mutant
+counts as missed for that seed).  ``--seeds`` repeats the search with several seeds and prints the
+median.
+
+Run: python benchmarks/fuzz.py [--limit 60] [--seeds 1] [--only kvm:no-count ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Any
+
+from mmemu.driver import available_drivers, load_driver
+from mmemu.engine import all_mutants, all_scenarios
+from mmemu.workload._fuzz import Plan, explore_plan, fuzz
+
+
+def targets() -> list[tuple[str, str, str | None]]:
+    """(mutant, driver, api) for every mutant a driver suite catches or a
+    driver carries, on the first driver/api it applies to (kvm first)."""
+    drivers = available_drivers()
+    order = sorted(drivers, key=lambda d: (d != "kvm", d))
+    all_scenarios_by_name = {s.name: s for s in all_scenarios()}
+    catching: dict[str, list[Any]] = {}
+    for sc in all_scenarios():
+        if "driver" not in sc.axes:
+            continue
+        for m in sc.catches:
+            catching.setdefault(m, []).append(sc)
+    interval = [s.name for s in all_scenarios() if s.name.startswith("interval:")]
+    out: list[tuple[str, str, str | None]] = []
+    for mut in all_mutants():
+        area = mut.name.split(":")[0]
+        candidates = [area] if area in drivers else order
+        if area not in drivers and mut.name not in catching:
+            # a core mutant of the interval tree: the interval-notifier drivers
+            caught_by_interval = any(mut.name in all_scenarios_by_name[n].catches
+                                     for n in interval)
+            if area != "mmu_notifier" or not caught_by_interval:
+                continue
+            candidates = [d for d in order if getattr(load_driver(d), "interval_notifier", False)]
+        for d in candidates:
+            cls = load_driver(d)
+            for api in ("2.6.27", "modern"):
+                if api not in cls.apis:
+                    continue
+                params = {"driver": d, "api": api}
+                suites = catching.get(mut.name, [])
+                if suites and not any(sc.accepts(params) for sc in suites):
+                    continue
+                if not mut.applies_to(params):
+                    continue
+                out.append((mut.name, d, api))
+                break
+            else:
+                continue
+            break
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=float, default=60.0, help="seconds per mutant and seed")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per mutant (median shown)")
+    ap.add_argument("--only", nargs="*", default=None, help="these mutants only")
+    args = ap.parse_args()
+    rows = [t for t in targets() if args.only is None or t[0] in args.only]
+    print(f"{'mutant':40} {'driver':6} {'api':7} {'found':>9} {'found s':>8} {'execs':>7} "
+          f"{'total s':>8}  minimal workload")
+    missed = 0
+    model_bugs: list[tuple[str, str]] = []
+    for mutant, driver, api in rows:
+        found_s: list[float] = []
+        total_s: list[float] = []
+        execs: list[int] = []
+        last: Any = None
+        for seed in range(args.seeds):
+            t0 = time.perf_counter()
+            res = fuzz([driver], seed=seed, time=args.limit, mutants=[mutant], api=api)
+            total_s.append(time.perf_counter() - t0)
+            if res.failure is None or res.workload is None:
+                continue
+            # found because of the mutant?  The minimal workload must pass
+            # without it (else the fuzzer found a bug of the model itself)
+            again, _n, _i = explore_plan(res.workload, Plan(), 0)
+            if again is not None and again.kind == res.failure.kind:
+                model_bugs.append((mutant, str(res.workload)))
+                continue
+            found_s.append(res.found_s or 0.0)
+            execs.append(res.found_executions or 0)
+            last = res
+        if not found_s:
+            missed += 1
+            print(f"{mutant:40} {driver:6} {api or '-':7} {'MISSED':>9} {'-':>8} {'-':>7} "
+                  f"{statistics.median(total_s):>8.1f}", flush=True)
+            continue
+        where = f"#{last.index}" if args.seeds == 1 else f"{len(found_s)}/{args.seeds}"
+        print(f"{mutant:40} {driver:6} {api or '-':7} {where:>9} "
+              f"{statistics.median(found_s):>8.1f} {int(statistics.median(execs)):>7} "
+              f"{statistics.median(total_s):>8.1f}  {last.workload}  ({last.failure.kind})",
+              flush=True)
+    print(f"{len(rows) - missed}/{len(rows)} mutants found within {args.limit:g}s")
+    for mutant, wl in model_bugs:
+        print(f"  while fuzzing {mutant}: the model fails without any mutant: {wl}")
+
+
+if __name__ == "__main__":
+    main()
