@@ -237,6 +237,10 @@ class Driver:
     #: the driver's notifier comes from ``mmu_notifier_get(self.ops, mm)``
     #: (shared, refcounted); workloads may ``get``/``put`` more references
     notifier_get = False
+    #: the generations in which the driver has no ->release and nothing else
+    #: models how its translations end when the process exits (modern GRU):
+    #: suites and workloads that check a driver through exit skip it there
+    no_release_apis: tuple[str, ...] = ()
 
     release: Callable[..., Awaitable[None]] | None = None
     invalidate_page: Callable[..., Awaitable[None]] | None = None

@@ -149,8 +149,7 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             if name == "exit":
                 # a driver without ->release in this generation never hears the
                 # exit (modern GRU: see drivers/gru.py, "Not modelled, modern")
-                if exited or any(api in getattr(classes[x], "no_release_apis", ())
-                                 for x in drivers):
+                if exited or any(api in classes[dn].no_release_apis for dn in drivers):
                     continue
                 exited = True
             args: list[int | tuple[int, int] | str] = []

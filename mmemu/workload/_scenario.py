@@ -62,6 +62,13 @@ def resolve(wl: Workload, params: dict[str, Any] | None = None) -> tuple[tuple[s
     for c, ops in enumerate(wl.cpus):
         for op in ops:
             spec_ = OPERATIONS[op.name]
+            if op.name == "exit":
+                for spec, cls in zip(drivers, classes):
+                    if api in cls.no_release_apis:
+                        raise WorkloadError(
+                            f"workload: 'exit' on cpu{c}: not modelled for driver {spec} in "
+                            f"the {api} notifier API (it has no ->release there; see its "
+                            f"no_release_apis)")
             if spec_.driver_op and not applicable(spec_, classes[op.driver]):
                 raise WorkloadError(f"workload: '{op}' on cpu{c}: driver "
                                     f"{drivers[op.driver]} has no {op.name} "
