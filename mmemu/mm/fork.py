@@ -35,6 +35,7 @@ VM_DONTCOPY (no scenario sets it).
 
 from __future__ import annotations
 
+import mmemu
 from mmemu.engine._execution import span, step
 from mmemu.kernel.locking import (
     SINGLE_DEPTH_NESTING,
@@ -56,16 +57,34 @@ from mmemu.mm.mmap import (
     mm_alloc,
 )
 
+NO_OLDMM_LOCK = mmemu.register_mutant(
+    "fork:dup-mmap-no-mmap-sem",
+    "dup_mmap copies the parent's vmas and ptes without taking oldmm->mmap_sem",
+    caught_as="ForkLostPage (the child gets a vma whose page munmap freed meanwhile) / "
+              "RmapMissesPte (a child pte of a page whose anon_vma does not list the "
+              "child's vma: a fault gave the parent's vma its anon_vma after dup_mmap "
+              "copied the vma and before copy_page_range read it again)",
+    doc="dup_mmap has taken the parent's mmap_sem for write since the first dup_mmap "
+        "(2.4; 2.6.27 kernel/fork.c): it copies each vma (*tmp = *mpnt, anon_vma "
+        "included) and then, in copy_page_range, reads mpnt->anon_vma and the parent's "
+        "ptes again.  Without the lock a munmap or a fault of the parent runs between "
+        "those reads (a step removed on purpose).")
+
 
 async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
     """Copy ``oldmm``'s vmas and ptes into the new, empty ``mm`` (0)."""
+    locked = not mmemu.mutant(NO_OLDMM_LOCK)
     with span("dup_mmap"):
-        await down_write(oldmm.mmap_sem, label="dup_mmap: down_write(oldmm->mmap_sem)")
+        if locked:
+            await down_write(oldmm.mmap_sem, label="dup_mmap: down_write(oldmm->mmap_sem)")
         await down_write_nested(mm.mmap_sem, SINGLE_DEPTH_NESTING,
                                 label="dup_mmap: down_write_nested(mm->mmap_sem)")
         await step("dup_mmap: walk oldmm->mmap", reads=((oldmm, "mmap"),))
         retval = 0
         for mpnt in oldmm.vmas():
+            # *tmp = *mpnt: the copy reads mpnt->anon_vma (copy_page_range
+            # reads it again after the link step below)
+            await step("dup_mmap: *tmp = *mpnt", reads=((mpnt, "anon_vma"),))
             tmp = VmAreaStruct(mm, mpnt.vm_start, mpnt.vm_end, mpnt.vm_flags & ~VM_LOCKED,
                                mpnt.vm_pgoff, mpnt.vm_file)
             if mpnt.anon_vma is not None:
@@ -81,7 +100,8 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
                 mapping.i_mmap.insert(at + 1, tmp)
                 await spin_unlock(mapping.i_mmap_lock,
                                   label="dup_mmap: spin_unlock(i_mmap_lock)")
-            await step("dup_mmap: link tmp into mm", writes=((mm, "mmap"),))
+            await step("dup_mmap: link tmp into mm", reads=((mpnt, "anon_vma"),),
+                       writes=((mm, "mmap"),))
             _link_list(mm, tmp)
             retval = await copy_page_range(mm, oldmm, mpnt)
             if retval:
@@ -89,7 +109,8 @@ async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
         mm.free_area_cache = oldmm.free_area_cache
         await up_write(mm.mmap_sem, label="dup_mmap: up_write(mm->mmap_sem)")
         await flush_tlb_mm(oldmm)
-        await up_write(oldmm.mmap_sem, label="dup_mmap: up_write(oldmm->mmap_sem)")
+        if locked:
+            await up_write(oldmm.mmap_sem, label="dup_mmap: up_write(oldmm->mmap_sem)")
     return retval
 
 
@@ -110,4 +131,4 @@ async def dup_mm(oldmm: MmStruct) -> MmStruct:
     return mm
 
 
-__all__ = ["dup_mm", "dup_mmap", "flush_tlb_mm"]
+__all__ = ["NO_OLDMM_LOCK", "dup_mm", "dup_mmap", "flush_tlb_mm"]

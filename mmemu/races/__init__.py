@@ -20,6 +20,7 @@ from mmemu.races import _filters  # noqa: E402,F401  (driver-aware mutant filter
 from mmemu.races import aging  # noqa: E402,F401
 from mmemu.races import cow  # noqa: E402,F401
 from mmemu.races import demo  # noqa: E402,F401
+from mmemu.races import fork_shapes  # noqa: E402,F401
 from mmemu.races import ksm  # noqa: E402,F401
 from mmemu.races import locks  # noqa: E402,F401
 from mmemu.races import mm  # noqa: E402,F401
