@@ -140,7 +140,7 @@ from mmemu.driver import (
     wait_event,
     wake_up_all,
 )
-from mmemu.lowlevel import touch
+from mmemu.lowlevel import reach, touch
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -454,6 +454,7 @@ class GruDriver(Driver):
             ignore_active = mmemu.mutant(NO_RANGE_ACTIVE)
             if await atomic_read(self.ms_range_active,
                                  label="D2. atomic_read(ms_range_active)") and not ignore_active:
+                reach("gru: a dropin was refused, a range invalidate is active (failactive)")
                 return None  # failactive
             page = await self.gru_vtop(vaddr, write)
             if page is None:
@@ -493,6 +494,7 @@ class GruDriver(Driver):
         await step(f"D5. tfh_write_restart(va {vaddr:#x} -> page{page.pfn})",
                    reads=acc["reads"] + (gts.gen_key,), writes=acc["writes"])
         if gts.hw_flush_gen != armed_gen and not mmemu.mutant(NO_DROPIN_DROP):
+            reach("gru: the hardware ignored a dropin that a TLB invalidate overtook")
             return None  # ignored by the hardware: the CB misses again
         gts.tlb.install(vaddr, page, writable=write)
         return True

@@ -1,6 +1,8 @@
-"""Sanitizers that watch the emulated kernel: page state, secondary-MMU
-use-after-free (shadow TLBs), leaks.  Lockdep lives with the locks
-(mmemu.kernel.locking).
+"""Sanitizers that watch the emulated kernel: page state, leaks and data
+loss (page_state), secondary-MMU use-after-free (shadow_tlb), ptes against
+their vmas (pte_vma), the mmu-notifier contract on both sides (notifier).
+Lockdep lives with the locks (mmemu.kernel.locking); coverage goals with
+the engine (mmemu.engine._coverage).
 
 ``boot_checked(sim, **kw)`` boots the emulated kernel and installs every
 checker listed in ``INSTALLERS`` (``"module:function"``, each taking the
@@ -10,13 +12,27 @@ kernel); a checker whose module does not exist yet is skipped.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 #: checker installers, in order: "module:function(kernel)"
 INSTALLERS: list[str] = [
     "mmemu.check.page_state:install_page_state_checker",
     "mmemu.check.shadow_tlb:install",
+    "mmemu.check.pte_vma:install",
+    "mmemu.check.notifier:install",
 ]
+
+
+def install_once(kernel: Any, key: str, make: Callable[[Any], T]) -> T:
+    """The checker kept in ``kernel.data[key]``: ``make(kernel)`` builds it
+    and hooks it into the kernel the first time (installers are idempotent)."""
+    existing = kernel.data.get(key)
+    if existing is None:
+        existing = kernel.data[key] = make(kernel)
+    return existing  # type: ignore[no-any-return]
 
 
 def boot_checked(sim: Any, **kw: Any) -> Any:

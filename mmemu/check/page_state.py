@@ -15,18 +15,37 @@ What it checks, and when:
 
 - at every free (``kernel.free_hooks``): the page is in no radix tree
   (``FreePageInPageCache``), no pte maps it (``FreePageInPageTable``: a
-  non-zero ``_mapcount``, or a scanner the page-table model registers), and
-  its count is zero (``FreeOfReferencedPage``; free_pages_check);
+  non-zero ``_mapcount``, or a scanner the page-table model registers), its
+  count is zero (``FreeOfReferencedPage``), and the rest of 2.6.27's
+  free_pages_check holds (``BadPageAtFree``): ``page->mapping`` is NULL (an
+  anonymous page's anon_vma pointer is cleared by free_hot_cold_page
+  itself), ``_mapcount`` is exactly -1, and none of PG_lru, PG_locked,
+  PG_active, PG_swapcache is set (the kernel's bad_page() list of the era
+  also has PG_private, PG_slab, PG_writeback, PG_reserved and PG_buddy,
+  which the model does not use; PG_dirty is cleared, not reported:
+  ``DataLoss`` below is what a dirty page means);
+- whenever a page leaves a pagecache (``page_removed``, from
+  __remove_from_page_cache): it is not dirty (``DataLoss``: its data was
+  never written back, and now nobody can).  Truncation throws the data away
+  on purpose and cancels the dirty bit first (cancel_dirty_page); reclaim
+  refuses a dirty page; migration moves the bit to the new page.  A pte
+  cleared while dirty must pass its dirty bit to a file page first
+  (set_page_dirty in zap_pte_range / try_to_unmap_one / KSM): a page whose
+  dirty pte was cleared without it, and that then leaves the pagecache
+  without PG_dirty and without truncation, is ``DataLoss`` too;
 - whenever find_get_page / find_get_pages / find_lock_page decides to return
   a page (the pagecache calls ``lookup_returned`` inside that step): the page
   is not free and belongs to the (mapping, index) asked for
   (``WrongPageFromLookup``); a page that is in the asked slot but whose
   mapping/index are not set yet is ``HalfInitialisedPage``;
 - at the end of an execution (every CPU has finished, so no CPU-local
-  variable holds a reference any more), for each page that was ever in a
-  pagecache and is not free: its count equals the references the model can
-  name -- one per radix slot holding it, one per pte mapping it
-  (``_mapcount``), plus those declared with ``expect_held`` or by a
+  variable holds a reference any more), for each page in use -- pagecache
+  pages and anonymous pages alike (any page the allocator handed out after
+  the CPUs started, or that is in a pagecache or mapped; pages the
+  scenario's setup allocated and kept for itself are its business): its
+  count equals the references the model can name -- one per radix slot
+  holding it, one per pte mapping it (``_mapcount``), one for the swap
+  cache (PG_swapcache), plus those declared with ``expect_held`` or by a
   registered holder.  More is a leak (``PageLeak``); fewer means somebody
   will drop a reference it does not own (``PageCountTooLow``).
 
@@ -50,8 +69,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mmemu.check import install_once
 from mmemu.engine._execution import Simulation, current_simulation
-from mmemu.mm.page import BadPageState, Page, PageLocked, page_site
+from mmemu.mm.page import (
+    PG_active,
+    PG_anon,
+    PG_dirty,
+    PG_locked,
+    PG_lru,
+    PG_swapcache,
+    BadPageState,
+    Page,
+    PageLocked,
+    page_site,
+)
+
+#: the flags 2.6.27's free_pages_check rejects, among those the model has
+FLAGS_CHECK_AT_FREE = ((PG_lru, "PG_lru"), (PG_locked, "PG_locked"), (PG_active, "PG_active"),
+                       (PG_swapcache, "PG_swapcache"))
 
 
 class FreePageInPageCache(BadPageState):
@@ -80,6 +115,15 @@ class PageLeak(BadPageState):
     """At the end of an execution a page holds references nobody owns."""
 
 
+class BadPageAtFree(BadPageState):
+    """A page reached the allocator with a mapping, a mapcount or a flag that
+    free_pages_check rejects (the kernel's "Bad page state" report)."""
+
+
+class DataLoss(BadPageState):
+    """A dirty page left the pagecache without being written back."""
+
+
 class PageCountTooLow(BadPageState):
     """At the end of an execution a page has fewer references than the
     pagecache and page tables that point to it."""
@@ -98,6 +142,12 @@ class PageStateChecker:
         self._seen: dict[Page, bool] = {}
         self.holders: list[Callable[[], Iterable[Page]]] = []
         self.expected: dict[Page, int] = {}
+        #: pages handed out while the CPUs ran (setup allocations are the scenario's)
+        self.allocated: list[Page] = []
+        self._allocated: dict[Page, bool] = {}
+        #: file pages a dirty pte was cleared from, and where (the bit is owed
+        #: to the page until PG_dirty is set or truncation cancels it)
+        self.dirty_owed: dict[Page, str] = {}
 
     # ------------------------------------------------------------- interface
 
@@ -135,7 +185,47 @@ class PageStateChecker:
             f"{asked} at {page_site()} returned page{page.pfn}, which is not "
             f"{mapping.name}[{index}] but {where} (allocation #{page.gen})", page)
 
+    def page_removed(self, mapping: Any, page: Page) -> None:
+        """Called inside the step that takes ``page`` out of ``mapping``'s tree
+        (truncation has cancelled the dirty bit before: dirty_cancelled)."""
+        owed = self.dirty_owed.pop(page, None)
+        if page.flags & PG_dirty:
+            self._fail(DataLoss,
+                f"page{page.pfn} ({mapping.name}[{page.index}]) left the pagecache at "
+                f"{page_site()} while dirty: its data was never written back and now "
+                f"nobody can (data loss)", page)
+        if owed is not None:
+            self._fail(DataLoss,
+                f"page{page.pfn} ({mapping.name}[{page.index}]) left the pagecache at "
+                f"{page_site()} clean, but a dirty pte mapping it was cleared at {owed} "
+                f"without set_page_dirty: the process's writes are lost (data loss)", page)
+
+    def dirty_cancelled(self, page: Page) -> None:
+        """cancel_dirty_page: truncation drops the data on purpose."""
+        self.dirty_owed.pop(page, None)
+
+    def pte_changed(self, mm: Any, address: int, old: Any, new: Any) -> None:
+        """A pte hook (``kernel.pte_hooks``): a dirty pte of a file page that is
+        cleared, or replaced by a clean one, owes the page its dirty bit."""
+        if old is None or not old.present or not old.dirty:
+            return
+        page = old.page
+        if page is None or page.mapping is None or getattr(page.mapping, "page_tree", None) is None:
+            return  # anonymous: the dirty bit matters only with a swap cache
+        if new is not None and new.present and new.page is page and new.dirty:
+            return
+        if page.flags & PG_dirty:
+            return
+        self.dirty_owed.setdefault(
+            page, f"{page_site()} ({getattr(mm, '__mmemu_name__', 'mm')} pte {address:#x})")
+
     # ------------------------------------------------------------ allocator
+
+    def on_alloc(self, page: Page) -> None:
+        if current_simulation().running is None or page in self._allocated:
+            return
+        self._allocated[page] = True
+        self.allocated.append(page)
 
     def on_free(self, page: Page) -> None:
         for m in self.kernel.mappings:
@@ -161,29 +251,53 @@ class PageStateChecker:
             self._fail(FreeOfReferencedPage,
                 f"page{page.pfn} freed at {page_site()} with count {page._count.counter} "
                 f"(free_pages_check: bad page state)", page)
+        bad = []
+        if page.mapping is not None and not page.flags & PG_anon:
+            bad.append(f"page->mapping is {self._where(page)}, not NULL")
+        if page._mapcount.counter < -1:
+            bad.append(f"_mapcount is {page._mapcount.counter} (more unmaps than maps)")
+        bad += [f"{name} set" for bit, name in FLAGS_CHECK_AT_FREE if page.flags & bit]
+        if bad:
+            self._fail(BadPageAtFree,
+                f"page{page.pfn} freed at {page_site()} in a bad state: " + "; ".join(bad)
+                + " (free_pages_check -> bad_page)", page)
         self.expected.pop(page, None)
+        self.dirty_owed.pop(page, None)
 
     # -------------------------------------------------------------- the end
+
+    def pages_to_account(self) -> list[Page]:
+        """Pages whose references the end-of-execution check counts: those ever
+        in a pagecache, those handed out while the CPUs ran, and any page
+        still mapped (anonymous pages of the setup's faults included), in a
+        stable order (pfn)."""
+        seen: dict[Page, bool] = {}
+        for page in self.file_pages + self.allocated:
+            seen[page] = True
+        for page in self.kernel.page_alloc.pages:
+            if not page.free and (page._mapcount.counter >= 0 or page.flags & PG_anon):
+                seen[page] = True
+        return sorted((p for p in seen if not p.free), key=lambda p: p.pfn)
 
     def at_end(self, sim: Simulation) -> None:
         held: dict[Page, int] = {}
         for fn in self.holders:
             for p in fn():
                 held[p] = held.get(p, 0) + 1
-        for page in self.file_pages:
-            if page.free:
-                continue
+        for page in self.pages_to_account():
             slots = [f"{m.name}[{i}]" for m in self.kernel.mappings
                      for i, p in sorted(getattr(m, "page_tree", {}).items()) if p is page]
             ptes = max(page._mapcount.counter + 1, 0)
+            swap = 1 if page.flags & PG_swapcache else 0
             pins = held.get(page, 0) + self.expected.get(page, 0)
-            known = len(slots) + ptes + pins
+            known = len(slots) + ptes + swap + pins
             count = page._count.counter
+            kind = "anonymous " if page.flags & PG_anon else ""
             what = (f"pagecache {len(slots)}{' (' + ', '.join(slots) + ')' if slots else ''}, "
-                    f"ptes {ptes}, declared holders {pins}")
+                    f"ptes {ptes}, {'swap cache 1, ' if swap else ''}declared holders {pins}")
             if count > known:
                 self._fail(PageLeak,
-                    f"page{page.pfn} leaked at the end of the execution: count {count} but the "
+                    f"{kind}page{page.pfn} leaked at the end of the execution: count {count} but the "
                     f"model knows {known} reference(s) ({what}); every CPU has finished, so "
                     f"{count - known} reference(s) were never dropped", page, at_end=True)
             if count < known:
@@ -222,20 +336,25 @@ def _history(page: Page) -> str:
 
 def install_page_state_checker(kernel: Any) -> PageStateChecker:
     """Install the page-state checker on a booted kernel (once per execution)."""
-    existing = kernel.data.get("page_state")
-    if existing is not None:
-        return existing  # type: ignore[no-any-return]
+    return install_once(kernel, "page_state", _hook)
+
+
+def _hook(kernel: Any) -> PageStateChecker:
     chk = PageStateChecker(kernel)
-    kernel.data["page_state"] = chk
     kernel.data.setdefault("page_table_scanners", [])
     kernel.free_hooks.append(chk.on_free)
+    kernel.alloc_hooks.append(chk.on_alloc)
+    pte_hooks = getattr(kernel, "pte_hooks", None)
+    if pte_hooks is not None:
+        pte_hooks.append(chk.pte_changed)
     kernel.page_dumpers.append(_history)
     kernel.sim.at_end(chk.at_end)
     return chk
 
 
 __all__ = [
-    "FreeOfReferencedPage", "FreePageInPageCache", "FreePageInPageTable", "HalfInitialisedPage",
+    "BadPageAtFree", "DataLoss", "FLAGS_CHECK_AT_FREE", "FreeOfReferencedPage",
+    "FreePageInPageCache", "FreePageInPageTable", "HalfInitialisedPage",
     "PageCountTooLow", "PageLeak", "PageStateChecker", "WrongPageFromLookup",
     "install_page_state_checker",
 ]

@@ -16,6 +16,15 @@ bookkeeping.  Two rules:
 - **SecondaryUseAfterFree**: a device/guest access (``access(key)``) through
   a translation whose page was freed, or freed and reused (``page.gen``
   changed), since it was installed.
+- **SecondaryWriteToReadOnly**: a device/guest write (``access(key,
+  write=True)``) through a translation installed read-only
+  (``install(..., writable=False)``), or to a page whose CPU pte is present
+  but read-only or maps another page (COW, KSM, mprotect: the secondary MMU
+  must lose write access before the CPU does).  A cleared CPU pte is not
+  judged: 2.6.27's ``ptep_clear_flush_notify`` clears the pte first and
+  tells the driver right after, and the page's dirty bit is taken after that.
+  The CPU pte is found through ``tlb.mm`` and ``tlb.address_of(key)`` (set
+  when the driver's notifier registers; see mmemu.check.notifier).
 
 Reports name the driver, the key, the page (``page.dump()``, which lists
 "mapped by: kvm gfn 3"), the step that installed the translation and the
@@ -30,13 +39,13 @@ which the free hook runs.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 import attrs
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import _sim_or_none, current_simulation
+from mmemu.engine._execution import _sim_or_none, current_simulation, reach
 from mmemu.mm.page import Page, page_site
 
 
@@ -52,6 +61,10 @@ class SecondaryUseAfterFree(SecondaryMmuViolation):
     """The device/guest used a translation to a page freed (or reused) since."""
 
 
+class SecondaryWriteToReadOnly(SecondaryMmuViolation):
+    """A secondary MMU can write a page that the CPU maps read-only."""
+
+
 @attrs.define(eq=False)
 class Translation:
     """One entry of a shadow TLB."""
@@ -61,7 +74,9 @@ class Translation:
     gen: int
     site: str
     young: bool = True
-    writable: bool = True
+    #: can the device write through it?  None: the driver did not say (no
+    #: write-permission check applies to it)
+    writable: bool | None = None
 
 
 def _last_free_site(page: Page) -> str:
@@ -80,6 +95,10 @@ class ShadowTLB:
         self.key_name = key_name
         self.entries: dict[Hashable, Translation] = {}
         self.__mmemu_name__ = f"{driver}.tlb"
+        #: the mm whose addresses the keys translate, and key -> user address
+        #: (None: unknown; the write check against the CPU pte is skipped)
+        self.mm: Any = None
+        self.address_of: Callable[[Hashable], int | None] | None = None
 
     def __repr__(self) -> str:
         return f"<ShadowTLB {self.driver} {len(self.entries)} entries>"
@@ -111,18 +130,25 @@ class ShadowTLB:
         k = f"{key:#x}" if isinstance(key, int) and key >= 4096 else str(key)
         return f"{self.driver} {self.key_name} {k}"
 
-    def install(self, key: Hashable, page: Page, *, writable: bool = True) -> None:
-        """Record a translation ``key -> page`` (replacing any previous one)."""
+    def install(self, key: Hashable, page: Page, *, writable: bool | None = None) -> None:
+        """Record a translation ``key -> page`` (replacing any previous one).
+        ``writable``: whether the device may write through it (declare it: a
+        writable translation to a page the CPU maps read-only is a bug the
+        checkers look for; None leaves the translation unchecked)."""
         if page.free:
             current_simulation().fail(SecondaryUseAfterFree(
                 f"{self.describe(key)} installs a translation to free page{page.pfn} at "
                 f"{page_site()} (freed at {_last_free_site(page)})",
                 details=page.dump()))
         self.entries[key] = Translation(key, page, page.gen, page_site(), writable=writable)
+        reach("secondary MMU: a translation was installed")
 
     def zap(self, key: Hashable) -> Translation | None:
         """Drop the translation of ``key`` (None if there was none)."""
-        return self.entries.pop(key, None)
+        e = self.entries.pop(key, None)
+        if e is not None:
+            reach("secondary MMU: a live translation was zapped")
+        return e
 
     def zap_all(self) -> list[Translation]:
         out = [self.entries[k] for k in list(self.entries)]
@@ -136,8 +162,9 @@ class ShadowTLB:
     def keys(self) -> list[Hashable]:
         return list(self.entries)
 
-    def access(self, key: Hashable) -> Page | None:
-        """The device/guest uses the translation of ``key`` (None: TLB miss)."""
+    def access(self, key: Hashable, *, write: bool = False) -> Page | None:
+        """The device/guest uses the translation of ``key`` (None: TLB miss);
+        ``write``: it writes through it."""
         e = self.entries.get(key)
         if e is None:
             return None
@@ -151,8 +178,35 @@ class ShadowTLB:
                 f"  page freed at {_last_free_site(page)}\n"
                 f"  driver {self.driver}, {self.describe(key)}, page {page.pfn}",
                 details=page.dump()))
+        if write:
+            self._check_write(key, e)
         e.young = True
         return page
+
+    def _check_write(self, key: Hashable, e: Translation) -> None:
+        if e.writable is False:
+            current_simulation().fail(SecondaryWriteToReadOnly(
+                f"{self.describe(key)} written at {page_site()} through a read-only "
+                f"translation to page{e.page.pfn} (installed at {e.site})",
+                details=e.page.dump()))
+        if self.mm is None or self.address_of is None:
+            return
+        address = self.address_of(key)
+        if address is None:
+            return
+        from mmemu.mm.memory import pte_get
+        pte = pte_get(self.mm, address)
+        if pte is None or not pte.present:
+            return
+        if pte.page is not e.page or not pte.write:
+            what = ("read-only" if pte.page is e.page
+                    else f"mapping page{pte.page.pfn if pte.page is not None else '?'}")
+            current_simulation().fail(SecondaryWriteToReadOnly(
+                f"{self.describe(key)} written at {page_site()} through a translation to "
+                f"page{e.page.pfn} (installed at {e.site}) while the CPU pte at "
+                f"{address:#x} is {what}: the secondary MMU kept write access the CPU lost "
+                f"(COW, KSM or mprotect never reached driver {self.driver})",
+                details=e.page.dump()))
 
     def mapping(self, page: Page) -> list[Translation]:
         """The live translations to ``page`` (same allocation)."""
@@ -211,6 +265,7 @@ def _on_free(kernel: Any, page: Page) -> None:
 
 
 __all__ = [
-    "FreedPageStillMapped", "SecondaryMmuViolation", "SecondaryUseAfterFree", "ShadowTLB",
+    "FreedPageStillMapped", "SecondaryMmuViolation", "SecondaryUseAfterFree",
+    "SecondaryWriteToReadOnly", "ShadowTLB",
     "Translation", "install", "register_tlb",
 ]

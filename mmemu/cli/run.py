@@ -84,6 +84,9 @@ def run(
     workload: Annotated[str | None, Parameter(help="explore this workload instead of suites: "
                                                    "'cpu0: fault(0,w) access(0); cpu1: munmap(0-1)' "
                                                    "(docs: Workloads)")] = None,
+    coverage: Annotated[bool, Parameter(help="print, per suite, the goals and every event, notifier "
+                                             "callback, kernel function and step label reached, "
+                                             "and how often")] = False,
 ) -> int:
     """Explore suites and report what broke.
 
@@ -129,11 +132,13 @@ def run(
             with _RunProgress(err, label, strat.describe(), budget, stop) as progress:
                 res = explore(sc.name, strategy=strat, executions=budget,
                               seed=seed, params=params, mutants=mutant, progress=progress.update,
-                              **parallel)
+                              coverage=coverage, **parallel)
                 progress.finish(res)
             results.append(res)
             if json_:
                 row = _result_json(res, ",".join(mutant) or None)
+                if coverage and res.coverage is not None:
+                    row["coverage"] = res.coverage.to_json()
                 if shard is not None:
                     row.update(shard=shard, interrupted=res.interrupted)
                 out.print(json.dumps(row))
@@ -170,9 +175,40 @@ def run(
                           res.strategy, str(res.executions),
                           "yes" if res.exhausted else "no", result, f"{res.elapsed_s:.2f}s")
         out.print(table)
+        _print_goal_notes(out, results)
+        if coverage:
+            _print_coverage(out, results)
     if failed:
         return EXIT_FAILURE
     return EXIT_INTERRUPTED if interrupted else EXIT_OK
+
+
+def _print_goal_notes(out: Console, results: list[Result]) -> None:
+    """An exploration that did not finish cannot call its suite vacuous; say
+    which goals it has not reached yet."""
+    for res in results:
+        cov = res.coverage
+        if res.failure is None and cov is not None and cov.unreached:
+            params = ", ".join(f"{k}={v}" for k, v in res.params.items())
+            how = ("explored less than the suite's own budget or preemption bound"
+                   if res.exhausted else "did not explore its whole space")
+            out.print(f"note: {res.scenario}{' [' + params + ']' if params else ''} {how} "
+                      f"and has not reached: {'; '.join(cov.unreached)}", markup=False)
+
+
+def _print_coverage(out: Console, results: list[Result]) -> None:
+    from mmemu.engine._coverage import Coverage, render
+
+    merged: dict[str, tuple[Coverage, int]] = {}
+    for res in results:
+        if res.coverage is None:
+            continue
+        cov, runs = merged.get(res.scenario, (Coverage(), 0))
+        cov.merge(res.coverage)
+        merged[res.scenario] = (cov, runs + 1)
+    for name, (cov, runs) in merged.items():
+        out.print()
+        out.print("\n".join(render(name, cov, runs=runs)), markup=False, soft_wrap=True)
 
 
 class _StopRequest:

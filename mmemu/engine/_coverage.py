@@ -26,13 +26,18 @@ Events are strings and the engine gives them no meaning.  Each has a *kind*:
 - ``"callback"``: the same, reported by the kernel model for every notifier
   callback it makes (``reach("kvm->invalidate_page", kind="callback")``);
 - ``"span"`` and ``"step"``: every kernel function entered (``span``) and
-  every labelled step run, recorded only when the exploration asked for
-  coverage (``explore(..., coverage=True)``, ``mmemu run --coverage``): a
-  dictionary update per step is not free on the engine's hot path.
+  every labelled step run.  They are recorded only when the exploration
+  asked for coverage (``explore(..., coverage=True)``, ``mmemu run
+  --coverage``) or when one of its goals names a step or a span: a
+  dictionary update per step is small but not free on the engine's hot path.
 
-A goal is a string; ``"callback:NAME"`` names a callback, anything else an
-event.  ``reaches`` may also be a function ``params -> goals`` when the
-goals depend on the suite's parameters (a driver that has no retry path).
+A goal is a string: ``"step:LABEL"`` (a step with exactly that label ran:
+the protocol's own words, e.g. ``"step:3. page moved: put_page, goto 1"``),
+``"span:NAME"``, ``"callback:NAME"``, anything else an event.  Prefer a
+step label when the label itself names the outcome, and an explicit event
+when the outcome is decided inside a step (a cmpxchg that fails).
+``reaches`` may also be a function ``params -> goals`` when the goals depend
+on the suite's parameters (a driver that has no retry path).
 
 Counts: per event, the number of executions that reached it and the total
 number of times it was reached.  Shrinking and replays do not count.
@@ -49,8 +54,8 @@ from ._errors import MmemuError, ModelError
 
 #: kinds of coverage events, in the order reports list them
 KINDS = ("event", "callback", "span", "step")
-#: kinds a goal may name (the others are only recorded with coverage=True)
-GOAL_KINDS = ("event", "callback")
+#: kinds recorded only when asked for (coverage=True, or a goal names one)
+RECORDED_ON_DEMAND = ("span", "step")
 
 Goals = Sequence[str] | Callable[[dict[str, Any]], Iterable[str]]
 
@@ -80,11 +85,15 @@ def parse_goal(goal: str) -> tuple[str, str]:
         raise ModelError(f"a coverage goal must be a non-empty string (got {goal!r})")
     kind, colon, rest = goal.partition(":")
     if colon and kind in KINDS:
-        if kind not in GOAL_KINDS:
-            raise ModelError(f"goal {goal!r}: a goal names an event or a callback "
-                             f"({kind}s are recorded only with coverage=True)")
+        if not rest:
+            raise ModelError(f"goal {goal!r} names no {kind}")
         return kind, rest
     return "event", goal
+
+
+def needs_recording(goals: Iterable[str]) -> bool:
+    """Do these goals name steps or spans (recorded only on demand)?"""
+    return any(parse_goal(g)[0] in RECORDED_ON_DEMAND for g in goals)
 
 
 def resolve_goals(goals: Goals | None, params: Mapping[str, Any]) -> tuple[str, ...]:
@@ -170,6 +179,31 @@ class Coverage:
         return cov
 
 
+#: headings of the coverage report, per kind
+KIND_TITLES = {"event": "events", "callback": "notifier callbacks",
+               "span": "kernel functions (spans)", "step": "labelled steps"}
+
+
+def render(title: str, cov: Coverage, *, runs: int = 1) -> list[str]:
+    """The text of ``mmemu run --coverage`` for one suite: its goals, then
+    every event, callback, kernel function and step label reached, each with
+    the number of executions that reached it and how many times in all."""
+    lines = [f"coverage of {title}: {runs} run{'' if runs == 1 else 's'}, "
+             f"{cov.executions} executions"]
+    if cov.goals:
+        lines += ["  goals", "    executions  goal"]
+        for g in cov.goals:
+            n = cov.executions_reaching(g)
+            lines.append(f"    {n:>10}  {g}" if n else f"    {'MISSED 0':>10}  {g}")
+    for kind in KINDS:
+        rows = cov.of_kind(kind)
+        if not rows:
+            continue
+        lines += [f"  {KIND_TITLES[kind]}", "    executions     times  name"]
+        lines += [f"    {e:>10} {n:>9}  {name}" for name, e, n in rows]
+    return lines
+
+
 def vacuity_error(scenario: str, params: Mapping[str, Any], coverage: Coverage,
                   ) -> VacuousSuite | None:
     """The VacuousSuite of a complete exploration, or None if every goal was reached."""
@@ -190,5 +224,5 @@ def vacuity_error(scenario: str, params: Mapping[str, Any], coverage: Coverage,
     return VacuousSuite("\n".join(lines), unreached=missing, executions=coverage.executions)
 
 
-__all__ = ["GOAL_KINDS", "KINDS", "Coverage", "Goals", "VacuousSuite", "parse_goal",
+__all__ = ["KINDS", "KIND_TITLES", "RECORDED_ON_DEMAND", "needs_recording", "render", "Coverage", "Goals", "VacuousSuite", "parse_goal",
            "resolve_goals", "vacuity_error"]

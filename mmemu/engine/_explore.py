@@ -37,7 +37,14 @@ from ._errors import (
     NondeterminismError,
     UnexpectedException,
 )
-from ._coverage import Coverage, Goals, VacuousSuite, resolve_goals, vacuity_error
+from ._coverage import (
+    Coverage,
+    Goals,
+    VacuousSuite,
+    needs_recording,
+    resolve_goals,
+    vacuity_error,
+)
 from ._execution import Chooser, CpuPool, Simulation
 from ._registry import Scenario, get_mutant, get_scenario, resolve_scenario, scenario_name
 from ._report import Trace, build_trace, render_timeline
@@ -178,27 +185,47 @@ def vacuous_failure(exc: VacuousSuite, scenario: str, params: dict[str, Any],
                           exception=exc, failure_step=-1, found_after=exc.executions)
 
 
+def _suite(scenario: ScenarioFn | Scenario | str) -> Scenario | None:
+    """The registered suite ``scenario`` is (None for a raw scenario)."""
+    if isinstance(scenario, Scenario):
+        return scenario
+    from ._registry import is_registered
+
+    name = scenario if isinstance(scenario, str) else getattr(scenario, "__mmemu_scenario__", None)
+    if isinstance(name, str) and is_registered(name):
+        return get_scenario(name)
+    return None
+
+
 def exploration_goals(scenario: ScenarioFn | Scenario | str, params: dict[str, Any],
                       reaches: Goals | None = None) -> tuple[str, ...]:
     """The coverage goals of an exploration: ``reaches`` if given, else the
     registered suite's for these parameters (none for a raw scenario)."""
     if reaches is not None:
         return resolve_goals(reaches, params)
-    if isinstance(scenario, Scenario):
-        return scenario.goals(params)
-    from ._registry import is_registered
-
-    name = scenario if isinstance(scenario, str) else getattr(scenario, "__mmemu_scenario__", None)
-    if isinstance(name, str) and is_registered(name):
-        return get_scenario(name).goals(params)
-    return ()
+    sc = _suite(scenario)
+    return sc.goals(params) if sc is not None else ()
 
 
-def check_vacuity(result: Result) -> Result:
-    """``result`` with a VacuousFailure if it explored its whole space, found
+def as_thorough_as_the_suite(scenario: ScenarioFn | Scenario | str,
+                             bound: int | None) -> bool:
+    """Does a DFS bounded at ``bound`` preemptions (None: unbounded) explore
+    at least what the suite's own bound does?  A suite's goals are reachable
+    within its own bound; an exhausted search under a smaller one is not a
+    complete exploration of the suite (its misses are only noted)."""
+    sc = _suite(scenario)
+    if sc is None or bound is None:
+        return True
+    return sc.max_preemptions is not None and bound >= sc.max_preemptions
+
+
+def check_vacuity(result: Result, *, thorough: bool = True) -> Result:
+    """``result`` with a VacuousFailure if it explored its whole space (at
+    least as thoroughly as the suite's own bound: ``thorough``), found
     nothing and never reached a goal (see mmemu.engine._coverage)."""
     cov = result.coverage
-    if (cov is None or not result.exhausted or result.failures or result.interrupted):
+    if (cov is None or not result.exhausted or not thorough or result.failures
+            or result.interrupted):
         return result
     exc = vacuity_error(result.scenario, result.params, cov)
     if exc is None:
@@ -442,8 +469,9 @@ async def explore_async(
     steps_cap = max_steps if max_steps is not None else s.max_steps
     if steps_cap < 1:
         raise ModelError(f"'max_steps' must be at least 1 (got {steps_cap})")
-    runner = _Runner(fn, name, dict(params or {}), mut, steps_cap, cover=coverage)
     cov = Coverage(goals=exploration_goals(scenario, dict(params or {}), reaches))
+    runner = _Runner(fn, name, dict(params or {}), mut, steps_cap,
+                     cover=coverage or needs_recording(cov.goals))
     log = _logger().bind(scenario=name, strategy=strat.describe())
     log.debug("exploration started", executions=budget)
     clock = trio.current_time()
@@ -498,10 +526,12 @@ async def explore_async(
         strat.save_checkpoint()
     elapsed = trio.current_time() - clock
     log.debug("exploration finished", executions=done, failures=len(failures))
+    bound = strat.max_preemptions if isinstance(strat, DFS) else None
     return check_vacuity(Result(
         scenario=name, params=dict(params or {}), mutants=mut, strategy=strat.describe(),
         executions=done, exhausted=exhausted, failures=tuple(failures), elapsed_s=elapsed,
-        interrupted=interrupted, coverage=cov))
+        interrupted=interrupted, coverage=cov),
+        thorough=as_thorough_as_the_suite(scenario, bound))
 
 
 def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:

@@ -70,13 +70,14 @@ import attrs
 import trio
 
 from ._errors import ModelError
-from ._coverage import Coverage, Goals
+from ._coverage import Coverage, Goals, needs_recording
 from ._explore import (
     Failure,
     Result,
     _check_mutants,
     _resolve,
     _Runner,
+    as_thorough_as_the_suite,
     check_vacuity,
     exploration_goals,
     failure_kind,
@@ -511,8 +512,10 @@ def explore_parallel(
     k_shard, n_shard = shard if shard is not None else (0, 1)
     if n_shard < 1 or not 0 <= k_shard < n_shard:
         raise ModelError(f"'shard' must be (K, N) with 0 <= K < N (got {shard!r})")
+    goals = exploration_goals(scenario, prm, reaches)
     base: dict[str, Any] = {"scenario": ref, "params": prm, "mutants": list(mut),
-                            "max_steps": steps_cap, "coverage": coverage}
+                            "max_steps": steps_cap,
+                            "coverage": coverage or needs_recording(goals)}
     t0 = time.perf_counter()
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
 
@@ -599,7 +602,7 @@ def explore_parallel(
                 and all(u["order"] in ran for u in units))
     exhausted = (spec["name"] == "dfs" and complete
                  and all(r["exhausted"] for r in results))
-    cov = Coverage(goals=exploration_goals(scenario, prm, reaches))
+    cov = Coverage(goals=goals)
     for r in sorted(results, key=_unit_key):
         cov.merge(Coverage.from_json(r.get("coverage") or {}))
     failures: tuple[Failure, ...] = ()
@@ -610,7 +613,10 @@ def explore_parallel(
                     executions=executed, exhausted=exhausted, failures=failures,
                     elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov)
     # one shard of N saw only its slice: its goals are judged once merged
-    return check_vacuity(result) if n_shard == 1 else result
+    if n_shard > 1:
+        return result
+    bound = spec.get("max_preemptions") if spec["name"] == "dfs" else None
+    return check_vacuity(result, thorough=as_thorough_as_the_suite(scenario, bound))
 
 
 async def _shrink_and_finish(ref: str, params: dict[str, Any], mutants: tuple[str, ...],

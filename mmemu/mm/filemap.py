@@ -187,6 +187,14 @@ def _page_added(mapping: AddressSpace, page: Page) -> None:
         chk.page_added(mapping, page)
 
 
+def _page_removed(mapping: AddressSpace, page: Page) -> None:
+    """Called inside the step that removes ``page`` from ``mapping`` (the
+    checker asks whether its data was written back)."""
+    chk = _checker()
+    if chk is not None:
+        chk.page_removed(mapping, page)
+
+
 # ----------------------------------------------------------- radix tree
 
 
@@ -235,6 +243,7 @@ async def _lookup_slot(fn: str, mapping: AddressSpace, index: int) -> Page | Non
         page = mapping.page_tree.get(index)
         if page is None:
             return None
+        gen = page.gen
         if not await page_cache_get_speculative(page):
             # A ran before 2: retry (B will remove it, or it is unfrozen)
             await _wait_slot_change(mapping, index, page)
@@ -248,6 +257,9 @@ async def _lookup_slot(fn: str, mapping: AddressSpace, index: int) -> Page | Non
             # does the right thing whatever the page is now used for.
             await put_page(page, label="3. page moved: put_page, goto 1")
             continue
+        if page.gen != gen:
+            reach("filemap: between 1 and 2 the page was freed and re-inserted in the same "
+                  "slot (the harmless ABA)")
         _lookup_returned(fn, mapping, index, page)
         return page
 
@@ -426,7 +438,8 @@ async def __remove_from_page_cache(page: Page, *,
             details=page.dump()))
     index = page.index
     slot = slot_key(mapping, index)
-    await step(label, reads=(index_key(page),),
+    # (page->flags: the checker reads PG_dirty here; see _page_removed)
+    await step(label, reads=(index_key(page), page.flags_key),
                writes=(slot, tree_key(mapping), nrpages_key(mapping), page.mapping_key))
     if mapping.tree_lock.owner is not current_simulation().running:
         current_simulation().fail(BadPageState(
@@ -436,6 +449,7 @@ async def __remove_from_page_cache(page: Page, *,
         current_simulation().fail(BadPageState(
             f"__remove_from_page_cache(page{page.pfn}) at {page_site()}: the page is not in "
             f"{mapping.name}[{index}]", details=page.dump() + "\n    " + mapping.dump()))
+    _page_removed(mapping, page)
     __radix_tree_store(mapping, index, None)
     page.mapping = None
     mapping.nrpages -= 1

@@ -39,6 +39,12 @@ class Kernel:
         self.api = api
         self.free_hooks: list[Callable[[Page], None]] = []
         self.alloc_hooks: list[Callable[[Page], None]] = []
+        #: ``hook(mm, address, old, new)`` after every pte write or clear
+        #: (mmemu.mm.memory set_pte_at / pte_clear; ``new`` None: cleared)
+        self.pte_hooks: list[Callable[[Any, int, Any, Any], None]] = []
+        #: observers of the mmu notifiers (mmemu.mm.mmu_notifier: every
+        #: callback, and what the call sites promise; see _report there)
+        self.notifier_hooks: list[Any] = []
         #: extra lines for Page.dump() (which drivers map the page, ...)
         self.page_dumpers: list[Callable[[Page], str]] = []
         self.page_alloc = PageAllocator(self, npages)

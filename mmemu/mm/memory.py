@@ -257,6 +257,8 @@ def set_pte_at(mm: MmStruct, address: int, pte: Pte) -> None:
     if page is not None:
         _index_add(mm, address, page)
         _check_pte_install(mm, address, page, pte)
+    for hook in mm.kernel.pte_hooks:
+        hook(mm, address, old, pte)
     wake_all(pte_key(mm, address))
 
 
@@ -270,6 +272,8 @@ def pte_clear(mm: MmStruct, address: int) -> Pte | None:
     if old is not None:
         if old.page is not None:
             _index_del(mm, address, old.page)
+        for hook in mm.kernel.pte_hooks:
+            hook(mm, address, old, None)
         wake_all(pte_key(mm, address))
     return old
 

@@ -774,6 +774,8 @@ async def vm_lock_anon_vma(mm: Any, anon_vma: Any) -> None:
     """Take anon_vma->lock once per mm_take_all_locks, however many vmas share it."""
     key = anon_vma_head_key(anon_vma)
     await step("vm_lock_anon_vma: test_bit(0, &anon_vma->head.next)", reads=(key,))
+    if anon_vma.head_next_lsb:
+        reach("mm_take_all_locks: an anon_vma shared by two vmas is taken once")
     if not anon_vma.head_next_lsb or mmemu.mutant(MUTANT_NO_DEDUP):
         # The LSB of head.next can't change from under us: we hold
         # mm_all_locks_mutex.
@@ -792,6 +794,8 @@ async def vm_lock_mapping(mm: Any, mapping: Any) -> None:
     """Take mapping->i_mmap_lock once, marked by AS_MM_ALL_LOCKS."""
     key = mapping_flags_key(mapping)
     await step("vm_lock_mapping: test_bit(AS_MM_ALL_LOCKS, &mapping->flags)", reads=(key,))
+    if mapping.flags & AS_MM_ALL_LOCKS:
+        reach("mm_take_all_locks: a mapping shared by two vmas is taken once")
     if not (mapping.flags & AS_MM_ALL_LOCKS) or mmemu.mutant(MUTANT_NO_DEDUP):
         # Operations on ->flags are atomic: other CPUs change other bits.
         await step("vm_lock_mapping: test_and_set_bit(AS_MM_ALL_LOCKS)", reads=(key,),
@@ -853,6 +857,8 @@ async def mm_take_all_locks(mm: Any) -> int:
                 await vm_lock_mapping(mm, mapping)
         else:
             ret = 0
+        if ret:
+            reach("mm_take_all_locks returned -EINTR (a signal was pending)")
         if ret and not mmemu.mutant(MUTANT_EINTR_LEAK):
             await mm_drop_all_locks(mm)
         return ret

@@ -574,6 +574,43 @@ async def _has_notifiers(mm: Any, what: str) -> bool:
     return mm_has_notifiers(mm)
 
 
+# ----------------------------------------------------- checker interface
+#
+# mm/ never imports mmemu/check: a checker appends an observer to
+# ``kernel.notifier_hooks``, and the code below reports to it every callback
+# it makes (``callback_begin`` / ``callback_end``) and what the call sites
+# promise (``notifier_event``: a bracket begins or is established, a page or
+# range was invalidated, a notifier is hashed or unregistered).
+
+
+def _observers(mm: Any) -> list[Any]:
+    kernel = getattr(mm, "kernel", None)
+    return getattr(kernel, "notifier_hooks", None) or []
+
+
+def _report(mm: Any, event: str, *args: Any) -> None:
+    for o in _observers(mm):
+        o.notifier_event(event, mm, *args)
+
+
+async def _call(mm: Any, mn: Any, what: str, fn: Callable[..., Awaitable[Any]],
+                *args: Any) -> Any:
+    """``fn(mn, *args)``: the notifier's ->what, seen by the observers.
+
+    The steps that enter and leave the callback read ``mn`` (mn->ops), so
+    that the explorer orders them against the step of a driver that frees
+    its notifier once unregister returned (it writes ``mn``)."""
+    observers = _observers(mm)
+    touch(reads=(mn,))
+    for o in observers:
+        o.callback_begin(mm, mn, what, args)
+    ret = await fn(mn, *args)
+    touch(reads=(mn,))
+    for o in observers:
+        o.callback_end(mm, mn, what, args, ret)
+    return ret
+
+
 async def _walk(mm: Any, what: str) -> tuple[SrcuStruct, int, list[MmuNotifier]]:
     """srcu_read_lock, then read the hlist once (hlist_for_each_entry_rcu)."""
     ss = mmu_notifier_srcu()
@@ -591,7 +628,8 @@ async def __mmu_notifier_invalidate_range_start(mm: Any, start: int, end: int) -
     for mn in notifiers:
         if mn.ops.invalidate_range_start is not None:
             _check_live(mn, "invalidate_range_start")
-            await mn.ops.invalidate_range_start(mn, mm, start, end)
+            await _call(mm, mn, "invalidate_range_start", mn.ops.invalidate_range_start,
+                        mm, start, end)
     await srcu_read_unlock(ss, idx)
 
 
@@ -600,7 +638,8 @@ async def __mmu_notifier_invalidate_range_end(mm: Any, start: int, end: int) -> 
     for mn in notifiers:
         if mn.ops.invalidate_range_end is not None:
             _check_live(mn, "invalidate_range_end")
-            await mn.ops.invalidate_range_end(mn, mm, start, end)
+            await _call(mm, mn, "invalidate_range_end", mn.ops.invalidate_range_end,
+                        mm, start, end)
     await srcu_read_unlock(ss, idx)
 
 
@@ -609,7 +648,7 @@ async def __mmu_notifier_invalidate_page(mm: Any, address: int) -> None:
     for mn in notifiers:
         if mn.ops.invalidate_page is not None:
             _check_live(mn, "invalidate_page")
-            await mn.ops.invalidate_page(mn, mm, address)
+            await _call(mm, mn, "invalidate_page", mn.ops.invalidate_page, mm, address)
     await srcu_read_unlock(ss, idx)
 
 
@@ -619,7 +658,8 @@ async def __mmu_notifier_clear_flush_young(mm: Any, address: int) -> bool:
     for mn in notifiers:
         if mn.ops.clear_flush_young is not None:
             _check_live(mn, "clear_flush_young")
-            young = bool(await mn.ops.clear_flush_young(mn, mm, address)) or young
+            young = bool(await _call(mm, mn, "clear_flush_young", mn.ops.clear_flush_young,
+                                     mm, address)) or young
     await srcu_read_unlock(ss, idx)
     return young
 
@@ -630,7 +670,7 @@ async def __mmu_notifier_test_young(mm: Any, address: int) -> bool:
     for mn in notifiers:
         if mn.ops.test_young is not None:
             _check_live(mn, "test_young")
-            if await mn.ops.test_young(mn, mm, address):
+            if await _call(mm, mn, "test_young", mn.ops.test_young, mm, address):
                 young = True
                 break
     await srcu_read_unlock(ss, idx)
@@ -648,9 +688,9 @@ async def __mmu_notifier_change_pte(mm: Any, address: int, page: Any) -> None:
     for mn in notifiers:
         if mn.ops.change_pte is not None:
             _check_live(mn, "change_pte")
-            await mn.ops.change_pte(mn, mm, address, page)
+            await _call(mm, mn, "change_pte", mn.ops.change_pte, mm, address, page)
         elif mn.ops.invalidate_page is not None and not modern:
-            await mn.ops.invalidate_page(mn, mm, address)
+            await _call(mm, mn, "invalidate_page", mn.ops.invalidate_page, mm, address)
     await srcu_read_unlock(ss, idx)
 
 
@@ -688,7 +728,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
             idx = await srcu_read_lock(ss)
             if mn.ops.release is not None:
                 _check_live(mn, "release")
-                await mn.ops.release(mn, mm)
+                await _call(mm, mn, "release", mn.ops.release, mm)
             await srcu_read_unlock(ss, idx)
             await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
         await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
@@ -699,7 +739,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
     for mn in list(mmn.list):
         if mn.ops.release is not None:
             _check_live(mn, "release")
-            await mn.ops.release(mn, mm)
+            await _call(mm, mn, "release", mn.ops.release, mm)
     await srcu_read_unlock(ss, idx)
     await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
     await step("2. hlist_del_init_rcu (all)", reads=(mmn,), writes=(mmn,))
@@ -760,7 +800,8 @@ async def mn_hlist_invalidate_range_start(mmn: MmuNotifierMm, range: MmuNotifier
         _check_live(mn, "invalidate_range_start")
         with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_start of a "
                        f"non-blockable range {range!r}", not blockable):
-            _ret = int(await mn.ops.invalidate_range_start(mn, range) or 0)
+            _ret = int(await _call(range.mm, mn, "invalidate_range_start",
+                                   mn.ops.invalidate_range_start, range) or 0)
         if _ret:
             if blockable or _ret != -EAGAIN:
                 current_simulation().fail(MmuNotifierViolation(
@@ -781,7 +822,8 @@ async def mn_hlist_invalidate_range_start(mmn: MmuNotifierMm, range: MmuNotifier
             if mn.ops.invalidate_range_end is not None:
                 with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_end of a "
                                f"non-blockable range {range!r}"):
-                    await mn.ops.invalidate_range_end(mn, range)
+                    await _call(range.mm, mn, "invalidate_range_end",
+                                mn.ops.invalidate_range_end, range)
     await srcu_read_unlock(ss, idx)
     return ret
 
@@ -794,7 +836,8 @@ async def mn_hlist_invalidate_end(mmn: MmuNotifierMm, range: MmuNotifierRange) -
             _check_live(mn, "invalidate_range_end")
             with non_block(f"inside {mn.__mmemu_name__}->invalidate_range_end of a "
                            f"non-blockable range {range!r}", not blockable):
-                await mn.ops.invalidate_range_end(mn, range)
+                await _call(range.mm, mn, "invalidate_range_end", mn.ops.invalidate_range_end,
+                            range)
     await srcu_read_unlock(ss, idx)
 
 
@@ -880,7 +923,8 @@ async def mn_itree_invalidate(mmn: MmuNotifierMm, range: MmuNotifierRange) -> in
         assert sub.ops is not None
         with non_block(f"inside {sub.__mmemu_name__}->invalidate of a non-blockable range "
                        f"{range!r}", not blockable):
-            ok = bool(await sub.ops.invalidate(sub, range, cur_seq))
+            ok = bool(await _call(range.mm, sub, "invalidate", sub.ops.invalidate, range,
+                                  cur_seq))
         if not ok:
             if blockable:
                 current_simulation().fail(MmuNotifierViolation(
@@ -941,6 +985,7 @@ async def mmu_interval_read_begin(sub: MmuIntervalNotifier) -> int:
     is_invalidating = seq == mmn.invalidate_seq
     await spin_unlock(mmn.lock, label="R1. spin_unlock(subscriptions->lock)")
     if is_invalidating:
+        reach("mmu_interval_read_begin waited for an invalidation of its interval")
         await wait_event(mmn.wq, lambda: mmn.invalidate_seq != seq,
                          label="R1. wait_event(subscriptions->wq, invalidate_seq != seq)",
                          reads=(key,))
@@ -983,6 +1028,8 @@ async def __mmu_interval_notifier_insert(sub: MmuIntervalNotifier, mm: Any,
     key = itree_key(mmn)
     await spin_lock(mmn.lock, label="N1. spin_lock(subscriptions->lock)")
     await step("N1. interval_tree_insert (or defer)", reads=(key,), writes=(key, sub.seq_key))
+    if mmn.active_invalidate_ranges:
+        reach("mmu_interval_notifier_insert during an invalidation")
     if mmn.active_invalidate_ranges and not mmemu.mutant(MUTANT_INTERVAL_NO_DEFER):
         if not _mn_itree_is_invalidating(mmn):
             mmn.invalidate_seq |= 1
@@ -992,6 +1039,7 @@ async def __mmu_interval_notifier_insert(sub: MmuIntervalNotifier, mm: Any,
         sub.invalidate_seq = (mmn.invalidate_seq | 1) - 2
         _itree_insert(mmn, sub)
     await spin_unlock(mmn.lock, label="N1. spin_unlock(subscriptions->lock)")
+    _report(mm, "hashed", sub)
     return 0
 
 
@@ -1087,8 +1135,11 @@ async def mmu_notifier_invalidate_range_start_nonblock(range: MmuNotifierRange) 
     if not is_modern(range.mm):
         raise mmemu.ModelError("mmu_notifier_invalidate_range_start_nonblock needs the "
                                "modern notifier API (boot the kernel with api='modern')")
+    _report(range.mm, "range_start_begin", range.start, range.end)
     with mmemu.span("mmu_notifier_invalidate_range_start_nonblock"):
-        return await __mmu_notifier_invalidate_range_start_modern(range)
+        ret = await __mmu_notifier_invalidate_range_start_modern(range)
+    _report(range.mm, "range_start_done", range.start, range.end, bool(ret))
+    return ret
 
 
 # ------------------------------------------------- modern: get/put
@@ -1203,12 +1254,14 @@ async def mmu_notifier_invalidate_range_start(mm: Any, start: int | None = None,
     blockable, as the kernel's wrapper does)."""
     range = _as_range(mm, start, end, event)
     if await _has_notifiers(range.mm, "mmu_notifier_invalidate_range_start"):
+        _report(range.mm, "range_start_begin", range.start, range.end)
         with mmemu.span("mmu_notifier_invalidate_range_start"):
             if is_modern(range.mm):
                 range.flags |= MMU_NOTIFIER_RANGE_BLOCKABLE
                 await __mmu_notifier_invalidate_range_start_modern(range)
             else:
                 await __mmu_notifier_invalidate_range_start(range.mm, range.start, range.end)
+        _report(range.mm, "range_start_done", range.start, range.end, range.failed)
 
 
 async def mmu_notifier_invalidate_range_end(mm: Any, start: int | None = None,
@@ -1216,6 +1269,7 @@ async def mmu_notifier_invalidate_range_end(mm: Any, start: int | None = None,
                                             event: str = "UNMAP") -> None:
     range = _as_range(mm, start, end, event)
     if await _has_notifiers(range.mm, "mmu_notifier_invalidate_range_end"):
+        _report(range.mm, "range_end_begin", range.start, range.end)
         with mmemu.span("mmu_notifier_invalidate_range_end"):
             if is_modern(range.mm):
                 await __mmu_notifier_invalidate_range_end_modern(range)
@@ -1235,6 +1289,7 @@ async def mmu_notifier_invalidate_page(mm: Any, address: int) -> None:
                 await mmu_notifier_invalidate_range_end(mm, a, a + 0x1000, event="CLEAR")
             else:
                 await __mmu_notifier_invalidate_page(mm, address)
+        _report(mm, "page_invalidated", address)
 
 
 async def mmu_notifier_clear_flush_young(mm: Any, address: int) -> bool:
@@ -1256,7 +1311,8 @@ async def mmu_notifier_clear_young(mm: Any, start: int, end: int) -> bool:
         for mn in notifiers:
             if mn.ops.clear_young is not None:
                 _check_live(mn, "clear_young")
-                young = bool(await mn.ops.clear_young(mn, mm, start, end)) or young
+                young = bool(await _call(mm, mn, "clear_young", mn.ops.clear_young,
+                                         mm, start, end)) or young
         await srcu_read_unlock(ss, idx)
         return young
     return False
@@ -1271,6 +1327,7 @@ async def mmu_notifier_test_young(mm: Any, address: int) -> bool:
 async def mmu_notifier_change_pte(mm: Any, address: int, page: Any) -> None:
     if await _has_notifiers(mm, "mmu_notifier_change_pte"):
         await __mmu_notifier_change_pte(mm, address, page)
+        _report(mm, "change_pte", address)
 
 
 async def mmu_notifier_release(mm: Any) -> None:
@@ -1299,8 +1356,9 @@ async def arch_invalidate_secondary_tlbs(mm: Any, start: int, end: int) -> None:
                 _check_live(mn, "arch_invalidate_secondary_tlbs")
                 with non_block(f"inside {mn.__mmemu_name__}->arch_invalidate_secondary_tlbs "
                                f"(under the page-table lock)"):
-                    await fn(mn, mm, start, end)
+                    await _call(mm, mn, "arch_invalidate_secondary_tlbs", fn, mm, start, end)
         await srcu_read_unlock(ss, idx)
+    _report(mm, "secondary_tlbs_invalidated", start, end)
 
 
 # ------------------------------------------------------ register/unregister
@@ -1354,6 +1412,7 @@ async def do_mmu_notifier_register(mn: MmuNotifier | None, mm: Any, take_mmap_se
             mmn.list.insert(0, mn)
             mn.hashed = True
             mn.mm = mm
+            _report(mm, "hashed", mn)
             await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")
         if locked:
             await mm_drop_all_locks(mm)
@@ -1418,11 +1477,12 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
             return
         ss = mmu_notifier_srcu()
         await step("1. hlist_unhashed(&mn->hlist)", reads=(mmn,))
+        _report(mm, "unregister_begin", mn)
         if mn.hashed:
             idx = await srcu_read_lock(ss)
             if mn.ops.release is not None:
                 _check_live(mn, "release")
-                await mn.ops.release(mn, mm)
+                await _call(mm, mn, "release", mn.ops.release, mm)
             await srcu_read_unlock(ss, idx)
             await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
             if mmemu.mutant(MUTANT_UNREGISTER_DEL_RCU):
@@ -1442,6 +1502,7 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
             await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
         if not mmemu.mutant(MUTANT_UNREGISTER_NO_SRCU):
             await synchronize_srcu(ss)
+        _report(mm, "unregister_end", mn)
 
 __all__ = [
     "EAGAIN", "MMU_NOTIFIER_RANGE_BLOCKABLE", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EVENTS",

@@ -224,6 +224,15 @@ async def put_page(page: Page, *, label: str | None = None) -> None:
     if recording():
         annotate("counter", name="page counts", values={page.__mmemu_name__: c.counter})
     if c.counter == 0:
+        if page.flags & PG_lru:
+            # __page_cache_release: the last reference of a page still on
+            # the LRU takes it off first (del_page_from_lru under
+            # zone->lru_lock; the LRU is a flag here, and the lock is not
+            # taken: its other users, isolate_lru_page and putback, each
+            # hold it for one step and fail on a zero count anyway).
+            await step(f"__page_cache_release: del_page_from_lru({page.__mmemu_name__})",
+                       writes=(page.flags_key,) + writes[1:])
+            page.flags &= ~(PG_lru | PG_active)
         from mmemu.mm.page_alloc import __free_page
         __free_page(page)
 

@@ -20,6 +20,7 @@ and mm/memory.c (vmtruncate) (2.6.27)
     truncate_complete_page(mapping, page)    (page locked)
       page->mapping != mapping?              (already truncated or reclaimed
                                               while we waited: nothing to do)
+      cancel_dirty_page(page)                the data is thrown away on purpose
       remove_from_page_cache(page)           tree_lock, B., unlock
       page_cache_release(page)               the pagecache's reference
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.engine._execution import span, step
+from mmemu.engine._execution import current_simulation, reach, span, step
 from mmemu.mm.filemap import (
     PAGE_CACHE_SIZE,
     PAGE_SHIFT,
@@ -43,9 +44,21 @@ from mmemu.mm.filemap import (
     index_key,
 )
 from mmemu.kernel.locking import spin_lock, spin_unlock
-from mmemu.mm.page import Page, lock_page, put_page, trylock_page, unlock_page
+from mmemu.mm.page import PG_dirty, Page, lock_page, put_page, trylock_page, unlock_page
 
 PAGEVEC_SIZE = 14
+
+
+async def cancel_dirty_page(page: Page) -> None:
+    """The page's data is being thrown away (it is beyond the new EOF):
+    TestClearPageDirty, so that nobody writes it back -- and so that losing
+    it is not data loss (the page-state checker is told)."""
+    await step("cancel_dirty_page", writes=(page.flags_key,))
+    page.flags &= ~PG_dirty
+    kernel = current_simulation().data.get("kernel")
+    chk = kernel.data.get("page_state") if kernel is not None else None
+    if chk is not None:
+        chk.dirty_cancelled(page)
 
 
 async def truncate_complete_page(mapping: AddressSpace, page: Page) -> None:
@@ -61,10 +74,12 @@ async def truncate_complete_page(mapping: AddressSpace, page: Page) -> None:
     # unmap_mapping_range(mapping, index << PAGE_CACHE_SHIFT, PAGE_CACHE_SIZE, 0)").
     await step("page_mapped(page)?", reads=(page._mapcount,))
     if page._mapcount.counter >= 0:
+        reach("truncate: a fault mapped the page after unmap_mapping_range; unmapped again "
+              "under the page lock")
         unmap = _unmap_mapping_range()
         if unmap is not None:
             await unmap(mapping, page.index << PAGE_SHIFT, PAGE_CACHE_SIZE, 0)
-    # cancel_dirty_page: the data is being thrown away
+    await cancel_dirty_page(page)
     await spin_lock(mapping.tree_lock)
     await __remove_from_page_cache(page, label="remove_from_page_cache")
     await spin_unlock(mapping.tree_lock)

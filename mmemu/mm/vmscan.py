@@ -71,8 +71,9 @@ NO_FREEZE = mmemu.register_mutant(
 DIRTY_BEFORE_FREEZE = mmemu.register_mutant(
     "vmscan:dirty-before-freeze",
     "__remove_mapping tests PageDirty before page_freeze_refs instead of after it",
-    caught_as="LostWrite (a page dirtied by a reference holder is freed from the pagecache "
-              "before it was written back)",
+    caught_as="DataLoss (the page-state checker: a page dirtied by a reference holder leaves "
+              "the pagecache without writeback; the suite's own end check, LostWrite, would "
+              "see it next)",
     doc="The order __remove_mapping's comment warns about (2.6.27, 'Must be careful with the "
         "order of the tests'): a get_user_pages holder writes to the page, SetPageDirty, "
         "put_page.  Tested clean first, then frozen once that holder's reference is gone, "

@@ -72,7 +72,8 @@ async def lost_update(sim: Any) -> None:
     sim.check(counter.value == 2, f"counter is {counter.value}, expected 2 (an increment was lost)")
 
 
-@mmemu.scenario("demo:lost-update-locked", strategy="dfs", max_preemptions=None)
+@mmemu.scenario("demo:lost-update-locked", strategy="dfs", max_preemptions=None,
+                reaches=["step:lock (retry)"])
 async def lost_update_locked(sim: Any) -> None:
     """The same two increments under a lock: no update is lost."""
     counter = Counter()

@@ -99,7 +99,9 @@ def _check_all_dropped(sim: Any, kernel: Kernel, anon: list[AnonVma],
 
 
 @mmemu.scenario("locks:take-all-shared",
-                catches=["mmap:no-dedup", "mmap:unmark-after-unlock"])
+                catches=["mmap:no-dedup", "mmap:unmark-after-unlock"],
+                reaches=["mm_take_all_locks: an anon_vma shared by two vmas is taken once",
+                         "mm_take_all_locks: a mapping shared by two vmas is taken once"])
 async def take_all_shared(sim: Any) -> None:
     """mm_take_all_locks on vmas that share an anon_vma and a mapping, against
     rmap walkers that take those locks one at a time.
@@ -139,7 +141,9 @@ async def take_all_shared(sim: Any) -> None:
     _check_all_dropped(sim, kernel, anon, maps)
 
 
-@mmemu.scenario("locks:take-all-signal", catches=["mmap:eintr-leak"])
+@mmemu.scenario("locks:take-all-signal", catches=["mmap:eintr-leak"],
+                reaches=["mm_take_all_locks returned -EINTR (a signal was pending)",
+                         "step:2. everything locked: hash the notifier"])
 async def take_all_signal(sim: Any) -> None:
     """A signal interrupts mm_take_all_locks: -EINTR with every lock dropped.
 

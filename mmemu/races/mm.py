@@ -83,7 +83,11 @@ def check_page_refs(sim: Any, kernel: Kernel, held: dict[Page, int] | None = Non
 # ------------------------------------------------------ fault vs truncate
 
 
-@mmemu.scenario("mm:fault-vs-truncate", catches=["memory:fault-unlocked"])
+@mmemu.scenario("mm:fault-vs-truncate", catches=["memory:fault-unlocked"],
+                reaches=["truncate: a fault mapped the page after unmap_mapping_range; "
+                         "unmapped again under the page lock",
+                         "step:beyond EOF: unlock_page",
+                         "step:truncated: page_cache_release, repeat"])
 async def fault_vs_truncate(sim: Any) -> None:
     """A file fault against vmtruncate of the page it maps.
 
@@ -151,7 +155,10 @@ async def fault_vs_truncate(sim: Any) -> None:
 # ------------------------------------------------------- reclaim vs gup
 
 
-@mmemu.scenario("mm:reclaim-vs-gup", catches=["vmscan:no-freeze"])
+@mmemu.scenario("mm:reclaim-vs-gup", catches=["vmscan:no-freeze"],
+                reaches=["vmscan: __remove_mapping: the freeze failed (the page is busy)",
+                         "vmscan: __remove_mapping froze and freed the page",
+                         "filemap: step 2 failed on a frozen page (the lookup waits)"])
 async def reclaim_vs_gup(sim: Any) -> None:
     """get_user_pages pins a mapped file page while reclaim tries to free it.
 
@@ -225,7 +232,10 @@ async def reclaim_vs_gup(sim: Any) -> None:
 # ------------------------------------------------- fault vs migration
 
 
-@mmemu.scenario("migrate:fault-vs-migration", catches=["migrate:plain-get"])
+@mmemu.scenario("migrate:fault-vs-migration", catches=["migrate:plain-get"],
+                reaches=["step:A. busy, -EAGAIN: spin_unlock(tree_lock)",
+                         "step:b. frozen: pte_unmap_unlock",
+                         "step:c. retry the fault (pte changed)"])
 async def fault_vs_migration(sim: Any) -> None:
     """A fault on a migration entry against the migration of a pagecache page.
 

@@ -24,18 +24,26 @@ from mmemu.check import boot_checked
 from mmemu.driver import available_drivers, guarded, supports_api
 from mmemu.engine._execution import step
 from mmemu.kernel.locking import down_write, up_write
-from mmemu.mm.memory import fault_in, pte_get
+from mmemu.mm.memory import fault_in
 from mmemu.mm.filemap import AddressSpace
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap, mm_alloc
 from mmemu.mm.oom_kill import oom_reap_task
 from mmemu.mm.truncate import vmtruncate
-from mmemu.races.notifier import IncoherentTranslation, _coherent, guest, guest_fault
+from mmemu.races.notifier import (
+    ZAPPED,
+    goals,
+    guest,
+    guest_fault,
+)
 
 MODERN_DRIVER_AXES: dict[str, Any] = {"api": ["modern"], "driver": available_drivers}
 
 
 @mmemu.scenario("notifier:oom-reap-vs-fault", axes=MODERN_DRIVER_AXES, filter=supports_api,
-                catches=["hmm:no-retry", "sva:no-flush"])
+                catches=["hmm:no-retry", "sva:no-flush"],
+                reaches=goals(ZAPPED, kvm=("retry",),
+                              hmm=("retry", "a non-blockable invalidate_range_start failed "
+                                            "(-EAGAIN)")))
 async def oom_reap_vs_fault(sim: Any) -> None:
     """The OOM reaper unmaps a victim's anonymous page while the driver faults it.
 
@@ -67,7 +75,6 @@ async def oom_reap_vs_fault(sim: Any) -> None:
     async with sim.cpus() as cpus:
         cpus.start(oom_reap_task, g.mm, name="oom_reaper")
         cpus.start(guest_fault, g, name=g.driver.name)
-    _coherent(sim, g)
 
 
 async def _kfree_mirror(mirror: Any) -> None:
@@ -85,7 +92,11 @@ async def _attach_and_fault(mirror: Any, kernel: Any, mm: Any, addr: int) -> Non
 
 
 @mmemu.scenario("interval:insert-remove-vs-invalidate", axes={"api": ["modern"]},
-                catches=["mmu_notifier:interval-no-defer", "mmu_notifier:interval-remove-nowait"])
+                catches=["mmu_notifier:interval-no-defer", "mmu_notifier:interval-remove-nowait"],
+                reaches=["mmu_interval_notifier_insert during an invalidation",
+                         "mmu_interval_notifier_remove: waits for the invalidation in progress",
+                         "mmu_interval_read_begin waited for an invalidation of its interval",
+                         "step:4. unlock(dmirror->lock) (retry)"])
 async def insert_remove_vs_invalidate(sim: Any) -> None:
     """Interval notifiers inserted and removed while a truncate invalidates their range.
 
@@ -131,15 +142,8 @@ async def insert_remove_vs_invalidate(sim: Any) -> None:
         cpus.start(vmtruncate, mapping, 0, name="truncate")
         cpus.start(_attach_and_fault, mirror_b, kernel, mm, addr, name="mirror-B")
         cpus.start(_kfree_mirror, mirror_a, name="mirror-A")
-    pte = pte_get(mm, addr)
-    for m in (mirror_a, mirror_b):
-        for key in m.tlb.keys():
-            e = m.tlb.entries[key]
-            if pte is None or pte.page is not e.page:
-                raise IncoherentTranslation(
-                    f"{m.tlb.describe(key)} still maps page{e.page.pfn} (installed at {e.site}) "
-                    f"but the CPU pte maps nothing: the munmap's invalidation never reached it",
-                    details=e.page.dump())
+    # the translations of both mirrors against the CPU pte: the end-of-run
+    # coherence check of mmemu.check.notifier (IncoherentTranslation)
 
 
 __all__ = ["insert_remove_vs_invalidate", "oom_reap_vs_fault"]

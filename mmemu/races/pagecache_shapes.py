@@ -196,7 +196,8 @@ async def reclaim_unfreeze(sim: Any) -> None:
        dirty bit (the cmpxchg of A is the read barrier) and unfreeze.
        Testing PageDirty before the freeze (mutant
        ``vmscan:dirty-before-freeze``) frees the page with the data W1
-       wrote: LostWrite.
+       wrote: DataLoss (the page-state checker, as the page leaves the
+       pagecache dirty; the end check would say LostWrite).
      - 2 between A and page_unfreeze_refs: it fails on the frozen count and
        waits for the slot to change or the count to come back;
        page_unfreeze_refs is the only event that ends that wait here.

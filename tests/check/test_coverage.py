@@ -138,6 +138,17 @@ def test_coverage_mode_counts_steps_and_spans() -> None:
     assert plain.of_kind("event")
 
 
+def test_goals_may_name_step_labels_and_spans(registry: None) -> None:
+    """A step or span goal turns their recording on for that exploration only."""
+    name = _register("covtest:labels", ["step:b: done", "span:a_done"])
+    res = mmemu.explore(name, strategy=mmemu.DFS(max_preemptions=None))
+    assert res.failure is None, res.failure.report()
+    assert res.coverage is not None and res.coverage.executions_reaching("step:b: done") == res.executions
+    bad = mmemu.explore(_race, strategy=mmemu.DFS(max_preemptions=None),
+                        reaches=["step:c: done", "span:b_done"])
+    assert bad.failure is not None and bad.failure.exception.unreached == ("step:c: done",)
+
+
 def test_setup_code_does_not_reach_goals() -> None:
     async def setup_only(sim: Any) -> None:
         reach("in setup")
@@ -162,8 +173,8 @@ def test_parallel_exploration_merges_coverage_before_judging(registry: None) -> 
 
 
 def test_bad_goals_are_rejected_at_registration(registry: None) -> None:
-    with pytest.raises(mmemu.ModelError, match="recorded only with coverage=True"):
-        mmemu.scenario("covtest:bad", reaches=["span:vmtruncate"])(_race)
+    with pytest.raises(mmemu.ModelError, match="names no step"):
+        mmemu.scenario("covtest:bad", reaches=["step:"])(_race)
     with pytest.raises(mmemu.ModelError, match="list of goals"):
         mmemu.scenario("covtest:bad2", reaches="one string")(_race)
     assert resolve_goals(["callback:kvm->release", "x", "x"], {}) == ("callback:kvm->release", "x")
@@ -176,3 +187,40 @@ def test_coverage_round_trips_through_json() -> None:
     back = Coverage.from_json(cov.to_json())
     assert back == cov
     assert back.executions_reaching("a") == 2 and back.counts[("event", "a")] == [2, 3]
+
+
+def test_mmemu_run_coverage_prints_goals_events_spans_and_steps(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import mmemu.cli
+
+    assert mmemu.cli.main(["run", "locks:take-all-signal", "--coverage"]) == 0
+    out = capsys.readouterr().out
+    assert "coverage of locks:take-all-signal: 1 run," in out
+    lines = out.splitlines()
+    goals = lines.index("  goals")
+    assert "mm_take_all_locks returned -EINTR (a signal was pending)" in lines[goals + 2]
+    for heading in ("  events", "  kernel functions (spans)", "  labelled steps"):
+        assert heading in lines
+    assert any(line.endswith("  mutex_lock(&mm_all_locks_mutex)") for line in lines)
+
+
+def test_mmemu_run_notes_goals_an_unfinished_exploration_missed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import mmemu.cli
+
+    assert mmemu.cli.main(["run", "locks:take-all-signal", "--executions", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "note: locks:take-all-signal did not explore its whole space" in out
+
+
+def test_a_smaller_bound_than_the_suites_own_only_notes_the_missed_goals(registry: None) -> None:
+    """A suite's goals are judged within the suite's own preemption bound:
+    exhausting a smaller one (check_driver with DFS(max_preemptions=1)) is
+    not a complete exploration of the suite."""
+    mmemu.scenario("covtest:bounded", reaches=["c wrote second"], max_preemptions=1)(_race)
+    res = mmemu.explore("covtest:bounded", strategy=mmemu.DFS(max_preemptions=0))
+    assert res.exhausted and res.failure is None
+    assert res.coverage is not None and res.coverage.unreached == ("c wrote second",)
+    for bound in (1, 2, None):
+        res = mmemu.explore("covtest:bounded", strategy=mmemu.DFS(max_preemptions=bound))
+        assert res.failure is not None and res.failure.kind == "VacuousSuite", bound

@@ -42,7 +42,7 @@ def test_suite_docstring_is_a_protocol_comment(suite: str) -> None:
 CAUGHT = [
     ("pagecache:add-vs-add", "filemap:eexist-no-undo", "PageLeak"),
     ("pagecache:reclaim-unfreeze", "pagemap:unfreeze-no-wake", "Deadlock"),
-    ("pagecache:reclaim-unfreeze", "vmscan:dirty-before-freeze", "LostWrite"),
+    ("pagecache:reclaim-unfreeze", "vmscan:dirty-before-freeze", "DataLoss"),
     ("pagecache:reclaim-unfreeze", "vmscan:freeze-wrong-count", "PageCountUnderflow"),
     ("pagecache:reclaim-vs-truncate", "vmscan:no-freeze", "FreePageInPageCache"),
     ("pagecache:reclaim-vs-truncate", "vmscan:freeze-wrong-count", "FreePageInPageCache"),
