@@ -44,8 +44,8 @@ What it checks, and when:
   the CPUs started, or that is in a pagecache or mapped; pages the
   scenario's setup allocated and kept for itself are its business): its
   count equals the references the model can name -- one per radix slot
-  holding it, one per pte mapping it (``_mapcount``), one for the swap
-  cache (PG_swapcache), plus those declared with ``expect_held`` or by a
+  holding it (the swap cache's is its slot in swapper_space), one per pte
+  mapping it (``_mapcount``), plus those declared with ``expect_held`` or by a
   registered holder.  More is a leak (``PageLeak``); fewer means somebody
   will drop a reference it does not own (``PageCountTooLow``).
 
@@ -288,13 +288,12 @@ class PageStateChecker:
             slots = [f"{m.name}[{i}]" for m in self.kernel.mappings
                      for i, p in sorted(getattr(m, "page_tree", {}).items()) if p is page]
             ptes = max(page._mapcount.counter + 1, 0)
-            swap = 1 if page.flags & PG_swapcache else 0
             pins = held.get(page, 0) + self.expected.get(page, 0)
-            known = len(slots) + ptes + swap + pins
+            known = len(slots) + ptes + pins
             count = page._count.counter
             kind = "anonymous " if page.flags & PG_anon else ""
             what = (f"pagecache {len(slots)}{' (' + ', '.join(slots) + ')' if slots else ''}, "
-                    f"ptes {ptes}, {'swap cache 1, ' if swap else ''}declared holders {pins}")
+                    f"ptes {ptes}, declared holders {pins}")
             if count > known:
                 self._fail(PageLeak,
                     f"{kind}page{page.pfn} leaked at the end of the execution: count {count} but the "

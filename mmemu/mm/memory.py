@@ -643,7 +643,8 @@ COW_NO_NOTIFY = mmemu.register_mutant(
     "memory:cow-no-notify",
     "do_wp_page replaces the COWed pte without telling the secondary MMUs "
     "(ptep_clear_flush instead of ptep_clear_flush_notify; modern: no start/end bracket)",
-    caught_as="IncoherentTranslation (a secondary MMU keeps reading the old page after "
+    caught_as="PteChangeNotNotified (the cleared pte was never reported to the notifiers), "
+              "or IncoherentTranslation (a secondary MMU keeps reading the old page after "
               "the process's pte moved to its private copy)",
     doc="The COW fault is the one place where the CPU pte moves from one *live* page to "
         "another: the old page stays allocated (the child, or the page cache, still has "
@@ -1155,8 +1156,9 @@ FORK_NO_NOTIFY = mmemu.register_mutant(
     "memory:fork-no-notify",
     "copy_page_range write-protects the parent's COW ptes without the "
     "invalidate_range_start/end bracket around the copy",
-    caught_as="IncoherentTranslation (a secondary MMU keeps write access to a page that "
-              "the parent now shares read-only with the child)",
+    caught_as="PteChangeNotNotified (the write protection was never reported to the "
+              "notifiers), or SecondaryWriteToReadOnly (a secondary MMU keeps write access "
+              "to a page that the parent now shares read-only with the child)",
     doc="copy_page_range has bracketed the copy of a COW vma with "
         "mmu_notifier_invalidate_range_start/end since the first mmu-notifier kernel "
         "(2.6.27, cddb8a5c14aa): 'We need to invalidate the secondary MMU mappings only "

@@ -58,8 +58,9 @@ NO_NOTIFY = mmemu.register_mutant(
     "mprotect:no-notify",
     "change_protection write-protects the ptes without the invalidate_range_start/end "
     "bracket",
-    caught_as="IncoherentTranslation (a secondary MMU keeps write access to a page the "
-              "process has made read-only)",
+    caught_as="PteChangeNotNotified (the write protection was never reported to the "
+              "notifiers), or SecondaryWriteToReadOnly (a secondary MMU keeps write access "
+              "to a page the process has made read-only)",
     doc="2.6.27's mprotect_fixup brackets change_protection with "
         "mmu_notifier_invalidate_range_start/end (since the first mmu-notifier kernel, "
         "cddb8a5c14aa; 3.x moved the bracket into change_protection, a5338093bfb4 and "

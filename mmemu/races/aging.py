@@ -24,7 +24,7 @@ from mmemu.engine._errors import InvariantViolation
 from mmemu.mm.memory import SECONDARY_YOUNG
 from mmemu.mm.page import PG_referenced
 from mmemu.mm.rmap import page_referenced
-from mmemu.races.notifier import DRIVER_AXES, _coherent, guest, guest_fault
+from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
 
 class AgingMissedSecondaryReference(InvariantViolation):
@@ -87,7 +87,6 @@ async def referenced_vs_guest_fault(sim: Any) -> None:
             f"page_referenced says page{g.page.pfn} is old, but {g.driver.name}'s translation "
             f"was young when aging began: the secondary MMU's use of the page was never "
             f"asked about (->clear_flush_young)", details=g.page.dump())
-    _coherent(sim, g)
 
 
 __all__ = ["AgingMissedSecondaryReference", "referenced_vs_guest_fault"]

@@ -7,8 +7,9 @@ bracketed one in the modern generation) against the drivers
 
 The merged page is freed at the end of the merge (replace_page drops the
 pte's reference, ksmd its own): a translation left on it is a
-FreedPageStillMapped.  The suite ends with ``coherent_rw``: a translation
-may map the KSM page only read-only.
+FreedPageStillMapped.  At the end (mmemu.check.notifier's
+end check, on in every suite) a translation may map the KSM page only
+read-only (SecondaryWriteToReadOnly).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.ksm import MERGED, PINNED, ksm_make_stable, ksm_merge_page
 from mmemu.mm.memory import fault_in, pte_get
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
-from mmemu.races.cow import coherent_rw
 from mmemu.races.notifier import DRIVER_AXES, Guest, guest_fault
 
 
@@ -105,7 +105,6 @@ async def merge_vs_guest_fault(sim: Any) -> None:
                   f"{'free' if page.free else 'in use'}", details=page.dump())
     else:
         sim.check(pte is not None and pte.page is page, f"no merge, but the pte is {pte!r}")
-    coherent_rw(sim, g)
 
 
 __all__ = ["merge_vs_guest_fault"]

@@ -8,7 +8,8 @@ CLEAR bracket around try_to_unmap_one)
 
 The checks: no page freed under a translation (FreedPageStillMapped), no
 access through a stale one (SecondaryUseAfterFree), and at the end every
-translation maps what the pte maps now (``coherent_rw``).
+translation maps what the pte maps now (IncoherentTranslation, the end check
+of mmemu.check.notifier).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import mmemu
 from mmemu.driver import guarded, supports_api
 from mmemu.mm.memory import SWAPPED_IN
 from mmemu.mm.vmscan import reclaim_page
-from mmemu.races.cow import coherent_rw
 from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
 
@@ -66,7 +66,6 @@ async def reclaim_anon_vs_guest_fault(sim: Any) -> None:
     async with sim.cpus() as cpus:
         cpus.start(reclaim_page, g.page, name="kswapd")
         cpus.start(guest_fault, g, False, name=g.driver.name)
-    coherent_rw(sim, g)
 
 
 __all__ = ["reclaim_anon_vs_guest_fault"]

@@ -112,8 +112,10 @@ def test_fork_without_the_bracket_leaves_a_writable_translation_when_forced() ->
         ("fork", "dup_mmap: up_write(oldmm->mmap_sem)"),
         ("kvm", "4. mmu_notifier_retry"),
     ], params=KVM, mutants=["memory:fork-no-notify"])
-    assert out.failure is not None and out.failure.kind == "IncoherentTranslation"
-    assert "has write access" in out.failure.message
+    # the range_start contract checker (mmemu.check.notifier) names the
+    # write protection no notifier was told of
+    assert out.failure is not None and out.failure.kind == "PteChangeNotNotified"
+    assert "write-protected" in out.failure.message
 
 
 @pytest.mark.parametrize("params", [{"driver": "kvm"}, {"driver": "gru"},
@@ -122,9 +124,12 @@ def test_fork_no_notify_is_caught_minimally(params: dict[str, str]) -> None:
     res = mmemu.explore("cow:fork-vs-guest-write", strategy=mmemu.DFS(max_preemptions=2),
                         executions=100_000, params=params, mutants=["memory:fork-no-notify"])
     f = res.failure
-    assert f is not None and f.kind == "IncoherentTranslation", f
+    # PteChangeNotNotified where nothing told the notifiers; modern HMM is
+    # "told" by fork's arch_invalidate_secondary_tlbs, which an interval
+    # notifier does not get, so the end check finds its writable translation
+    assert f is not None and f.kind in ("PteChangeNotNotified", "SecondaryWriteToReadOnly"), f
     assert f.preemptions <= 2
-    assert "write protection never reached driver" in f.message
+    assert "write-protected" in f.message or "never reached driver" in f.message
 
 
 # ------------------------------------------ the COW fault vs a guest read
@@ -156,7 +161,7 @@ def test_cow_without_notify_leaves_the_guest_on_the_old_page_when_forced() -> No
         ("kvm", "6. kvm_release_pfn_clean"),
         ("parent", "ptep_clear_flush"),
     ], params=KVM, mutants=["memory:cow-no-notify"])
-    assert out.failure is not None and out.failure.kind == "IncoherentTranslation"
+    assert out.failure is not None and out.failure.kind == "PteChangeNotNotified"
     assert "A. kvm_unmap_hva" not in labels(out, "parent")
 
 
@@ -166,9 +171,9 @@ def test_cow_no_notify_is_caught_minimally(params: dict[str, str]) -> None:
     res = mmemu.explore("cow:wp-fault-vs-guest-read", strategy=mmemu.DFS(max_preemptions=2),
                         executions=100_000, params=params, mutants=["memory:cow-no-notify"])
     f = res.failure
-    assert f is not None and f.kind == "IncoherentTranslation", f
+    assert f is not None and f.kind in ("PteChangeNotNotified", "IncoherentTranslation"), f
     assert f.preemptions <= 2
-    assert "an invalidation never reached driver" in f.message
+    assert "never reported to the notifiers" in f.message or "never reached driver" in f.message
 
 
 def test_the_mutants_do_not_apply_to_an_iotlb_flushed_with_the_cpu_tlb() -> None:
