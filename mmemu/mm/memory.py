@@ -1362,7 +1362,12 @@ async def fault_in(mm: MmStruct, address: int, write: bool = False) -> int:
     await step("fault: find_vma", reads=((mm, "mmap"),))
     vma = find_vma(mm, address)
     ret = VM_FAULT_SIGBUS
-    if vma is not None and vma.vm_start <= address:
+    # arch/x86/mm/fault.c do_page_fault, good_area: a write to a vma without
+    # VM_WRITE is a bad_area (SIGSEGV), never handle_mm_fault -- which would
+    # make the pte writable (iommu_sva_handle_iopf checks the same
+    # access_flags against vm_flags)
+    if vma is not None and vma.vm_start <= address and \
+            not (write and not vma.vm_flags & VM_WRITE):
         while True:
             ret = await handle_mm_fault(mm, vma, address, write)
             if ret & VM_FAULT_ERROR:
