@@ -33,10 +33,12 @@ class AgingMissedSecondaryReference(InvariantViolation):
 
 
 def _aging_goals(params: dict[str, Any]) -> list[str]:
-    """A driver that answers ->clear_flush_young must have been asked."""
+    """The aging walk reached the guest's pte (page_referenced_one), and a
+    driver that answers ->clear_flush_young must have said young."""
     from mmemu.races._filters import driver_class
     cls = driver_class(params)
-    return [SECONDARY_YOUNG] if getattr(cls, "clear_flush_young", None) is not None else []
+    return ["step:ptep_clear_flush_young"] + (
+        [SECONDARY_YOUNG] if getattr(cls, "clear_flush_young", None) is not None else [])
 
 
 @mmemu.scenario("aging:referenced-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,

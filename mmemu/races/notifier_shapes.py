@@ -64,7 +64,7 @@ from mmemu.mm.oom_kill import oom_reap_task
 from mmemu.mm.truncate import vmtruncate
 from mmemu.mm.vmscan import reclaim_page
 from mmemu.races.mm import file_with_pages
-from mmemu.races.notifier import DRIVER_AXES, _hears_exit, guest, guest_fault
+from mmemu.races.notifier import DRIVER_AXES, _hears_exit, driver_of, guest, guest_fault
 
 MODERN_AXES: dict[str, Any] = {"api": ["modern"], "driver": DRIVER_AXES["driver"]}
 
@@ -636,7 +636,9 @@ def count_sections(driver: Driver) -> None:
 
 @mmemu.scenario("notifier:range-nested", axes=DRIVER_AXES, filter=supports_api,
                 catches=["kvm:zap-first-page-only"],
-                reaches=lambda p: [NESTED] if _brackets(p) or _interval(p) else [])
+                reaches=lambda p: [NESTED] if _brackets(p) or _interval(p) else
+                [f"callback:{driver_of(p)}->arch_invalidate_secondary_tlbs"]
+                if getattr(_cls(p), "arch_invalidate_secondary_tlbs", None) is not None else [])
 async def range_nested(sim: Any) -> None:
     """Two threads madvise(MADV_DONTNEED) overlapping ranges of one two-page
     anonymous vma: two invalidations of the mm in flight at once, one

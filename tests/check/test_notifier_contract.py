@@ -93,7 +93,7 @@ class World:
 
 def explore(*bodies: Callable[[World], Awaitable[None]], bound: int | None = 2,
             driver: type[VaDriver] = VaDriver, fault: bool = True,
-            write: bool = True) -> mmemu.Result:
+            write: bool = True, api: str = "2.6.27") -> mmemu.Result:
     """An mm with one anonymous page faulted in (writable) and a VaDriver
     attached that maps it; each body runs on a CPU."""
 
@@ -114,7 +114,8 @@ def explore(*bodies: Callable[[World], Awaitable[None]], bound: int | None = 2,
             for k, body in enumerate(bodies):
                 cpus.start(body, w, name=f"cpu{k}")
 
-    return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=bound), executions=5000)
+    return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=bound), executions=5000,
+                         params={"api": api})
 
 
 def kind(res: mmemu.Result) -> str | None:
@@ -304,6 +305,70 @@ def test_a_callback_after_unregister_returned() -> None:
     assert f is not None and f.kind == "NotifierUseAfterFree"
     assert "mmu_notifier_unregister(vadev.mmu_notifier) returned" in f.message
     assert isinstance(f.exception, mn_mod.NotifierUseAfterFree)
+
+
+class EveryCallback(VaDriver):
+    """VaDriver with the aging and change_pte callbacks too (no-ops)."""
+
+    name = "vadev"
+    apis = ("2.6.27", "modern")
+
+    async def clear_flush_young(self, mm: Any, address: int) -> bool:
+        await mmemu.step("vadev: clear_flush_young")
+        return False
+
+    async def clear_young(self, mm: Any, start: int, end: int) -> bool:
+        await mmemu.step("vadev: clear_young")
+        return False
+
+    async def test_young(self, mm: Any, address: int) -> bool:
+        await mmemu.step("vadev: test_young")
+        return False
+
+    async def change_pte(self, mm: Any, address: int, page: Any) -> None:
+        await mmemu.step("vadev: change_pte")
+
+
+async def _walk(w: World, callback: str) -> None:
+    """The kernel walker that calls ``callback`` of every notifier."""
+    mm, addr = w.mm, w.addr
+    if callback == "release":
+        await exit_mmap(mm)
+    elif callback == "invalidate_page":
+        await mn_mod.mmu_notifier_invalidate_page(mm, addr)
+    elif callback == "invalidate_range":
+        await _bracket(w)
+    elif callback == "clear_flush_young":
+        await mn_mod.mmu_notifier_clear_flush_young(mm, addr)
+    elif callback == "clear_young":
+        await mn_mod.mmu_notifier_clear_young(mm, addr, addr + PAGE_SIZE)
+    elif callback == "test_young":
+        await mn_mod.mmu_notifier_test_young(mm, addr)
+    elif callback == "change_pte":
+        pte = pte_get(mm, addr)
+        assert pte is not None
+        await mn_mod.mmu_notifier_change_pte(mm, addr, pte.page)
+
+
+@pytest.mark.parametrize("callback,api", [
+    ("release", "2.6.27"), ("invalidate_page", "2.6.27"), ("invalidate_range", "2.6.27"),
+    ("clear_flush_young", "2.6.27"), ("test_young", "2.6.27"), ("change_pte", "2.6.27"),
+    ("invalidate_range", "modern"), ("clear_young", "modern")])
+def test_every_callback_after_unregister_returned_is_a_use_after_free(callback: str,
+                                                                      api: str) -> None:
+    """A walker that read the list before an unregister without
+    synchronize_srcu unhashed the notifier calls it after unregister
+    returned and the driver freed it -- caught in every callback (each goes
+    through mmu_notifier._call), ->release and the 2.6.27 ones included."""
+    async def walker(w: World) -> None:
+        await _walk(w, callback)
+
+    f = explore(walker, _unregister_no_synchronize, driver=EveryCallback, api=api,
+                bound=1).failure
+    assert f is not None and f.kind == "NotifierUseAfterFree", f
+    assert "mmu_notifier_unregister(vadev.mmu_notifier) returned" in f.message
+    ok = explore(walker, _unregister, driver=EveryCallback, api=api, bound=1)
+    assert ok.failure is None, ok.failure.report()
 
 
 def test_the_real_unregister_waits_for_the_walker() -> None:

@@ -7,13 +7,25 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 import mmemu
 from mmemu.check import boot_checked
 from mmemu.kernel.locking import down_write, spin_lock, spin_unlock, up_write
 from mmemu.mm.filemap import AddressSpace, add_to_page_cache, remove_from_page_cache
 from mmemu.mm.memory import fault_in, pte_clear, pte_get, zap_page_range
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap, mm_alloc
-from mmemu.mm.page import PG_dirty, PG_lru, Page, get_page, lock_page, put_page, unlock_page
+from mmemu.mm.page import (
+    PG_active,
+    PG_dirty,
+    PG_lru,
+    PG_swapcache,
+    Page,
+    get_page,
+    lock_page,
+    put_page,
+    unlock_page,
+)
 from mmemu.mm.page_alloc import __free_page, alloc_page
 from mmemu.mm.truncate import truncate_inode_pages
 from mmemu.mm.vmscan import lru_cache_add, reclaim_page
@@ -119,6 +131,18 @@ def test_more_unmaps_than_maps_is_a_bad_page() -> None:
 
     res = run(body)
     assert kind(res) == "BadPageAtFree" and "_mapcount is -2" in res.failure.message
+
+
+@pytest.mark.parametrize("flag,name", [(PG_active, "PG_active"), (PG_swapcache, "PG_swapcache")])
+def test_a_page_freed_with_a_flag_free_pages_check_rejects(flag: int, name: str) -> None:
+    async def body(sim: Any, w: World) -> None:
+        q = await alloc_page()
+        await mmemu.step(f"bogus: SetPage{name[3:].capitalize()}", writes=(q.flags_key,))
+        q.flags |= flag
+        await put_page(q)
+
+    res = run(body)
+    assert kind(res) == "BadPageAtFree" and f"{name} set" in res.failure.message
 
 
 def test_anonymous_pages_are_freed_with_their_anon_vma_pointer() -> None:

@@ -8,7 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mmemu
+import pytest
+
 from mmemu.check import INSTALLERS, boot_checked
+from mmemu.engine._execution import block, current_simulation, step
+from mmemu.kernel.locking import (
+    SETUP,
+    _lockdep_acquire,
+    _lockdep_acquired,
+    _sim_or_none,
+    might_sleep,
+)
 from mmemu.kernel.locking import down_write, spin_lock, spin_unlock, up_write
 from mmemu.mm.filemap import AddressSpace, add_to_page_cache
 from mmemu.mm.memory import (
@@ -109,6 +119,69 @@ def test_a_fault_racing_munmap_without_mmap_sem_leaves_a_pte_outside_every_vma()
     assert f is not None and f.kind == "PteOutsideVma", f.report() if f else res
     assert "no vma covers" in f.message and "mmap_sem" in f.message
     assert f.preemptions <= 2
+
+
+# The two survivors of issue 11 this checker is for, as source mutants of the
+# real code run through the real suite (notifier:munmap-vs-fault, KVM): each
+# leaves a pte in no vma, and nothing else in the suite notices it.
+
+
+async def _down_write_ignoring_readers(sem: Any, *, label: str | None = None,
+                                       subclass: int = 0) -> None:
+    """mmemu.kernel.locking.down_write, mutated: waits for a writer only,
+    not for readers (its code object replaces the real one, so every
+    caller -- munmap included -- gets it)."""
+    sim = _sim_or_none()
+    if sim is not None and sim.running is not None:
+        might_sleep(f"down_write({sem.name})")
+    await step(label or f"down_write({sem.name})", writes=(sem,))
+    cpu = current_simulation().running
+    if cpu is None:
+        sem.writer = SETUP
+        return
+    _lockdep_acquire(cpu, sem, subclass=subclass)
+    while sem.writer is not None:  # the mutation: `or sem.readers` dropped
+        await block(sem, f"down_write({sem.name}) acquired", writes=(sem,),
+                    why=f"rwsem {sem.name} for write")
+    sem.writer = cpu
+    _lockdep_acquired(cpu, sem, subclass=subclass)
+
+
+async def _gfn_to_pfn_without_mmap_sem(self: Any, gfn: int, write: bool) -> Any:
+    """KvmDriver.gfn_to_pfn, mutated: get_user_pages without mmap_sem."""
+    from mmemu.mm.memory import get_user_pages
+    return await get_user_pages(self.mm, self.gfn_to_hva(gfn), write)
+
+
+def _munmap_vs_kvm_fault(without_pte_vma: bool = False) -> mmemu.Result:
+    import mmemu.check as check
+    installers = [i for i in check.INSTALLERS
+                  if not (without_pte_vma and i.startswith("mmemu.check.pte_vma:"))]
+    saved = list(check.INSTALLERS)
+    check.INSTALLERS[:] = installers
+    try:
+        return mmemu.explore("notifier:munmap-vs-fault", strategy=mmemu.DFS(max_preemptions=1),
+                             executions=5000, params={"driver": "kvm"})
+    finally:
+        check.INSTALLERS[:] = saved
+
+
+@pytest.mark.parametrize("mutant", ["down_write ignores readers", "KVM GUP without mmap_sem"])
+def test_the_survivors_leave_a_pte_outside_every_vma(mutant: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmemu.drivers.kvm import KvmDriver
+    from mmemu.kernel import locking
+
+    if mutant == "down_write ignores readers":
+        monkeypatch.setattr(locking.down_write, "__code__",
+                            _down_write_ignoring_readers.__code__)
+    else:
+        monkeypatch.setattr(KvmDriver, "gfn_to_pfn", _gfn_to_pfn_without_mmap_sem)
+    f = _munmap_vs_kvm_fault().failure
+    assert f is not None and f.kind == "PteOutsideVma", f
+    assert "no vma covers" in f.message and f.preemptions <= 2
+    # ... and only this checker sees it: without it the suite passes (bound 1)
+    assert _munmap_vs_kvm_fault(without_pte_vma=True).failure is None
 
 
 def test_the_same_race_under_mmap_sem_is_clean() -> None:
