@@ -174,32 +174,35 @@ def test_a_range_start_after_its_own_cpu_already_cleared_a_pte() -> None:
     assert "must still be mapped when start runs" in f.message
 
 
-def test_a_write_protect_nobody_was_told_of() -> None:
-    async def wrprotect(w: World) -> None:
-        mm, addr = w.mm, w.addr
-        await spin_lock(mm.page_table_lock)
-        await mmemu.step("buggy change_protection: no notifier", writes=(pte_key(mm, addr),))
-        pte = pte_get(mm, addr)
-        assert pte is not None
-        set_pte_at(mm, addr, pte.replace(write=False))
-        await spin_unlock(mm.page_table_lock)
-
-    f = explore(wrprotect, fault=False).failure
-    assert f is not None and f.kind == "PteChangeNotNotified"
-    assert "write-protected" in f.message
-
-
-async def _bracketed_wrprotect(w: World) -> None:
+async def _wrprotect(w: World, *, bracket: bool = True) -> None:
+    """change_protection of the page: pte_wrprotect under the PTL, inside
+    the PROTECTION_VMA bracket (or, broken, without it)."""
     mm, addr = w.mm, w.addr
-    await mmu_notifier_invalidate_range_start(mm, addr, addr + PAGE_SIZE,
-                                              event="PROTECTION_VMA")
+    if bracket:
+        await mmu_notifier_invalidate_range_start(mm, addr, addr + PAGE_SIZE,
+                                                  event="PROTECTION_VMA")
     await spin_lock(mm.page_table_lock)
     await mmemu.step("change_protection: pte_wrprotect", writes=(pte_key(mm, addr),))
     pte = pte_get(mm, addr)
     assert pte is not None
     set_pte_at(mm, addr, pte.replace(write=False))
     await spin_unlock(mm.page_table_lock)
-    await mmu_notifier_invalidate_range_end(mm, addr, addr + PAGE_SIZE, event="PROTECTION_VMA")
+    if bracket:
+        await mmu_notifier_invalidate_range_end(mm, addr, addr + PAGE_SIZE,
+                                                event="PROTECTION_VMA")
+
+
+async def _bracketed_wrprotect(w: World) -> None:
+    await _wrprotect(w)
+
+
+def test_a_write_protect_nobody_was_told_of() -> None:
+    async def unbracketed(w: World) -> None:
+        await _wrprotect(w, bracket=False)
+
+    f = explore(unbracketed, fault=False).failure
+    assert f is not None and f.kind == "PteChangeNotNotified"
+    assert "write-protected" in f.message
 
 
 def test_a_bracketed_write_protect_is_clean() -> None:

@@ -4,6 +4,9 @@ a dead mm) and the correct paths silent."""
 
 from __future__ import annotations
 
+import __future__
+import inspect
+import textwrap
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,14 +14,6 @@ import mmemu
 import pytest
 
 from mmemu.check import INSTALLERS, boot_checked
-from mmemu.engine._execution import block, current_simulation, step
-from mmemu.kernel.locking import (
-    SETUP,
-    _lockdep_acquire,
-    _lockdep_acquired,
-    _sim_or_none,
-    might_sleep,
-)
 from mmemu.kernel.locking import down_write, spin_lock, spin_unlock, up_write
 from mmemu.mm.filemap import AddressSpace, add_to_page_cache
 from mmemu.mm.memory import (
@@ -126,31 +121,18 @@ def test_a_fault_racing_munmap_without_mmap_sem_leaves_a_pte_outside_every_vma()
 # leaves a pte in no vma, and nothing else in the suite notices it.
 
 
-async def _down_write_ignoring_readers(sem: Any, *, label: str | None = None,
-                                       subclass: int = 0) -> None:
-    """mmemu.kernel.locking.down_write, mutated: waits for a writer only,
-    not for readers (its code object replaces the real one, so every
-    caller -- munmap included -- gets it)."""
-    sim = _sim_or_none()
-    if sim is not None and sim.running is not None:
-        might_sleep(f"down_write({sem.name})")
-    await step(label or f"down_write({sem.name})", writes=(sem,))
-    cpu = current_simulation().running
-    if cpu is None:
-        sem.writer = SETUP
-        return
-    _lockdep_acquire(cpu, sem, subclass=subclass)
-    while sem.writer is not None:  # the mutation: `or sem.readers` dropped
-        await block(sem, f"down_write({sem.name}) acquired", writes=(sem,),
-                    why=f"rwsem {sem.name} for write")
-    sem.writer = cpu
-    _lockdep_acquired(cpu, sem, subclass=subclass)
-
-
-async def _gfn_to_pfn_without_mmap_sem(self: Any, gfn: int, write: bool) -> Any:
-    """KvmDriver.gfn_to_pfn, mutated: get_user_pages without mmap_sem."""
-    from mmemu.mm.memory import get_user_pages
-    return await get_user_pages(self.mm, self.gfn_to_hva(gfn), write)
+def _mutant(fn: Any, *edits: tuple[str, str]) -> Any:
+    """``fn`` recompiled from its source with each (old, new) edit made (in
+    ``fn``'s module globals): a mutant of the real code."""
+    src = textwrap.dedent(inspect.getsource(fn))
+    for old, new in edits:
+        assert old in src, f"{fn.__qualname__} no longer contains {old!r}"
+        src = src.replace(old, new)
+    ns: dict[str, Any] = {}
+    exec(compile(src, inspect.getsourcefile(fn) or "<mutant>", "exec",
+                 flags=__future__.annotations.compiler_flag, dont_inherit=True),
+         fn.__globals__, ns)
+    return ns[fn.__name__]
 
 
 def _munmap_vs_kvm_fault(without_pte_vma: bool = False) -> mmemu.Result:
@@ -173,10 +155,17 @@ def test_the_survivors_leave_a_pte_outside_every_vma(mutant: str,
     from mmemu.kernel import locking
 
     if mutant == "down_write ignores readers":
-        monkeypatch.setattr(locking.down_write, "__code__",
-                            _down_write_ignoring_readers.__code__)
+        # the real code object replaced: every caller (munmap's) gets it
+        mutated = _mutant(locking.down_write, ("while sem.writer is not None or sem.readers:",
+                                               "while sem.writer is not None:"))
+        monkeypatch.setattr(locking.down_write, "__code__", mutated.__code__)
     else:
-        monkeypatch.setattr(KvmDriver, "gfn_to_pfn", _gfn_to_pfn_without_mmap_sem)
+        gup = _mutant(KvmDriver.gfn_to_pfn,
+                      ('await down_read(mm.mmap_sem, label="2. gfn_to_pfn: down_read(mmap_sem)")',
+                       "pass"),
+                      ('await up_read(mm.mmap_sem, label="2. gfn_to_pfn: up_read(mmap_sem)")',
+                       "pass"))
+        monkeypatch.setattr(KvmDriver, "gfn_to_pfn", gup)
     f = _munmap_vs_kvm_fault().failure
     assert f is not None and f.kind == "PteOutsideVma", f
     assert "no vma covers" in f.message and f.preemptions <= 2
