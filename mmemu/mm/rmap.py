@@ -95,8 +95,9 @@ SWAP_FAIL = 2
 NO_I_MMAP_LOCK = mmemu.register_mutant(
     "rmap:try-to-unmap-no-i-mmap-lock",
     "try_to_unmap_file walks mapping->i_mmap without i_mmap_lock",
-    caught_as="KvmBug (mmu_notifier_register hashed the notifier between try_to_unmap_one's "
-              "invalidate_range_start and range_end: KVM sees the end without its start)",
+    caught_as="UnbalancedRange (mmu_notifier_register hashed the notifier between "
+              "try_to_unmap_one's invalidate_range_start and range_end: the notifier gets the "
+              "end without its start; KVM's KvmBug would follow)",
     doc="mm_take_all_locks 'locks against the VM for all pte/vma/mm related operations that "
         "could ever happen on a certain mm.  This includes vmtruncate, try_to_unmap, and all "
         "page faults' -- for try_to_unmap of a file page, through the i_mmap_lock its rmap "

@@ -585,7 +585,6 @@ async def register_vs_reclaim(sim: Any) -> None:
     async with sim.cpus() as cpus:
         cpus.start(reclaim_page, g.page, name="kswapd")
         cpus.start(_attach_and_note, g2, name=g.driver.name)
-    _coherent_all(sim, g.driver, g.mm)
 
 
 async def _attach_and_note(g: Any) -> None:
