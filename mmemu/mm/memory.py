@@ -915,6 +915,7 @@ async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte
         await step("2. do_swap_page: pte_same(*page_table, orig_pte)?",
                    reads=(k, page._mapcount, page.flags_key))
         if pte_get(mm, address) is not entry:
+            reach(SWAPIN_PTE_CHANGED)
             await spin_unlock(ptl, label="out_nomap: pte_unmap_unlock")
             await unlock_page(page, label="out_nomap: unlock_page")
             await put_page(page, label="out_nomap: page_cache_release")
@@ -1173,6 +1174,7 @@ FORK_NO_NOTIFY = mmemu.register_mutant(
 WRPROTECTED_FOR_FORK = "memory: copy_page_range write-protected a COW pte"
 COW_COPIED = "memory: do_wp_page copied the page (COW)"
 SWAPPED_IN = "memory: do_swap_page mapped a page from the swap cache"
+SWAPIN_PTE_CHANGED = "memory: do_swap_page found the pte changed (somebody swapped it in first)"
 PRIVATE_COPY = "memory: __do_fault mapped a private COW copy of a file page"
 SECONDARY_YOUNG = "memory: a secondary MMU reported the page young (->clear_flush_young)"
 

@@ -31,3 +31,4 @@ from mmemu.races import notifier_shapes  # noqa: E402,F401
 from mmemu.races import pagecache  # noqa: E402,F401
 from mmemu.races import pagecache_shapes  # noqa: E402,F401
 from mmemu.races import swap  # noqa: E402,F401
+from mmemu.races import swap_shapes  # noqa: E402,F401
