@@ -36,7 +36,8 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
 import mmemu
-from mmemu.engine._execution import current_simulation, reach, span, step, wake_all
+from mmemu.engine._errors import InvariantViolation
+from mmemu.engine._execution import current_cpu, current_simulation, reach, span, step, wake_all
 from mmemu.kernel.locking import SINGLE_DEPTH_NESTING, spin_lock, spin_lock_nested, spin_unlock
 from mmemu.mm import mmu_notifier
 from mmemu.mm.mmap import (
@@ -973,12 +974,27 @@ async def handle_pte_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write:
     return 0
 
 
+class VmaChangedUnderFault(InvariantViolation):
+    """handle_mm_fault was given a vma that no longer covers the address: the
+    vma was split, shrunk or unmapped between the caller's find_vma and the
+    fault -- the caller did not hold mmap_sem across both (in the kernel: a
+    fault on a stale or freed vm_area_struct)."""
+
+
 async def handle_mm_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool) -> int:
     """Resolve a fault at ``address`` in ``vma``; returns VM_FAULT_* bits (0: the
-    access can be retried).  Caller holds ``mm->mmap_sem`` for read."""
+    access can be retried).  Caller holds ``mm->mmap_sem`` for read (from
+    its find_vma on: without it the vma can change under the fault, which
+    fails the execution as VmaChangedUnderFault; a wrong vma passed by
+    scenario setup code is a ModelError)."""
     address &= ~(PAGE_SIZE - 1)
     if not vma.vm_start <= address < vma.vm_end:
-        raise mmemu.ModelError(f"handle_mm_fault: {address:#x} is not in {vma!r}")
+        if current_cpu() is None:  # scenario setup: the scenario passed a wrong vma
+            raise mmemu.ModelError(f"handle_mm_fault: {address:#x} is not in {vma!r}")
+        current_simulation().fail(VmaChangedUnderFault(
+            f"handle_mm_fault({address:#x}) at {page_site()} with {vma!r}, which no longer "
+            f"covers it: the vma changed between find_vma and the fault (was mmap_sem held "
+            f"across both?)"))
     with span("handle_mm_fault"):
         await pte_alloc_map(mm, address)
         return await handle_pte_fault(mm, vma, address, write)
@@ -1392,7 +1408,7 @@ def page_table_dump(mm: MmStruct) -> str:
 __all__ = [
     "COW_NO_NOTIFY", "YOUNG_NO_NOTIFY", "FAULT_UNLOCKED", "FORK_NO_NOTIFY", "FOLL_GET", "FOLL_TOUCH", "FOLL_WRITE", "FreePageInPageTable",
     "MappedTruncatedPage", "MmuGather", "Pte", "SwpEntry", "VM_FAULT_ERROR",
-    "VM_FAULT_SIGBUS", "ZapDetails", "do_anonymous_page", "fault_in", "filemap_fault",
+    "VM_FAULT_SIGBUS", "VmaChangedUnderFault", "ZapDetails", "do_anonymous_page", "fault_in", "filemap_fault",
     "copy_page_range", "copy_pte_range", "follow_page", "free_pgtables", "is_cow_mapping", "get_user_pages", "handle_mm_fault", "is_migration_entry",
     "make_migration_entry", "mk_pte", "pte_clear", "pte_get", "pte_key", "ptes_mapping",
     "ptep_clear_flush_young_notify", "ptep_clear_young_notify", "set_pte_at", "set_pte_at_notify", "tlb_finish_mmu", "tlb_gather_mmu", "unmap_mapping_range", "unmap_vmas",

@@ -342,3 +342,34 @@ def test_handle_mm_fault_outside_the_vma_is_a_model_error() -> None:
 
     with pytest.raises(mmemu.ModelError, match="is not in"):
         run(body)
+
+
+def test_a_fault_on_a_vma_that_changed_without_mmap_sem_is_a_failure_not_a_crash() -> None:
+    """A driver that looks the vma up and faults without holding mmap_sem
+    across both (the mutant `drop down_read(mmap_sem)` of a driver's GUP)
+    can see munmap split the vma in between: a reported failure, not a
+    ModelError that kills the exploration."""
+
+    async def body(sim: Any) -> None:
+        kernel = boot(sim, npages=4)
+        mm = mm_alloc(kernel)
+        await down_write(mm.mmap_sem)
+        vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, RW)
+        await up_write(mm.mmap_sem)
+        upper = vma.vm_start + PAGE_SIZE
+
+        async def unmap_upper() -> None:
+            await down_write(mm.mmap_sem)
+            await do_munmap(mm, upper, PAGE_SIZE)
+            await up_write(mm.mmap_sem)
+
+        async def stale_fault() -> None:
+            await handle_mm_fault(mm, vma, upper, False)  # vma found earlier, no mmap_sem
+
+        async with sim.cpus() as cpus:
+            cpus.start(unmap_upper)
+            cpus.start(stale_fault)
+
+    res = run(body, strategy=mmemu.DFS(max_preemptions=1), executions=50)
+    assert res.failure is not None and res.failure.kind == "VmaChangedUnderFault", \
+        res.failure.report() if res.failure else "no failure"
