@@ -19,8 +19,8 @@ copyright = "the mmemu authors; GPL-2.0-only"
 
 extensions = [
     "myst_parser",
-    "sphinxcontrib.mermaid",
     "mmemu_cli_help",
+    "mmemu_diagrams",
 ]
 
 source_suffix = {".md": "markdown"}
@@ -28,8 +28,9 @@ root_doc = "index"
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 
 myst_enable_extensions = ["colon_fence", "deflist"]
-# ```mermaid fences render as diagrams (and stay readable on GitHub).
-myst_fence_as_directive = ["mermaid"]
+# ```{mmemu-interleaving} SUITE N``` fences draw a forced interleaving as an
+# inline SVG at build time (docs/_ext/mmemu_diagrams.py): no script, nothing
+# from the network.
 myst_heading_anchors = 3
 
 html_theme = "furo"

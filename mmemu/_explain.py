@@ -38,6 +38,8 @@ from mmemu.engine import (
     explore,
     get_mutant,
 )
+from mmemu._interleavings import get_interleaving, interleavings_of
+from mmemu.engine import render_timeline
 from mmemu.engine._registry import _suggest
 
 #: executions per (suite, parameter combination) when looking for the
@@ -135,6 +137,11 @@ def explain_scenario(sc: Scenario, *, budget: int = DEFAULT_BUDGET,
         out.append("(mmemu explain MUTANT shows the interleaving that breaks each one)")
     else:
         out.append("Mutants it must catch: none registered.")
+    named = interleavings_of(sc.name)
+    if named:
+        out += ["", f"Interleavings the protocol pages draw ({len(named)}):"]
+        out += [f"  {il.number}. {il.title}" + (f" (mutant {', '.join(il.mutants)})" if il.mutants else "")
+                + f": {il.command}" for il in named]
     if sc.expect == "fail":
         out += ["", "This teaching scenario is broken on purpose; its minimal failing interleaving:", ""]
         failure, _params, spent = minimal_failure(sc, budget=budget, progress=progress)
@@ -171,6 +178,40 @@ def explain_mutant(m: Mutant, *, budget: int = DEFAULT_BUDGET,
     return "\n".join(out).rstrip() + "\n"
 
 
+def explain_interleaving(suite: str, number: int) -> tuple[str, bool]:
+    """``mmemu explain SUITE --interleaving N``: the named interleaving
+    forced, every step of it, and its outcome.  Returns the text and whether
+    the outcome is the one the catalogue (and the page) says."""
+    il = get_interleaving(suite, number)
+    outcome = il.force()
+    failure = outcome.failure
+    params = f" [{_params_label(il.params)}]" if il.params else ""
+    head = f"{il.suite}{params}, interleaving {il.number}: {il.title}"
+    if il.mutants:
+        head += f" (with mutant {', '.join(il.mutants)})"
+    out = [head, f"  {il.story}.", "",
+           "Forced order (the steps that matter, by CPU and label; the others run "
+           "whenever it allows):"]
+    out += [f"  {k}. {cpu}: {label}" for k, (cpu, label) in enumerate(il.order, 1)]
+    plural = "" if outcome.preemptions == 1 else "s"
+    out += ["", f"{outcome.steps} steps, {outcome.preemptions} preemption{plural} "
+                f"(* marks a preemption)", "",
+            render_timeline(outcome.trace,
+                            failure_step=failure.failure_step if failure is not None else None),
+            ""]
+    if failure is not None:
+        out.append(f"{failure.kind}: {failure.message}")
+        if failure.details:
+            out.append(failure.details.rstrip())
+        out += ["", "replay with:", f"  {failure.replay_command()}"]
+    else:
+        out.append("No failure: the protocol holds in this interleaving.")
+    wrong = il.check(outcome)
+    if wrong is not None:
+        out += ["", f"NOT AS DOCUMENTED: {wrong}"]
+    return "\n".join(out).rstrip() + "\n", wrong is None
+
+
 def explain(name: str, *, budget: int = DEFAULT_BUDGET,
             progress: Callable[[str], None] | None = None) -> str:
     """The explanation of a suite or a mutant named ``name``.
@@ -192,5 +233,5 @@ def explain(name: str, *, budget: int = DEFAULT_BUDGET,
                      f"'mmemu list --mutants' shows them")
 
 
-__all__ = ["DEFAULT_BUDGET", "explain", "explain_mutant", "explain_scenario",
+__all__ = ["DEFAULT_BUDGET", "explain", "explain_interleaving", "explain_mutant", "explain_scenario",
            "kernel_comment", "minimal_failure", "protocol_text"]

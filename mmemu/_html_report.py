@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 
 from mmemu._perfetto import Annotations, TraceLike, annotations_of
+from mmemu.engine._report import Fold, fold_events
 
 _CSS = """
 :root { --row: 26px; --bar: 14px; font-family: system-ui, sans-serif; font-size: 13px; }
@@ -58,6 +59,8 @@ code { font-family: ui-monospace, monospace; font-size: 12px; word-break: break-
         border-radius: 2px; margin: 1px 0; }
 .step .note { color: #6a1b9a; font-size: 11px; margin-left: 6px; }
 .step.preempted { border-left: 3px solid #ef6c00; }
+.folded { color: #555; font-style: italic; line-height: var(--row); padding: 0 6px;
+          background: repeating-linear-gradient(135deg, #fafafa 0 6px, #f0f0f0 6px 12px); }
 .step.preempted::before { content: "\\26A1 "; color: #ef6c00; }
 .step.blamed { outline: 2px dashed #c62828; outline-offset: -2px; }
 .step.failing { background: #ffcdd2; border-left: 3px solid #c62828; font-weight: 700; }
@@ -231,17 +234,39 @@ def render_report(trace: TraceLike, *, failure: Any = None, title: str = "",
                  "style=\"background:#b3e5fc\"></span>kernel function</span>"
                  "<span>hover a step for its accesses</span></p>\n")
 
+    # A block of steps that repeats (a livelock's spin loop) is drawn once,
+    # then one row stands for its repetitions: ``row_of`` maps each step to
+    # its grid row (the folded ones to their fold's row).
+    shown = fold_events(trace.events)
+    row_of = [0] * (n + 1)
+    grid_row = 2
+    for item in shown:
+        if isinstance(item, Fold):
+            for k in range(item.first, item.last + 1):
+                row_of[k] = grid_row
+        else:
+            row_of[item.index] = grid_row
+        grid_row += 1
+    row_of[n] = grid_row  # one past the last step (span ends)
+    nrows = len(shown)
     parts.append(f"<section id=\"timeline\">\n<div class=\"lanes\" data-cpus=\"{len(known)}\" "
                  f"data-steps=\"{n}\" style=\"grid-template-columns: {' '.join(cols)}; "
-                 f"grid-template-rows: auto repeat({n + (1 if final_row else 0)}, var(--row));\">\n")
+                 f"grid-template-rows: auto repeat({nrows + (1 if final_row else 0)}, var(--row));\">\n")
     parts.append("<div class=\"stepno\" style=\"grid-row:1;grid-column:1\">step</div>\n")
     for cid in known:
         first = col_of[cid] - depth[cid]
         parts.append(f"<div class=\"lane-head lane\" data-cpu=\"{cid}\" "
                      f"style=\"grid-row:1;grid-column:{first} / {col_of[cid] + 1}\">"
                      f"cpu{cid} ({_e(names.get(cid, f'cpu{cid}'))})</div>\n")
-    for ev in trace.events:
-        row = ev.index + 2
+    for ev in shown:
+        if isinstance(ev, Fold):
+            row = row_of[ev.first]
+            parts.append(f"<div class=\"stepno\" style=\"grid-row:{row};grid-column:1\">...</div>\n")
+            parts.append(f"<div class=\"folded\" data-first=\"{ev.first}\" data-last=\"{ev.last}\" "
+                         f"style=\"grid-row:{row};grid-column:2 / {len(cols) + 1}\">"
+                         f"{_e(ev.describe())}</div>\n")
+            continue
+        row = row_of[ev.index]
         parts.append(f"<div class=\"stepno\" style=\"grid-row:{row};grid-column:1\">#{ev.index}</div>\n")
         cls = ["step"]
         if ev.preempted:
@@ -271,15 +296,15 @@ def render_report(trace: TraceLike, *, failure: Any = None, title: str = "",
     for cid in known:
         for b in bars[cid]:
             col = col_of[cid] - depth[cid] + b.depth
-            last = min(b.end, n) + 2
-            first = b.begin + 2
+            last = row_of[min(b.end, n)]
+            first = row_of[min(b.begin, n)]
             if last <= first:
                 continue
             parts.append(f"<div class=\"span\" data-cpu=\"{cid}\" style=\"grid-row:{first} / {last};"
                          f"grid-column:{col}\" title=\"{_e(b.name)}: steps #{b.begin}..#{min(b.end, n) - 1}\">"
                          f"{_e(b.name)}</div>\n")
     if final_row:
-        row = n + 2
+        row = nrows + 2
         last_col = len(cols) + 1
         dump = getattr(failure, "details", "") or ""
         tip = f"{failure.kind}: {failure.message}" + (f"\n{dump.rstrip()}" if dump else "")
@@ -364,7 +389,7 @@ def validate_report_html(page: str) -> ReportShape:
     """Parse a report page and check it is well formed and self-contained:
     tags balanced, no external resource (``src``, stylesheet ``link``,
     ``url(...)`` or ``@import`` in CSS, absolute ``http(s)`` references), one
-    lane per CPU (``data-cpus``), one step box per step (``data-steps``).
+    lane per CPU (``data-cpus``), one step box per step or a fold that stands for it (``data-steps``).
     Returns the counts and visible text for tests to assert on."""
     p = _Collector()
     p.feed(page)
@@ -394,10 +419,18 @@ def validate_report_html(page: str) -> ReportShape:
     else:
         if grid[0].get("data-cpus") != str(lanes):
             problems.append(f"data-cpus={grid[0].get('data-cpus')!r} but {lanes} lanes drawn")
-        if grid[0].get("data-steps") != str(len(steps)):
-            problems.append(f"data-steps={grid[0].get('data-steps')!r} but {len(steps)} steps drawn")
-    indices = [a.get("data-step", "") for a in steps]
-    if indices != [str(k) for k in range(len(steps))]:
+    # every step is drawn, or inside a fold, exactly once and in order
+    covered: list[int] = []
+    for _, a in p.tags:
+        classes = a.get("class", "").split()
+        if "step" in classes:
+            covered.append(int(a.get("data-step", "-1") or -1))
+        elif "folded" in classes:
+            covered.extend(range(int(a.get("data-first", "0")), int(a.get("data-last", "-1")) + 1))
+    if len(grid) == 1 and grid[0].get("data-steps") != str(len(covered)):
+        problems.append(f"data-steps={grid[0].get('data-steps')!r} but {len(covered)} steps drawn "
+                        f"or folded")
+    if covered != list(range(len(covered))):
         problems.append("steps are not drawn in order #0, #1, ...")
     if any(not a.get("title") for a in steps):
         problems.append("a step has no title (hover text)")

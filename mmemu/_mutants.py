@@ -20,7 +20,6 @@ from typing import Any
 import attrs
 
 from mmemu.engine import Result, Scenario, all_mutants, all_scenarios, explore
-from mmemu.engine._strategies import make_strategy
 
 
 @attrs.frozen
@@ -90,17 +89,19 @@ def plan(*, include_correct: bool = True) -> list[tuple[str | None, Scenario, di
     return runs
 
 
-def run_matrix(*, seed: int = 0, executions: int | None = None,
+def run_matrix(*, seed: int | None = None, executions: int | None = None,
                include_correct: bool = True,
                on_cell: Callable[[Cell], None] | None = None,
                explore_fn: Callable[..., Result] = explore) -> list[Cell]:
-    """Run the whole matrix; ``on_cell`` sees each cell as it finishes."""
+    """Run the whole matrix; ``on_cell`` sees each cell as it finishes.
+
+    Each run's budget follows the one precedence of every front door:
+    ``seed`` and ``executions`` when given, else ``MMEMU_*``, else the
+    suite's own default (explore resolves it)."""
     cells: list[Cell] = []
     for mutant, sc, params in plan(include_correct=include_correct):
-        # explore binds the seed to Random/PCT
-        strategy = make_strategy(sc.strategy, max_preemptions=sc.max_preemptions)
-        res = explore_fn(sc.name, strategy=strategy, executions=executions or sc.executions,
-                         seed=seed, params=params, mutants=[mutant] if mutant else [])
+        res = explore_fn(sc.name, executions=executions, seed=seed, params=params,
+                         mutants=[mutant] if mutant else [])
         f = res.failure
         cell = Cell(mutant=mutant, suite=sc.name, params=params, expected_failure=mutant is not None,
                     kind=f.kind if f else None, executions=res.executions, elapsed_s=res.elapsed_s,

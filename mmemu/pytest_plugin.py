@@ -19,10 +19,12 @@ it.  What it adds:
   explores the token's scenario, parameters and mutants) instead of
   exploring, and fails with the same report.
 
-Which budget an exploration gets, first found wins: the fixture's arguments;
-the command-line options; the budget the scenario was registered with
-(``@mmemu.scenario(..., strategy=, executions=, max_preemptions=)``); the
-engine's settings (``MMEMU_*`` environment variables).
+Which budget an exploration gets, first found wins (the rule of
+``mmemu.engine._settings.resolve_settings``, the same for ``mmemu.explore``
+and ``mmemu run``): the fixture's arguments; the command-line options; the
+``MMEMU_*`` environment variables; the budget the scenario was registered
+with (``@mmemu.scenario(..., strategy=, executions=, max_preemptions=)``);
+the engine's defaults.
 
 Seeds.  Each test explores with its own seed, derived from the base seed
 (``--mmemu-seed``, else ``MMEMU_SEED``, else 0) and the test's node id
@@ -60,21 +62,13 @@ from mmemu.engine import (
     replay,
     replay_async,
 )
+from mmemu.engine._locate import display_name
 from mmemu.engine._registry import scenario_name  # the name tokens record
+from mmemu.engine._settings import UNSET
 
 ScenarioRef = Callable[[Simulation], Awaitable[Any]] | Scenario | str
 
 STRATEGIES = ("random", "pct", "dfs")
-
-
-class _Unset:
-    """Marks an argument the caller did not give (None means "unbounded")."""
-
-    def __repr__(self) -> str:
-        return "<unset>"
-
-
-UNSET: Any = _Unset()
 
 
 def derive_seed(base_seed: int, nodeid: str) -> int:
@@ -184,12 +178,31 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         line += " (" + ", ".join(extra) + ")"
     lines = [line]
     if opts.replay_schedule is not None:
-        lines.append(f"mmemu: replaying a schedule of {opts.replay_schedule.scenario}")
+        lines.append(f"mmemu: replaying a schedule of {display_name(opts.replay_schedule.scenario)}")
     return lines
+
+
+def _single_leaf(exc: BaseException) -> BaseException | None:
+    """The one exception an exception group (nested or not) holds, if it
+    holds exactly one."""
+    while isinstance(exc, BaseExceptionGroup):
+        if len(exc.exceptions) != 1:
+            return None
+        exc = exc.exceptions[0]
+    return exc
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    # pytest-trio runs an async test inside a nursery; with trio's strict
+    # exception groups the test's own pytest.fail() comes back wrapped in a
+    # one-member group, and pytest would show the group's traceback around
+    # mmemu's report.  Unwrap it: the report reads as in a sync test.
+    excinfo = call.excinfo
+    if excinfo is not None and isinstance(excinfo.value, BaseExceptionGroup):
+        leaf = _single_leaf(excinfo.value)
+        if isinstance(leaf, pytest.fail.Exception) and item.stash.get(_SECTION, None) is not None:
+            call.excinfo = pytest.ExceptionInfo.from_exception(leaf)
     outcome = yield
     report = outcome.get_result()
     text = item.stash.get(_SECTION, None)
@@ -221,7 +234,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
         return
     if not config.stash[_REPLAY_STATE].used:
         sched = opts.replay_schedule
-        what = sched.scenario
+        what = display_name(sched.scenario)
         if sched.params:
             what += " [" + ", ".join(f"{k}={v}" for k, v in sorted(sched.params.items())) + "]"
         if sched.mutants:
@@ -293,7 +306,8 @@ class MmemuExplorer:
         shrunk report; with ``expect="fail"`` finding no failure fails the
         test, and the Result is returned for the test to inspect.  Arguments
         as for ``mmemu.explore``; those left out come from the command line,
-        then from the scenario's registration, then from the environment.
+        then from the environment (``MMEMU_*``), then from the scenario's
+        registration.
         """
         if _in_trio():
             raise RuntimeError(
@@ -342,6 +356,7 @@ class MmemuExplorer:
         opts = self._options
         registered = _registered(scenario)
         name = registered.name if registered is not None else scenario_name(scenario)
+        shown = display_name(name)
         mutant_list = tuple(sorted(set(mutants)))
         sched = opts.replay_schedule
         if sched is not None and opts.replay_token is not None \
@@ -349,20 +364,21 @@ class MmemuExplorer:
                 and _json_normal(sched.params) == _json_normal(dict(params or {})) \
                 and tuple(sched.mutants) == mutant_list:
             self._replay_state.used = True
-            return _Plan(name=name, expect=expect, token=opts.replay_token, kwargs={})
+            return _Plan(name=name, shown=shown, expect=expect, token=opts.replay_token, kwargs={})
+        # The fixture's arguments, then the --mmemu-* options, are the
+        # flags; explore resolves the rest (MMEMU_*, then the suite's own
+        # default) with the one rule every front door uses.
         if strategy is None:
-            strategy = opts.strategy or (registered.strategy if registered else None)
+            strategy = opts.strategy
         if executions is None:
-            executions = opts.executions or (registered.executions if registered else None)
+            executions = opts.executions
         if max_preemptions is UNSET:
             max_preemptions = opts.max_preemptions
-        if max_preemptions is UNSET:
-            max_preemptions = registered.max_preemptions if registered else None
         kwargs = dict(strategy=strategy, executions=executions,
                       seed=seed if seed is not None else self.seed, max_steps=max_steps,
                       max_preemptions=max_preemptions, shrink=shrink, mutants=mutant_list,
                       params=params)
-        return _Plan(name=name, expect=expect, token=None, kwargs=kwargs)
+        return _Plan(name=name, shown=shown, expect=expect, token=None, kwargs=kwargs)
 
     def _replayed(self, plan: _Plan, outcome: Any) -> Result:
         sched = self._options.replay_schedule
@@ -379,17 +395,17 @@ class MmemuExplorer:
                 how = "replaying the token" if plan.token is not None else (
                     f"{result.executions} executions with {result.strategy}"
                     + (" (the search space was exhausted)" if result.exhausted else ""))
-                pytest.fail(f"mmemu: {plan.name} was expected to fail, but {how} "
+                pytest.fail(f"mmemu: {plan.shown} was expected to fail, but {how} "
                             f"found no failure", pytrace=False)
             return result
         if failure is None:
             return result
         token = failure.schedule
         if plan.token is not None:
-            head = f"mmemu: replayed {plan.name} from --mmemu-replay"
+            head = f"mmemu: replayed {plan.shown} from --mmemu-replay"
         else:
             plural = "" if failure.preemptions == 1 else "s"
-            head = (f"mmemu: {plan.name} explored with {result.strategy}: "
+            head = (f"mmemu: {plan.shown} explored with {result.strategy}: "
                     f"{failure.kind} after {failure.found_after} execution"
                     f"{'' if failure.found_after == 1 else 's'}, shrunk to "
                     f"{failure.preemptions} preemption{plural}, {failure.steps} steps")
@@ -398,7 +414,7 @@ class MmemuExplorer:
                          f"{self._options.base_seed} and the node id)")
         self._item.stash[_SECTION] = f"{head}\n{self._reproduce_line(token)}\n"
         # The first line is what pytest's short summary ("-ra") shows.
-        pytest.fail(f"{plan.name}: {failure.kind}: {failure.message}\n\n{failure.report()}",
+        pytest.fail(f"{plan.shown}: {failure.kind}: {failure.message}\n\n{failure.report()}",
                     pytrace=False)
 
     def _reproduce_line(self, token: str) -> str:
@@ -423,6 +439,8 @@ class _Plan:
     """What one fixture call will do: replay ``token``, or explore with ``kwargs``."""
 
     name: str
+    #: the name for people (a scenario's file left out)
+    shown: str
     expect: str
     token: str | None
     kwargs: dict[str, Any]

@@ -72,6 +72,7 @@ from mmemu.engine import (
     replay_async,
 )
 from mmemu.engine._execution import RUNNABLE, Chooser
+from mmemu.engine._locate import replay_command
 
 if TYPE_CHECKING:
     from hypothesis import strategies as st
@@ -189,34 +190,42 @@ def _candidates(prev: CPU | None, run: list[CPU]) -> list[CPU]:
 # ------------------------------------------------------------- Hypothesis
 
 
-#: How a choice point reads a Hypothesis draw ``v`` in ``0..15`` (see
-#: ``HypothesisSchedule``): 0 stops drawing, 1..12 take the default, 13..15
-#: take another CPU.  So a fresh draw preempts with probability 3/16 and
-#: stops with 1/16 (Hypothesis also favours the bounds): a random walk with
-#: a few preemptions, scattered over the whole execution.
-_DRAW_MAX = 15
-_LAST_DEFAULT = 12
+#: at most this many priority change points (PCT's depth - 1): races that
+#: need more preemptions than that are DFS's job
+MAX_CHANGES = 3
 
 
 @attrs.define(eq=False, repr=False)
 class HypothesisSchedule:
-    """A schedule drawn from Hypothesis, one choice point at a time.
+    """A schedule drawn from Hypothesis: PCT-style priorities and change points.
 
     Made by ``schedules()``; give it to ``run_schedule``.  After a run,
     ``choices`` holds the CPU id chosen at each choice point, ``token`` the
     replay token and ``outcome`` what happened (for the last run only, if
     the example runs several scenarios).
 
-    The encoding is chosen for shrinking.  Each choice point has a *default*:
-    the CPU that ran last if it can continue (no preemption), else the
-    lowest-numbered runnable CPU.  A draw of 0 takes the default and ends the
-    drawing: every later choice point takes its default too.  1..12 take the
-    default; 13..15 take another CPU (a second draw picks which when there
-    are several).  Hypothesis shrinks towards short sequences of small
-    values, that is towards stopping early with few non-default choices: a
-    failing interleaving loses the preemptions it does not need, and
-    dropping one preemption is a deletion of a single draw, a move the
-    shrinker always tries.
+    What is drawn, before the execution starts (``run_schedule`` first runs
+    the scenario once without preemptions to learn its shape: how many CPUs,
+    how many steps ``k``):
+
+    1. ``c``, the number of *change points*, 0..``MAX_CHANGES``;
+    2. ``c`` choice-point indices in ``0..k-1``;
+    3. a priority order of the CPUs (a permutation).
+
+    The execution then follows PCT (Burckhardt et al., ASPLOS 2010) with
+    sticky CPUs: the running CPU keeps running while it can, except at a
+    change point, where it drops below every other CPU and the
+    highest-priority other runnable CPU takes over (a preemption); when the
+    running CPU blocks or ends, the highest-priority runnable CPU runs.  So
+    an execution has at most ``c`` preemptions, placed anywhere in it, and a
+    race that needs one preemption at one of ``k`` places is drawn with
+    probability about ``1/k`` per example with one change point -- where a
+    per-choice-point coin would also have to *not* preempt at the other
+    ``k - 1``.
+
+    Shrinking: Hypothesis shrinks towards fewer change points, earlier
+    ones and the identity order, so a failing example loses the preemptions
+    it does not need, and the final one is the interleaving with the fewest.
     """
 
     data: st.DataObject
@@ -224,38 +233,41 @@ class HypothesisSchedule:
     token: str | None = None
     outcome: Outcome | None = None
 
-    def _draw(self, high: int) -> int:
-        from hypothesis import strategies as st
-
-        strategy = st.integers(min_value=0, max_value=high)
+    def _draw(self, strategy: st.SearchStrategy[Any]) -> Any:
         # DataObject.draw() prints every draw ("Draw 7: 13") under the
-        # failing example: dozens of lines nobody can use.  The token noted
-        # after the run says all of it, so draw through the ConjectureData
-        # the DataObject wraps (Hypothesis calls that attribute semi-stable)
+        # failing example: lines nobody can use.  The token noted after the
+        # run says all of it, so draw through the ConjectureData the
+        # DataObject wraps (Hypothesis calls that attribute semi-stable)
         # and fall back to the public draw if it ever goes away.
         conjecture = getattr(self.data, "conjecture_data", None)
         if conjecture is not None:
-            value = conjecture.draw(strategy)
-        else:  # pragma: no cover - depends on the Hypothesis version
-            value = self.data.draw(strategy)
-        return int(value)
+            return conjecture.draw(strategy)
+        return self.data.draw(strategy)  # pragma: no cover - depends on the Hypothesis version
 
-    def chooser(self) -> Chooser:
-        stopped = False
+    def chooser(self, cpus: int, points: int) -> Chooser:
+        """The chooser of one execution of a scenario with ``cpus`` CPUs and
+        at most about ``points`` choice points (see the class docstring)."""
+        from hypothesis import strategies as st
+
+        changes = int(self._draw(st.integers(min_value=0, max_value=MAX_CHANGES)))
+        at = frozenset(int(self._draw(st.integers(min_value=0, max_value=max(points - 1, 0))))
+                       for _ in range(changes))
+        order = list(self._draw(st.permutations(range(max(cpus, 1)))))
+        # higher is chosen first; CPUs the probe did not see come last, by id
+        prio = {cpu: len(order) - rank for rank, cpu in enumerate(order)}
+        lowest = 0
 
         def choose(sim: Simulation, prev: CPU | None, run: list[CPU]) -> CPU:
-            nonlocal stopped
-            default = _non_preemptive(prev, run)
-            if stopped:
-                return default
-            v = self._draw(_DRAW_MAX)
-            if v == 0:
-                stopped = True
-                return default
-            if v <= _LAST_DEFAULT:
-                return default
-            others = [c for c in run if c is not default]
-            return others[self._draw(len(others) - 1)] if len(others) > 1 else others[0]
+            nonlocal lowest
+            current = prev if prev is not None and prev.state == RUNNABLE else None
+            if len(sim.choices) in at and current is not None:
+                lowest -= 1
+                prio[current.id] = lowest  # the change point: below every other CPU
+                others = [c for c in run if c is not current]
+                return max(others, key=lambda c: (prio.get(c.id, -c.id - 1000), -c.id))
+            if current is not None:
+                return current
+            return max(run, key=lambda c: (prio.get(c.id, -c.id - 1000), -c.id))
 
         return choose
 
@@ -265,6 +277,36 @@ class HypothesisSchedule:
         if self.token is None:
             return "<mmemu schedule, drawn while running: see the mmemu note>"
         return f"<mmemu schedule {self.token}>"
+
+
+_SHAPES: dict[str, tuple[int, int]] = {}
+
+
+async def _shape(scenario: ScenarioRef, *, params: dict[str, Any] | None,
+                 mutants: Iterable[str], max_steps: int | None) -> tuple[int, int]:
+    """(CPUs, steps) of the scenario's execution without preemptions, for the
+    draws of a HypothesisSchedule: a change point is a choice-point index
+    below the step count (PCT draws them over the steps; the choice points
+    of one order of the CPUs can be far fewer than another order's).
+    Deterministic, so it is kept (per scenario, parameters and mutants)
+    instead of run for every example."""
+    import json
+
+    from mmemu.engine._registry import scenario_name
+
+    name = scenario if isinstance(scenario, str) else scenario_name(scenario)
+    key = json.dumps([name, params or {}, sorted(mutants), max_steps],
+                     sort_keys=True, default=str)
+    got = _SHAPES.get(key)
+    if got is None:
+        seen: list[tuple[int, int]] = []
+        probe = _OneShot(lambda sim, prev, run: _non_preemptive(prev, run),
+                         on_end=lambda sim: seen.append((len(sim.cpu_list), sim.steps)))
+        steps_cap = max_steps if max_steps is not None else Settings.from_env().max_steps
+        await explore_async(scenario, strategy=probe, executions=1, shrink=False,
+                            params=params, mutants=mutants, max_steps=steps_cap)
+        got = _SHAPES[key] = seen[0] if seen else (1, 1)
+    return got
 
 
 def schedules() -> st.SearchStrategy[HypothesisSchedule]:
@@ -277,10 +319,12 @@ def schedules() -> st.SearchStrategy[HypothesisSchedule]:
             outcome = mmemu.testing.run_schedule("demo:lost-update", schedule)
             assert outcome.failure is None, outcome.failure.report()
 
-    Choices are drawn lazily, one per choice point, encoded so that
-    Hypothesis shrinks a failing interleaving towards the fewest preemptions
-    (see ``HypothesisSchedule``).  The final
-    example notes its replay token (``mmemu replay TOKEN``).  Run with
+    Each example draws PCT-style priorities and change points (see
+    ``HypothesisSchedule``): a race that needs one or two preemptions is
+    found within the default 100 examples with high probability, and
+    Hypothesis shrinks a failing interleaving towards the fewest
+    preemptions.  The final example notes its replay token
+    (``mmemu replay TOKEN``).  Run with
     ``@settings(derandomize=True)`` or a fixed ``@seed`` for a search that is
     the same on every run.
     """
@@ -320,7 +364,8 @@ async def run_schedule_async(
 ) -> Outcome:
     """``run_schedule`` for code already running inside trio."""
     if isinstance(schedule, HypothesisSchedule):
-        strategy = _OneShot(schedule.chooser())
+        cpus, points = await _shape(scenario, params=params, mutants=mutants, max_steps=max_steps)
+        strategy = _OneShot(schedule.chooser(cpus, points))
     elif isinstance(schedule, (str, bytes)) or not isinstance(schedule, Sequence):
         raise ModelError(
             "'schedule' must come from mmemu.testing.schedules() or be a sequence of CPU "
@@ -342,7 +387,7 @@ async def run_schedule_async(
             plural = "" if outcome.preemptions == 1 else "s"
             text = (f"mmemu schedule for {outcome.scenario}: {outcome.steps} steps, "
                     f"{outcome.preemptions} preemption{plural}\n"
-                    f"  replay with: mmemu replay {token}")
+                    f"  replay with: {replay_command(outcome.scenario, token)}")
             if outcome.failure is not None:
                 text += "\n" + outcome.failure.report()
             note(text)

@@ -3,10 +3,11 @@ the exit statuses, ``UsageError`` and the consoles."""
 
 from __future__ import annotations
 
-import sys
+from collections.abc import Iterable
 
 import cyclopts
 from rich.console import Console
+from rich.text import Text
 
 app = cyclopts.App(
     name="mmemu",
@@ -25,13 +26,19 @@ class UsageError(Exception):
 
 
 def _out() -> Console:
-    # A pipe or a file gets rich's default of 80 columns, which truncates
-    # the summary tables; logs and CI output have room for more.
-    width = None if sys.stdout.isatty() else 160
-    return Console(highlight=False, soft_wrap=True, width=width)
+    """The console for results (stdout), as wide as ``output_width`` says:
+    COLUMNS when set, else the terminal, else a default for pipes."""
+    from ._tables import output_width
 
+    return Console(highlight=False, soft_wrap=True, width=output_width())
 
 
 def _err() -> Console:
     """The console for progress and one-line notes (stderr)."""
     return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def print_lines(console: Console, lines: Iterable[Text]) -> None:
+    """Print rendered table lines as they are (no re-wrapping by rich)."""
+    for line in lines:
+        console.print(line, soft_wrap=True, overflow="ignore", crop=False)

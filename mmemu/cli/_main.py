@@ -45,6 +45,24 @@ def _configure_logging(args: list[str]) -> list[str]:
     return args
 
 
+def _stdout_dash(args: list[str]) -> list[str]:
+    """``-o -`` (stdout) as ``--output=-``: cyclopts reads a lone ``-`` after
+    an option as a missing value."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("-o", "--output") and i + 1 < len(args) and args[i + 1] == "-":
+            out.append("--output=-")
+            i += 2
+            continue
+        if args[i] == "--":
+            out.extend(args[i:])
+            break
+        out.append(args[i])
+        i += 1
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns (and exits with) the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -54,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # structlog configuration back afterwards.
     saved_logging = structlog.get_config() if structlog.is_configured() else None
     try:
-        args = _configure_logging(args)
+        args = _stdout_dash(_configure_logging(args))
         code = app(args, exit_on_error=False, print_error=False, help_on_error=False,
                    result_action="return_value")
     except cyclopts.CycloptsError as exc:

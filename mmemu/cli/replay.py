@@ -11,10 +11,11 @@ from typing import Annotated, Any
 from cyclopts import Parameter
 
 from mmemu.engine import MmemuError, get_scenario, replay
+from mmemu.engine._locate import display_name
 from mmemu.engine._schedule import Schedule
 
 from ._app import EXIT_FAILURE, EXIT_OK, _out, app
-from ._output import _write_atomic
+from ._output import write_output
 
 def _replay_token(token: str) -> tuple[Schedule, Any]:
     """Decode and replay ``token`` (errors propagate as ScheduleFormatError
@@ -24,7 +25,7 @@ def _replay_token(token: str) -> tuple[Schedule, Any]:
 
 
 def _run_title(sched: Schedule) -> str:
-    title = sched.scenario
+    title = display_name(sched.scenario)
     if sched.params:
         title += " [" + ", ".join(f"{k}={v}" for k, v in sorted(sched.params.items())) + "]"
     if sched.mutants:
@@ -50,11 +51,13 @@ def replay_(token: str, *, json_: Annotated[bool, Parameter(name="--json")] = Fa
     elif outcome.failure is not None:
         out.print(outcome.failure.report(), markup=False)
     else:
-        out.print(f"{sched.scenario}: the schedule ran {outcome.steps} steps without failing")
+        out.print(f"{display_name(sched.scenario)}: the schedule ran {outcome.steps} steps without failing")
     return EXIT_FAILURE if outcome.failure is not None else EXIT_OK
 
 
-OutputPath = Annotated[Path, Parameter(name=["--output", "-o"], help="file to write (atomically)")]
+OutputPath = Annotated[Path, Parameter(name=["--output", "-o"],
+                                       help="file to write (atomically; through a symlink; "
+                                            "'-' for stdout)")]
 
 
 @app.command
@@ -78,8 +81,8 @@ def trace(token: str, *, output: OutputPath) -> int:
         meta["failure"] = failure.to_json()
     text = chrome_trace_json(failure.trace if failure is not None else outcome.trace,
                              failure=failure, title=_run_title(sched), metadata=meta)
-    _write_atomic(output, text)
-    print(f"wrote {output} ({outcome.steps} steps"
+    where = write_output(output, text)
+    print(f"wrote {'to ' if where == 'stdout' else ''}{where} ({outcome.steps} steps"
           + (f", {failure.kind}" if failure is not None else ", no failure")
           + "); open it at https://ui.perfetto.dev", file=sys.stderr)
     return EXIT_OK
@@ -107,8 +110,8 @@ def report(token: str, *, output: OutputPath) -> int:
     page = render_report(failure.trace if failure is not None else outcome.trace,
                          failure=failure, title=_run_title(sched),
                          replay_command=f"mmemu replay {token.strip()}", protocol=protocol)
-    _write_atomic(output, page)
-    print(f"wrote {output} ({outcome.steps} steps"
+    where = write_output(output, page)
+    print(f"wrote {'to ' if where == 'stdout' else ''}{where} ({outcome.steps} steps"
           + (f", {failure.kind}" if failure is not None else ", no failure") + ")", file=sys.stderr)
     return EXIT_OK
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -12,12 +13,15 @@ from typing import Annotated, Any
 
 from cyclopts import Parameter
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
-from mmemu.engine import DFS, PCT, Random, Result, Strategy, all_scenarios, explore, get_scenario
+from mmemu.engine import Result, all_scenarios, explore, get_mutant, get_scenario
 from mmemu.engine._registry import Scenario, _suggest
+from mmemu.engine._settings import UNSET, Settings, given, resolve_settings
+from mmemu.engine._watchdog import clear_stop, request_stop
 
-from ._app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, _out, app
+from ._app import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, UsageError, _err, _out, app, print_lines
+from ._tables import NAME, NUMBER, TEXT, Cell, Column, Table, output_width
 
 def _select(patterns: Sequence[str], *, include_expected_failures: bool) -> list[Scenario]:
     scenarios = all_scenarios()
@@ -35,16 +39,50 @@ def _select(patterns: Sequence[str], *, include_expected_failures: bool) -> list
     return chosen
 
 
-def _strategy(name: str | None, sc: Scenario, seed: int, max_preemptions: int | None) -> Strategy:
-    name = name or sc.strategy
-    bound = max_preemptions if max_preemptions is not None else sc.max_preemptions
-    if name == "random":
-        return Random(seed)
-    if name == "pct":
-        return PCT(3, seed)
-    if name == "dfs":
-        return DFS(max_preemptions=bound)
-    raise UsageError(f"--strategy must be random, pct or dfs (got {name!r})")
+#: how ``mmemu run`` names its flags in errors
+FLAG_NAMES = {"strategy": "--strategy", "executions": "--executions", "seed": "--seed",
+              "max_preemptions": "--max-preemptions"}
+
+
+def parse_bound(text: str | None, flag: str = "--max-preemptions") -> Any:
+    """A preemption bound from the command line: an integer >= 0, or
+    ``none`` for unbounded; UNSET when not given."""
+    if text is None:
+        return UNSET
+    if text.strip().lower() in ("none", "unbounded"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{flag} must be an integer or 'none' (got {text!r})") from None
+    if value < 0:
+        raise UsageError(f"{flag} must be at least 0 (got {value})")
+    return value
+
+
+def run_settings(sc: Scenario, *, strategy: str | None, executions: int | None,
+                 seed: int | None, max_preemptions: Any) -> Settings:
+    """The settings of one suite's run: the flags, then MMEMU_*, then the
+    suite's defaults (``resolve_settings``, as the API and pytest do)."""
+    return resolve_settings(sc, flag_names=FLAG_NAMES, **given(
+        strategy=strategy, executions=executions, seed=seed),
+        max_preemptions=max_preemptions)
+
+
+def describe_settings(s: Settings) -> str:
+    """``dfs, unbounded`` / ``dfs, at most 2 preemptions`` / ``random, seed 0``."""
+    if s.strategy == "dfs":
+        bound = ("unbounded" if s.max_preemptions is None
+                 else f"at most {s.max_preemptions} preemption{'' if s.max_preemptions == 1 else 's'}")
+        return f"dfs, {bound}"
+    return f"{s.strategy}, seed {s.seed}"
+
+
+def short_strategy(s: Settings) -> str:
+    """The strategy in a table cell: ``dfs``, ``dfs<=2``, ``random``, ``pct``."""
+    if s.strategy == "dfs" and s.max_preemptions is not None:
+        return f"dfs<={s.max_preemptions}"
+    return s.strategy
 
 
 def _result_json(res: Result, mutant: str | None) -> dict[str, Any]:
@@ -67,13 +105,20 @@ def run(
     *,
     suite: Annotated[tuple[str, ...], Parameter(help="a suite name or glob pattern, like the positional "
                                                      "arguments (repeatable): --suite 'notifier:*'")] = (),
-    strategy: Annotated[str | None, Parameter(help="random, pct or dfs (default: the suite's)")] = None,
-    executions: Annotated[int | None, Parameter(help="executions per suite (default: the suite's)")] = None,
-    seed: Annotated[int, Parameter(help="base seed of random and pct")] = 0,
-    max_preemptions: Annotated[int | None, Parameter(help="DFS preemption bound")] = None,
-    mutant: Annotated[tuple[str, ...], Parameter(help="switch a mutant on (repeatable)")] = (),
-    driver: Annotated[str | None, Parameter(help="run driver suites with this driver only "
-                                                 "(an installed name, path/to/file.py:Class, "
+    strategy: Annotated[str | None, Parameter(help="random, pct or dfs (default: $MMEMU_STRATEGY, "
+                                                   "else the suite's)")] = None,
+    executions: Annotated[int | None, Parameter(help="executions per suite (default: $MMEMU_EXECUTIONS, "
+                                                     "else the suite's)")] = None,
+    seed: Annotated[int | None, Parameter(help="base seed of random and pct (default: $MMEMU_SEED, "
+                                               "else 0)")] = None,
+    max_preemptions: Annotated[str | None, Parameter(help="DFS preemption bound, or 'none' for "
+                                                          "unbounded (default: "
+                                                          "$MMEMU_MAX_PREEMPTIONS, else the "
+                                                          "suite's)")] = None,
+    mutant: Annotated[tuple[str, ...], Parameter(help="switch a mutant on (repeatable); it must be "
+                                                      "exercised by a selected suite")] = (),
+    driver: Annotated[str | None, Parameter(help="run the suites that take a driver with this driver "
+                                                 "only (an installed name, path/to/file.py:Class, "
                                                  "or a glob over installed names)")] = None,
     api: Annotated[str | None, Parameter(help="notifier API generation: 2.6.27 or modern "
                                               "(restricts the suites' api axis, or sets it)")] = None,
@@ -92,49 +137,51 @@ def run(
 
     With no suite, runs the main job: every suite on the correct model under
     its default budget.  A failure prints its shrunk report and replay line.
+    Each setting comes from its flag, else its MMEMU_* environment
+    variable, else the suite's own default.
 
     Example: mmemu run pagecache:lookup-vs-reclaim --mutant filemap:no-recheck
     """
-    if executions is not None and executions < 1:
-        raise UsageError(f"--executions must be at least 1 (got {executions})")
-    if max_preemptions is not None and max_preemptions < 0:
-        raise UsageError(f"--max-preemptions must be >= 0 (got {max_preemptions})")
+    bound = parse_bound(max_preemptions)
     parallel = _parallel_options(jobs, shard, dask)
     suites = tuple(suites) + tuple(suite)
     from mmemu.mm.init import API_GENERATIONS
     if api is not None and api not in API_GENERATIONS:
         raise UsageError(f"--api must be one of {', '.join(API_GENERATIONS)} (got {api!r})")
+    err = _err()
     if workload is not None:
         if suites:
             raise UsageError("--workload runs one workload: give no suite with it")
         from mmemu.workload._cli import workload_for_run
         planned = [(get_scenario("workload:run"), workload_for_run(workload, driver, api))]
     else:
-        chosen = _select(suites, include_expected_failures=bool(suites))
+        chosen = _with_driver_axis(_select(suites, include_expected_failures=bool(suites)),
+                                   driver, err)
         planned = [(sc, params) for sc in chosen for params in _driver_combinations(sc, driver, api)]
     if not planned:
         raise UsageError("no suite takes that combination of --driver/--api")
-    for m in mutant:
-        from mmemu.engine import get_mutant
-        get_mutant(m)
+    if workload is None:  # a workload's operations decide what it exercises
+        _check_mutants_exercised(mutant, planned)
+    # Every setting is resolved (and checked) before the first run starts:
+    # a bad MMEMU_* value is one line and exit 2, not a failure halfway.
+    plan = [(sc, params, run_settings(sc, strategy=strategy, executions=executions, seed=seed,
+                                      max_preemptions=bound)) for sc, params in planned]
     out = _out()
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
-    results: list[Result] = []
+    runs: list[tuple[Result, Settings]] = []
     failed = False
     interrupted = False
     stop = _StopRequest()
     try:
         stop.__enter__()
-        for sc, params in planned:
-            strat = _strategy(strategy, sc, seed, max_preemptions)
-            label = sc.name + (" [" + ", ".join(f"{k}={v}" for k, v in params.items()) + "]" if params else "")
-            budget = executions or sc.executions
-            with _RunProgress(err, label, strat.describe(), budget, stop) as progress:
-                res = explore(sc.name, strategy=strat, executions=budget,
-                              seed=seed, params=params, mutants=mutant, progress=progress.update,
-                              coverage=coverage, **parallel)
+        for sc, params, st in plan:
+            label = sc.name + params_label(params)
+            with _RunProgress(err, label, describe_settings(st), st.executions, stop) as progress:
+                res = explore(sc.name, strategy=st.strategy, executions=st.executions,
+                              seed=st.seed, max_preemptions=st.max_preemptions, params=params,
+                              mutants=mutant, progress=progress.update, coverage=coverage,
+                              **parallel)
                 progress.finish(res)
-            results.append(res)
+            runs.append((res, st))
             if json_:
                 row = _result_json(res, ",".join(mutant) or None)
                 if coverage and res.coverage is not None:
@@ -153,34 +200,131 @@ def run(
         # What was explored so far is still worth showing: the summary table
         # below, and every failure's replay line.
         interrupted = True
-        done = sum(r.executions for r in results)
-        err.print(f"interrupted: explored {done} executions in {len(results)} run(s)", markup=False)
-        for res in results:
+        done = sum(r.executions for r, _ in runs)
+        err.print(f"interrupted: explored {_plural(done, 'execution')} in {_plural(len(runs), 'run')}",
+                  markup=False)
+        for res, _ in runs:
             if res.failure is not None:
                 err.print(f"  {res.scenario}: {res.failure.kind}: {res.failure.replay_command()}",
                           markup=False)
     finally:
         stop.__exit__()
     if not json_:
-        table = Table(title="mmemu run")
-        for col in ("suite", "params", "driver", "api", "strategy", "executions", "exhausted",
-                    "result", "time"):
-            table.add_column(col)
-        for res in results:
-            result = (f"[red]{res.failure.kind}[/red]" if res.failure else "[green]ok[/green]")
-            other = ", ".join(f"{k}={v}" for k, v in res.params.items()
-                              if k not in ("driver", "api")) or "-"
-            table.add_row(res.scenario, other, str(res.params.get("driver") or "-"),
-                          str(res.params.get("api") or ("2.6.27" if res.params.get("driver") else "-")),
-                          res.strategy, str(res.executions),
-                          "yes" if res.exhausted else "no", result, f"{res.elapsed_s:.2f}s")
-        out.print(table)
+        print_lines(out, summary_table(runs).lines(output_width()))
+        print_lines(out, [Text(totals_line(runs, interrupted=interrupted))])
+        results = [r for r, _ in runs]
         _print_goal_notes(out, results)
         if coverage:
             _print_coverage(out, results)
     if failed:
         return EXIT_FAILURE
-    return EXIT_INTERRUPTED if interrupted else EXIT_OK
+    if interrupted:
+        return EXIT_INTERRUPTED
+    unexercised = _unexercised_mutants(mutant, [r for r, _ in runs])
+    if unexercised:
+        raise UsageError(unexercised)
+    return EXIT_OK
+
+
+def summary_table(runs: Sequence[tuple[Result, Settings]]) -> Table:
+    """The table ``mmemu run`` ends with: one row per run, names whole."""
+    # suite, executions, result and time stay on the row's line at any
+    # width where they fit; parameters, strategy and exhaustion may go below
+    table = Table([Column("suite", NAME), Column("params"), Column("strategy", TEXT),
+                   Column("executions", NUMBER), Column("exhausted", TEXT),
+                   Column("result", NAME), Column("time", NUMBER)])
+    for res, st in runs:
+        table.add_row(res.scenario, _params_text(res.params), short_strategy(st),
+                      str(res.executions), "yes" if res.exhausted else "no",
+                      _result_cell(res), f"{res.elapsed_s:.2f}s")
+    return table
+
+
+def shown_value(value: Any) -> str:
+    """A parameter for people: a ``/abs/path/file.py:Class`` (a driver the
+    token records with its absolute path) relative to the current directory
+    when it lies below it."""
+    text = str(value)
+    path, colon, rest = text.rpartition(":")
+    if colon and path.endswith(".py") and os.path.isabs(path):
+        rel = os.path.relpath(path)
+        if not rel.startswith(".."):
+            return f"{rel}:{rest}"
+    return text
+
+
+def params_label(params: dict[str, Any]) -> str:
+    """``[driver=kvm, lookup=find_get_page]`` (empty without parameters)."""
+    if not params:
+        return ""
+    return " [" + ", ".join(f"{k}={shown_value(v)}" for k, v in params.items()) + "]"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    """``kvm, modern, lookup=find_get_page``: the driver and API by value
+    (they are on nearly every row), other parameters as name=value."""
+    parts = [shown_value(params[k]) for k in ("driver", "api") if params.get(k) is not None]
+    parts += [f"{k}={shown_value(v)}" for k, v in params.items() if k not in ("driver", "api")]
+    return ", ".join(parts) or "-"
+
+
+def _result_cell(res: Result) -> Cell:
+    if res.failure is not None:
+        return Cell(res.failure.kind, "red")
+    if res.interrupted:
+        return Cell("interrupted", "yellow")
+    return Cell("ok", "green")
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def totals_line(runs: Sequence[tuple[Result, Settings]], *, interrupted: bool) -> str:
+    n = len(runs)
+    failures = sum(1 for r, _ in runs if r.failure is not None)
+    parts = [f"{n} run{'' if n == 1 else 's'}",
+             _plural(sum(r.executions for r, _ in runs), "execution"),
+             f"{sum(1 for r, _ in runs if r.exhausted)} exhausted",
+             f"{failures} failure{'' if failures == 1 else 's'}",
+             f"{sum(r.elapsed_s for r, _ in runs):.2f}s"]
+    line = "total: " + ", ".join(parts)
+    return line + (" (interrupted)" if interrupted else "")
+
+
+def _check_mutants_exercised(mutants: Sequence[str],
+                             planned: Sequence[tuple[Scenario, dict[str, Any]]]) -> None:
+    """Each mutant must be one a planned run exercises: a selected suite
+    lists it among the mutants it catches, for parameters the mutant
+    applies to.  Otherwise the run would pass having tested nothing the
+    mutant changes (``mmemu run mm:reclaim-vs-gup --mutant
+    filemap:no-recheck``): one line, exit 2."""
+    for m in mutants:
+        mt = get_mutant(m)
+        if any(m in sc.catches and mt.applies_to(params) for sc, params in planned):
+            continue
+        names = ", ".join(dict.fromkeys(sc.name for sc, _ in planned))
+        catchers = [s.name for s in all_scenarios() if m in s.catches]
+        where = (f"the suites that do: {', '.join(catchers)}" if catchers
+                 else "no registered suite does")
+        raise UsageError(f"mutant {m} is not exercised by the selected suites ({names}); {where}")
+
+
+def _unexercised_mutants(mutants: Sequence[str], results: Sequence[Result]) -> str | None:
+    """The error for mutants switched on that no execution ever asked about
+    (``mmemu.mutant(name)``): the run tested nothing the mutant changes."""
+    missing = [m for m in mutants
+               if not any(r.coverage is not None and r.coverage.counts.get(("mutant", m))
+                          for r in results)]
+    if not missing:
+        return None
+    ran = ", ".join(sorted({r.scenario for r in results}))
+    notes = []
+    for m in missing:
+        catchers = [s.name for s in all_scenarios() if m in s.catches]
+        notes.append(f"{m} (suites that exercise it: {', '.join(catchers) or 'none registered'})")
+    return (f"mutant{'s' if len(missing) > 1 else ''} never exercised by the selected suites "
+            f"({ran}), so this run tested nothing: {'; '.join(notes)}")
 
 
 def _print_goal_notes(out: Console, results: list[Result]) -> None:
@@ -212,19 +356,27 @@ def _print_coverage(out: Console, results: list[Result]) -> None:
 
 
 class _StopRequest:
-    """Ctrl-C during ``mmemu run``, turned into a KeyboardInterrupt at a safe point.
+    """Ctrl-C during ``mmemu run``: stop at a safe point, keep what was found.
 
     Left to trio, SIGINT raises KeyboardInterrupt wherever the main task
     happens to be, possibly in the middle of the engine handing the CPU token
-    from one emulated CPU to another.  Instead the first SIGINT only sets
-    ``requested``; the progress callback, which the engine calls between two
-    executions inside its interrupt-aware loop, raises it there (trio keeps
-    a handler it did not install).  A second Ctrl-C raises at once, for a run
-    stuck inside one long shrink.
+    from one emulated CPU to another.  Instead a SIGINT only sets flags:
+    ``requested`` here (the progress callback raises KeyboardInterrupt
+    between two executions, which also stops a parallel run) and the
+    engine's ``request_stop`` (an exploration, or a shrink in progress,
+    stops after the execution it is in, keeping its failure; a step that
+    never yields is interrupted by the watchdog within a second).  A second
+    Ctrl-C changes nothing (the first is already being acted upon); a third
+    leaves at once, without the summary, for a run that cannot be stopped
+    any other way (an await that refuses cancellation).
     """
+
+    #: the Ctrl-C that leaves without waiting
+    FORCE_AT = 3
 
     def __init__(self) -> None:
         self.requested = False
+        self.count = 0
         self._raised = False
         self._old: Any = None
         self._installed = False
@@ -233,15 +385,19 @@ class _StopRequest:
         import signal
         import threading
 
+        clear_stop()
         if threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._on_sigint)
             self._installed = True
         return self
 
     def _on_sigint(self, _signum: int, _frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
+        self.count += 1
         self.requested = True
+        request_stop()
+        if self.count >= self.FORCE_AT:
+            os.write(2, b"mmemu: interrupted three times: leaving without the summary\n")
+            os._exit(EXIT_INTERRUPTED)
 
     def check(self) -> None:
         if self.requested and not self._raised:
@@ -254,6 +410,7 @@ class _StopRequest:
         if self._installed:
             signal.signal(signal.SIGINT, self._old)
             self._installed = False
+        clear_stop()
 
 
 def _parallel_options(jobs: int | None, shard: str | None, dask: str | None) -> dict[str, Any]:
@@ -314,12 +471,44 @@ def merge(
     return EXIT_FAILURE if failed else EXIT_OK
 
 
+def _with_driver_axis(chosen: list[Scenario], driver: str | None, err: Console) -> list[Scenario]:
+    """With ``--driver``, the selected suites that take a driver; the others
+    are left out (a driver means nothing to them), and none left is an error."""
+    if driver is None:
+        return chosen
+    kept = [sc for sc in chosen if "driver" in sc.axes]
+    if not kept:
+        names = ", ".join(sc.name for sc in chosen)
+        raise UsageError(f"--driver {driver}: none of the selected suites takes a driver ({names})")
+    left = [sc.name for sc in chosen if "driver" not in sc.axes]
+    if left:
+        err.print(f"--driver {driver}: left out {len(left)} suite{'' if len(left) == 1 else 's'} "
+                  f"that take{'s' if len(left) == 1 else ''} no driver", markup=False)
+    return kept
+
+
+def driver_param(driver: str) -> str:
+    """The driver as a token records it: an installed name as is, a
+    ``path/to/file.py:Class`` with its path made absolute, so the replay
+    line works from any directory.  Loads it once (one line if it cannot)."""
+    from mmemu.driver import DriverLoadError, load_driver
+
+    path, colon, cls = driver.rpartition(":")
+    if colon and path.endswith(".py"):
+        driver = f"{os.path.abspath(os.path.expanduser(path))}:{cls}"
+    try:
+        load_driver(driver)
+    except DriverLoadError as exc:
+        raise UsageError(str(exc)) from None
+    return driver
+
+
 def _driver_combinations(sc: Scenario, driver: str | None,
                          api: str | None = None) -> list[dict[str, Any]]:
-    """The suite's parameter combinations; ``--driver`` replaces its driver axis
-    (and is passed as params["driver"] to every suite); ``--api`` keeps the
-    combinations of that notifier API generation (2.6.27 when ``api`` is
-    unset), or sets params["api"] for a suite without the axis."""
+    """The suite's parameter combinations; ``--driver`` replaces its driver
+    axis (only suites with one get here); ``--api`` keeps the combinations
+    of that notifier API generation (2.6.27 when ``api`` is unset), or sets
+    params["api"] for a suite without the axis."""
     combos = sc.combinations()
     if api is not None:
         if "api" in sc.axes:
@@ -330,17 +519,11 @@ def _driver_combinations(sc: Scenario, driver: str | None,
         return combos
     if any(ch in driver for ch in "*?["):
         # a pattern filters the suite's own driver axis ('--driver "k*"')
-        if "driver" not in sc.axes:
-            return combos
         return [c for c in combos if fnmatch.fnmatchcase(str(c.get("driver", "")), driver)]
-    from mmemu.driver import DriverLoadError, load_driver
-    try:
-        load_driver(driver)
-    except DriverLoadError as exc:
-        raise UsageError(str(exc)) from None
+    spec = driver_param(driver)
     out: list[dict[str, Any]] = []
     for c in combos:
-        d = dict(c, driver=driver)
+        d = dict(c, driver=spec)
         if d not in out and sc.accepts(d):  # e.g. api=modern only for drivers that support it
             out.append(d)
     return out

@@ -7,12 +7,12 @@ import json
 from typing import Annotated, Any
 
 from cyclopts import Parameter
-from rich.console import Console
-from rich.table import Table
 
-from mmemu.engine import all_mutants, all_scenarios
+from mmemu.engine import Scenario, all_mutants, all_scenarios
 
-from ._app import EXIT_FAILURE, EXIT_OK, UsageError, _out, app
+from ._app import EXIT_FAILURE, EXIT_OK, UsageError, _err, _out, app, print_lines
+from ._tables import NAME, Cell, Column, Table, output_width
+
 
 @app.command(name="list")
 def list_(*, mutants: bool = False) -> int:
@@ -21,29 +21,38 @@ def list_(*, mutants: bool = False) -> int:
     Example: mmemu list --mutants
     """
     out = _out()
-    table = Table(title="suites", show_lines=False)
-    for col in ("suite", "expect", "parameters", "catches", "summary"):
-        table.add_column(col)
+    width = output_width()
+    table = Table([Column("suite", NAME), Column("expect", NAME), Column("parameters"),
+                   Column("catches"), Column("summary")])
     for s in all_scenarios():
-        combos = s.combinations()
-        params = "; ".join(", ".join(f"{k}={v}" for k, v in c.items()) for c in combos if c) or "-"
-        table.add_row(s.name, s.expect, params, ", ".join(s.catches) or "-", s.summary)
-    out.print(table)
+        table.add_row(s.name, s.expect, _axes_text(s), ", ".join(s.catches) or "-", s.summary)
+    print_lines(out, table.lines(width))
     if mutants:
-        mt = Table(title="mutants")
-        for col in ("mutant", "caught as", "summary"):
-            mt.add_column(col)
+        out.print()
+        mt = Table([Column("mutant", NAME), Column("caught as"), Column("summary")])
         for m in all_mutants():
             mt.add_row(m.name, m.caught_as or "-", m.summary)
-        out.print(mt)
+        print_lines(out, mt.lines(width))
     return EXIT_OK
+
+
+def _axes_text(sc: Scenario) -> str:
+    """``api: 2.6.27, modern; driver: gru, hmm, kvm, sva`` (the values each
+    axis takes; the suite runs the combinations its filter accepts)."""
+    parts = []
+    for axis in sorted(sc.axes):
+        values = [str(v) for v in sc.axis_values(axis) if v is not None]
+        parts.append(f"{axis}: {', '.join(values)}")
+    return "; ".join(parts) or "-"
 
 
 @app.command
 def mutants(
     *,
-    seed: Annotated[int, Parameter(help="base seed of random and pct suites")] = 0,
-    executions: Annotated[int | None, Parameter(help="executions per run (default: each suite's)")] = None,
+    seed: Annotated[int | None, Parameter(help="base seed of random and pct suites "
+                                               "(default: $MMEMU_SEED, else 0)")] = None,
+    executions: Annotated[int | None, Parameter(help="executions per run (default: "
+                                                     "$MMEMU_EXECUTIONS, else each suite's)")] = None,
     json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run, then a summary")] = False,
 ) -> int:
     """Run every mutant against the suites that must catch it, and the correct
@@ -58,7 +67,7 @@ def mutants(
     if executions is not None and executions < 1:
         raise UsageError(f"--executions must be at least 1 (got {executions})")
     out = _out()
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = _err()
 
     def show(cell: Any) -> None:
         if json_:
@@ -77,15 +86,13 @@ def mutants(
                               "correct_model_clean": not dirty,
                               "runs": len(cells)}), markup=False)
     else:
-        table = Table(title="mmemu mutants")
-        for col in ("mutant", "suite", "params", "result"):
-            table.add_column(col)
+        table = Table([Column("mutant", NAME), Column("suite", NAME), Column("params"),
+                       Column("result")])
         for c in cells:
             params = ", ".join(f"{k}={v}" for k, v in c.params.items()) or "-"
-            verdict = c.verdict()
             table.add_row(c.mutant or "(correct model)", c.suite, params,
-                          f"[green]{verdict}[/green]" if c.ok else f"[red]{verdict}[/red]")
-        out.print(table)
+                          Cell(c.verdict(), "green" if c.ok else "red"))
+        print_lines(out, table.lines(output_width()))
         if missed:
             out.print(f"missed mutants: {', '.join(missed)}", markup=False)
         for c in dirty:
@@ -99,6 +106,9 @@ def explain(
     *,
     executions: Annotated[int, Parameter(help="DFS budget per suite when looking for the "
                                               "minimal breaking interleaving")] = 1000,
+    interleaving: Annotated[int | None, Parameter(help="force the suite's interleaving N, as "
+                                                       "its protocol page draws it, and print "
+                                                       "every step")] = None,
 ) -> int:
     """Explain a suite's protocol, or a mutant and the interleaving that breaks it.
 
@@ -106,15 +116,22 @@ def explain(
     interleavings that matter) and the mutants it must catch; a teaching
     scenario that fails on purpose also shows its minimal failing timeline.
     For a mutant: its documentation and, for each suite that must catch it,
-    the minimal interleaving that breaks it.
+    the minimal interleaving that breaks it.  With --interleaving N: the
+    suite's named interleaving N (the diagram of its protocol page), forced,
+    step by step, and its outcome (exit 1 if it is not the one documented).
 
-    Example: mmemu explain demo:lost-update
+    Example: mmemu explain pagecache:lookup-vs-reclaim --interleaving 2
     """
     from mmemu._explain import explain as explain_text
+    from mmemu._explain import explain_interleaving
 
+    if interleaving is not None:
+        text, as_documented = explain_interleaving(name, interleaving)
+        _out().print(text, markup=False, end="")
+        return EXIT_OK if as_documented else EXIT_FAILURE
     if executions < 1:
         raise UsageError(f"--executions must be at least 1 (got {executions})")
-    err = Console(stderr=True, highlight=False)
+    err = _err()
     text = explain_text(name, budget=executions,
                         progress=lambda msg: err.print(msg, markup=False))
     _out().print(text, markup=False, end="")

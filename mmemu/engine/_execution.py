@@ -55,6 +55,7 @@ from ._errors import (
     UnexpectedException,
 )
 from ._report import Namer
+from ._watchdog import _StepInterrupt, foreign_await_sentinel, stop_requested
 
 RUNNABLE = "runnable"
 BLOCKED = "blocked"
@@ -105,7 +106,7 @@ class CPU:
 
     __slots__ = (
         "id", "name", "sim", "task", "state", "pending", "channel", "why",
-        "held", "labels", "exc", "data",
+        "held", "labels", "exc", "data", "scope",
     )
 
     def __init__(self, sim: Simulation, cpu_id: int, name: str) -> None:
@@ -124,6 +125,9 @@ class CPU:
         self.exc: BaseException | None = None
         #: free for the kernel model (current->signal, lockdep's held stack...)
         self.data: dict[str, Any] = {}
+        #: the cancel scope the CPU's code runs in: cancelled only to unwind
+        #: a CPU stuck in a foreign await (see _watchdog)
+        self.scope: trio.CancelScope | None = None
 
     @property
     def title(self) -> str:
@@ -217,8 +221,17 @@ class Simulation:
             raise InvariantViolation(message, details=details)
 
     def mutant(self, name: str) -> bool:
-        """Is the named mutant switched on in this exploration?"""
-        return name in self.mutants
+        """Is the named mutant switched on in this exploration?
+
+        Asking about a mutant that is on counts as the coverage event
+        ``("mutant", name)``: a run whose executions never asked tested
+        nothing the mutant changes (``mmemu run`` says so).
+        """
+        if name in self.mutants:
+            key = ("mutant", name)
+            self.reached[key] = self.reached.get(key, 0) + 1
+            return True
+        return False
 
     def on_cpu_exit(self, hook: Callable[[CPU], None]) -> None:
         """Call ``hook(cpu)`` when a CPU finishes normally (lockdep: held locks)."""
@@ -312,16 +325,29 @@ class Simulation:
         self._abort_all()
         raise _Aborted()
 
-    def _abort_all(self) -> None:
-        """Resume every parked CPU with _Aborted so that it unwinds."""
+    def _abort_all(self, spare: CPU | None = None) -> None:
+        """Resume every parked CPU (but ``spare``) with _Aborted so that it unwinds."""
         if self.aborting:
             return
         self.aborting = True
         me = current_task()
         for c in self.cpu_list:
-            if c.state in (RUNNABLE, BLOCKED) and c.task is not None and c.task is not me:
+            if c.state in (RUNNABLE, BLOCKED) and c.task is not None and c.task is not me \
+                    and c is not spare:
                 reschedule(c.task, outcome.Error(_Aborted()))
         self._waiters.clear()
+
+    def fail_stuck_cpu(self, cpu: CPU, exc: MmemuError) -> None:
+        """Fail the execution with ``exc`` while ``cpu``, the running one,
+        is parked in an await the engine does not own (called by the
+        foreign-await sentinel): every other CPU unwinds as for any failure,
+        and ``cpu`` is cancelled out of its await."""
+        if self.failure is None:
+            self.failure = exc
+            self.failure_step = self.steps
+        self._abort_all(spare=cpu)
+        if cpu.scope is not None:
+            cpu.scope.cancel()
 
     # ------------------------------------------------------ interruptions
 
@@ -370,9 +396,15 @@ class Simulation:
     async def _cpu_run(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         """Run a CPU chosen at its <start> yield point, then retire it."""
         try:
-            await fn(*args)
+            with trio.CancelScope() as cpu.scope:
+                await fn(*args)
         except _Aborted:
             pass
+        except _StepInterrupt as exc:
+            # the watchdog stopped a step that never yields (see _watchdog)
+            if exc.interrupted:
+                self._ki_deferred = True
+            self._record_cpu_failure(cpu, exc.error)
         except MmemuError as exc:
             self._record_cpu_failure(cpu, exc)
         except Exception as exc:  # noqa: BLE001 - reported, with its traceback
@@ -465,6 +497,9 @@ class Simulation:
         global _current
         if _current is not None:
             raise ModelError("an mmemu execution is already running in this thread")
+        if not _SENTINEL.get(False):
+            _SENTINEL.set(True)
+            trio.lowlevel.spawn_system_task(foreign_await_sentinel, name="mmemu hang sentinel")
         _current = self
         try:
             await scenario(self)
@@ -495,6 +530,9 @@ class Simulation:
             _current = None
         if self.foreign is not None:
             raise self.foreign
+        if stop_requested():
+            # Ctrl-C in the CLI (request_stop): the same as a deferred KI
+            self._ki_deferred = True
         if self._ki_deferred and not self.defer_interrupt:
             raise KeyboardInterrupt
         if self._cancel_deferred:
@@ -674,6 +712,8 @@ class CpuPool:
 
 
 _POOL: trio.lowlevel.RunVar[CpuPool] = trio.lowlevel.RunVar("mmemu_cpu_pool")
+#: has this trio run its foreign-await sentinel (see _watchdog)?
+_SENTINEL: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("mmemu_hang_sentinel")
 
 
 _current: Simulation | None = None
@@ -774,7 +814,7 @@ def current_cpu() -> CPU | None:
 def mutant(name: str) -> bool:
     """Is the named mutant switched on in the running exploration?"""
     sim = _current
-    return sim is not None and name in sim.mutants
+    return sim is not None and sim.mutant(name)
 
 
 def fail(exc: MmemuError) -> None:

@@ -46,11 +46,13 @@ from ._coverage import (
     vacuity_error,
 )
 from ._execution import Chooser, CpuPool, Simulation
-from ._registry import Scenario, get_mutant, get_scenario, resolve_scenario, scenario_name
+from ._locate import display_name
+from ._registry import Scenario, get_mutant, get_scenario, is_registered, resolve_scenario, scenario_name
 from ._report import Trace, build_trace, render_timeline
 from ._schedule import Schedule
-from ._settings import Settings
+from ._settings import UNSET, Settings, given, resolve_settings
 from ._strategies import DFS, Guided, Strategy, make_strategy
+from ._watchdog import WATCHDOG, Hang
 
 
 
@@ -120,17 +122,14 @@ class Failure:
         return d
 
     def replay_command(self) -> str:
-        """The command that replays this failure.  The CLI can only find
-        registered scenarios; others replay from Python."""
-        from ._registry import is_registered
+        """The command that replays this failure: ``mmemu replay TOKEN``
+        when the CLI can find the scenario, else the Python call."""
+        from ._locate import replay_command
 
-        if is_registered(self.scenario):
-            return f"mmemu replay {self.schedule}"
-        fn = self.scenario.rsplit(":", 1)[-1].rsplit(".", 1)[-1]
-        return f"mmemu.replay({fn}, {self.schedule!r})"
+        return replay_command(self.scenario, self.schedule)
 
     def report(self) -> str:
-        head = f"mmemu: {self.scenario}"
+        head = f"mmemu: {display_name(self.scenario)}"
         if self.params:
             head += " [" + ", ".join(f"{k}={v}" for k, v in sorted(self.params.items())) + "]"
         if self.mutants:
@@ -307,9 +306,9 @@ class _Runner:
                       preemptions=sim.preemptions)
 
     async def guided(self, choices: Sequence[int], *, strict: bool = False,
-                     record: bool = False) -> Simulation:
+                     record: bool = False, defer_interrupt: bool = False) -> Simulation:
         chooser = Guided(choices, strict=strict).begin(0)
-        sim = await self.run(chooser, record=record)
+        sim = await self.run(chooser, record=record, defer_interrupt=defer_interrupt)
         if strict and len(sim.choices) < len(choices):
             # The chooser only sees choice points that happen: a scenario
             # that now runs fewer CPUs (or fails earlier) never reaches the
@@ -383,8 +382,9 @@ class _Runner:
         return best
 
     async def finish(self, raw: RawRun, found_after: int) -> Failure:
-        """Replay the final schedule with full recording and build the Failure."""
-        sim = await self.guided(raw.choices, record=True)
+        """Replay the final schedule with full recording and build the Failure
+        (a Ctrl-C meanwhile is left to the caller: the failure is kept)."""
+        sim = await self.guided(raw.choices, record=True, defer_interrupt=True)
         exc = sim.failure
         if exc is None or failure_kind(exc) != raw.kind:
             raise NondeterminismError(
@@ -424,6 +424,10 @@ def _resolve(scenario: ScenarioFn | Scenario | str) -> tuple[ScenarioFn, str, Sc
         return scenario.fn, scenario.name, scenario
     if not callable(scenario):
         raise ModelError(f"'scenario' must be an async function or a scenario name (got {scenario!r})")
+    # a registered function passed as itself keeps its registration (budget)
+    registered = getattr(scenario, "__mmemu_scenario__", None)
+    if isinstance(registered, str) and is_registered(registered):
+        return scenario, registered, get_scenario(registered)
     return scenario, scenario_name(scenario), None
 
 
@@ -442,7 +446,7 @@ async def explore_async(
     executions: int | None = None,
     seed: int | None = None,
     max_steps: int | None = None,
-    max_preemptions: int | None = None,
+    max_preemptions: int | None = UNSET,
     shrink: bool = True,
     mutants: Iterable[str] = (),
     params: dict[str, Any] | None = None,
@@ -452,23 +456,24 @@ async def explore_async(
     settings: Settings | None = None,
     coverage: bool = False,
     reaches: Goals | None = None,
+    step_timeout: float | None = None,
 ) -> Result:
     """``explore`` for code already running inside trio (pytest-trio)."""
-    s = settings or Settings.from_env()
-    fn, name, _sc = _resolve(scenario)
+    fn, name, sc = _resolve(scenario)
+    # flag, then environment (or ``settings``), then the suite's default
+    s = resolve_settings(sc, base=settings, **given(
+        strategy=strategy, executions=executions, seed=seed, max_steps=max_steps,
+        max_preemptions=max_preemptions, step_timeout=step_timeout))
     mut = _check_mutants(mutants)
-    strat = make_strategy(strategy if strategy is not None else s.strategy,
-                          max_preemptions=max_preemptions if max_preemptions is not None
-                          else s.max_preemptions)
-    strat.bind(seed if seed is not None else s.seed)
+    if sc is not None:
+        sc.check_params(dict(params or {}))
+    strat = make_strategy(strategy if isinstance(strategy, Strategy) else s.strategy,
+                          max_preemptions=s.max_preemptions)
+    strat.bind(s.seed)
     if isinstance(strat, DFS):
         strat.identity = {"scenario": name, "params": dict(params or {}), "mutants": list(mut)}
-    budget = executions if executions is not None else s.executions
-    if budget < 1:
-        raise ModelError(f"'executions' must be at least 1 (got {budget})")
-    steps_cap = max_steps if max_steps is not None else s.max_steps
-    if steps_cap < 1:
-        raise ModelError(f"'max_steps' must be at least 1 (got {steps_cap})")
+    budget = s.executions  # validated by resolve_settings
+    steps_cap = s.max_steps
     cov = Coverage(goals=exploration_goals(scenario, dict(params or {}), reaches))
     runner = _Runner(fn, name, dict(params or {}), mut, steps_cap,
                      cover=coverage or needs_recording(cov.goals))
@@ -479,6 +484,9 @@ async def explore_async(
     kinds_seen: set[str] = set()
     done = 0
     interrupted = False
+    stopped = False
+    watch = WATCHDOG.guard(s.step_timeout)  # hangs and Ctrl-C: see _watchdog
+    watch.__enter__()
     try:
         for index in range(start, start + budget):
             chooser = strat.begin(index)
@@ -504,15 +512,26 @@ async def explore_async(
                 continue
             kinds_seen.add(raw.kind)
             log.debug("failure found", kind=raw.kind, execution=index)
-            if shrink and not sim.interrupted:
-                raw = await runner.shrink(raw, s.shrink_budget)
-            failures.append(await runner.finish(raw, done))
-            if sim.interrupted:
+            # a hang is not shrunk: each run of it costs a timeout
+            if shrink and not sim.interrupted and not isinstance(sim.failure, Hang):
+                try:
+                    raw = await runner.shrink(raw, s.shrink_budget)
+                except KeyboardInterrupt:
+                    stopped = True  # Ctrl-C while shrinking: keep the failure as found
+            if isinstance(sim.failure, Hang) and sim.record:
+                # recorded already, and a replay would hang once more
+                failures.append(runner.make_failure(sim, done))
+            else:
+                with WATCHDOG.replaying(raw.kind):
+                    failures.append(await runner.finish(raw, done))
+            if sim.interrupted or stopped:
                 raise KeyboardInterrupt
             if stop_on_failure:
                 break
     except KeyboardInterrupt:
         interrupted = True
+    finally:
+        watch.__exit__(None, None, None)
     if progress is not None:
         # The CLI's callback raises KeyboardInterrupt for a Ctrl-C it caught:
         # this last call is as much a safe point as the ones in the loop.
@@ -566,6 +585,8 @@ async def replay_async(scenario: ScenarioFn | Scenario | str | None, token: str)
     if scenario is None:
         fn: ScenarioFn = resolve_scenario(sched.scenario)
         name = sched.scenario
+        if is_registered(name):
+            get_scenario(name).check_params(sched.params)
     else:
         fn, name, _sc = _resolve(scenario)
         if name != sched.scenario:

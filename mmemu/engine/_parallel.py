@@ -83,7 +83,7 @@ from ._explore import (
     failure_kind,
 )
 from ._registry import Scenario, load_builtin, resolve_scenario
-from ._settings import Settings
+from ._settings import UNSET, Settings, given, resolve_settings
 from ._strategies import DFS, PCT, Random, Strategy, make_strategy
 
 #: choice-point prefixes per shard the DFS split aims for
@@ -463,7 +463,7 @@ def explore_parallel(
     executions: int | None = None,
     seed: int | None = None,
     max_steps: int | None = None,
-    max_preemptions: int | None = None,
+    max_preemptions: int | None = UNSET,
     shrink: bool = True,
     mutants: Iterable[str] = (),
     params: dict[str, Any] | None = None,
@@ -493,18 +493,19 @@ def explore_parallel(
     if not stop_on_failure:
         raise ModelError("a parallel exploration stops at its first failure "
                          "('stop_on_failure=False' is not supported)")
-    s = settings or Settings.from_env()
+    _fn, _name, sc = _resolve(scenario)
+    # flag, then environment (or ``settings``), then the suite's default
+    s = resolve_settings(sc, base=settings, **given(
+        strategy=strategy, executions=executions, seed=seed, max_steps=max_steps,
+        max_preemptions=max_preemptions))
     ref = _scenario_ref(scenario)
     mut = _check_mutants(mutants)
     prm = dict(params or {})
-    seed_ = seed if seed is not None else s.seed
-    spec = strategy_spec(strategy if strategy is not None else s.strategy, seed=seed_,
-                         max_preemptions=max_preemptions if max_preemptions is not None
-                         else s.max_preemptions)
-    budget = executions if executions is not None else s.executions
-    if budget < 1:
-        raise ModelError(f"'executions' must be at least 1 (got {budget})")
-    steps_cap = max_steps if max_steps is not None else s.max_steps
+    seed_ = s.seed
+    spec = strategy_spec(strategy if isinstance(strategy, Strategy) else s.strategy, seed=seed_,
+                         max_preemptions=s.max_preemptions)
+    budget = s.executions
+    steps_cap = s.max_steps
     if jobs is not None and jobs < 1:
         raise ModelError(f"'jobs' must be at least 1 (got {jobs})")
     if isinstance(shard, str):

@@ -20,6 +20,7 @@ import attrs
 
 from ._coverage import Goals, resolve_goals
 from ._errors import ModelError
+from ._locate import display_name, locate, located_name
 
 ScenarioFn = Callable[[Any], Awaitable[Any]]
 #: an axis: a fixed list of values, or a function giving them (drivers installed)
@@ -79,6 +80,22 @@ class Scenario:
         if self.filter is not None:
             combos = [c for c in combos if self.filter(c)]
         return combos
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """A one-line ModelError for a parameter whose value its axis does
+        not have (a token's ``lookup=nosuch``).  An axis given as a function
+        (the installed drivers) is open: other values may be loaded by the
+        suite itself (``path/to/file.py:Class``), which reports its own
+        errors; parameters that are not axes are the model's to read."""
+        for key, value in params.items():
+            axis = self.axes.get(key)
+            if axis is None or callable(axis):
+                continue
+            values = list(axis)
+            if value not in values:
+                shown = ", ".join(str(v) for v in values if v is not None) or "(none)"
+                raise ModelError(f"scenario {self.name!r} has no {key}={value!r} "
+                                 f"(its {key} axis: {shown})")
 
     def accepts(self, params: Mapping[str, Any]) -> bool:
         """Does the scenario's ``filter`` accept this parameter combination?"""
@@ -218,31 +235,25 @@ def all_mutants() -> list[Mutant]:
 
 
 def scenario_name(fn: Any) -> str:
-    """The name a token records for ``fn``: registered name or module:qualname."""
+    """The name a token records for ``fn``: its registered name, or
+    ``module:qualname[@file]`` (see ``_locate``)."""
     if isinstance(fn, Scenario):
         return fn.name
     name = getattr(fn, "__mmemu_scenario__", None)
     if name:
         return str(name)
-    mod = getattr(fn, "__module__", None)
-    qual = getattr(fn, "__qualname__", None)
-    if not mod or not qual:
-        raise ModelError(f"cannot name scenario {fn!r}: register it with @mmemu.scenario")
-    return f"{mod}:{qual}"
+    return located_name(fn)
 
 
 def resolve_scenario(ref: str) -> ScenarioFn:
-    """The scenario a token names: a registered name, or ``module:qualname``."""
+    """The scenario a token names: a registered name, or
+    ``module:qualname[@file]`` (see ``_locate``)."""
     load_builtin()
     if ref in _SCENARIOS:
         return _SCENARIOS[ref].fn
-    mod_name, colon, qual = ref.partition(":")
-    if colon and "." in mod_name or (colon and "<" not in qual):
-        try:
-            obj: Any = importlib.import_module(mod_name)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-            return obj  # type: ignore[no-any-return]
-        except (ImportError, AttributeError):
-            pass
-    raise ModelError(f"unknown scenario {ref!r}{_suggest(ref, _SCENARIOS)}")
+    obj = locate(ref)
+    if obj is not None and callable(obj):
+        return obj  # type: ignore[no-any-return]
+    how = ("it is defined inside a function: replay it from Python with mmemu.replay(fn, token)"
+           if "<locals>" in ref else "'mmemu list' shows the registered ones")
+    raise ModelError(f"unknown scenario {display_name(ref)!r}{_suggest(ref, _SCENARIOS)}; {how}")

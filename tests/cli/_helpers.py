@@ -3,6 +3,10 @@ find tokens of known failures."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,3 +39,24 @@ def failure_of(name: str, *, mutants: Sequence[str] = ()) -> Failure:
     res = explore(name, strategy=DFS(max_preemptions=2), executions=500, mutants=mutants)
     assert res.failure is not None, f"{name} did not fail"
     return res.failure
+
+
+def interrupt_when(args: Sequence[str], started: str, *, after: float = 0.5,
+                   env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess[str], float]:
+    """Run ``mmemu ARGS`` in a subprocess, SIGINT it ``after`` seconds after
+    a stderr line starting with ``started``; (the finished process, seconds
+    from the signal to its exit)."""
+    proc = subprocess.Popen([sys.executable, "-m", "mmemu.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    err = []
+    for line in proc.stderr:
+        err.append(line)
+        if line.startswith(started):
+            break
+    time.sleep(after)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, rest = proc.communicate(timeout=60)
+    took = time.monotonic() - sent
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(err) + rest), took

@@ -108,3 +108,21 @@ def register() -> None:
     mmemu.register_mutant(NO_LOCK, "increment without taking the counter lock",
                           caught_as="InvariantViolation",
                           doc="Drops steps 1 and 4: two loads can then see the same value.")
+
+
+async def _spinner(flag: dict[str, bool]) -> None:
+    while not flag["set"]:
+        await mmemu.step("while (!flag->set)", reads=("flag",))
+        await mmemu.step("cpu_relax()")
+
+
+async def _bystander() -> None:
+    await mmemu.step("do something else", writes=("x",))
+
+
+async def spin_livelock(sim: Any) -> None:
+    """A CPU spins on a flag nobody sets: a Livelock at max_steps."""
+    flag = {"set": False}
+    async with sim.cpus() as cpus:
+        cpus.start(_spinner, flag, name="spinner")
+        cpus.start(_bystander, name="bystander")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from pathlib import Path
 
 
 def decode_png(data: bytes) -> tuple[int, int, list[bytes]]:
@@ -62,3 +63,32 @@ def colour_counts(rows: list[bytes]) -> dict[tuple[int, int, int], int]:
             key = (row[i], row[i + 1], row[i + 2])
             counts[key] = counts.get(key, 0) + 1
     return counts
+
+
+def find_chromium() -> str | None:
+    """A headless-capable Chromium on PATH, or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+NO_BROWSER = ("chromium is not installed (CI installs it in .ci/run; locally: "
+              "apt-get install chromium)")
+
+
+def screenshot(browser: str, url: str, png: Path, *, size: tuple[int, int],
+               profile: Path) -> str:
+    """Render ``url`` headless into ``png``; Chromium's stderr (for asserts)."""
+    import subprocess
+
+    proc = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run",
+         f"--user-data-dir={profile}", f"--screenshot={png}", f"--window-size={size[0]},{size[1]}",
+         url],
+        capture_output=True, text=True, timeout=120)
+    return f"exit {proc.returncode}: {proc.stderr[-2000:]}"

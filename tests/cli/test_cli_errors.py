@@ -105,3 +105,33 @@ def test_output_is_replaced_atomically(capsys: pytest.CaptureFixture[str], tmp_p
     assert ran.code == 0, ran.err
     assert target.read_text().startswith('{"traceEvents":')
     assert [p.name for p in tmp_path.iterdir()] == ["t.json"]  # no temporary file left
+
+
+def test_a_mutant_no_selected_suite_exercises_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    ran = cli(capsys, "run", "mm:reclaim-vs-gup", "--mutant", "filemap:no-recheck")
+    assert ran.code == 2
+    assert ran.err_lines[-1].startswith(
+        "mmemu: error: mutant filemap:no-recheck is not exercised by the selected suites "
+        "(mm:reclaim-vs-gup); the suites that do: ")
+    assert "pagecache:lookup-vs-reclaim" in ran.err_lines[-1]
+    assert ran.out == ""  # nothing ran
+
+
+def test_driver_on_suites_that_take_none_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    ran = cli(capsys, "run", "demo:*", "--driver", "kvm")
+    assert ran.code == 2
+    assert ran.err_lines == ["mmemu: error: --driver kvm: none of the selected suites takes a "
+                             "driver (demo:lost-update, demo:lost-update-locked)"]
+
+
+def test_driver_is_not_stamped_onto_suites_without_a_driver_axis(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ran = cli(capsys, "run", "demo:lost-update-locked", "notifier:truncate-vs-fault",
+              "--driver", "kvm", "--api", "2.6.27", "--json")
+    assert ran.code == 0, ran.err
+    import json
+
+    rows = [json.loads(ln) for ln in ran.out.splitlines()]
+    assert [(r["suite"], r["params"].get("driver")) for r in rows] == [
+        ("notifier:truncate-vs-fault", "kvm")]
+    assert "--driver kvm: left out 1 suite that takes no driver" in ran.err

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,7 +10,7 @@ import pytest
 from mmemu._html_report import render_report, validate_report_html
 
 from ._helpers import cli, failure_of
-from ._png import colour_counts, decode_png
+from ._png import NO_BROWSER, colour_counts, decode_png, find_chromium, screenshot
 from .test_cli_trace import _annotated
 
 
@@ -78,29 +76,15 @@ def test_validator_catches_broken_pages() -> None:
     assert validate_report_html(page.replace('data-step="1"', 'data-step="7"')).problems
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def test_report_renders_in_headless_chromium(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = find_chromium()
     if browser is None:
-        pytest.skip("chromium is not installed (CI installs it in .ci/run; locally: "
-                    "apt-get install chromium)")
+        pytest.skip(NO_BROWSER)
     failure = failure_of("demo:lost-update")
     path, _ = _page(capsys, tmp_path, failure.schedule)
     png = tmp_path / "shot.png"
-    proc = subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}", "--window-size=1200,800",
-         path.as_uri()],
-        capture_output=True, text=True, timeout=120)
-    assert png.exists(), f"no screenshot (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    why = screenshot(browser, path.as_uri(), png, size=(1200, 800), profile=tmp_path / "profile")
+    assert png.exists(), f"no screenshot ({why})"
     width, height, rows = decode_png(png.read_bytes())
     assert (width, height) == (1200, 800)
     colours = colour_counts(rows)

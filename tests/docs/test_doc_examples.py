@@ -18,7 +18,7 @@ def test_page_examples(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # rich sizes tables and the timeline from COLUMNS when not on a terminal
     monkeypatch.setenv("COLUMNS", "120")
     for var in ("MMEMU_SEED", "MMEMU_EXECUTIONS", "MMEMU_MAX_STEPS", "MMEMU_MAX_PREEMPTIONS",
-                "MMEMU_STRATEGY", "MMEMU_SHRINK_BUDGET", "MMEMU_LOG"):
+                "MMEMU_STRATEGY", "MMEMU_SHRINK_BUDGET", "MMEMU_STEP_TIMEOUT", "MMEMU_LOG"):
         monkeypatch.delenv(var, raising=False)
     run_document(page)
 

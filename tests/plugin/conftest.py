@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import pytest
 
+from mmemu.engine import all_scenarios
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if not config.pluginmanager.has_plugin("pytester"):
         config.pluginmanager.import_plugin("pytester")
+
+
+# pytester's in-process runs put sys.modules back as they found it: a model
+# module first imported inside one (mmemu.races, mmemu.mm.*) would be
+# imported again afterwards, and objects of the first copy (the registered
+# suites) would no longer be instances of the second's classes.  Load the
+# model before any test runs.
+all_scenarios()

@@ -1,0 +1,365 @@
+"""Hangs: a CPU that awaits what mmemu does not schedule, a step that never
+yields, and Ctrl-C that must end a run whatever the model is doing.
+
+The engine runs one emulated CPU at a time and hands control from CPU to CPU
+itself; trio only ever sees one runnable task of ours.  Two kinds of model
+code break that and would hang an exploration for ever:
+
+**A foreign await.**  A driver's ``fault`` that does ``await
+trio.sleep_forever()`` (or waits on a ``trio.Event``, a socket, a timeout)
+parks its CPU's task somewhere the engine will never reschedule it, and no
+other CPU may run meanwhile.  Trio then has nothing to run: its run loop
+goes idle.  That never happens while the engine is in control (every park
+of ours hands the token to another task first), so a *sentinel* task
+(one per trio run, a trio system task) waits with
+``trio.testing.wait_all_tasks_blocked`` for the run loop to stay idle for
+``FOREIGN_AWAIT_CUSHION`` seconds.  If a CPU is then the running one, it is
+stuck in a foreign await: the sentinel walks its coroutine stack to name the
+await and the model code that made it (``SleepyDriver.fault`` at
+``sleepy.py:14`` awaits ``trio.sleep_forever``), fails the execution with
+``ForeignAwait``, unwinds the other CPUs as for any failure, and cancels the
+stuck one (each CPU runs inside a cancel scope of its own for this).  The
+check costs nothing per step: trio only consults idle waiters when it has
+nothing else to do.
+
+**A step that never yields.**  A ``while True: pass`` between two yield
+points never gives control back at all.  A *watchdog thread* samples the
+running execution's step counter; when one step has run for longer than the
+``step_timeout`` setting (``MMEMU_STEP_TIMEOUT``, seconds, default 10; 0
+turns it off), it asks the main thread, through a signal handler of ours,
+to raise ``_StepInterrupt`` *inside the step*: the handler runs in the main
+thread between two bytecodes of the looping code, sees the frame it
+interrupted, and raises only when that frame is model code (not trio's or
+the engine's own, which must never be unwound half-way; it tries again on
+the next tick otherwise).  The execution then fails with ``StepTimeout``
+naming the file and line, and the exploration ends with its results so far.
+Wall-clock time is used only here, to decide that something is wrong; it
+never enters a trace, a schedule or a result.  Needs the main thread (signal
+handlers live there); elsewhere there is no watchdog.
+
+**Ctrl-C.**  ``request_stop()`` (the CLI calls it from its SIGINT handler,
+which only sets flags) asks every exploration to end after the execution it
+is in, including a shrink in progress, keeping what was found.  If the
+running step does not yield within ``STOP_GRACE_S``, the watchdog
+interrupts it as above, so a Ctrl-C ends a run within about a second even
+in a step that loops for ever.
+
+Error tree::
+
+    MmemuError
+    └── Hang                 the model stopped making progress
+        ├── ForeignAwait     a CPU awaits something mmemu does not schedule
+        └── StepTimeout      a step ran longer than step_timeout (or was
+                             interrupted by Ctrl-C) without reaching a yield point
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, cast
+
+import trio
+
+from ._errors import MmemuError
+
+if TYPE_CHECKING:
+    from ._execution import CPU, Simulation
+
+#: idle time of the trio run loop, during a CPU's step, that means the CPU
+#: awaits something foreign (the engine never lets the loop idle)
+FOREIGN_AWAIT_CUSHION = 0.05
+#: how long a Ctrl-C waits for the running step to yield before the
+#: watchdog interrupts it
+STOP_GRACE_S = 0.25
+#: the watchdog thread's sampling period
+TICK_S = 0.05
+#: the step limit when replaying a known StepTimeout to record its trace
+REPLAY_LIMIT_S = 1.0
+
+_TRIO_DIR = os.path.dirname(trio.__file__)
+_ENGINE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+class Hang(MmemuError):
+    """The model stopped making progress (see the module docstring).
+    ``details``: more lines for the report (where it was called from)."""
+
+    def __init__(self, message: str, *, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class ForeignAwait(Hang):
+    """A CPU awaits something mmemu does not schedule (a trio sleep, event,
+    socket...): the execution could never go on."""
+
+
+class StepTimeout(Hang):
+    """A step ran for longer than ``step_timeout`` seconds (or until a
+    Ctrl-C) without reaching a yield point."""
+
+
+class _StepInterrupt(BaseException):
+    """Raised inside a step that never yields; the CPU turns it into a
+    StepTimeout failure (BaseException: model code must not catch it)."""
+
+    def __init__(self, error: StepTimeout, *, interrupted: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.interrupted = interrupted
+
+
+# ------------------------------------------------------------ naming frames
+
+
+def _is_internal(filename: str) -> bool:
+    """Frames of trio and of the engine itself (never model code)."""
+    path = os.path.abspath(filename)
+    return path.startswith(_TRIO_DIR + os.sep) or path.startswith(_ENGINE_DIR + os.sep)
+
+
+def _frame_name(frame: types.FrameType) -> str:
+    code = frame.f_code
+    return getattr(code, "co_qualname", code.co_name)
+
+
+def frame_where(frame: types.FrameType) -> str:
+    """``SleepyDriver.fault (/path/sleepy.py:14)``."""
+    return f"{_frame_name(frame)} ({frame.f_code.co_filename}:{frame.f_lineno})"
+
+
+def _public_trio_name(frame: types.FrameType) -> str:
+    """``trio.sleep_forever`` rather than ``trio._timeouts.sleep_forever``
+    when trio exports the function under its short name."""
+    name = frame.f_code.co_name
+    module = str(frame.f_globals.get("__name__", "?"))
+    for public in (trio, trio.lowlevel):
+        if getattr(getattr(public, name, None), "__code__", None) is frame.f_code:
+            return f"{public.__name__}.{name}"
+    qual = _frame_name(frame)
+    return f"{module}.{qual}"
+
+
+def await_chain(coro: Any) -> list[types.FrameType]:
+    """The frames of a suspended coroutine, outermost first, following
+    ``cr_await`` (and generator-based awaitables, as trio's traps are)."""
+    frames: list[types.FrameType] = []
+    seen = 0
+    while coro is not None and seen < 200:
+        seen += 1
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None) \
+            or getattr(coro, "ag_frame", None)
+        if frame is None:
+            break
+        frames.append(frame)
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None) \
+            or getattr(coro, "ag_await", None)
+    return frames
+
+
+def describe_foreign_await(cpu: CPU) -> tuple[str, str]:
+    """(message, details) for a CPU whose task is parked outside the engine."""
+    frames = await_chain(getattr(cpu.task, "coro", None))
+    first_trio = next((k for k, f in enumerate(frames)
+                       if os.path.abspath(f.f_code.co_filename).startswith(_TRIO_DIR + os.sep)),
+                      None)
+    model = [f for f in (frames[:first_trio] if first_trio is not None else frames)
+             if not _is_internal(f.f_code.co_filename)]
+    awaited = (_public_trio_name(frames[first_trio]) + "()" if first_trio is not None
+               else "something mmemu does not schedule")
+    if model:
+        where = f"in {frame_where(model[-1])}"
+    else:
+        where = "in code mmemu cannot name"
+    message = (f"{cpu.title} awaits {awaited} {where}: mmemu does not schedule that await, "
+               f"so the execution can never go on (model and driver code may only await "
+               f"mmemu.step() and the mmemu.lowlevel primitives)")
+    details = ""
+    if len(model) > 1:
+        details = "  called from:\n" + "\n".join(f"    {frame_where(f)}"
+                                                 for f in reversed(model[:-1]))
+    return message, details
+
+
+# ------------------------------------------------------------ the sentinel
+
+
+async def foreign_await_sentinel() -> None:
+    """Trio system task: fail an execution whose running CPU awaits
+    something foreign (see the module docstring)."""
+    from trio.testing import wait_all_tasks_blocked
+
+    from . import _execution
+
+    while True:
+        await wait_all_tasks_blocked(FOREIGN_AWAIT_CUSHION)
+        sim = _execution._current
+        if sim is None or sim.running is None or sim.aborting:
+            # nothing of ours is stuck (a test awaiting something of its
+            # own, say): look again after a while, without spinning
+            await trio.sleep(FOREIGN_AWAIT_CUSHION)
+            continue
+        stuck = sim.running
+        message, details = describe_foreign_await(stuck)
+        sim.fail_stuck_cpu(stuck, ForeignAwait(message, details=details))
+
+
+# ------------------------------------------------------------ the watchdog
+
+
+_stop = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask the running exploration to stop after the current execution
+    (signal-handler safe: it only sets a flag)."""
+    _stop.set()
+
+
+def clear_stop() -> None:
+    _stop.clear()
+
+
+def stop_requested() -> bool:
+    return _stop.is_set()
+
+
+def _interrupt_signal() -> int | None:
+    for name in ("SIGRTMIN", "SIGUSR2"):
+        num = getattr(signal, name, None)
+        if num is not None:
+            return int(num) + (1 if name == "SIGRTMIN" else 0)
+    return None
+
+
+class _Watchdog:
+    """The thread that notices a step that never yields."""
+
+    def __init__(self) -> None:
+        self.limit = 0.0
+        self.depth = 0
+        self.pending: _StepInterrupt | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._signum = _interrupt_signal()
+        self._old_handler: Any = None
+
+    # -- main thread
+
+    @contextmanager
+    def guard(self, step_timeout: float) -> Iterator[None]:
+        """Watch the explorations run inside this block (main thread only)."""
+        if threading.current_thread() is not threading.main_thread() or self._signum is None:
+            yield
+            return
+        outer = self.depth == 0
+        if outer:
+            self._old_handler = signal.signal(self._signum, self._on_signal)
+        saved = self.limit
+        self.limit = step_timeout
+        self.depth += 1
+        self._start_thread()
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            self.limit = saved
+            if outer:
+                signal.signal(self._signum, self._old_handler)
+                self._old_handler = None
+                self.pending = None
+
+    @contextmanager
+    def replaying(self, kind: str | None) -> Iterator[None]:
+        """Replaying a StepTimeout to record it: the step is known to hang,
+        so a second wait of the whole limit would only cost time."""
+        saved = self.limit
+        if kind == StepTimeout.__name__ and saved > 0:
+            self.limit = min(saved, REPLAY_LIMIT_S)
+        try:
+            yield
+        finally:
+            self.limit = saved
+
+    def _on_signal(self, _signum: int, frame: types.FrameType | None) -> None:
+        """Runs in the main thread, between two bytecodes of whatever it is
+        executing: raise the pending interrupt there if that is model code
+        of the running step."""
+        from . import _execution
+
+        pending = self.pending
+        sim = _execution._current
+        if pending is None or sim is None or sim.running is None or sim.aborting:
+            return
+        if frame is None or _is_internal(frame.f_code.co_filename):
+            return  # not inside the step's own code: the thread asks again
+        self.pending = None
+        pending.error = StepTimeout(f"{pending.error}: at {frame_where(frame)}",
+                                    details=pending.error.details)
+        raise pending
+
+    # -- the thread
+
+    def _start_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="mmemu watchdog",
+                                                daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self._watch()
+            except Exception:  # noqa: BLE001 - the watchdog must outlive a bad sample
+                time.sleep(TICK_S)
+
+    def _watch(self) -> None:
+        from . import _execution
+
+        seen: tuple[int, int] | None = None
+        since = time.monotonic()
+        while True:
+            time.sleep(TICK_S)
+            if self.depth == 0:
+                seen = None
+                continue
+            sim = _execution._current
+            running = sim.running if sim is not None else None
+            if sim is None or running is None or sim.aborting:
+                seen = None
+                continue
+            now = time.monotonic()
+            key = (id(sim), sim.steps)  # identity only compared, never ordered
+            if key != seen:
+                seen, since = key, now
+                continue
+            stalled = now - since
+            if stop_requested() and stalled >= STOP_GRACE_S:
+                self._interrupt(sim, running, stalled, interrupted=True)
+            elif self.limit > 0 and stalled >= self.limit:
+                self._interrupt(sim, running, stalled, interrupted=False)
+
+    def _interrupt(self, sim: Simulation, cpu: CPU, stalled: float, *, interrupted: bool) -> None:
+        import _thread
+
+        if self.pending is None:
+            label = cpu.pending[0] if cpu.pending else "?"
+            how = ("stopped by Ctrl-C" if interrupted
+                   else "stopped by the watchdog (step_timeout, MMEMU_STEP_TIMEOUT)")
+            error = StepTimeout(f"{cpu.title} never reached a yield point in its step {label!r} "
+                                f"(a loop that never yields?)",
+                                details=f"  {how}")
+            self.pending = _StepInterrupt(error, interrupted=interrupted)
+        if self._signum is not None:
+            # a real-time signal has no Signals member; the C function takes any int
+            _thread.interrupt_main(cast(signal.Signals, self._signum))
+
+
+WATCHDOG = _Watchdog()

@@ -1,0 +1,87 @@
+"""A driver that hangs is an error that names where, never a hung mmemu.
+
+- a CPU that awaits something mmemu does not schedule (``await
+  trio.sleep_forever()`` in a driver's ``fault``): ForeignAwait naming the
+  driver, the callback and the await;
+- a step that never yields (a busy loop): StepTimeout after
+  ``MMEMU_STEP_TIMEOUT`` seconds, naming the file and line, with what was
+  explored kept;
+- Ctrl-C ends such a run within about a second and keeps what was found.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ._helpers import interrupt_when
+
+HERE = Path(__file__).resolve().parent
+DRIVERS = HERE / "hang_drivers.py"
+SUITE = "notifier:truncate-vs-fault"
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMU_")}
+    env.update(extra)
+    return env
+
+
+def _run(driver: str, *, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mmemu.cli", "run", SUITE, "--api", "2.6.27",
+                           "--driver", f"{DRIVERS}:{driver}"],
+                          capture_output=True, text=True, env=_env(**env), timeout=timeout)
+
+
+def _busy_lines() -> set[str]:
+    """``BusyDriver.fault (file:N)`` for the two lines of its loop (the
+    signal lands between two bytecodes of either)."""
+    lines = DRIVERS.read_text().splitlines()
+    body = next(k for k, ln in enumerate(lines, 1) if "the line the report must name" in ln)
+    return {f"at BusyDriver.fault ({DRIVERS}:{n})" for n in (body - 1, body)}
+
+
+def test_a_foreign_await_is_an_error_naming_driver_callback_and_await() -> None:
+    done = _run("SleepyDriver", timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("ForeignAwait: "))
+    assert "awaits trio.sleep_forever()" in line
+    assert f"in SleepyDriver.fault ({DRIVERS}:" in line
+    assert "mmemu replay mm1." in done.stdout
+    row = next(ln for ln in done.stdout.splitlines() if ln.startswith(SUITE))
+    assert "ForeignAwait" in row.split()
+
+
+def test_a_step_that_never_yields_is_reported_with_file_and_line() -> None:
+    started = time.monotonic()
+    done = _run("BusyDriver", timeout=120, MMEMU_STEP_TIMEOUT="1")
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("StepTimeout: "))
+    assert any(line.endswith(where) for where in _busy_lines()), line
+    assert "stopped by the watchdog (step_timeout, MMEMU_STEP_TIMEOUT)" in done.stdout
+    # the summary and the replay line are there: nothing lost
+    assert done.stdout.strip().splitlines()[-1].startswith("total: 1 run, ")
+    assert "mmemu replay mm1." in done.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_ctrl_c_ends_a_run_stuck_in_a_step_within_a_second() -> None:
+    done, took = interrupt_when(["run", SUITE, "--api", "2.6.27", "--driver",
+                                 f"{DRIVERS}:BusyDriver"], f"exploring {SUITE} ",
+                                after=1.0,  # well inside the endless step
+                                env=_env(MMEMU_STEP_TIMEOUT="600"))
+    out = done.stdout
+    assert done.returncode == 1  # the stuck step is reported as found
+    assert "Traceback" not in out + done.stderr
+    assert any(where in out for where in _busy_lines()), out
+    assert "stopped by Ctrl-C" in out
+    assert out.strip().splitlines()[-1].endswith("(interrupted)")
+    # The watchdog acts within STOP_GRACE_S (0.25 s) and a tick; the rest is
+    # printing the report.  Generous for a loaded CI machine, and still far
+    # below the 600 s step timeout that would end it otherwise.
+    assert took < 5.0, took
