@@ -10,6 +10,8 @@ from mmemu.engine import (
     PCT,
     Deadlock,
     Failure,
+    ForeignAwait,
+    Hang,
     InvariantViolation,
     Livelock,
     MmemuError,
@@ -21,6 +23,7 @@ from mmemu.engine import (
     ScheduleFormatError,
     Settings,
     Simulation,
+    StepTimeout,
     UnexpectedException,
     VacuousSuite,
     explore,
@@ -37,7 +40,8 @@ from mmemu.engine import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "DFS", "PCT", "Deadlock", "Failure", "InvariantViolation", "Livelock", "MmemuError",
+    "DFS", "PCT", "Deadlock", "Failure", "ForeignAwait", "Hang", "InvariantViolation",
+    "Livelock", "MmemuError", "StepTimeout",
     "ModelError", "NondeterminismError", "Outcome", "Random", "Result",
     "ScheduleFormatError", "Settings", "Simulation", "UnexpectedException", "VacuousSuite", "explore",
     "explore_async", "mutant", "register_mutant", "replay", "replay_async", "scenario",

@@ -32,9 +32,11 @@ from ._report import Span, Trace, TraceEvent, render_timeline
 from ._schedule import Schedule
 from ._settings import Settings
 from ._strategies import DFS, PCT, Guided, Random, Strategy
+from ._watchdog import ForeignAwait, Hang, StepTimeout
 
 __all__ = [
-    "CPU", "Coverage", "DFS", "PCT", "VacuousSuite", "reach", "Deadlock", "Failure", "Guided", "InvariantViolation", "Livelock",
+    "CPU", "Coverage", "DFS", "PCT", "VacuousSuite", "reach", "Deadlock", "Failure",
+    "ForeignAwait", "Guided", "Hang", "InvariantViolation", "Livelock", "StepTimeout",
     "MmemuError", "ModelError", "Mutant", "NondeterminismError", "Outcome", "Random",
     "Result", "Scenario", "Schedule", "ScheduleFormatError", "Settings", "Simulation",
     "Span", "Strategy", "Trace", "TraceEvent", "UnexpectedException", "all_mutants",
