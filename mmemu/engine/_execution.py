@@ -55,7 +55,7 @@ from ._errors import (
     UnexpectedException,
 )
 from ._report import Namer
-from ._watchdog import _StepInterrupt, foreign_await_sentinel, stop_requested
+from ._watchdog import _StepInterrupt, stop_requested
 
 RUNNABLE = "runnable"
 BLOCKED = "blocked"
@@ -125,8 +125,9 @@ class CPU:
         self.exc: BaseException | None = None
         #: free for the kernel model (current->signal, lockdep's held stack...)
         self.data: dict[str, Any] = {}
-        #: the cancel scope the CPU's code runs in: cancelled only to unwind
-        #: a CPU stuck in a foreign await (see _watchdog)
+        #: the cancel scope of the task the CPU runs on: cancelled only to
+        #: unwind a CPU stuck in a foreign await (see _watchdog); the task
+        #: then ends with the CPU
         self.scope: trio.CancelScope | None = None
 
     @property
@@ -340,7 +341,7 @@ class Simulation:
     def fail_stuck_cpu(self, cpu: CPU, exc: MmemuError) -> None:
         """Fail the execution with ``exc`` while ``cpu``, the running one,
         is parked in an await the engine does not own (called by the
-        foreign-await sentinel): every other CPU unwinds as for any failure,
+        watchdog, in the trio thread): every other CPU unwinds as for any failure,
         and ``cpu`` is cancelled out of its await."""
         if self.failure is None:
             self.failure = exc
@@ -379,6 +380,10 @@ class Simulation:
     @_ki_protected
     async def _cpu_main(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         """A CPU on a task of its own (no pool): register, park, run."""
+        with trio.CancelScope() as cpu.scope:
+            await self._cpu_start(cpu, fn, args)
+
+    async def _cpu_start(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         cpu.task = current_task()
         cpu.state = RUNNABLE
         self.runnable.append(cpu)  # trio starts tasks in any order: sorted below
@@ -396,10 +401,14 @@ class Simulation:
     async def _cpu_run(self, cpu: CPU, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]) -> None:
         """Run a CPU chosen at its <start> yield point, then retire it."""
         try:
-            with trio.CancelScope() as cpu.scope:
-                await fn(*args)
+            await fn(*args)
         except _Aborted:
             pass
+        except trio.Cancelled:
+            # the watchdog unwound this CPU out of a foreign await (the
+            # failure is recorded); anything else is the run being cancelled
+            if not self.aborting:
+                raise
         except _StepInterrupt as exc:
             # the watchdog stopped a step that never yields (see _watchdog)
             if exc.interrupted:
@@ -497,9 +506,6 @@ class Simulation:
         global _current
         if _current is not None:
             raise ModelError("an mmemu execution is already running in this thread")
-        if not _SENTINEL.get(False):
-            _SENTINEL.set(True)
-            trio.lowlevel.spawn_system_task(foreign_await_sentinel, name="mmemu hang sentinel")
         _current = self
         try:
             await scenario(self)
@@ -584,6 +590,7 @@ class _CpuNursery:
         for w, (cpu, fn, args) in zip(workers, pending):
             w.sim, w.cpu, w.fn, w.args = sim, cpu, fn, args
             cpu.task = w.task
+            cpu.scope = w.scope
             cpu.state = RUNNABLE
             sim.runnable.append(cpu)  # ids increase: stays sorted
         sim._live += len(pending)
@@ -626,10 +633,14 @@ class _CpuNursery:
 class _Worker:
     """A pool task and the CPU it serves in the current execution."""
 
-    __slots__ = ("task", "sim", "cpu", "fn", "args")
+    __slots__ = ("task", "sim", "cpu", "fn", "args", "scope")
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, scope: trio.CancelScope) -> None:
         self.task = task
+        #: cancelled only to unwind a CPU stuck in a foreign await; the
+        #: worker then ends (one cancel scope per worker, not per CPU run:
+        #: entering a scope costs more than a small execution's steps)
+        self.scope = scope
         self.sim: Simulation | None = None
         self.cpu: CPU | None = None
         self.fn: Callable[..., Awaitable[Any]] | None = None
@@ -685,7 +696,11 @@ class CpuPool:
         return taken
 
     async def _serve(self) -> None:
-        w = _Worker(current_task())
+        with trio.CancelScope() as scope:
+            await self._serve_in(scope)
+
+    async def _serve_in(self, scope: trio.CancelScope) -> None:
+        w = _Worker(current_task(), scope)
         self._idle.append(w)
         self._starting -= 1
         if self._starting == 0:
@@ -708,12 +723,12 @@ class CpuPool:
             # _cpu_exit has handed the token on; back to idle before parking
             w.sim = w.cpu = w.fn = None
             w.args = ()
+            if scope.cancel_called:
+                return  # it was unwound out of a foreign await: retire
             self._idle.append(w)
 
 
 _POOL: trio.lowlevel.RunVar[CpuPool] = trio.lowlevel.RunVar("mmemu_cpu_pool")
-#: has this trio run its foreign-await sentinel (see _watchdog)?
-_SENTINEL: trio.lowlevel.RunVar[bool] = trio.lowlevel.RunVar("mmemu_hang_sentinel")
 
 
 _current: Simulation | None = None

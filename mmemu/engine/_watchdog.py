@@ -5,37 +5,42 @@ The engine runs one emulated CPU at a time and hands control from CPU to CPU
 itself; trio only ever sees one runnable task of ours.  Two kinds of model
 code break that and would hang an exploration for ever:
 
+A *watchdog thread* samples the running execution's step counter every
+``TICK_S``; nothing is added to the engine's hot path.  When a CPU's step
+stops making progress, where the trio thread is tells the two cases apart.
+
 **A foreign await.**  A driver's ``fault`` that does ``await
 trio.sleep_forever()`` (or waits on a ``trio.Event``, a socket, a timeout)
 parks its CPU's task somewhere the engine will never reschedule it, and no
-other CPU may run meanwhile.  Trio then has nothing to run: its run loop
-goes idle.  That never happens while the engine is in control (every park
-of ours hands the token to another task first), so a *sentinel* task
-(one per trio run, a trio system task) waits with
-``trio.testing.wait_all_tasks_blocked`` for the run loop to stay idle for
-``FOREIGN_AWAIT_CUSHION`` seconds.  If a CPU is then the running one, it is
-stuck in a foreign await: the sentinel walks its coroutine stack to name the
-await and the model code that made it (``SleepyDriver.fault`` at
-``sleepy.py:14`` awaits ``trio.sleep_forever``), fails the execution with
-``ForeignAwait``, unwinds the other CPUs as for any failure, and cancels the
-stuck one (each CPU runs inside a cancel scope of its own for this).  The
-check costs nothing per step: trio only consults idle waiters when it has
-nothing else to do.
+other CPU may run meanwhile.  Trio then has nothing to run: its thread sits
+in the I/O wait of its run loop.  That never happens while the engine is in
+control (every park of ours hands the token to another task first), so
+when a CPU is running, the step count has not moved for
+``FOREIGN_AWAIT_AFTER_S`` and the trio thread's innermost frame is trio's
+I/O wait, the CPU is stuck in a foreign await.  The watchdog then asks trio
+(``TrioToken.run_sync_soon``) to run ``_fail_foreign`` in the trio thread:
+it walks the stuck CPU's coroutine stack to name the await and the model
+code that made it (``SleepyDriver.fault`` at ``sleepy.py:14`` awaits
+``trio.sleep_forever``), fails the execution with ``ForeignAwait``, unwinds
+the other CPUs as for any failure, and cancels the stuck one out of its
+await through the cancel scope of the task it runs on.
 
 **A step that never yields.**  A ``while True: pass`` between two yield
-points never gives control back at all.  A *watchdog thread* samples the
-running execution's step counter; when one step has run for longer than the
-``step_timeout`` setting (``MMEMU_STEP_TIMEOUT``, seconds, default 10; 0
-turns it off), it asks the main thread, through a signal handler of ours,
-to raise ``_StepInterrupt`` *inside the step*: the handler runs in the main
-thread between two bytecodes of the looping code, sees the frame it
-interrupted, and raises only when that frame is model code (not trio's or
-the engine's own, which must never be unwound half-way; it tries again on
-the next tick otherwise).  The execution then fails with ``StepTimeout``
-naming the file and line, and the exploration ends with its results so far.
+points never gives control back at all: the trio thread is busy in model
+code.  When one step has run for longer than the ``step_timeout`` setting
+(``MMEMU_STEP_TIMEOUT``, seconds, default 10; 0 turns it off), the watchdog
+asks the main thread, through a signal handler of ours, to raise
+``_StepInterrupt`` *inside the step*: the handler runs in the main thread
+between two bytecodes of the looping code, sees the frame it interrupted,
+and raises only when that frame is model code (not trio's or the engine's
+own, which must never be unwound half-way; it tries again on the next tick
+otherwise).  The execution then fails with ``StepTimeout`` naming the file
+and line, and the exploration ends with its results so far.  This part
+needs the explorations to run in the main thread (signal handlers live
+there).
+
 Wall-clock time is used only here, to decide that something is wrong; it
-never enters a trace, a schedule or a result.  Needs the main thread (signal
-handlers live there); elsewhere there is no watchdog.
+never enters a trace, a schedule or a result.
 
 **Ctrl-C.**  ``request_stop()`` (the CLI calls it from its SIGINT handler,
 which only sets flags) asks every exploration to end after the execution it
@@ -71,9 +76,9 @@ from ._errors import MmemuError
 if TYPE_CHECKING:
     from ._execution import CPU, Simulation
 
-#: idle time of the trio run loop, during a CPU's step, that means the CPU
-#: awaits something foreign (the engine never lets the loop idle)
-FOREIGN_AWAIT_CUSHION = 0.05
+#: how long a CPU's step may sit in trio's I/O wait before it counts as a
+#: foreign await (the engine itself never lets trio's run loop idle)
+FOREIGN_AWAIT_AFTER_S = 0.1
 #: how long a Ctrl-C waits for the running step to yield before the
 #: watchdog interrupts it
 STOP_GRACE_S = 0.25
@@ -135,14 +140,17 @@ def frame_where(frame: types.FrameType) -> str:
 
 
 def _public_trio_name(frame: types.FrameType) -> str:
-    """``trio.sleep_forever`` rather than ``trio._timeouts.sleep_forever``
-    when trio exports the function under its short name."""
-    name = frame.f_code.co_name
+    """``trio.sleep_forever`` rather than ``trio._timeouts.sleep_forever``,
+    ``trio.Event.wait`` rather than ``trio._sync.Event.wait``, when trio
+    exports it under the short name."""
     module = str(frame.f_globals.get("__name__", "?"))
-    for public in (trio, trio.lowlevel):
-        if getattr(getattr(public, name, None), "__code__", None) is frame.f_code:
-            return f"{public.__name__}.{name}"
     qual = _frame_name(frame)
+    for public in (trio, trio.lowlevel):
+        obj: Any = public
+        for part in qual.split("."):
+            obj = getattr(obj, part, None)
+        if getattr(obj, "__code__", None) is frame.f_code:
+            return f"{public.__name__}.{qual}"
     return f"{module}.{qual}"
 
 
@@ -187,27 +195,23 @@ def describe_foreign_await(cpu: CPU) -> tuple[str, str]:
     return message, details
 
 
-# ------------------------------------------------------------ the sentinel
+def _in_trio_io_wait(frame: types.FrameType | None) -> bool:
+    """Is a thread whose innermost frame is ``frame`` idle in trio's run
+    loop, waiting for I/O (``_io_epoll.py``, ``_io_kqueue.py``...)?"""
+    return frame is not None and os.path.basename(frame.f_code.co_filename).startswith("_io_") \
+        and os.path.abspath(frame.f_code.co_filename).startswith(_TRIO_DIR + os.sep)
 
 
-async def foreign_await_sentinel() -> None:
-    """Trio system task: fail an execution whose running CPU awaits
-    something foreign (see the module docstring)."""
-    from trio.testing import wait_all_tasks_blocked
-
+def _fail_foreign(sim: Simulation, cpu: CPU, steps: int) -> None:
+    """Runs in the trio thread (``run_sync_soon``): fail ``sim`` if ``cpu``
+    is still the running CPU, stuck at the same step."""
     from . import _execution
 
-    while True:
-        await wait_all_tasks_blocked(FOREIGN_AWAIT_CUSHION)
-        sim = _execution._current
-        if sim is None or sim.running is None or sim.aborting:
-            # nothing of ours is stuck (a test awaiting something of its
-            # own, say): look again after a while, without spinning
-            await trio.sleep(FOREIGN_AWAIT_CUSHION)
-            continue
-        stuck = sim.running
-        message, details = describe_foreign_await(stuck)
-        sim.fail_stuck_cpu(stuck, ForeignAwait(message, details=details))
+    if _execution._current is not sim or sim.running is not cpu or sim.aborting \
+            or sim.steps != steps:
+        return  # it moved on meanwhile
+    message, details = describe_foreign_await(cpu)
+    sim.fail_stuck_cpu(cpu, ForeignAwait(message, details=details))
 
 
 # ------------------------------------------------------------ the watchdog
@@ -239,11 +243,16 @@ def _interrupt_signal() -> int | None:
 
 
 class _Watchdog:
-    """The thread that notices a step that never yields."""
+    """The thread that notices a stuck step (see the module docstring)."""
 
     def __init__(self) -> None:
         self.limit = 0.0
         self.depth = 0
+        #: the trio run the explorations run in, and its thread
+        self.token: trio.lowlevel.TrioToken | None = None
+        self.thread_id = 0
+        #: is our signal handler installed (explorations in the main thread)?
+        self.signals = False
         self.pending: _StepInterrupt | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -254,13 +263,17 @@ class _Watchdog:
 
     @contextmanager
     def guard(self, step_timeout: float) -> Iterator[None]:
-        """Watch the explorations run inside this block (main thread only)."""
-        if threading.current_thread() is not threading.main_thread() or self._signum is None:
-            yield
-            return
+        """Watch the explorations run inside this block (called in trio)."""
         outer = self.depth == 0
+        signals = (threading.current_thread() is threading.main_thread()
+                   and self._signum is not None)
         if outer:
-            self._old_handler = signal.signal(self._signum, self._on_signal)
+            self.token = trio.lowlevel.current_trio_token()
+            self.thread_id = threading.get_ident()
+            if signals:
+                assert self._signum is not None
+                self._old_handler = signal.signal(self._signum, self._on_signal)
+            self.signals = signals
         saved = self.limit
         self.limit = step_timeout
         self.depth += 1
@@ -271,9 +284,13 @@ class _Watchdog:
             self.depth -= 1
             self.limit = saved
             if outer:
-                signal.signal(self._signum, self._old_handler)
+                if signals:
+                    assert self._signum is not None
+                    signal.signal(self._signum, self._old_handler)
                 self._old_handler = None
                 self.pending = None
+                self.token = None
+                self.signals = False
 
     @contextmanager
     def replaying(self, kind: str | None) -> Iterator[None]:
@@ -341,10 +358,27 @@ class _Watchdog:
                 seen, since = key, now
                 continue
             stalled = now - since
+            if stalled >= FOREIGN_AWAIT_AFTER_S and self._foreign(sim, running):
+                seen = None  # asked once; the next sample starts over
+                continue
             if stop_requested() and stalled >= STOP_GRACE_S:
                 self._interrupt(sim, running, stalled, interrupted=True)
             elif self.limit > 0 and stalled >= self.limit:
                 self._interrupt(sim, running, stalled, interrupted=False)
+
+    def _foreign(self, sim: Simulation, cpu: CPU) -> bool:
+        """If the trio thread is idle in its I/O wait while ``cpu`` runs, ask
+        trio to fail the execution as a foreign await; did it?"""
+        import sys
+
+        token = self.token
+        if token is None or not _in_trio_io_wait(sys._current_frames().get(self.thread_id)):
+            return False
+        try:
+            token.run_sync_soon(_fail_foreign, sim, cpu, sim.steps)
+        except trio.RunFinishedError:
+            return False
+        return True
 
     def _interrupt(self, sim: Simulation, cpu: CPU, stalled: float, *, interrupted: bool) -> None:
         import _thread
@@ -357,7 +391,7 @@ class _Watchdog:
                                 f"(a loop that never yields?)",
                                 details=f"  {how}")
             self.pending = _StepInterrupt(error, interrupted=interrupted)
-        if self._signum is not None:
+        if self.signals and self._signum is not None:
             # a real-time signal has no Signals member; the C function takes any int
             _thread.interrupt_main(cast(signal.Signals, self._signum))
 

@@ -17,6 +17,10 @@ import sys
 import time
 from pathlib import Path
 
+import trio
+
+import mmemu
+
 from ._helpers import interrupt_when
 
 HERE = Path(__file__).resolve().parent
@@ -85,3 +89,26 @@ def test_ctrl_c_ends_a_run_stuck_in_a_step_within_a_second() -> None:
     # printing the report.  Generous for a loaded CI machine, and still far
     # below the 600 s step timeout that would end it otherwise.
     assert took < 5.0, took
+
+
+async def _waits_on_an_event(event: trio.Event) -> None:
+    await mmemu.step("1. about to wait")
+    await event.wait()  # nobody sets it: mmemu does not schedule trio events
+
+
+async def _event_scenario(sim: mmemu.Simulation) -> None:
+    event = trio.Event()
+    async with sim.cpus() as cpus:
+        cpus.start(_waits_on_an_event, event, name="waiter")
+        cpus.start(_waits_on_an_event, event, name="other")
+
+
+def test_the_api_reports_a_foreign_await_and_goes_on() -> None:
+    res = mmemu.explore(_event_scenario, strategy="dfs", executions=3)
+    failure = res.failure
+    assert failure is not None and failure.kind == "ForeignAwait"
+    assert failure.message.startswith("cpu0 (waiter) awaits trio.Event.wait() in ")
+    assert "in _waits_on_an_event (" in failure.message and "test_cli_hangs.py:" in failure.message
+    # the trio run is usable afterwards: a second exploration in it works
+    again = mmemu.explore("demo:lost-update-locked", strategy="dfs")
+    assert again.ok and again.exhausted
