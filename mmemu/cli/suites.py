@@ -63,9 +63,11 @@ def mutants(
     Example: mmemu mutants --json
     """
     from mmemu._mutants import run_matrix, uncaught_mutants
+    from mmemu.engine._settings import environment
 
     if executions is not None and executions < 1:
         raise UsageError(f"--executions must be at least 1 (got {executions})")
+    environment()  # a bad MMEMU_* is one line before the matrix is planned
     out = _out()
     err = _err()
 

@@ -12,16 +12,15 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 import mmemu
 
-from ._helpers import interrupt_when
+from ._helpers import Ran, cli, interrupt_when
 
 HERE = Path(__file__).resolve().parent
 DRIVERS = HERE / "hang_drivers.py"
@@ -34,10 +33,8 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(driver: str, *, timeout: float, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mmemu.cli", "run", SUITE, "--api", "2.6.27",
-                           "--driver", f"{DRIVERS}:{driver}"],
-                          capture_output=True, text=True, env=_env(**env), timeout=timeout)
+def _run(capsys: pytest.CaptureFixture[str], driver: str) -> Ran:
+    return cli(capsys, "run", SUITE, "--api", "2.6.27", "--driver", f"{DRIVERS}:{driver}")
 
 
 def _busy_lines() -> set[str]:
@@ -48,29 +45,30 @@ def _busy_lines() -> set[str]:
     return {f"at BusyDriver.fault ({DRIVERS}:{n})" for n in (body - 1, body)}
 
 
-def test_a_foreign_await_is_an_error_naming_driver_callback_and_await() -> None:
-    done = _run("SleepyDriver", timeout=120)
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("ForeignAwait: "))
+def test_a_foreign_await_is_an_error_naming_driver_callback_and_await(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    ran = _run(capsys, "SleepyDriver")
+    assert ran.code == 1, ran.err
+    line = next(ln for ln in ran.out.splitlines() if ln.startswith("ForeignAwait: "))
     assert "awaits trio.sleep_forever()" in line
     assert f"in SleepyDriver.fault ({DRIVERS}:" in line
-    assert "mmemu replay mm1." in done.stdout
-    row = next(ln for ln in done.stdout.splitlines() if ln.startswith(SUITE))
+    assert "mmemu replay mm1." in ran.out
+    row = next(ln for ln in ran.out.splitlines() if ln.startswith(SUITE))
     assert "ForeignAwait" in row.split()
 
 
-def test_a_step_that_never_yields_is_reported_with_file_and_line() -> None:
+def test_a_step_that_never_yields_is_reported_with_file_and_line(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMEMU_STEP_TIMEOUT", "1")
     started = time.monotonic()
-    done = _run("BusyDriver", timeout=120, MMEMU_STEP_TIMEOUT="1")
-    assert done.returncode == 1, done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("StepTimeout: "))
+    ran = _run(capsys, "BusyDriver")
+    assert ran.code == 1, ran.err
+    line = next(ln for ln in ran.out.splitlines() if ln.startswith("StepTimeout: "))
     assert any(line.endswith(where) for where in _busy_lines()), line
-    assert "stopped by the watchdog (step_timeout, MMEMU_STEP_TIMEOUT)" in done.stdout
+    assert "stopped by the watchdog (step_timeout, MMEMU_STEP_TIMEOUT)" in ran.out
     # the summary and the replay line are there: nothing lost
-    assert done.stdout.strip().splitlines()[-1].startswith("total: 1 run, ")
-    assert "mmemu replay mm1." in done.stdout
+    assert ran.out.strip().splitlines()[-1].startswith("total: 1 run, ")
+    assert "mmemu replay mm1." in ran.out
     assert time.monotonic() - started < 60
 
 

@@ -13,7 +13,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from mmemu.engine import Schedule
+
+from ._helpers import cli
 
 RACE = textwrap.dedent('''
     import mmemu
@@ -54,7 +58,7 @@ def _replay_line(text: str) -> str:
     return lines[k + 1].strip().removeprefix("E").strip()
 
 
-def test_a_scripts_replay_line_works_here_and_elsewhere(tmp_path: Path) -> None:
+def test_a_scripts_replay_line_works_from_another_directory(tmp_path: Path) -> None:
     (tmp_path / "race.py").write_text(RACE + textwrap.dedent('''
         if __name__ == "__main__":
             print(mmemu.explore(lost_update, strategy="dfs").failure.report())
@@ -64,57 +68,51 @@ def test_a_scripts_replay_line_works_here_and_elsewhere(tmp_path: Path) -> None:
     assert made.returncode == 0, made.stderr
     line = _replay_line(made.stdout)
     assert line.startswith("mmemu replay mm1.")
-    elsewhere = tmp_path / "elsewhere"
+    elsewhere = tmp_path / "elsewhere"  # not where the script is: harder than here
     elsewhere.mkdir()
-    for cwd in (tmp_path, elsewhere):
-        again = _sh(line, cwd)
-        assert again.returncode == 1, again.stderr
-        assert "InvariantViolation: counter is 1" in again.stdout
-        assert "mmemu: __main__:lost_update\n" in again.stdout  # named without its path
-
-
-def test_a_pytest_failures_replay_line_works_in_that_directory(tmp_path: Path) -> None:
-    (tmp_path / "races.py").write_text(RACE)
-    (tmp_path / "test_races.py").write_text(textwrap.dedent('''
-        from races import lost_update
-
-
-        def test_counter(mmemu_explore):
-            mmemu_explore(lost_update)
-    '''))
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
-                         cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
-    assert run.returncode == 1, run.stdout
-    line = _replay_line(run.stdout)
-    assert line.startswith("mmemu replay mm1.")
-    again = _sh(line, tmp_path)
+    again = _sh(line, elsewhere)
     assert again.returncode == 1, again.stderr
     assert "InvariantViolation: counter is 1" in again.stdout
-    reproduce = next(ln for ln in run.stdout.splitlines() if ln.startswith("reproduce with: "))
-    rerun = _sh(reproduce.removeprefix("reproduce with: "), tmp_path)
-    assert rerun.returncode == 1 and "InvariantViolation: counter is 1" in rerun.stdout
+    assert "mmemu: __main__:lost_update\n" in again.stdout  # named without its path
 
 
-def test_a_hypothesis_failures_replay_line_works_in_that_directory(tmp_path: Path) -> None:
+def test_pytest_and_hypothesis_failures_replay_lines_work_in_that_directory(tmp_path: Path) -> None:
     (tmp_path / "races.py").write_text(RACE)
-    (tmp_path / "test_hyp.py").write_text(textwrap.dedent('''
+    (tmp_path / "test_races.py").write_text(textwrap.dedent('''
         from hypothesis import given, settings
 
         from mmemu.testing import run_schedule, schedules
         from races import lost_update
 
 
+        def test_counter(mmemu_explore):
+            mmemu_explore(lost_update)
+
+
         @settings(max_examples=100, derandomize=True, database=None, deadline=None)
         @given(schedule=schedules())
-        def test_counter(schedule):
+        def test_counter_hypothesis(schedule):
             assert run_schedule(lost_update, schedule).failure is None
     '''))
     run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
                          cwd=tmp_path, capture_output=True, text=True, env=_env(), timeout=300)
     assert run.returncode == 1, run.stdout
-    note = next(ln for ln in run.stdout.splitlines() if "replay with: mmemu replay mm1." in ln)
-    line = note.split("replay with: ", 1)[1]
+    assert "2 failed" in run.stdout
+    out = run.stdout
+    plugin_part = out[out.index("_ test_counter _"):out.index("_ test_counter_hypothesis _")]
+    hypothesis_part = out[out.index("_ test_counter_hypothesis _"):]
+    # the fixture's report
+    line = _replay_line(plugin_part)
+    assert line.startswith("mmemu replay mm1.")
     again = _sh(line, tmp_path)
+    assert again.returncode == 1, again.stderr
+    assert "InvariantViolation: counter is 1" in again.stdout
+    reproduce = next(ln for ln in plugin_part.splitlines() if ln.startswith("reproduce with: "))
+    rerun = _sh(reproduce.removeprefix("reproduce with: "), tmp_path)
+    assert rerun.returncode == 1 and "InvariantViolation: counter is 1" in rerun.stdout
+    # Hypothesis's note
+    note = next(ln for ln in hypothesis_part.splitlines() if "replay with: mmemu replay mm1." in ln)
+    again = _sh(note.split("replay with: ", 1)[1], tmp_path)
     assert again.returncode == 1, again.stderr
     assert "InvariantViolation: counter is 1" in again.stdout
 
@@ -153,10 +151,10 @@ def test_a_driver_file_token_works_from_another_directory(tmp_path: Path) -> Non
     assert kind.split()[0] in again.stdout
 
 
-def test_token_parameters_are_checked_against_the_axes(tmp_path: Path) -> None:
+def test_token_parameters_are_checked_against_the_axes(capsys: pytest.CaptureFixture[str]) -> None:
     token = Schedule("pagecache:lookup-vs-reclaim", (0, 1), params={"lookup": "nosuch"}).to_token()
-    done = _sh(f"mmemu replay {token}", tmp_path)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [
+    ran = cli(capsys, "replay", token)
+    assert ran.code == 2
+    assert ran.err_lines == [
         "mmemu: error: scenario 'pagecache:lookup-vs-reclaim' has no lookup='nosuch' "
         "(its lookup axis: find_get_page, find_lock_page)"]

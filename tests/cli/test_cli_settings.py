@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -15,16 +16,13 @@ import mmemu
 from mmemu.engine import ModelError, get_scenario
 from mmemu.engine._settings import UNSET, Settings, resolve_settings
 
+from ._helpers import cli
+
 
 def _env(**overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMU_")}
     env.update(overrides)
     return env
-
-
-def _run_json(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mmemu.cli", "run", *args, "--json"],
-                          capture_output=True, text=True, env=_env(**env), timeout=300)
 
 
 def test_resolve_order_flag_environment_suite_default() -> None:
@@ -52,32 +50,54 @@ def test_resolve_order_flag_environment_suite_default() -> None:
     ("MMEMU_SEED", "x", "environment variable MMEMU_SEED must be an integer (got 'x')"),
     ("MMEMU_STEP_TIMEOUT", "soon", "environment variable MMEMU_STEP_TIMEOUT must be a number of seconds (got 'soon')"),
 ])
-def test_bad_environment_is_exit_2_and_one_line(var: str, value: str, message: str) -> None:
-    with pytest.raises(ModelError, match="^" + message.replace("(", r"\(").replace(")", r"\)") + "$"):
+def test_bad_environment_is_exit_2_and_one_line(var: str, value: str, message: str,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ModelError, match="^" + re.escape(message) + "$"):
         resolve_settings(None, environ={var: value})
-    done = subprocess.run([sys.executable, "-m", "mmemu.cli", "run", "demo:lost-update-locked"],
-                          capture_output=True, text=True, env=_env(**{var: value}), timeout=120)
+    monkeypatch.setenv(var, value)
+    for command in (["run", "demo:lost-update-locked"], ["mutants"]):
+        ran = cli(capsys, *command)
+        assert ran.code == 2, command
+        assert ran.err_lines == [f"mmemu: error: {message}"], command
+        assert ran.out == ""
+
+
+def test_a_bad_variable_as_a_user_sees_it() -> None:
+    done = subprocess.run([sys.executable, "-m", "mmemu.cli", "run"], capture_output=True,
+                          text=True, env=_env(MMEMU_STRATEGY="bogus"), timeout=120)
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == [f"mmemu: error: {message}"]
+    assert done.stderr.strip().splitlines() == [
+        "mmemu: error: environment variable MMEMU_STRATEGY must be one of random, pct, dfs "
+        "(got 'bogus')"]
     assert done.stdout == ""
 
 
-def test_cli_run_takes_the_environment_then_the_suite_default() -> None:
+def _json_rows(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, object]]:
+    ran = cli(capsys, "run", *args, "--json")
+    assert ran.code == 0, ran.err
+    return [json.loads(ln) for ln in ran.out.splitlines()]
+
+
+def test_cli_run_takes_the_environment_then_the_suite_default(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     suite = "pagecache:lookup-vs-reclaim"
     default = get_scenario(suite)
-    env_run = _run_json(suite, MMEMU_STRATEGY="random", MMEMU_EXECUTIONS="5", MMEMU_SEED="3")
-    assert env_run.returncode == 0, env_run.stderr
-    rows = [json.loads(ln) for ln in env_run.stdout.splitlines()]
+    for var in [k for k in os.environ if k.startswith("MMEMU_")]:
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("MMEMU_MAX_PREEMPTIONS", "0")
+    rows = _json_rows(capsys, suite)
+    assert all(str(r["strategy"]).startswith(f"{default.strategy}(max_preemptions=0")
+               for r in rows)
+    monkeypatch.setenv("MMEMU_STRATEGY", "random")
+    monkeypatch.setenv("MMEMU_EXECUTIONS", "5")
+    monkeypatch.setenv("MMEMU_SEED", "3")
+    rows = _json_rows(capsys, suite)
     assert [r["executions"] for r in rows] == [5, 5]
     assert all(r["strategy"] == "random(seed=3)" for r in rows)
-    flag_run = _run_json(suite, "--executions", "2", "--seed", "4", MMEMU_STRATEGY="random",
-                         MMEMU_EXECUTIONS="5", MMEMU_SEED="3")
-    rows = [json.loads(ln) for ln in flag_run.stdout.splitlines()]
+    rows = _json_rows(capsys, suite, "--executions", "2", "--seed", "4")
     assert [r["executions"] for r in rows] == [2, 2]
     assert all(r["strategy"] == "random(seed=4)" for r in rows)
-    bound = _run_json(suite, MMEMU_MAX_PREEMPTIONS="0")
-    rows = [json.loads(ln) for ln in bound.stdout.splitlines()]
-    assert all(r["strategy"].startswith(f"{default.strategy}(max_preemptions=0") for r in rows)
 
 
 def test_api_uses_the_suites_default() -> None:

@@ -22,17 +22,17 @@ def test_options_then_environment_then_suite(pytester: pytest.Pytester,
     """)
     for var in [k for k in os.environ if k.startswith("MMEMU_")]:
         monkeypatch.delenv(var)
-    suite = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    suite = pytester.runpytest("-s", "-p", "no:cacheprovider")
     assert [ln.split()[1].split("(")[0] for ln in _budget_lines(suite)] == ["dfs"]  # the suite's
     monkeypatch.setenv("MMEMU_STRATEGY", "random")
     monkeypatch.setenv("MMEMU_EXECUTIONS", "6")
-    env = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider")
+    env = pytester.runpytest("-s", "-p", "no:cacheprovider")
     [line] = _budget_lines(env)
     assert line.startswith("BUDGET random(seed=") and line.endswith(" 6")
-    flag = pytester.runpytest_subprocess("-s", "-p", "no:cacheprovider", "--mmemu-executions=2")
+    flag = pytester.runpytest("-s", "-p", "no:cacheprovider", "--mmemu-executions=2")
     [line] = _budget_lines(flag)
     assert line.startswith("BUDGET random(seed=") and line.endswith(" 2")
     monkeypatch.setenv("MMEMU_EXECUTIONS", "-5")
-    bad = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    bad = pytester.runpytest("-p", "no:cacheprovider")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     assert "MMEMU_EXECUTIONS must be at least 1 (got -5)" in bad.stderr.str()
