@@ -134,18 +134,18 @@ def _err() -> Any:
 
 def print_report(report: MutationReport, out: Any) -> None:
     """The table of mutants, then every survivor with its diff, then the score."""
-    from rich.markup import escape
-    from rich.table import Table
+    from mmemu.cli._app import print_lines
+    from mmemu.cli._tables import NAME, NUMBER, TEXT, Cell, Column, Table
 
-    table = Table(title=f"mmemu mutate: {report.subject}")
-    for col in ("mutant", "line", "operator", "result", "how"):
-        table.add_column(col)
+    # the shared table layout: a mutant's id is never cut, ``how`` wraps
+    table = Table([Column("mutant", NAME), Column("line", NUMBER), Column("operator", NAME),
+                   Column("result", NAME), Column("how", TEXT)])
     colour = {"caught": "green", "invalid": "yellow"}
     for r in report.results:
-        c = colour.get(r.status, "red")
-        table.add_row(escape(r.mutant.id), str(r.mutant.line), r.mutant.operator,
-                      f"[{c}]{r.status}[/{c}]", escape(_how(r)))
-    out.print(table)
+        table.add_row(r.mutant.id, str(r.mutant.line), r.mutant.operator,
+                      Cell(r.status, colour.get(r.status, "red")), _how(r))
+    out.print(f"mmemu mutate: {report.subject}", markup=False)
+    print_lines(out, table.lines(out.width))
     for r in report.survivors:
         out.print(f"\n{r.status.upper()}: {r.mutant.id} ({r.mutant.description})",
                   markup=False)
