@@ -63,7 +63,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -85,6 +85,7 @@ from ._explore import (
 from ._registry import Scenario, load_builtin, resolve_scenario
 from ._settings import UNSET, Settings, given, resolve_settings
 from ._strategies import DFS, PCT, Random, Strategy, make_strategy
+from ._watchdog import WATCHDOG, Hang
 
 #: choice-point prefixes per shard the DFS split aims for
 PREFIXES_PER_SHARD = 32
@@ -170,6 +171,14 @@ def _unit_key(unit: dict[str, Any]) -> int:
     return int(unit["order"])
 
 
+async def _watched(step_timeout: float, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """``fn(*args)`` under the watchdog, in whichever process runs it: a
+    foreign await or a step that never yields fails its execution there
+    instead of hanging the worker (or the parent's prefix listing)."""
+    with WATCHDOG.guard(step_timeout):
+        return await fn(*args)
+
+
 async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
     fn = resolve_scenario(unit["scenario"])
     runner = _Runner(fn, unit["scenario"], dict(unit["params"]), tuple(unit["mutants"]),
@@ -206,7 +215,8 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     """Run one unit (in any process); plain dict in, plain dict out."""
     load_builtin()
     with _UNIT_LOCK:
-        result: dict[str, Any] = trio.run(_run_unit_async, unit)
+        result: dict[str, Any] = trio.run(_watched, float(unit.get("step_timeout", 10.0)),
+                                          _run_unit_async, unit)
     return result
 
 
@@ -270,6 +280,11 @@ async def _dfs_prefixes(ref: str, params: dict[str, Any], mutants: tuple[str, ..
                 deeper = True
             if not found or found[-1] != p:
                 found.append(p)
+            if sim.failure is not None:
+                # the first failure in DFS order is at or before this leaf:
+                # later prefixes could never hold the reported one, and
+                # listing on could cost a watchdog wait per execution (hangs)
+                return found
         prefixes = found
         if len(prefixes) >= want or not deeper:
             break
@@ -516,20 +531,21 @@ def explore_parallel(
     goals = exploration_goals(scenario, prm, reaches)
     base: dict[str, Any] = {"scenario": ref, "params": prm, "mutants": list(mut),
                             "max_steps": steps_cap,
-                            "coverage": coverage or needs_recording(goals)}
+                            "coverage": coverage or needs_recording(goals),
+                            "step_timeout": s.step_timeout}
     t0 = time.perf_counter()
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
 
     # 1. the units, in order
     if spec["name"] == "dfs":
-        prefixes = trio.run(_dfs_prefixes, ref, prm, mut, steps_cap, spec["max_preemptions"],
-                            PREFIXES_PER_SHARD * n_shard)
+        prefixes = trio.run(_watched, s.step_timeout, _dfs_prefixes, ref, prm, mut, steps_cap,
+                            spec["max_preemptions"], PREFIXES_PER_SHARD * n_shard)
         units = [dict(base, strategy=dict(spec, prefix=list(p)), lo=0, hi=budget, order=i)
                  for i, p in enumerate(prefixes) if i % n_shard == k_shard]
     else:
         if spec["name"] == "pct":
-            spec = dict(spec, k=trio.run(_pct_probe, ref, prm, mut, steps_cap,
-                                         spec["seed"], spec["depth"]))
+            spec = dict(spec, k=trio.run(_watched, s.step_timeout, _pct_probe, ref, prm, mut,
+                                         steps_cap, spec["seed"], spec["depth"]))
         lo = start + k_shard * budget // n_shard
         hi = start + (k_shard + 1) * budget // n_shard
         units = _range_units(dict(base, strategy=spec), lo, hi,
@@ -608,8 +624,8 @@ def explore_parallel(
         cov.merge(Coverage.from_json(r.get("coverage") or {}))
     failures: tuple[Failure, ...] = ()
     if best is not None and not interrupted:
-        failures = (trio.run(_shrink_and_finish, ref, prm, mut, steps_cap, best, shrink,
-                             s.shrink_budget, spec),)
+        failures = (trio.run(_watched, s.step_timeout, _shrink_and_finish, ref, prm, mut,
+                             steps_cap, best, shrink, s.shrink_budget, spec),)
     result = Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
                     executions=executed, exhausted=exhausted, failures=failures,
                     elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov)
@@ -625,14 +641,15 @@ async def _shrink_and_finish(ref: str, params: dict[str, Any], mutants: tuple[st
                              shrink_budget: int, spec: dict[str, Any]) -> Failure:
     """Shrink a failure found by a unit, in a fresh runner (deterministic)."""
     runner = _Runner(resolve_scenario(ref), ref, params, mutants, max_steps)
-    sim = await runner.guided(found["choices"], record=True)
+    with WATCHDOG.replaying(found["kind"]):  # a known StepTimeout: no second long wait
+        sim = await runner.guided(found["choices"], record=True)
     raw = runner.raw(sim)
     if raw.kind != found["kind"]:
         raise ModelError(
             f"scenario {ref!r} did not fail the same way when its failing schedule was re-run "
             f"in another process (expected {found['kind']}, got {raw.kind or 'no failure'}): "
             f"the failure depends on earlier executions or the model is not deterministic")
-    if shrink:
+    if shrink and not isinstance(sim.failure, Hang):  # each run of a hang costs a timeout
         raw = await runner.shrink(raw, shrink_budget)
     at = tuple(found["at"])
     failure = await runner.finish(raw, at[-1] + 1 if spec["name"] != "dfs" else 0)

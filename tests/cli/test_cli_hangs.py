@@ -33,8 +33,8 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _run(capsys: pytest.CaptureFixture[str], driver: str) -> Ran:
-    return cli(capsys, "run", SUITE, "--api", "2.6.27", "--driver", f"{DRIVERS}:{driver}")
+def _run(capsys: pytest.CaptureFixture[str], driver: str, *more: str) -> Ran:
+    return cli(capsys, "run", SUITE, "--api", "2.6.27", "--driver", f"{DRIVERS}:{driver}", *more)
 
 
 def _busy_lines() -> set[str]:
@@ -70,6 +70,24 @@ def test_a_step_that_never_yields_is_reported_with_file_and_line(
     assert ran.out.strip().splitlines()[-1].startswith("total: 1 run, ")
     assert "mmemu replay mm1." in ran.out
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize("driver", ["SleepyDriver", "BusyDriver"])
+def test_hangs_are_reported_with_jobs_too(driver: str, capsys: pytest.CaptureFixture[str],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --jobs the executions run in worker processes, and the DFS split
+    runs some in this one: both are watched, and the hang is not shrunk (each
+    run of it would cost a timeout)."""
+    monkeypatch.setenv("MMEMU_STEP_TIMEOUT", "1")
+    started = time.monotonic()
+    ran = _run(capsys, driver, "--jobs", "2")
+    assert ran.code == 1, ran.err
+    kind = "ForeignAwait" if driver == "SleepyDriver" else "StepTimeout"
+    line = next(ln for ln in ran.out.splitlines() if ln.startswith(f"{kind}: "))
+    assert f"{driver}.fault ({DRIVERS}:" in line
+    assert "mmemu replay mm1." in ran.out
+    assert ran.out.strip().splitlines()[-1].startswith("total: 1 run, ")
+    assert time.monotonic() - started < 120  # a few watchdog waits, not one per execution
 
 
 def test_ctrl_c_ends_a_run_stuck_in_a_step_within_a_second() -> None:
