@@ -61,7 +61,10 @@ def suites(full: bool) -> None:
     budget = 2000 if full else 300
     rows = []
     for sc in all_scenarios():
-        params = sc.combinations()[0] if sc.combinations() else {}
+        combos = sc.combinations()
+        if not combos:
+            continue  # workload:run: nothing to run without a workload of its own
+        params = combos[0]
         for name, make in _strategies(sc.max_preemptions):
             t0 = time.perf_counter()
             res = mmemu.explore(sc.name, strategy=make(), executions=budget, params=params,

@@ -8,12 +8,14 @@ from typing import Annotated
 
 from cyclopts import Parameter
 
-from ._app import EXIT_OK, EXIT_USAGE, UsageError, app
+from ._app import EXIT_FAILURE, EXIT_OK, UsageError, app
 
 @app.command
 def bench(
     *,
     full: Annotated[bool, Parameter(help="every benchmark, bigger budgets (minutes)")] = False,
+    only: Annotated[str | None, Parameter(
+        help="run one script of benchmarks/ (engine, kernel, scale, notifier, ...)")] = None,
 ) -> int:
     """Run the benchmarks in benchmarks/ (quick mode unless --full) and print their tables.
 
@@ -21,8 +23,9 @@ def bench(
     cost per step and the 10k-vma build (small), executions/s per suite,
     frontrun and thread-stress comparisons.  --full adds time to first
     failure per mutant, the --jobs / Dask speed-up and the notifier figures
-    (mm_take_all_locks against vma count).  Figures on a shared
-    machine are noisy: compare the ratios printed by one run.
+    (mm_take_all_locks against vma count).  --only NAME runs the one script
+    benchmarks/NAME.py.  Figures on a shared machine are noisy: compare the
+    ratios printed by one run.
 
     Example: mmemu bench --full
     """
@@ -30,15 +33,20 @@ def bench(
 
     root = _benchmarks_dir()
     flag = ["--full"] if full else []
-    code = 0
-    runs = [("engine.py", [] if full else ["--quick"]), ("kernel.py", [] if full else ["--quick"]),
-            ("scale.py", flag)]
+    quick = [] if full else ["--quick"]
+    runs = [("engine.py", quick), ("kernel.py", quick), ("scale.py", flag)]
     if full:
         runs.append(("notifier.py", []))
+    if only is not None:
+        scripts = sorted(p.stem for p in root.glob("*.py") if not p.stem.startswith("_"))
+        if only not in scripts:
+            raise UsageError(f"--only {only}: no such benchmark (one of {', '.join(scripts)})")
+        runs = [next((r for r in runs if r[0] == f"{only}.py"), (f"{only}.py", flag))]
+    code = 0
     for script, args in runs:
         print(f"# benchmarks/{script} {' '.join(args)}".rstrip(), flush=True)
         code = code or subprocess.run([sys.executable, str(root / script), *args]).returncode
-    return EXIT_OK if code == 0 else EXIT_USAGE
+    return EXIT_OK if code == 0 else EXIT_FAILURE
 
 
 def _benchmarks_dir() -> Path:

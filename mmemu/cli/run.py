@@ -580,7 +580,7 @@ class _RunProgress:
             self._bar = None
         outcome = res.failure.kind if res.failure is not None else "ok"
         extra = ", exhausted" if res.exhausted else (", interrupted" if res.interrupted else "")
-        self.err.print(f"  {self.label}: {outcome} after {res.executions} executions{extra} "
+        self.err.print(f"  {self.label}: {outcome} after {_plural(res.executions, 'execution')}{extra} "
                        f"({res.elapsed_s:.2f}s)", markup=False)
 
     def __exit__(self, *exc: object) -> None:

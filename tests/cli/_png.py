@@ -80,6 +80,22 @@ NO_BROWSER = ("chromium is not installed (CI installs it in .ci/run; locally: "
               "apt-get install chromium)")
 
 
+def browser_or_skip() -> str:
+    """The browser, or skip the test with the reason -- unless the run
+    requires one (``MMEMU_REQUIRE_BROWSER=1``, set by .ci/run once a browser
+    is installed), where a missing browser is a failure."""
+    import os
+
+    import pytest
+
+    found = find_chromium()
+    if found is None:
+        if os.environ.get("MMEMU_REQUIRE_BROWSER") == "1":
+            pytest.fail("MMEMU_REQUIRE_BROWSER=1 but no chromium on PATH: " + NO_BROWSER)
+        pytest.skip(NO_BROWSER)
+    return found
+
+
 def screenshot(browser: str, url: str, png: Path, *, size: tuple[int, int],
                profile: Path) -> str:
     """Render ``url`` headless into ``png``; Chromium's stderr (for asserts)."""

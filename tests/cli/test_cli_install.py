@@ -39,6 +39,11 @@ def test_a_plain_install_runs_bench_and_the_main_job_from_anywhere(tmp_path: Pat
     bench = run("-m", "mmemu", "bench", "--help")
     assert bench.returncode == 0, bench.stderr
     assert "Usage: mmemu bench" in bench.stdout
+    # a quick benchmark really runs, from the installed scripts
+    quick = run("-m", "mmemu", "bench", "--only", "engine")
+    assert quick.returncode == 0, quick.stderr
+    assert "# benchmarks/engine.py --quick" in quick.stdout
+    assert "ex/s" in quick.stdout
     main_job = run("-m", "mmemu", "run", "demo:lost-update-locked")
     assert main_job.returncode == 0, main_job.stderr
     assert main_job.stdout.strip().splitlines()[-1].startswith("total: 1 run, ")

@@ -10,7 +10,7 @@ import pytest
 from mmemu._html_report import render_report, validate_report_html
 
 from ._helpers import cli, failure_of
-from ._png import NO_BROWSER, colour_counts, decode_png, find_chromium, screenshot
+from ._png import browser_or_skip, colour_counts, decode_png, screenshot
 from .test_cli_trace import _annotated
 
 
@@ -77,9 +77,7 @@ def test_validator_catches_broken_pages() -> None:
 
 
 def test_report_renders_in_headless_chromium(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    browser = find_chromium()
-    if browser is None:
-        pytest.skip(NO_BROWSER)
+    browser = browser_or_skip()
     failure = failure_of("demo:lost-update")
     path, _ = _page(capsys, tmp_path, failure.schedule)
     png = tmp_path / "shot.png"

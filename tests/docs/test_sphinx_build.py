@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from cli._png import (  # tests/ is on sys.path (rootdir-relative packages)
-    NO_BROWSER,
+    browser_or_skip,
     colour_counts,
     decode_png,
-    find_chromium,
     screenshot,
 )
 
@@ -89,9 +88,7 @@ def test_protocol_pages_inline_their_interleaving_diagrams(built: Path) -> None:
 
 
 def test_a_diagram_renders_in_headless_chromium(built: Path, tmp_path: Path) -> None:
-    browser = find_chromium()
-    if browser is None:
-        pytest.skip(NO_BROWSER)
+    browser = browser_or_skip()
     page = built / "protocols" / "release.html"
     png = tmp_path / "shot.png"
     why = screenshot(browser, page.as_uri(), png, size=(1200, 3000), profile=tmp_path / "profile")
