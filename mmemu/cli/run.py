@@ -578,8 +578,10 @@ class _RunProgress:
         if self._bar is not None:
             self._bar.__exit__(None, None, None)
             self._bar = None
-        outcome = res.failure.kind if res.failure is not None else "ok"
-        extra = ", exhausted" if res.exhausted else (", interrupted" if res.interrupted else "")
+        outcome = (res.failure.kind if res.failure is not None
+                   else "interrupted" if res.interrupted else "ok")
+        extra = (", exhausted" if res.exhausted
+                 else ", interrupted" if res.interrupted and res.failure is not None else "")
         self.err.print(f"  {self.label}: {outcome} after {_plural(res.executions, 'execution')}{extra} "
                        f"({res.elapsed_s:.2f}s)", markup=False)
 

@@ -536,20 +536,25 @@ def explore_parallel(
     t0 = time.perf_counter()
     n_jobs = jobs if jobs is not None else (os.cpu_count() or 1)
 
-    # 1. the units, in order
-    if spec["name"] == "dfs":
-        prefixes = trio.run(_watched, s.step_timeout, _dfs_prefixes, ref, prm, mut, steps_cap,
-                            spec["max_preemptions"], PREFIXES_PER_SHARD * n_shard)
-        units = [dict(base, strategy=dict(spec, prefix=list(p)), lo=0, hi=budget, order=i)
-                 for i, p in enumerate(prefixes) if i % n_shard == k_shard]
-    else:
-        if spec["name"] == "pct":
-            spec = dict(spec, k=trio.run(_watched, s.step_timeout, _pct_probe, ref, prm, mut,
-                                         steps_cap, spec["seed"], spec["depth"]))
-        lo = start + k_shard * budget // n_shard
-        hi = start + (k_shard + 1) * budget // n_shard
-        units = _range_units(dict(base, strategy=spec), lo, hi,
-                             _chunk_size(hi - lo, n_jobs if dask is None else 8))
+    # 1. the units, in order (a Ctrl-C here ends the run with nothing run)
+    interrupted = False
+    units: list[dict[str, Any]] = []
+    try:
+        if spec["name"] == "dfs":
+            prefixes = trio.run(_watched, s.step_timeout, _dfs_prefixes, ref, prm, mut, steps_cap,
+                                spec["max_preemptions"], PREFIXES_PER_SHARD * n_shard)
+            units = [dict(base, strategy=dict(spec, prefix=list(p)), lo=0, hi=budget, order=i)
+                     for i, p in enumerate(prefixes) if i % n_shard == k_shard]
+        else:
+            if spec["name"] == "pct":
+                spec = dict(spec, k=trio.run(_watched, s.step_timeout, _pct_probe, ref, prm, mut,
+                                             steps_cap, spec["seed"], spec["depth"]))
+            lo = start + k_shard * budget // n_shard
+            hi = start + (k_shard + 1) * budget // n_shard
+            units = _range_units(dict(base, strategy=spec), lo, hi,
+                                 _chunk_size(hi - lo, n_jobs if dask is None else 8))
+    except KeyboardInterrupt:
+        interrupted = True
     # 2. run them
     backend: _Backend
     if dask is not None:
@@ -561,7 +566,6 @@ def explore_parallel(
     results: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     executed = 0
-    interrupted = False
     over_budget = False
     todo = list(units)
     todo.reverse()  # pop() takes the lowest order first
@@ -623,9 +627,11 @@ def explore_parallel(
     for r in sorted(results, key=_unit_key):
         cov.merge(Coverage.from_json(r.get("coverage") or {}))
     failures: tuple[Failure, ...] = ()
-    if best is not None and not interrupted:
+    if best is not None:
+        # found before a Ctrl-C: kept, reported as found (not shrunk)
         failures = (trio.run(_watched, s.step_timeout, _shrink_and_finish, ref, prm, mut,
-                             steps_cap, best, shrink, s.shrink_budget, spec),)
+                             steps_cap, best, shrink and not interrupted, s.shrink_budget,
+                             spec),)
     result = Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
                     executions=executed, exhausted=exhausted, failures=failures,
                     elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov)
@@ -642,7 +648,7 @@ async def _shrink_and_finish(ref: str, params: dict[str, Any], mutants: tuple[st
     """Shrink a failure found by a unit, in a fresh runner (deterministic)."""
     runner = _Runner(resolve_scenario(ref), ref, params, mutants, max_steps)
     with WATCHDOG.replaying(found["kind"]):  # a known StepTimeout: no second long wait
-        sim = await runner.guided(found["choices"], record=True)
+        sim = await runner.guided(found["choices"], record=True, defer_interrupt=True)
     raw = runner.raw(sim)
     if raw.kind != found["kind"]:
         raise ModelError(
