@@ -594,11 +594,13 @@ async def replay_async(scenario: ScenarioFn | Scenario | str | None, token: str)
     mut = _check_mutants(sched.mutants)
     runner = _Runner(fn, name, dict(sched.params), mut, sched.max_steps)
     runner.prelude = sched.prelude
-    for pre in sched.prelude:
-        # a prelude is the prefix of an earlier execution that left state
-        # behind (a lockdep edge): follow it, then run without preemptions
-        await runner.guided(pre, strict=False)
-    sim = await runner.guided(sched.choices, strict=True, record=True)
+    # the token of a hang replays as that hang again, not as a hung replay
+    with WATCHDOG.guard(Settings.from_env().step_timeout):
+        for pre in sched.prelude:
+            # a prelude is the prefix of an earlier execution that left state
+            # behind (a lockdep edge): follow it, then run without preemptions
+            await runner.guided(pre, strict=False)
+        sim = await runner.guided(sched.choices, strict=True, record=True)
     failure = runner.make_failure(sim, 1) if sim.failure is not None else None
     return Outcome(scenario=name, steps=sim.steps, preemptions=sim.preemptions,
                    trace=build_trace(sim), failure=failure)

@@ -55,6 +55,11 @@ def test_a_foreign_await_is_an_error_naming_driver_callback_and_await(
     assert "mmemu replay mm1." in ran.out
     row = next(ln for ln in ran.out.splitlines() if ln.startswith(SUITE))
     assert "ForeignAwait" in row.split()
+    # the printed replay line replays the hang as that error, not as a hung replay
+    token = ran.out.split("mmemu replay ", 1)[1].split()[0]
+    again = cli(capsys, "replay", token)
+    assert again.code == 1, again.err
+    assert line in again.out.splitlines()
 
 
 def test_a_step_that_never_yields_is_reported_with_file_and_line(
@@ -69,6 +74,10 @@ def test_a_step_that_never_yields_is_reported_with_file_and_line(
     # the summary and the replay line are there: nothing lost
     assert ran.out.strip().splitlines()[-1].startswith("total: 1 run, ")
     assert "mmemu replay mm1." in ran.out
+    token = ran.out.split("mmemu replay ", 1)[1].split()[0]
+    again = cli(capsys, "replay", token)
+    assert again.code == 1, again.err
+    assert any(ln.startswith("StepTimeout: ") for ln in again.out.splitlines()), again.out
     assert time.monotonic() - started < 60
 
 
