@@ -6,6 +6,7 @@ import fnmatch
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -210,10 +211,10 @@ def run(
     finally:
         stop.__exit__()
     if not json_:
-        print_lines(out, summary_table(runs).lines(output_width()))
-        print_lines(out, [Text(totals_line(runs, interrupted=interrupted))])
         results = [r for r, _ in runs]
         _print_goal_notes(out, results)
+        print_lines(out, summary_table(runs).lines(output_width()))
+        print_lines(out, [Text(totals_line(runs, interrupted=interrupted))])
         if coverage:
             _print_coverage(out, results)
     if failed:
@@ -336,8 +337,12 @@ def _print_goal_notes(out: Console, results: list[Result]) -> None:
             params = ", ".join(f"{k}={v}" for k, v in res.params.items())
             how = ("explored less than the suite's own budget or preemption bound"
                    if res.exhausted else "did not explore its whole space")
-            out.print(f"note: {res.scenario}{' [' + params + ']' if params else ''} {how} "
-                      f"and has not reached: {'; '.join(cov.unreached)}", markup=False)
+            note = (f"note: {res.scenario}{' [' + params + ']' if params else ''} {how} "
+                    f"and has not reached: {'; '.join(cov.unreached)}")
+            # wrapped to the output's width like the tables (names are not split)
+            for line in textwrap.wrap(note, width=max(40, out.width), subsequent_indent="  ",
+                                      break_long_words=False, break_on_hyphens=False):
+                out.print(line, markup=False, soft_wrap=True)
 
 
 def _print_coverage(out: Console, results: list[Result]) -> None:
