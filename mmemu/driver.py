@@ -241,6 +241,11 @@ class Driver:
     #: models how its translations end when the process exits (modern GRU):
     #: suites and workloads that check a driver through exit skip it there
     no_release_apis: tuple[str, ...] = ()
+    #: the generations whose ``detach`` is mmu_notifier_unregister (or an
+    #: interval remove), which returns only when no callback runs any more;
+    #: None: every generation (unless ``notifier_get``: mmu_notifier_put
+    #: returns at once and frees after an SRCU grace period)
+    unregister_apis: tuple[str, ...] | None = None
 
     release: Callable[..., Awaitable[None]] | None = None
     invalidate_page: Callable[..., Awaitable[None]] | None = None
@@ -306,6 +311,13 @@ class Driver:
         if sim is not None:
             sim.at_end(self._run_check)
 
+    def detach_waits_for_callbacks(self, api: str) -> bool:
+        """Does ``detach`` promise, in generation ``api``, that no callback
+        runs once it has returned (``CallbackAfterDetach`` is checked)?"""
+        if self.notifier_get:
+            return False
+        return self.unregister_apis is None or api in self.unregister_apis
+
     def check_api(self, kernel: Any) -> None:
         """A driver attached to a kernel whose notifier API it does not support."""
         api = getattr(kernel, "api", "2.6.27")
@@ -316,8 +328,10 @@ class Driver:
     async def fault(self, address: int, write: bool = False) -> bool:
         raise NotImplementedError(f"driver {self.name} does not implement fault()")
 
-    async def access(self, address: int) -> Page | None:
-        """Default: the translation is keyed by ``key_of(address)`` in ``self.tlb``."""
+    async def access(self, address: int, write: bool = False) -> Page | None:
+        """The guest/device reads (``write``: writes) ``address`` through its
+        translation; the page, or None on a miss.  Default: the translation
+        is keyed by ``key_of(address)`` in ``self.tlb``."""
         key = self.key_of(address)
         e = self.tlb.entries.get(key)
         reads: tuple[Hashable, ...] = (self.tlb.slot(key),)
@@ -592,37 +606,20 @@ def new_driver(sim: Any = None, default: str = DEFAULT_DRIVER) -> Driver:
     return load_driver(spec)()
 
 
-#: the driver-facing kernel API re-exported here (include/linux/*.h for a
-#: driver author): locks and waits, atomics, RCU/SRCU, pages, the mm
-#: helpers a fault path uses, and the mmu-notifier API of both generations
-#: (listed again in __all__, which mypy needs written out)
-KERNEL_API = [
-    "Completion", "EAGAIN", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
-    "MMU_NOTIFY_PROTECTION_PAGE", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE",
-    "MMU_NOTIFY_SOFT_DIRTY", "MMU_NOTIFY_UNMAP", "MmuIntervalNotifier",
-    "MmuIntervalNotifierOps", "MmuNotifier", "MmuNotifierOps", "MmuNotifierRange", "Mutex",
-    "PAGE_MASK", "PAGE_SHIFT", "PAGE_SIZE", "Page", "RwSemaphore", "SpinLock", "SrcuStruct",
-    "TASK_SIZE", "VM_FAULT_ERROR", "VM_FAULT_SIGBUS", "VM_WRITE", "WaitQueueHead",
-    "atomic_dec", "atomic_dec_and_test", "atomic_inc", "atomic_inc_not_zero",
-    "atomic_inc_return", "atomic_read", "atomic_set", "atomic_t", "complete", "complete_all",
-    "down_read", "down_read_trylock", "down_write", "fault_in", "find_vma", "get_page",
-    "get_page_unless_zero", "get_user_pages", "handle_mm_fault", "mmu_interval_notifier_insert",
-    "mmu_interval_notifier_remove", "mmu_interval_read_begin", "mmu_interval_read_retry",
-    "mmu_interval_set_seq", "mmu_notifier_get", "mmu_notifier_get_locked", "mmu_notifier_put",
-    "mmu_notifier_range_blockable", "mmu_notifier_register", "mmu_notifier_unregister",
-    "mutex_lock", "mutex_trylock", "mutex_unlock", "page_site", "pmd_key", "pte_get", "pte_key",
-    "put_page", "rcu_read_lock", "rcu_read_unlock", "spin_lock", "spin_trylock", "spin_unlock",
-    "srcu_read_lock", "srcu_read_unlock", "synchronize_rcu", "synchronize_srcu", "up_read",
-    "up_write", "wait_event", "wait_for_completion", "wake_up_all",
-]
-
 __all__ = [
-    "CALLBACKS", "CallbackAfterDetach", "DEFAULT_DRIVER", "Driver", "DriverCheckFailed",
-    "DriverError", "DriverLoadError", "ENTRY_POINT_GROUP", "KERNEL_API", "ShadowTLB",
-    "absolute_spec",
-    "Translation", "available_drivers", "guarded", "load_driver", "new_driver",
-    "register_driver", "register_tlb", "supports_api", "Completion", "EAGAIN",
-    "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
+    "absolute_spec", "available_drivers", "CallbackAfterDetach", "CALLBACKS", "DEFAULT_DRIVER",
+    "Driver", "DriverCheckFailed", "DriverError", "DriverLoadError", "ENTRY_POINT_GROUP",
+    "guarded", "KERNEL_API", "load_driver", "new_driver", "register_driver", "register_tlb",
+    "ShadowTLB", "supports_api", "Translation",
+]
+_FRAMEWORK_NAMES = len(__all__)
+
+# the driver-facing kernel API re-exported here (include/linux/*.h for a
+# driver author): locks and waits, atomics, RCU/SRCU, pages, the mm
+# helpers a fault path uses, and the mmu-notifier API of both generations
+# (a literal `__all__ +=`: mypy reads re-exports from it)
+__all__ += [
+    "Completion", "EAGAIN", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
     "MMU_NOTIFY_PROTECTION_PAGE", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE",
     "MMU_NOTIFY_SOFT_DIRTY", "MMU_NOTIFY_UNMAP", "MmuIntervalNotifier",
     "MmuIntervalNotifierOps", "MmuNotifier", "MmuNotifierOps", "MmuNotifierRange", "Mutex",
@@ -634,10 +631,12 @@ __all__ = [
     "get_page_unless_zero", "get_user_pages", "handle_mm_fault",
     "mmu_interval_notifier_insert", "mmu_interval_notifier_remove", "mmu_interval_read_begin",
     "mmu_interval_read_retry", "mmu_interval_set_seq", "mmu_notifier_get",
-    "mmu_notifier_get_locked", "mmu_notifier_put",
-    "mmu_notifier_range_blockable", "mmu_notifier_register", "mmu_notifier_unregister",
-    "mutex_lock", "mutex_trylock", "mutex_unlock", "page_site", "pmd_key", "pte_get",
-    "pte_key", "put_page", "rcu_read_lock", "rcu_read_unlock", "spin_lock", "spin_trylock",
-    "spin_unlock", "srcu_read_lock", "srcu_read_unlock", "synchronize_rcu", "synchronize_srcu",
-    "up_read", "up_write", "wait_event", "wait_for_completion", "wake_up_all",
+    "mmu_notifier_get_locked", "mmu_notifier_put", "mmu_notifier_range_blockable",
+    "mmu_notifier_register", "mmu_notifier_unregister", "mutex_lock", "mutex_trylock",
+    "mutex_unlock", "page_site", "pmd_key", "pte_get", "pte_key", "put_page", "rcu_read_lock",
+    "rcu_read_unlock", "spin_lock", "spin_trylock", "spin_unlock", "srcu_read_lock",
+    "srcu_read_unlock", "synchronize_rcu", "synchronize_srcu", "up_read", "up_write",
+    "wait_event", "wait_for_completion", "wake_up_all",
 ]
+#: the names of that kernel API
+KERNEL_API = __all__[_FRAMEWORK_NAMES:]

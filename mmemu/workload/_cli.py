@@ -153,7 +153,8 @@ def fuzz_command(*, drivers: Sequence[str], cpus: int, ops: int, time_s: float |
             "elapsed_s": round(res.elapsed_s, 3), "interrupted": res.interrupted,
             "workload": str(res.workload) if res.workload is not None else None,
             "original": str(res.original) if res.original is not None else None,
-            "index": res.index, "reached": res.reached,
+            "index": res.index, "found_s": res.found_s,
+            "found_executions": res.found_executions, "reached": res.reached,
             "failure": res.failure.to_json() if res.failure is not None else None}))
     else:
         out.print(reached_table(res))

@@ -30,15 +30,17 @@ import attrs
 
 from mmemu.driver import Driver, load_driver
 from mmemu.workload._ops import OPERATIONS, applicable
-from mmemu.workload._text import API_GENERATIONS, Op, Workload, WorkloadError
+from mmemu.workload._text import API_GENERATIONS, Op, Workload, WorkloadError, vma_kind
 
 #: per role, (operation, weight)
 ROLES: dict[str, tuple[tuple[str, float], ...]] = {
     "driver": (("fault", 5.0), ("access", 3.0), ("detach", 0.6), ("attach", 0.5),
                ("insert", 0.5), ("remove", 0.4), ("get", 0.5), ("put", 0.5)),
-    "process": (("cpufault", 4.0), ("munmap", 3.0), ("exit", 1.2)),
+    "process": (("cpufault", 4.0), ("munmap", 3.0), ("mprotect", 1.5), ("madvise", 1.5),
+                ("fork", 1.0), ("exit", 1.2)),
     "kernel": (("reclaim", 3.0), ("migrate", 2.5), ("truncate", 2.0), ("age", 1.5),
-               ("oomreap", 1.5), ("signal", 0.4)),
+               ("ksm", 1.2), ("idle", 0.8), ("scan", 0.8), ("oomreap", 1.5),
+               ("signal", 0.4)),
 }
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
 #: how often a driver CPU starts by detaching and re-attaching its driver
@@ -153,7 +155,14 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                     continue
                 exited = True
             args: list[int | tuple[int, int] | str] = []
-            for kind in spec.args:
+            if name == "ksm":
+                # merge a page into a KSM page, which must be anonymous
+                anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
+                if not anon:
+                    continue
+                hot_anon = [q for q in hot if q in anon]
+                args = [page(), rng.choice(hot_anon or anon)]
+            for kind in spec.args[len(args):len(spec.args) - spec.optional]:
                 if kind == "page":
                     args.append(page())
                 elif kind == "range":
@@ -162,6 +171,8 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                     args.append((lo, hi))
                 elif kind == "rw":
                     args.append(rng.choice("rww"))
+                elif kind == "prot":
+                    args.append(rng.choice(("r", "r", "rw", "none")))
                 elif kind == "count":
                     file_pages = max([n for k, n in vmas if k in "sp"] or [1])
                     args.append(rng.randrange(file_pages))
@@ -169,8 +180,12 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                     args.append(rng.randrange(settings.cpus))
             op = Op(name, tuple(args), d if spec.driver_op else 0)
             ops.append(op)
+            if name == "access" and rng.random() < 0.3:
+                op = attrs.evolve(op, args=(op.args[0], "w"))
+                ops[-1] = op
             if name == "fault" and len(ops) < nops and rng.random() < 0.7:
-                ops.append(Op("access", (op.args[0],), d))
+                # use what was faulted in, writing through a write fault's
+                ops.append(Op("access", op.args if op.args[1] == "w" else op.args[:1], d))
         cpus.append(tuple(ops))
     return Workload(tuple(cpus), drivers, api if api != "2.6.27" else None, vmas)
 

@@ -30,15 +30,21 @@ import attrs
 
 from mmemu.driver import Driver, guarded
 from mmemu.engine._execution import step
-from mmemu.kernel.locking import down_write, up_write
+from mmemu.kernel.locking import down_read, down_write, up_read, up_write
 from mmemu.kernel.signal import send_sig
+from mmemu.mm.fork import dup_mm
+from mmemu.mm.khugepaged import khugepaged_scan_referenced
+from mmemu.mm.ksm import ksm_merge_page
+from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.memory import fault_in
-from mmemu.mm.mmap import PAGE_SIZE, do_munmap, mmput
+from mmemu.mm.mmap import PAGE_SIZE, do_munmap, find_vma, mmput
 from mmemu.mm.mmu_notifier import MmuNotifierOps, mmu_notifier_get, mmu_notifier_put
-from mmemu.mm.page import page_site
+from mmemu.mm.mprotect import PROT_NONE, PROT_READ, PROT_WRITE, sys_mprotect
+from mmemu.mm.page import get_page_unless_zero, page_site, put_page
+from mmemu.mm.page_idle import page_idle_bitmap_read, page_idle_bitmap_write
 from mmemu.mm.rmap import page_referenced
 from mmemu.mm.truncate import vmtruncate
-from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page, reclaim_page
+from mmemu.mm.vmscan import PageLRU, isolate_lru_page, putback_lru_page, reclaim_page
 from mmemu.workload._text import Op
 from mmemu.workload._world import World
 
@@ -64,13 +70,21 @@ class OpSpec:
     run: RunFn
     apis: tuple[str, ...] | None = None
     applies: Callable[[type[Driver]], bool] | None = None
+    #: how many trailing ``args`` may be left out (``access(0)`` is ``access(0,r)``)
+    optional: int = 0
 
     @property
     def driver_op(self) -> bool:
         return self.context == "driver"
 
     def usage(self) -> str:
-        return f"{self.name}({','.join(self.args)})" if self.args else self.name
+        if not self.args:
+            return self.name
+        required = len(self.args) - self.optional
+        text = ",".join(self.args[:required])
+        if self.optional:
+            text += "[," + ",".join(self.args[required:]) + "]"
+        return f"{self.name}({text})"
 
 
 def _is_interval(cls: type[Driver]) -> bool:
@@ -89,9 +103,10 @@ def _uses_get(cls: type[Driver]) -> bool:
 async def _fault(w: World, c: int, op: Op) -> None:
     page, rw = op.args
     assert isinstance(page, int)
-    d = w.drivers[op.driver]
     who = str(op)
     await w.file_get(op.driver, who)
+    # the instance attached now (read under the file: a re-attach replaces it)
+    d = w.drivers[op.driver]
     if w.attached[op.driver] and await w.mmget_not_zero(who):
         w.ran("fault")
         await guarded(d, "fault", d.fault, w.addr(page), rw == "w")
@@ -100,11 +115,13 @@ async def _fault(w: World, c: int, op: Op) -> None:
 
 
 async def _access(w: World, c: int, op: Op) -> None:
-    (page,) = op.args
+    page = op.args[0]
     assert isinstance(page, int)
+    write = op.args[1:] == ("w",)
     d = w.drivers[op.driver]
     w.ran("access")
-    await guarded(d, "access", d.access, w.addr(page))
+    # write= only when writing: a driver's own access(address) reads
+    await guarded(d, "access", d.access, w.addr(page), *((True,) if write else ()))
 
 
 async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
@@ -138,14 +155,14 @@ async def _insert(w: World, c: int, op: Op) -> None:
 
 async def _detach(w: World, c: int, op: Op) -> None:
     i = op.driver
-    d = w.drivers[i]
     who = str(op)
     await w.file_get(i, who, write=True)
+    d = w.drivers[i]
     if w.attached[i]:
         w.ran(op.name)
         await guarded(d, op.name, d.detach)
         w.attached[i] = False
-        if not d.notifier_get:
+        if d.detach_waits_for_callbacks(w.api):
             # unregister (or interval remove) has returned: from here on no
             # callback may run (CallbackAfterDetach).  A mmu_notifier_put
             # does not wait for walkers: its notifier is freed after an SRCU
@@ -159,10 +176,9 @@ async def _get(w: World, c: int, op: Op) -> None:
     """Another device binds to the process through the same driver:
     mmu_notifier_get finds the driver's notifier and takes a reference."""
     i = op.driver
-    d = w.drivers[i]
     who = str(op)
-    ops: MmuNotifierOps = getattr(d, "ops")
     await w.file_get(i, who, write=True)
+    ops: MmuNotifierOps = getattr(w.drivers[i], "ops")
     if await w.mmget_not_zero(who):
         w.ran("get")
         ret = await mmu_notifier_get(ops, w.mm)
@@ -281,12 +297,114 @@ async def _oomreap(w: World, c: int, op: Op) -> None:
         await w.mmput()
 
 
+# ------------------------------------------------ new call sites (process)
+
+
+async def _fork(w: World, c: int, op: Op) -> None:
+    """The process forks: dup_mm copies its mm (dup_mmap, copy_page_range
+    write-protects the parent's private ptes inside a notifier bracket).
+    The child lives on (its mm holds the COW-shared pages) to the end."""
+    who = str(op)
+    if await w.mmget_not_zero(who):
+        w.ran("fork")
+        w.children.append(await dup_mm(w.mm))
+        await w.mmput()
+
+
+async def _mprotect(w: World, c: int, op: Op) -> None:
+    rng, prot = op.args
+    assert isinstance(rng, tuple) and isinstance(prot, str)
+    who = str(op)
+    if await w.mmget_not_zero(who):
+        w.ran("mprotect")
+        ret = await sys_mprotect(w.mm, w.addr(rng[0]), (rng[1] - rng[0] + 1) * PAGE_SIZE,
+                                 PROTS[prot])
+        if ret:
+            w.ran(f"mprotect failed ({ret})")
+        await w.mmput()
+
+
+async def _madvise(w: World, c: int, op: Op) -> None:
+    (rng,) = op.args
+    assert isinstance(rng, tuple)
+    who = str(op)
+    if await w.mmget_not_zero(who):
+        w.ran("madvise")
+        await sys_madvise(w.mm, w.addr(rng[0]), (rng[1] - rng[0] + 1) * PAGE_SIZE,
+                          MADV_DONTNEED)
+        await w.mmput()
+
+
+# ------------------------------------------------ new call sites (kernel)
+
+
+async def _ksm(w: World, c: int, op: Op) -> None:
+    """ksmd merges the page at p into the KSM page at q (made one by the
+    world's setup: ``World.ksm_pages``).  Modelling note: ksmd's mm_slot and
+    its ksm_test_exit are a mm_users reference here (mmget_not_zero), as
+    for the world's other users."""
+    p, q = op.args
+    assert isinstance(p, int) and isinstance(q, int)
+    if await w.mmget_not_zero(str(op)):
+        w.ran("ksm")
+        if await ksm_merge_page(w.mm, w.addr(p), w.ksm_pages[q]) == 0:
+            w.ran("ksm: merged")
+        await w.mmput()
+
+
+async def _idle(w: World, c: int, op: Op) -> None:
+    """Idle page tracking on the page mapped at p: mark it idle, then read
+    the bit back (each clears the accessed bits of the ptes and, through
+    ->clear_young, of the secondary MMUs)."""
+    (p,) = op.args
+    assert isinstance(p, int)
+    who = str(op)
+    page = await w.page_at(p, who)
+    # page_idle_get_page: an LRU page, and a reference unless it is being freed
+    if page is None or not PageLRU(page):
+        return
+    if not await get_page_unless_zero(page, label=f"{who}: page_idle_get_page"):
+        return
+    w.ran("idle")
+    await page_idle_bitmap_write(page)
+    if not await page_idle_bitmap_read(page):
+        w.ran("idle: referenced")
+    await put_page(page, label=f"{who}: put_page(page{page.pfn})")
+
+
+async def _scan(w: World, c: int, op: Op) -> None:
+    """khugepaged looks at pages lo-hi (within the vma of lo): are they
+    referenced (the ptes' young bits and ->test_young)?"""
+    (rng,) = op.args
+    assert isinstance(rng, tuple)
+    who = str(op)
+    mm = w.mm
+    if not await w.mmget_not_zero(who):
+        return
+    start = w.addr(rng[0])
+    await down_read(mm.mmap_sem, label=f"{who}: down_read(mmap_sem)")
+    await step(f"{who}: find_vma({start:#x})", reads=((mm, "mmap"),))
+    vma = find_vma(mm, start)
+    if vma is not None and vma.vm_start <= start:
+        w.ran("scan")
+        end = min(vma.vm_end, w.addr(rng[1]) + PAGE_SIZE)
+        if await khugepaged_scan_referenced(vma, start, end):
+            w.ran("scan: referenced")
+    await up_read(mm.mmap_sem, label=f"{who}: up_read(mmap_sem)")
+    await w.mmput()
+
+
+#: mprotect's protections by their text (``prot`` arguments)
+PROTS = {"none": PROT_NONE, "r": PROT_READ, "rw": PROT_READ | PROT_WRITE}
+
+
 OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("fault", ("page", "rw"), "driver", "driver.fault",
            "the guest/device faults page p in for read or write (KVM guest fault, GRU "
            "dropin, HMM range fault, IOMMU page request)", _fault),
-    OpSpec("access", ("page",), "driver", "driver.access",
-           "the guest/device uses its translation of page p (a miss does nothing)", _access),
+    OpSpec("access", ("page", "rw"), "driver", "driver.access",
+           "the guest/device reads (or writes: w) page p through its translation (a miss "
+           "does nothing)", _access, optional=1),
     OpSpec("attach", (), "driver", "driver.attach -> mmu_notifier_register",
            "attach a fresh instance of a detached driver (a new VM, a new device): "
            "register its notifier (mm_take_all_locks)", _attach),
@@ -310,6 +428,16 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "it: COW)", _cpufault),
     OpSpec("munmap", ("range",), "process", "do_munmap",
            "munmap pages lo-hi (a partial range splits the vma)", _munmap),
+    OpSpec("fork", (), "process", "dup_mm -> dup_mmap, copy_page_range",
+           "the process forks: the child's mm copies the vmas, private ptes become "
+           "COW-shared and read-only in both (a notifier bracket over each private vma)",
+           _fork),
+    OpSpec("mprotect", ("range", "prot"), "process", "sys_mprotect -> change_protection",
+           "mprotect pages lo-hi to none, r or rw (a partial range splits the vma; "
+           "dropping write write-protects the ptes inside a notifier bracket)", _mprotect),
+    OpSpec("madvise", ("range",), "process", "sys_madvise(MADV_DONTNEED) -> zap_page_range",
+           "madvise(MADV_DONTNEED) pages lo-hi: zap them (the next touch faults them in "
+           "again)", _madvise),
     OpSpec("exit", (), "process", "mmput -> exit_mmap",
            "the process exits: exit_mmap (mmu_notifier_release, unmap, free) once the "
            "last mm_users reference goes", _exit),
@@ -319,6 +447,17 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("age", ("page",), "kernel", "page_referenced",
            "kswapd ages the page mapped at p (clear_flush_young of the ptes and the "
            "secondary MMUs)", _age),
+    OpSpec("idle", ("page",), "kernel", "page_idle_bitmap_write/read",
+           "idle page tracking marks the page mapped at p idle and reads it back (the "
+           "ptes' and secondary MMUs' young bits: ->clear_young)", _idle, apis=("modern",)),
+    OpSpec("scan", ("range",), "kernel", "khugepaged_scan_pmd",
+           "khugepaged asks whether pages lo-hi were referenced (the ptes' young bits and "
+           "->test_young)", _scan),
+    OpSpec("ksm", ("page", "page"), "kernel", "ksm_merge_page -> try_to_merge_one_page",
+           "ksmd merges the anonymous page at p into the KSM page at q (anonymous; the "
+           "world's setup makes it the KSM page): write_protect_page, replace_page "
+           "(->change_pte or a bracket)",
+           _ksm),
     OpSpec("migrate", ("page",), "kernel", "migrate_pages",
            "migrate the page mapped at p to a new page (migration entries)", _migrate),
     OpSpec("truncate", ("count",), "kernel", "vmtruncate",

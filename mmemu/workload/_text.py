@@ -86,6 +86,10 @@ class Workload:
         """Pages of the process, across its vmas."""
         return sum(n for _kind, n in self.vmas)
 
+    def page_kind(self, page: int) -> str:
+        """The kind of the vma page ``page`` is in (``a``, ``s`` or ``p``)."""
+        return vma_kind(self.vmas, page)
+
     @property
     def ops(self) -> int:
         return sum(len(ops) for ops in self.cpus)
@@ -113,6 +117,15 @@ class Workload:
         operations, pages named by ranges, pages of the world, drivers."""
         span = sum(_op_pages(op) for ops in self.cpus for op in ops)
         return (len(self.cpus), self.ops, span, self.npages, len(self.drivers))
+
+
+def vma_kind(vmas: Sequence[tuple[str, int]], page: int) -> str:
+    """The kind of the vma (of ``vmas``, in address order) page ``page`` is in."""
+    for kind, n in vmas:
+        if page < n:
+            return kind
+        page -= n
+    raise IndexError(page)
 
 
 def _op_pages(op: Op) -> int:
@@ -240,9 +253,10 @@ def parse_op(token: str) -> Op:
                             f"known: {', '.join(sorted(OPERATIONS))}")
     raw_args = m.group("args")
     parts = [a for a in raw_args.split(",")] if raw_args is not None and raw_args.strip() else []
-    if len(parts) != len(spec.args):
-        want = f"{spec.name}({','.join(spec.args)})" if spec.args else spec.name
-        raise WorkloadError(f"workload: {token!r} takes {len(spec.args)} argument(s): {want}")
+    if not len(spec.args) - spec.optional <= len(parts) <= len(spec.args):
+        counts = (f"{len(spec.args) - spec.optional} to {len(spec.args)}" if spec.optional
+                  else str(len(spec.args)))
+        raise WorkloadError(f"workload: {token!r} takes {counts} argument(s): {spec.usage()}")
     args = tuple(_parse_arg(p, kind, token) for p, kind in zip(parts, spec.args))
     driver = int(m.group("driver")) if m.group("driver") is not None else 0
     if m.group("driver") is not None and not spec.driver_op:
@@ -309,6 +323,10 @@ def validate(wl: Workload, *, drivers: Sequence[str] | None = None) -> None:
                                         f"goes beyond the {npages} pages of the vmas")
                 if kind == "cpu" and isinstance(a, int) and a >= len(wl.cpus):
                     raise WorkloadError(f"workload: '{where}: there is no cpu{a}")
+            if op.name == "ksm" and isinstance(op.args[1], int) and op.args[1] < npages \
+                    and wl.page_kind(op.args[1]) != "a":
+                raise WorkloadError(f"workload: '{where}: page {op.args[1]} is not anonymous "
+                                    f"(the KSM page must be in an 'a' vma)")
             if spec.apis is not None and (wl.api or "2.6.27") not in spec.apis:
                 raise WorkloadError(f"workload: '{where}: {op.name} exists only in the "
                                     f"{'/'.join(spec.apis)} notifier API (set api=...)")
@@ -319,4 +337,4 @@ def validate(wl: Workload, *, drivers: Sequence[str] | None = None) -> None:
 
 
 __all__ = ["API_GENERATIONS", "DEFAULT_VMAS", "Op", "VMA_KINDS", "Workload", "WorkloadError",
-           "parse_op", "parse_workload", "validate"]
+           "parse_op", "parse_workload", "validate", "vma_kind"]

@@ -45,6 +45,7 @@ from mmemu.engine._execution import reach, step
 from mmemu.kernel.atomic import atomic_inc_not_zero
 from mmemu.kernel.locking import RwSemaphore, down_read, down_write, up_read, up_write
 from mmemu.mm.filemap import AddressSpace
+from mmemu.mm.ksm import ksm_make_stable
 from mmemu.mm.memory import fault_in, pte_get, pte_key, set_pte_at
 from mmemu.mm.mmap import (
     PAGE_SIZE,
@@ -53,10 +54,11 @@ from mmemu.mm.mmap import (
     VM_WRITE,
     MmStruct,
     do_mmap,
+    find_vma,
     mm_alloc,
     mmput,
 )
-from mmemu.mm.page import Page
+from mmemu.mm.page import Page, get_page
 from mmemu.mm.vmscan import PageLRU, lru_cache_add
 from mmemu.workload._text import Workload
 
@@ -92,6 +94,8 @@ class World:
         self.retired: list[Driver] = []
         #: mms created by fork
         self.children: list[MmStruct] = []
+        #: page number -> the KSM page there (built for ksm(p,q) operations)
+        self.ksm_pages: dict[int, Page] = {}
 
     # ------------------------------------------------------------ building
 
@@ -122,6 +126,23 @@ class World:
             set_pte_at(mm, addr, pte.replace(young=False))
             if not PageLRU(pte.page):
                 await lru_cache_add(pte.page)
+        # the KSM pages that ksm(p,q) operations merge into: ksmd's stable
+        # tree found page q first (write-protected, PageKsm); the world keeps
+        # a reference, standing for the stable tree's hold on its page
+        # (get_ksm_page's revalidation is not modelled)
+        for q in sorted({op.args[1] for ops in wl.cpus for op in ops if op.name == "ksm"}):
+            assert isinstance(q, int)
+            addr = self.addr(q)
+            stable_vma = find_vma(mm, addr)
+            pte = pte_get(mm, addr)
+            assert stable_vma is not None and pte is not None and pte.page is not None
+            ret = await ksm_make_stable(stable_vma, pte.page)
+            self.sim.check(ret == 0, f"ksm_make_stable(page at {q}) returned {ret} in setup")
+            await get_page(pte.page, label=f"the stable tree's page {q}")
+            self.ksm_pages[q] = pte.page
+            page_state = kernel.data.get("page_state")
+            if page_state is not None:
+                page_state.expect_held(pte.page)
         seen: dict[str, int] = {}
         for i, spec in enumerate(self.driver_specs):
             d = self.new_driver(i)
@@ -144,8 +165,8 @@ class World:
             d.rename(self.drivers[i].name)
         # callbacks after a detach are checked (CallbackAfterDetach): the
         # explorer must see them end (one step more per callback)
-        d._watch_detach = any(op.name in ("detach", "remove")
-                              for ops in self.workload.cpus for op in ops)
+        d._watch_detach = d.detach_waits_for_callbacks(self.api) and any(
+            op.name in ("detach", "remove") for ops in self.workload.cpus for op in ops)
         return d
 
     # ------------------------------------------------------------- helpers
@@ -154,11 +175,7 @@ class World:
         return self.base + page * PAGE_SIZE
 
     def kind(self, page: int) -> str:
-        for kind, n in self.workload.vmas:
-            if page < n:
-                return kind
-            page -= n
-        raise IndexError(page)
+        return self.workload.page_kind(page)
 
     def ran(self, what: str) -> None:
         """A coverage event: the operation ran (it was not skipped)."""

@@ -155,7 +155,7 @@ class HwTlbDriver(SeqDriver):
         super().__init__()
         self.hw = self.add_tlb("hw", key_name="va")
 
-    async def access(self, address: int) -> Page | None:
+    async def access(self, address: int, write: bool = False) -> Page | None:
         key = self.key_of(address)
         await spin_lock(self.lock, label="X. spin_lock(dev->lock)")
         entry = self.tlb.entries.get(key)

@@ -13,6 +13,8 @@ EXAMPLES = [
     "drivers=hmm,sva api=modern vmas=a3,p1; cpu0: remove insert(0-2) fault(1,r); "
     "cpu1: d1.get d1.put oomreap; cpu2: signal(0)",
     "drivers=tests/workload/fixtures.py:PinCacheDriver; cpu0: cpufault(4,w) age(4); cpu1:",
+    "api=modern; cpu0: fault(0,w) access(0,w) access(1); cpu1: fork mprotect(0-1,r) "
+    "madvise(2-3); cpu2: ksm(1,0) idle(0) scan(0-5) mprotect(4,none)",
 ]
 
 
