@@ -7,11 +7,12 @@ the drivers the suites that catch them run with (the mutant's ``applies``
 filter) -- and ``fuzz([driver], mutants=[m], seed=S, time=LIMIT)`` with
 everything else at its default.  Printed per mutant: the workload index
 that failed, the seconds and executions until it was found (the search),
-the seconds including the workload and schedule shrinking, and the minimal
-workload -- checked to pass without the mutant (a failure that does not
-need the mutant is a bug of the model, listed at the end, and the mutant
-counts as missed for that seed).  ``--seeds`` repeats the search with several seeds and prints the
-median.
+the seconds including the workload and schedule shrinking (wall, and the
+process's CPU: on a shared machine the wall time is the CPU time times the
+load), and the minimal workload -- checked to pass without the mutant (a
+failure that does not need the mutant is a bug of the model, listed at the
+end, and the mutant counts as missed for that seed).  ``--seeds`` repeats
+the search with several seeds and prints the median.
 
 Run: python benchmarks/fuzz.py [--limit 60] [--seeds 1] [--only kvm:no-count ...]
 """
@@ -79,18 +80,21 @@ def main() -> None:
     args = ap.parse_args()
     rows = [t for t in targets() if args.only is None or t[0] in args.only]
     print(f"{'mutant':40} {'driver':6} {'api':7} {'found':>9} {'found s':>8} {'execs':>7} "
-          f"{'total s':>8}  minimal workload")
+          f"{'total s':>8} {'cpu s':>6}  minimal workload")
     missed = 0
     model_bugs: list[tuple[str, str]] = []
     for mutant, driver, api in rows:
         found_s: list[float] = []
         total_s: list[float] = []
+        cpu_s: list[float] = []
         execs: list[int] = []
         last: Any = None
         for seed in range(args.seeds):
             t0 = time.perf_counter()
+            c0 = time.process_time()
             res = fuzz([driver], seed=seed, time=args.limit, mutants=[mutant], api=api)
             total_s.append(time.perf_counter() - t0)
+            cpu_s.append(time.process_time() - c0)
             if res.failure is None or res.workload is None:
                 continue
             # found because of the mutant?  The minimal workload must pass
@@ -105,12 +109,14 @@ def main() -> None:
         if not found_s:
             missed += 1
             print(f"{mutant:40} {driver:6} {api or '-':7} {'MISSED':>9} {'-':>8} {'-':>7} "
-                  f"{statistics.median(total_s):>8.1f}", flush=True)
+                  f"{statistics.median(total_s):>8.1f} {statistics.median(cpu_s):>6.1f}",
+                  flush=True)
             continue
         where = f"#{last.index}" if args.seeds == 1 else f"{len(found_s)}/{args.seeds}"
         print(f"{mutant:40} {driver:6} {api or '-':7} {where:>9} "
               f"{statistics.median(found_s):>8.1f} {int(statistics.median(execs)):>7} "
-              f"{statistics.median(total_s):>8.1f}  {last.workload}  ({last.failure.kind})",
+              f"{statistics.median(total_s):>8.1f} {statistics.median(cpu_s):>6.1f}  "
+              f"{last.workload}  ({last.failure.kind})",
               flush=True)
     print(f"{len(rows) - missed}/{len(rows)} mutants found within {args.limit:g}s")
     for mutant, wl in model_bugs:

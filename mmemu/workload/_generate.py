@@ -18,7 +18,12 @@ that every shipped driver mutant is found from the default settings):
   driver user, a thread of the process, or a kernel thread; each draws its
   operations mostly from its role;
 - a driver CPU sometimes starts by detaching and re-attaching (removing and
-  re-inserting) its driver, so that registration races with invalidations.
+  re-inserting) its driver, so that registration races with invalidations;
+- a driver's access after a write fault writes, other accesses write a
+  third of the time (the write is checked against a read-only pte);
+- ``ksm(p,q)`` merges into an anonymous page q (a hot one when there is
+  one); ``exit`` is never drawn with a driver whose exit the model does not
+  cover in that generation (``Driver.no_release_apis``).
 """
 
 from __future__ import annotations

@@ -39,10 +39,13 @@ def test_fuzz_is_deterministic_from_its_seed_in_one_process_or_two() -> None:
     """The same seed finds the same workload, shrinks it to the same minimal
     one and gives the same token, whether one process explores the
     workloads or two worker processes do."""
-    one = fuzz(["kvm"], seed=5, workloads=3, mutants=["kvm:no-retry"], plan=SMALL)
-    two = fuzz(["kvm"], seed=5, workloads=3, mutants=["kvm:no-retry"], plan=SMALL, jobs=2)
+    # seed 3: workload #3 is the first to fail (two workers explore #0..#3)
+    kw = {"seed": 3, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
+          "plan": SMALL}
+    one = fuzz(["kvm"], **kw)  # type: ignore[arg-type]
+    two = fuzz(["kvm"], jobs=2, **kw)  # type: ignore[arg-type]
     assert one.failure is not None and two.failure is not None
-    assert one.index is not None and one.index == two.index
+    assert one.index == two.index == 3
     assert str(one.original) == str(two.original)
     assert str(one.workload) == str(two.workload)
     assert one.failure.schedule == two.failure.schedule
