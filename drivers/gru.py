@@ -311,7 +311,9 @@ class GruDriver(Driver):
     #: generations whose gru_mmuops have no ->release (notifier:exit-vs-reclaim
     #: does not take them: see "Not modelled" in the module docstring)
     no_release_apis = ("modern",)
-    #: generations whose detach is mmu_notifier_unregister (modern: _put)
+    #: generations whose detach is mmu_notifier_unregister; the modern one is
+    #: mmu_notifier_put, which does not wait for walkers (the gms is freed
+    #: after an SRCU grace period): a callback may still run after it returned
     unregister_apis = ("2.6.27",)
 
     def __init__(self) -> None:
@@ -350,11 +352,6 @@ class GruDriver(Driver):
         Modern: gru_register_mmu_notifier -- mmu_notifier_get_locked under
         mmap_sem for write: the mm's gms, allocated by the first context."""
         self.kernel = kernel
-        # the modern detach is mmu_notifier_put, which does not wait for
-        # walkers (the gms is freed after an SRCU grace period): a callback
-        # may still run after it returned.  Per instance: the class flag
-        # (workloads' get/put operations) stays off.
-        self.notifier_get = self._modern()
         if not self._modern():
             return await super().attach(kernel, mm)
         self.mm = mm
