@@ -161,12 +161,14 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 exited = True
             args: list[int | tuple[int, int] | str] = []
             if name == "ksm":
-                # merge a page into a KSM page, which must be anonymous
-                anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
+                # merge a (mostly hot) page into another page, the KSM page,
+                # which must be anonymous
+                p = page()
+                anon = [q for q in range(npages) if vma_kind(vmas, q) == "a" and q != p]
                 if not anon:
                     continue
                 hot_anon = [q for q in hot if q in anon]
-                args = [page(), rng.choice(hot_anon or anon)]
+                args = [p, rng.choice(hot_anon or anon)]
             for kind in spec.args[len(args):len(spec.args) - spec.optional]:
                 if kind == "page":
                     args.append(page())

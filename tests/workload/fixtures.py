@@ -208,8 +208,14 @@ class PinCacheDriver(SeqDriver):
             await spin_lock(self.lock, label="P3. spin_lock(dev->lock) (refresh)")
             await mmemu.step("P4. retry? (refresh)", reads=(self.seq_key, self.active_key))
             if self.seq_refresh and (self.active or self.seq != seq):
+                busy = self.active != 0
                 await spin_unlock(self.lock, label="P4. spin_unlock(dev->lock) (retry)")
                 await put_page(page, label="P4. put_page (retry)")
+                # as the fault: wait for the invalidation in flight to end
+                # (retrying at once would spin against a preempted one)
+                while busy and self.active > 0:
+                    await block(self.active_key, "P4. woken: no range in flight",
+                                reads=(self.active_key,), why="dev->active to drop to 0")
                 continue
             old = self.pfncache.entries.get(key)
             await mmemu.step("P5. store the pinned pfn in the cache",

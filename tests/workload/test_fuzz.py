@@ -35,6 +35,15 @@ def test_generation_is_a_function_of_seed_and_index_in_any_process() -> None:
         assert str(parse_workload(text)) == text
 
 
+def test_the_generator_draws_every_operation() -> None:
+    from mmemu.workload import OPERATIONS
+
+    settings = GenSettings(drivers=("kvm", "gru", "hmm", "sva"))
+    drawn = {op.name for i in range(400) for ops in generate(0, i, settings).cpus
+             for op in ops}
+    assert drawn == set(OPERATIONS), set(OPERATIONS) - drawn
+
+
 def test_fuzz_is_deterministic_from_its_seed_in_one_process_or_two() -> None:
     """The same seed finds the same workload, shrinks it to the same minimal
     one and gives the same token, whether one process explores the
