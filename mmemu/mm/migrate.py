@@ -273,7 +273,10 @@ async def migrate_pages(page: Page, newpage: Page) -> int:
     with span("migrate_pages"):
         await step("unmap_and_move: page_count(page) == 1?", reads=(page._count,))
         if page._count.counter == 1:
-            # freed under us: only the isolation reference is left
+            # freed under us: only the isolation reference is left, and
+            # move_newpage's putback_lru_page(page) drops it (rc != -EAGAIN):
+            # the page is freed here
+            await put_page(page, label="move_newpage: putback_lru_page(page) (freed under us)")
             await put_page(newpage, label="move_newpage: put_page(newpage)")
             return 0
         await lock_page(page, label="1. lock_page(page)")

@@ -59,6 +59,13 @@ def test_new_call_sites_as_operations(wl: str, mutant: str) -> None:
     assert res.failure is not None, mutant
 
 
+def test_migration_of_a_page_truncated_under_it_frees_it() -> None:
+    # found by the fuzzer (PageLeak): unmap_and_move's "freed under us"
+    # path must drop the isolation reference (putback_lru_page)
+    res = _dfs("drivers=kvm vmas=s2; cpu0: migrate(1); cpu1: truncate(0)", bound=1)
+    assert res.ok and res.exhausted, res.failure.report() if res.failure else ""
+
+
 def test_the_same_driver_class_twice_is_two_notifiers() -> None:
     # only the second instance faults: the failure names it
     wl = "drivers=kvm,kvm vmas=a2; cpu0: d1.fault(1,w) d1.access(1); cpu1: munmap(1)"
