@@ -339,7 +339,7 @@ class Driver:
             reads += (e.page._count,)
         # the same words as the shadow TLB's reports ("kvm va 0x10000000")
         await step(f"{self.name}: access {self.tlb.describe(key).split(' ', 1)[1]}", reads=reads)
-        return self.tlb.access(key)
+        return self.tlb.access(key, write=write)
 
     async def detach(self) -> None:
         await mmu_notifier_unregister(self.mn, self.mm)

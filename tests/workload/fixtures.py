@@ -169,7 +169,7 @@ class HwTlbDriver(SeqDriver):
         got = self.hw.entries.get(key)
         await mmemu.step("X. hw TLB access", reads=(self.hw.slot(key),) + (
             (got.page._count,) if got is not None else ()))
-        return self.hw.access(key)
+        return self.hw.access(key, write=write)
 
     async def zap(self, start: int, end: int, why: str) -> None:
         await super().zap(start, end, why)

@@ -49,6 +49,8 @@ def test_two_drivers_of_different_classes_are_both_checked(who: str, mutant: str
 
 @pytest.mark.parametrize("wl, mutant", [
     # the new call sites as operations: each is the one that notifies there
+    ("vmas=a1; cpu0: fault(0,w) access(0,w); cpu1: fork", "memory:fork-no-notify"),
+    ("vmas=a1; cpu0: fault(0,w) access(0,w); cpu1: mprotect(0,r)", "mprotect:no-notify"),
     ("vmas=a2; cpu0: fault(1,w) access(1); cpu1: ksm(1,0)", "ksm:replace-no-notify"),
     ("api=modern vmas=a2; cpu0: fault(1,w) access(1); cpu1: ksm(1,0)",
      "ksm:change-pte-outside-range"),
