@@ -339,7 +339,14 @@ class Driver:
             reads += (e.page._count,)
         # the same words as the shadow TLB's reports ("kvm va 0x10000000")
         await step(f"{self.name}: access {self.tlb.describe(key).split(' ', 1)[1]}", reads=reads)
-        return self.tlb.access(key, write=write)
+        # a write is checked against the translation and the CPU pte, except
+        # in a TLB that caches the CPU page tables (arch_invalidate_secondary_
+        # tlbs): it is flushed after the pte changes, like the CPU's own TLB,
+        # so a write in between goes through a stale entry as a CPU's may.  A
+        # driver with its own page tables zaps them in invalidate_range_start,
+        # before the pte changes: a write after that is a bug.
+        checked = write and self.arch_invalidate_secondary_tlbs is None
+        return self.tlb.access(key, write=checked)
 
     async def detach(self) -> None:
         await mmu_notifier_unregister(self.mn, self.mm)
