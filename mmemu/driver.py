@@ -345,6 +345,10 @@ class Driver:
         # so a write in between goes through a stale entry as a CPU's may.  A
         # driver with its own page tables zaps them in invalidate_range_start,
         # before the pte changes: a write after that is a bug.
+        # A write through a read-only translation is refused by the hardware
+        # (the device takes a write fault): nothing is written.
+        if write and e is not None and e.writable is False:
+            return None
         checked = write and self.arch_invalidate_secondary_tlbs is None
         return self.tlb.access(key, write=checked)
 
