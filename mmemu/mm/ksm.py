@@ -99,6 +99,20 @@ CHANGE_PTE_OUTSIDE_RANGE = mmemu.register_mutant(
         "contract the 2.6.32 call sequence frees the merged page under their translations.",
     applies=lambda params: params.get("api") == "modern")
 
+REPLACE_NO_PTE_SAME = mmemu.register_mutant(
+    "ksm:replace-no-pte-same",
+    "replace_page switches the pte to the KSM page without checking, under the PTL, that "
+    "it is still the read-only pte write_protect_page left",
+    caught_as="InvariantViolation (a page count or mapcount that no pte accounts for: the "
+              "KSM page installed over a pte a zap already took, or over the private copy "
+              "a write fault made meanwhile)",
+    doc="write_protect_page drops the PTL before replace_page takes it again, and a zap "
+        "(madvise, munmap under mmap_sem read in later kernels' zap paths) or a write "
+        "fault's COW may change the pte in between.  2.6.32's replace_page tests "
+        "pte_same(*ptep, orig_pte) and gives up otherwise; without that test (a step "
+        "removed on purpose) it drops the old page's rmap and reference a second time, or "
+        "throws away the writer's copy.")
+
 
 #: coverage events
 PINNED = "ksm: write_protect_page found the page pinned (no merge)"
@@ -184,7 +198,7 @@ async def replace_page(vma: VmAreaStruct, page: Page, kpage: Page, orig_pte: Pte
                 mm, addr, addr + PAGE_SIZE, event=mmu_notifier.MMU_NOTIFY_CLEAR)
         await spin_lock(ptl, label="R1. replace_page: pte_offset_map_lock")
         await step("R1. pte_same(*ptep, orig_pte)?", reads=(k,))
-        if pte_get(mm, addr) is orig_pte:
+        if pte_get(mm, addr) is orig_pte or mmemu.mutant(REPLACE_NO_PTE_SAME):
             await step("R2. get_page(kpage); page_add_anon_rmap(kpage)",
                        writes=(kpage._count, kpage._mapcount))
             get_page_locked(kpage)
@@ -261,5 +275,5 @@ async def ksm_make_stable(vma: VmAreaStruct, page: Page) -> int:
     return ret
 
 
-__all__ = ["CHANGE_PTE_OUTSIDE_RANGE", "REPLACE_NO_NOTIFY", "ksm_make_stable", "ksm_merge_page",
+__all__ = ["CHANGE_PTE_OUTSIDE_RANGE", "REPLACE_NO_NOTIFY", "REPLACE_NO_PTE_SAME", "ksm_make_stable", "ksm_merge_page",
            "pages_identical", "replace_page", "try_to_merge_one_page", "write_protect_page"]

@@ -18,7 +18,7 @@ SUITES = {"cow:fork-vs-munmap": "ForkLostPage", "cow:fork-vs-fault": "RmapMisses
 
 @pytest.mark.parametrize("suite", sorted(SUITES))
 def test_correct_model_passes_and_reaches_both_orders(suite: str) -> None:
-    res = explore(suite, bound=None)
+    res = explore(suite)
     assert res.failure is None, res.failure.report()
     assert not res.coverage.unreached, res.coverage.unreached
     sc = get_scenario(suite)

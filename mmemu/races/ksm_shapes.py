@@ -1,0 +1,157 @@
+"""Race suites for KSM against the process that owns the page: ksmd merges a
+page while the process writes it.
+
+Emulates: mm/ksm.c (try_to_merge_one_page, write_protect_page,
+replace_page: 2.6.32 in the "2.6.27" generation) against mm/memory.c
+(handle_pte_fault, do_wp_page)
+
+The merge is safe only because every step that changes the pte
+(write_protect_page's clear and read-only set, replace_page's switch to the
+KSM page) runs under the PTL, re-checks the pte it read, and holds the page
+lock that do_wp_page needs to reuse the page in place.  The checks, at the
+end:
+- the page at the address is either the KSM page, read-only, or a private
+  page the process may write: never the KSM page writable;
+- every page's count and mapcount match the ptes that map it (a fault
+  that slipped in between two of ksmd's steps shows up as a page mapped
+  twice or leaked; a merged page not freed as a count too high).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mmemu
+from mmemu.check import boot_checked
+from mmemu.engine import InvariantViolation
+from mmemu.kernel.locking import down_write, up_write
+from mmemu.mm.ksm import MERGED, REPLACE_NO_PTE_SAME, ksm_make_stable, ksm_merge_page
+from mmemu.mm.memory import COW_COPIED, fault_in, pte_get, set_pte_at
+from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
+from mmemu.mm.page import Page
+from mmemu.races.mm import check_page_refs
+
+
+class WritableKsmPage(InvariantViolation):
+    """A pte maps a KSM page writable: a write would change every sharer."""
+
+
+async def _ksm_setup(sim: Any) -> tuple[Any, MmStruct, int, Page]:
+    """Setup: an mm with two written anonymous pages; the first becomes the
+    KSM page, the second (at the returned address) is writable, clean and
+    old.  Returns (kernel, mm, address, KSM page)."""
+    kernel = boot_checked(sim, npages=8)
+    mm = mm_alloc(kernel)
+    await down_write(mm.mmap_sem)
+    vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE)
+    await up_write(mm.mmap_sem)
+    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
+    await fault_in(mm, a0, write=True)
+    await fault_in(mm, a1, write=True)
+    kpage = pte_get(mm, a0).page  # type: ignore[union-attr]
+    pte = pte_get(mm, a1)
+    assert kpage is not None and pte is not None and pte.page is not None
+    set_pte_at(mm, a1, pte.replace(dirty=False, young=False))
+    sim.check(await ksm_make_stable(vma, kpage) == 0, "ksm_make_stable failed")
+    return kernel, mm, a1, kpage
+
+
+@mmemu.scenario("ksm:merge-vs-write-fault", reaches=[MERGED, COW_COPIED])
+async def merge_vs_write_fault(sim: Any) -> None:
+    """ksmd merges a page while the process writes it.
+
+    The page was written before (writable, but clean and old: the write
+    fault has to set the dirty and accessed bits, a new pte).
+
+    CPU0 (ksmd: try_to_merge_one_page)         CPU1 (write fault)
+    0. follow_page (ref); trylock_page         F1. entry = *pte
+    W1. PTL; the pte maps the page?            F2. PTL; pte_same(entry)?
+    W2. ptep_clear_flush; pin check                writable: set the dirty and
+    W3. set_pte_at_notify(read-only); unlock       young bits (a new pte);
+    R1. PTL; pte_same(orig)? else no merge         read-only: do_wp_page
+    R2. get_page(kpage); mapcount(kpage)++     F3. do_wp_page: not the KSM
+    R3. ptep_clear_flush; set_pte_at_notify        page and mapped once:
+       (kpage, read-only)                          reuse in place; else copy
+    R4. page_remove_rmap; put_page; unlock         (COW), set_pte_at the
+    5. unlock_page; put_page (freed)               copy, writable
+
+    There are 3 critical interleavings that matter:
+    - F2 before W1: the fault's new pte (dirty) is what ksmd protects and
+      replaces; the merge goes through (the write came first);
+    - F2 between W3 and R1: the pte is read-only; do_wp_page reuses the
+      page in place (the model's do_wp_page does not take the page lock
+      2.6.27 tries first -- ksmd holds it, and the kernel would copy); either
+      way the pte changed and R1's pte_same fails: nothing is merged.
+      Without R1's test (mutant ``ksm:replace-no-pte-same``) the merge
+      throws the write away -- invisible here, since the model keeps no
+      page contents and reuses the page (ksm:merge-vs-zap catches it);
+    - F2 after R4: the pte maps the KSM page read-only; do_wp_page copies
+      it for the writer.
+    Without the PTL in W (mutation benchmark's
+    ``ksm:write_protect_page:lock-pair:1``) F1-F2 see the pte cleared by W2
+    and do_anonymous_page maps a new page that W3 overwrites (a leaked,
+    "mapped" page); without R2's mapcount (``ksm:replace_page:seq-update:1``)
+    the KSM page's mapcount is short by one.
+
+    Harmless: the whole fault before 0 or after 5.
+    """
+    kernel, mm, a1, kpage = await _ksm_setup(sim)
+
+    async with sim.cpus() as cpus:
+        cpus.start(ksm_merge_page, mm, a1, kpage, name="ksmd")
+        cpus.start(fault_in, mm, a1, True, name="writer")
+    now = pte_get(mm, a1)
+    sim.check(now is not None and now.present and now.page is not None,
+              f"after the write fault the pte is {now!r}")
+    assert now is not None
+    if now.page is kpage and now.write:
+        raise WritableKsmPage(f"the pte at {a1:#x} maps the KSM page{kpage.pfn} writable",
+                              details=kpage.dump())
+    sim.check(now.page is kpage or now.write,
+              f"the write fault returned but the pte at {a1:#x} is read-only: {now!r}")
+    check_page_refs(sim, kernel)
+
+
+@mmemu.scenario("ksm:merge-vs-zap", reaches=[MERGED], catches=[REPLACE_NO_PTE_SAME])
+async def merge_vs_zap(sim: Any) -> None:
+    """ksmd merges a page while the process zaps it (madvise(MADV_DONTNEED):
+    mmap_sem for read, like ksmd -- the two run side by side).
+
+    CPU0 (ksmd)                                CPU1 (madvise DONTNEED)
+    0. down_read; follow_page (ref);           Z1. down_read(mmap_sem)
+       trylock_page                            Z2. range_start; PTL
+    W1-W3. under the PTL: the pte maps the     Z3. zap the pte: page_remove_
+       page? clear; pin check; read-only           rmap; the pte's reference
+    R1. PTL; pte_same(orig)? else no merge         to the tlb gather; unlock
+    R2-R4. the pte maps kpage; rmap and        Z4. tlb_finish_mmu: free the
+       reference of the page dropped               gathered pages; range_end
+    5. unlock_page; put_page; up_read
+
+    There are 3 critical interleavings that matter:
+    - Z3 before W1: W1 finds no pte, nothing is merged; 5's put frees the
+      page;
+    - Z3 between W3 and R1: R1's pte_same fails (the pte is none): no
+      merge, 5 frees the page.  Without R1's test (mutant
+      ``ksm:replace-no-pte-same``) R2-R4 map kpage where the zap left no
+      pte and drop the old page's rmap and reference a second time;
+    - Z3 after R4: the zap takes kpage's pte (kpage's mapcount and count
+      go back down by one).
+    Without the PTL in W or R (the mutation benchmark's
+    ``ksm:write_protect_page:lock-pair:1``, ``ksm:replace_page:lock-pair:1``)
+    the zap and the merge both drop the old page's mapping, or the merge
+    installs kpage over a pte the zap already took.
+
+    Harmless: the zap entirely before 0 (no page to merge) or after 5.
+    """
+    kernel, mm, a1, kpage = await _ksm_setup(sim)
+    async with sim.cpus() as cpus:
+        cpus.start(ksm_merge_page, mm, a1, kpage, name="ksmd")
+        cpus.start(sys_madvise, mm, a1, PAGE_SIZE, MADV_DONTNEED, name="madvise")
+    now = pte_get(mm, a1)
+    sim.check(now is None or not now.present,
+              f"madvise(MADV_DONTNEED) returned but the pte at {a1:#x} is {now!r}")
+    check_page_refs(sim, kernel)
+
+
+__all__ = ["WritableKsmPage", "merge_vs_write_fault", "merge_vs_zap"]
