@@ -117,6 +117,7 @@ REPLACE_NO_PTE_SAME = mmemu.register_mutant(
 #: coverage events
 PINNED = "ksm: write_protect_page found the page pinned (no merge)"
 MERGED = "ksm: replace_page merged the page into the KSM page"
+PIN_CHECKED = "ksm: write_protect_page compared the page's count with its mappings"
 
 
 def pages_identical(page: Page, kpage: Page) -> bool:
@@ -153,6 +154,7 @@ async def write_protect_page(vma: VmAreaStruct, page: Page) -> Pte | None:
                 await step("W2. page_mapcount + 1 + swapped == page_count?",
                            reads=(page._count, page._mapcount))
                 swapped = 0  # swap-cache KSM candidates are not modelled
+                reach(PIN_CHECKED)
                 if page._mapcount.counter + 1 + 1 + swapped != page._count.counter:
                     # O_DIRECT or a GUP holder: give the pte back as it was
                     reach(PINNED)

@@ -119,3 +119,21 @@ def test_change_pte_outside_the_range_is_the_2_6_32_sequence_and_applies_only_to
     assert m.applies_to({"driver": "kvm", "api": "modern"})
     assert not m.applies_to({"driver": "kvm"})           # that *is* the 2.6.27 generation
     assert not m.applies_to({"driver": "sva", "api": "modern"})  # flushed under the PTL
+
+
+def test_a_correct_pinning_driver_is_not_a_vacuous_run() -> None:
+    """A driver that keeps a long-term page reference (a pfn cache) makes
+    write_protect_page refuse every merge: correct kernel behaviour, so the
+    suite's goal is the pin check itself, not the merge."""
+    from pathlib import Path
+    fixture = Path(__file__).resolve().parents[1] / "workload" / "fixtures.py"
+    res = mmemu.explore("ksm:merge-vs-guest-fault", strategy="dfs", max_preemptions=2,
+                        params={"driver": f"{fixture}:PinCacheDriverFixed"})
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted
+    assert not res.coverage.unreached, res.coverage.unreached
+    # the shipped KVM still has to meet both outcomes
+    res = mmemu.explore("ksm:merge-vs-guest-fault", strategy="dfs", max_preemptions=2,
+                        params={"driver": "kvm"})
+    assert res.failure is None and not res.coverage.unreached
+    assert len(res.coverage.goals) == 3
