@@ -131,6 +131,15 @@ class PteVmaChecker:
         """``kernel.pte_hooks``: the page/permission rules of a pte being set."""
         if new is None or not new.present or new.page is None:
             return
+        if (old is not None and old.present and old.page is new.page
+                and (old.write or not new.write)):
+            # A rewrite that grants nothing new (ptep_clear_flush_young,
+            # pte_mkclean, a write-protect): the pte was judged when it was
+            # installed.  Judging it now against the vma would flag the
+            # kernel's own windows -- mprotect sets vm_flags before
+            # change_protection write-protects the ptes, and reclaim may
+            # clear the young bit in between.  The end check still applies.
+            return
         vma = _cover(mm, address)
         if vma is None:
             return  # judged at the end (see the module docstring)
