@@ -63,6 +63,7 @@ from mmemu.mm.mmu_notifier import (
 from mmemu.mm.oom_kill import oom_reap_task
 from mmemu.mm.truncate import vmtruncate
 from mmemu.mm.vmscan import reclaim_page
+from mmemu.races._filters import driver_class
 from mmemu.races.mm import file_with_pages
 from mmemu.races.notifier import DRIVER_AXES, _hears_exit, driver_of, guest, guest_fault
 
@@ -193,28 +194,15 @@ async def detach_and_free(w: NotifierWatch) -> None:
     await w.kfree()
 
 
-def _cls(params: dict[str, Any]) -> Any:
-    """The driver class of a suite combination (None: no driver parameter,
-    or a driver that fails to load -- the run reports that)."""
-    from mmemu.driver import DriverLoadError, load_driver
-    spec = params.get("driver")
-    if not spec:
-        return None
-    try:
-        return load_driver(str(spec))
-    except DriverLoadError:
-        return None
-
-
 def _interval(params: dict[str, Any]) -> bool:
     """The driver is an interval notifier (on the mm's interval tree)."""
-    return bool(getattr(_cls(params), "interval_notifier", False))
+    return bool(getattr(driver_class(params), "interval_notifier", False))
 
 
 def _unregisters(params: dict[str, Any]) -> bool:
     """The driver leaves with mmu_notifier_unregister of its own hlist
     notifier (the base class's detach)."""
-    cls = _cls(params)
+    cls = driver_class(params)
     if cls is None or _interval(params):
         return False
     # a driver that overrides detach per generation lists where it still
@@ -227,7 +215,7 @@ def _unregisters(params: dict[str, Any]) -> bool:
 
 def _brackets(params: dict[str, Any]) -> bool:
     """The driver counts invalidate_range_start/end brackets on the hlist."""
-    cls = _cls(params)
+    cls = driver_class(params)
     return (cls is not None and not _interval(params)
             and getattr(cls, "invalidate_range_start", None) is not None
             and getattr(cls, "invalidate_range_end", None) is not None)
@@ -637,7 +625,7 @@ def count_sections(driver: Driver) -> None:
                 catches=["kvm:zap-first-page-only"],
                 reaches=lambda p: [NESTED] if _brackets(p) or _interval(p) else
                 [f"callback:{driver_of(p)}->arch_invalidate_secondary_tlbs"]
-                if getattr(_cls(p), "arch_invalidate_secondary_tlbs", None) is not None else [])
+                if getattr(driver_class(p), "arch_invalidate_secondary_tlbs", None) is not None else [])
 async def range_nested(sim: Any) -> None:
     """Two threads madvise(MADV_DONTNEED) overlapping ranges of one two-page
     anonymous vma: two invalidations of the mm in flight at once, one
