@@ -21,8 +21,9 @@ from mmemu.check import boot_checked
 from mmemu.driver import guarded, new_driver, supports_api
 from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.ksm import MERGED, PIN_CHECKED, PINNED, ksm_make_stable, ksm_merge_page
-from mmemu.mm.memory import fault_in, pte_get
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.memory import fault_in, pte_get, set_pte_at
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
+from mmemu.mm.page import Page
 from mmemu.races.notifier import DRIVER_AXES, Guest, guest_fault
 
 
@@ -44,6 +45,28 @@ def _ksm_goals(params: dict[str, Any]) -> list[str]:
         if cls.name == "kvm":
             goals.append(PINNED)
     return goals
+
+
+async def ksm_setup(sim: Any, *, clean_old: bool = False) -> tuple[Any, MmStruct, int, Page]:
+    """Setup of the KSM suites: an mm with two written anonymous pages; the
+    first becomes the KSM page, the second (at the returned address) is the
+    merge candidate -- made clean and old first with ``clean_old``.
+    Returns (kernel, mm, address of the candidate, KSM page)."""
+    kernel = boot_checked(sim, npages=8)
+    mm = mm_alloc(kernel)
+    await down_write(mm.mmap_sem)
+    vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE)
+    await up_write(mm.mmap_sem)
+    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
+    await fault_in(mm, a0, write=True)
+    await fault_in(mm, a1, write=True)
+    kpage = pte_get(mm, a0).page  # type: ignore[union-attr]
+    pte = pte_get(mm, a1)
+    assert kpage is not None and pte is not None and pte.page is not None
+    if clean_old:
+        set_pte_at(mm, a1, pte.replace(dirty=False, young=False))
+    sim.check(await ksm_make_stable(vma, kpage) == 0, "ksm_make_stable failed")
+    return kernel, mm, a1, kpage
 
 
 @mmemu.scenario("ksm:merge-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,
@@ -84,18 +107,9 @@ async def merge_vs_guest_fault(sim: Any) -> None:
     Harmless: F4 after R4 (the guest maps the KSM page read-only); the
     guest's access through a translation ->change_pte rewrote.
     """
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
-    await fault_in(mm, a0, write=True)
-    await fault_in(mm, a1, write=True)
-    kpage = pte_get(mm, a0).page  # type: ignore[union-attr]
+    kernel, mm, a1, kpage = await ksm_setup(sim)
     page = pte_get(mm, a1).page  # type: ignore[union-attr]
-    assert kpage is not None and page is not None
-    sim.check(await ksm_make_stable(vma, kpage) == 0, "ksm_make_stable failed")
+    assert page is not None
     driver = new_driver(sim)
     ret = await driver.attach(kernel, mm)
     sim.check(ret == 0, f"{driver.name}: attach returned {ret}")
@@ -118,4 +132,4 @@ async def merge_vs_guest_fault(sim: Any) -> None:
         sim.check(pte is not None and pte.page is page, f"no merge, but the pte is {pte!r}")
 
 
-__all__ = ["merge_vs_guest_fault"]
+__all__ = ["ksm_setup", "merge_vs_guest_fault"]

@@ -22,39 +22,17 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.engine import InvariantViolation
-from mmemu.kernel.locking import down_write, up_write
-from mmemu.mm.ksm import MERGED, REPLACE_NO_PTE_SAME, ksm_make_stable, ksm_merge_page
+from mmemu.mm.ksm import MERGED, REPLACE_NO_PTE_SAME, ksm_merge_page
 from mmemu.mm.memory import COW_COPIED, fault_in, pte_get, set_pte_at
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
-from mmemu.mm.page import Page
+from mmemu.mm.mmap import PAGE_SIZE
+from mmemu.races.ksm import ksm_setup
 from mmemu.races.mm import check_page_refs
 
 
 class WritableKsmPage(InvariantViolation):
     """A pte maps a KSM page writable: a write would change every sharer."""
-
-
-async def _ksm_setup(sim: Any) -> tuple[Any, MmStruct, int, Page]:
-    """Setup: an mm with two written anonymous pages; the first becomes the
-    KSM page, the second (at the returned address) is writable, clean and
-    old.  Returns (kernel, mm, address, KSM page)."""
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
-    await fault_in(mm, a0, write=True)
-    await fault_in(mm, a1, write=True)
-    kpage = pte_get(mm, a0).page  # type: ignore[union-attr]
-    pte = pte_get(mm, a1)
-    assert kpage is not None and pte is not None and pte.page is not None
-    set_pte_at(mm, a1, pte.replace(dirty=False, young=False))
-    sim.check(await ksm_make_stable(vma, kpage) == 0, "ksm_make_stable failed")
-    return kernel, mm, a1, kpage
 
 
 @mmemu.scenario("ksm:merge-vs-write-fault", reaches=[MERGED, COW_COPIED])
@@ -96,7 +74,7 @@ async def merge_vs_write_fault(sim: Any) -> None:
 
     Harmless: the whole fault before 0 or after 5.
     """
-    kernel, mm, a1, kpage = await _ksm_setup(sim)
+    kernel, mm, a1, kpage = await ksm_setup(sim, clean_old=True)
 
     async with sim.cpus() as cpus:
         cpus.start(ksm_merge_page, mm, a1, kpage, name="ksmd")
@@ -144,7 +122,7 @@ async def merge_vs_zap(sim: Any) -> None:
 
     Harmless: the zap entirely before 0 (no page to merge) or after 5.
     """
-    kernel, mm, a1, kpage = await _ksm_setup(sim)
+    kernel, mm, a1, kpage = await ksm_setup(sim, clean_old=True)
     async with sim.cpus() as cpus:
         cpus.start(ksm_merge_page, mm, a1, kpage, name="ksmd")
         cpus.start(sys_madvise, mm, a1, PAGE_SIZE, MADV_DONTNEED, name="madvise")
