@@ -321,3 +321,58 @@ def test_every_suite_of_the_main_job_is_clean_under_the_new_checkers() -> None:
                         executions=5000)
     assert res.failure is None and res.exhausted
 
+
+
+# ------------------------------------------- mprotect's vm_flags window
+#
+# mprotect_fixup stores the new vm_flags before change_protection rewrites
+# the ptes (2.6.27 and today; both under mmap_sem for write), so for a few
+# steps a writable pte sits in a vma without VM_WRITE.  Reclaim's
+# try_to_unmap_one / page_referenced_one clear the young bit in that window
+# (ptep_clear_flush_young: PTL only, no mmap_sem).  The default `mmemu fuzz`
+# found the false positive this caused (fixed in 6b8f4db).
+
+_WINDOW = "drivers=kvm vmas=s1; cpu0: fault(0,{rw}); cpu1: reclaim(0); cpu2: mprotect(0,none)"
+
+
+def _young_clear_in_mprotect_window(rw: str) -> Any:
+    from mmemu.testing import force
+    return force("workload:run", [
+        (0, f"fault(0,{rw}): kvm device file done"),
+        (2, "mprotect_fixup: vma->vm_flags = newflags"),
+        (1, "ptep_clear_flush_young"),
+    ], params={"workload": _WINDOW.format(rw=rw)})
+
+
+def test_a_young_clear_between_mprotects_vm_flags_and_change_protection_is_no_bad_pte() -> None:
+    out = _young_clear_in_mprotect_window("w")
+    assert out.failure is None, out.failure.report()
+    events = out.trace.events
+    labels = [(e.cpu, e.label) for e in events]
+    # the window was really reached: the pte was young and writable, and
+    # cleared after the vm_flags store, before change_pte_range
+    i_flags = labels.index((2, "mprotect_fixup: vma->vm_flags = newflags"))
+    i_young = labels.index((1, "ptep_clear_flush_young"))
+    i_modify = next(i for i, (c, lb) in enumerate(labels)
+                    if c == 2 and lb.startswith("3. change_pte_range: pte_modify"))
+    assert i_flags < i_young < i_modify
+    assert (0, "do_wp_page: reuse, ptep_set_access_flags") in labels[:i_flags]
+
+
+def test_a_rewrite_in_that_window_that_grants_write_is_still_flagged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A broken aging that makes a read-only pte writable in the same window:
+    the rewrite grants write in a vma without VM_WRITE, flagged at once."""
+    from mmemu.mm import memory
+
+    def buggy_test_and_clear_young(mm: Any, address: int) -> bool:
+        pte = pte_get(mm, address)
+        if pte is not None and pte.present:
+            set_pte_at(mm, address, pte.replace(young=False, write=True))
+            return True
+        return False
+
+    monkeypatch.setattr(memory, "_ptep_test_and_clear_young", buggy_test_and_clear_young)
+    f = _young_clear_in_mprotect_window("r").failure
+    assert f is not None and f.kind == "BadPtePermission", f
+    assert "no VM_WRITE" in f.message and "'ptep_clear_flush_young' on cpu1" in f.message
