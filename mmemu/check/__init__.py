@@ -1,6 +1,7 @@
 """Sanitizers that watch the emulated kernel: page state, leaks and data
 loss (page_state), secondary-MMU use-after-free (shadow_tlb), ptes against
-their vmas (pte_vma), the mmu-notifier contract on both sides (notifier).
+their vmas (pte_vma), the mmu-notifier contract on both sides (notifier),
+mapcounts, rss counters and map_count against what they count (counters).
 Lockdep lives with the locks (mmemu.kernel.locking); coverage goals with
 the engine (mmemu.engine._coverage).
 
@@ -23,6 +24,7 @@ INSTALLERS: list[str] = [
     "mmemu.check.shadow_tlb:install",
     "mmemu.check.pte_vma:install",
     "mmemu.check.notifier:install",
+    "mmemu.check.counters:install",
 ]
 
 

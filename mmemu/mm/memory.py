@@ -1062,6 +1062,15 @@ async def unmap_page_range(tlb: MmuGather, vma: VmAreaStruct, start: int, end: i
                 if pte.swp is not None and pte.swp.type == "swap":
                     from mmemu.mm.swapfile import free_swap_and_cache
                     await free_swap_and_cache(pte.swp)  # nothing for a migration entry
+                elif pte.swp is not None and pte.swp.page is not None:
+                    # a migration entry carries its page's rss count.  2.6.27
+                    # forgot it here (an rss leak nothing checked before
+                    # v3.5's check_mm); later kernels decrement it
+                    # (zap_pte_range's is_migration_entry branch), as here.
+                    if PageAnon(pte.swp.page):
+                        mm.anon_rss -= 1
+                    else:
+                        mm.file_rss -= 1
         if mmu_notifier.is_modern(mm):
             # tlb_flush_mmu_tlbonly under the PTL, before the gathered pages go
             await mmu_notifier.arch_invalidate_secondary_tlbs(mm, start, end)
@@ -1218,6 +1227,13 @@ def copy_one_pte(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
                 # COW mappings require pages in both parent and child to be set to read
                 pte = make_migration_entry(entry.page, False) if entry.page is not None else pte
                 set_pte_at(src_mm, address, pte)
+            # the child's entry carries the page's rss count, as in later
+            # kernels' copy_one_pte (2.6.27 forgot it: see zap_pte_range)
+            if entry.page is not None:
+                if PageAnon(entry.page):
+                    dst_mm.anon_rss += 1
+                else:
+                    dst_mm.file_rss += 1
         else:
             from mmemu.mm.swapfile import swap_duplicate
             swap_duplicate(entry.offset)  # the child's pte holds the slot too

@@ -237,10 +237,14 @@ async def __try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> 
                 page.flags |= PG_dirty
             if migration:
                 set_pte_at(mm, address, make_migration_entry(page, pteval.write))
-        if PageAnon(page):
-            mm.anon_rss -= 1
-        else:
-            mm.file_rss -= 1
+        # dec_mm_counter: the page leaves this mm -- but a migration entry
+        # keeps its page's rss count (2.6.27 decrements only in the swap and
+        # the plain file branches; remove_migration_pte adds nothing back)
+        if not migration:
+            if PageAnon(page):
+                mm.anon_rss -= 1
+            else:
+                mm.file_rss -= 1
         await page_remove_rmap(page, vma, label="6. page_remove_rmap")
         await put_page(page, label="6. page_cache_release (the pte's reference)")
         await spin_unlock(ptl, label="6. pte_unmap_unlock")

@@ -1,0 +1,180 @@
+"""The counters checker: _mapcount against the ptes, the rss counters
+against the page tables, map_count against the vma list -- each broken on
+purpose (a raw broken path, and mutants of the real code), and the correct
+paths silent, migration included (a migration entry keeps its rss count)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import mmemu
+import pytest
+
+from mmemu.check import INSTALLERS, boot_checked
+from mmemu.kernel.locking import down_write, spin_lock, spin_unlock, up_write
+from mmemu.mm.memory import fault_in, pte_get, pte_key, set_pte_at
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, do_munmap, mm_alloc
+
+from tests.check.test_pte_vma import _mutant
+
+
+def test_boot_checked_installs_the_counters_checker() -> None:
+    assert "mmemu.check.counters:install" in INSTALLERS
+
+
+def run(body: Any, *, mutate: tuple[Any, str, tuple[str, str]] | None = None) -> mmemu.Result:
+    """``body(kernel, mm)`` on a booted, checked kernel, as one CPU."""
+
+    async def scenario(sim: Any) -> None:
+        kernel = boot_checked(sim, npages=8)
+        mm = mm_alloc(kernel)
+        async with sim.cpus() as cpus:
+            cpus.start(body, kernel, mm, name="cpu0")
+
+    return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=0), executions=10)
+
+
+async def _anon_vma(mm: Any, npages: int = 1) -> Any:
+    await down_write(mm.mmap_sem)
+    vma = await do_mmap(mm, 0, npages * PAGE_SIZE, VM_READ | VM_WRITE)
+    await up_write(mm.mmap_sem)
+    return vma
+
+
+async def _fault_and_unmap(kernel: Any, mm: Any) -> None:
+    vma = await _anon_vma(mm, 2)
+    await fault_in(mm, vma.vm_start, write=True)
+    await fault_in(mm, vma.vm_start + PAGE_SIZE, write=False)
+    await down_write(mm.mmap_sem)
+    await do_munmap(mm, vma.vm_start + PAGE_SIZE, PAGE_SIZE)
+    await up_write(mm.mmap_sem)
+
+
+def test_faults_and_munmap_keep_every_counter() -> None:
+    res = run(_fault_and_unmap)
+    assert res.failure is None, res.failure.report()
+
+
+# ------------------------------------------------------------ _mapcount
+
+
+def test_a_mapcount_with_no_pte_is_flagged() -> None:
+    async def body(kernel: Any, mm: Any) -> None:
+        vma = await _anon_vma(mm)
+        await fault_in(mm, vma.vm_start, write=True)
+        pte = pte_get(mm, vma.vm_start)
+        assert pte is not None and pte.page is not None
+        page = pte.page
+        # a broken copy_one_pte: write-protects the parent's pte, then
+        # page_dup_rmap and get_page, but no pte in the child
+        await spin_lock(mm.page_table_lock)
+        await mmemu.step("buggy copy_one_pte: page_dup_rmap without set_pte_at",
+                         writes=(pte_key(mm, vma.vm_start), page._mapcount, page._count))
+        set_pte_at(mm, vma.vm_start, pte.replace(write=False))
+        page._mapcount.counter += 1
+        page._count.counter += 1
+        await spin_unlock(mm.page_table_lock)
+
+    f = run(body).failure
+    assert f is not None and f.kind == "MapcountMismatch", f
+    assert "_mapcount 1 (2 mapping(s)) but 1 present pte(s) map it (mm1@" in f.message
+
+
+def test_a_pte_cleared_without_page_remove_rmap_is_flagged() -> None:
+    async def body(kernel: Any, mm: Any) -> None:
+        vma = await _anon_vma(mm)
+        await fault_in(mm, vma.vm_start, write=True)
+        # a broken zap: the pte goes, its reference and rss with it, but
+        # the mapcount stays (the page would be freed "still mapped")
+        from mmemu.mm.memory import pte_clear
+        await spin_lock(mm.page_table_lock)
+        await mmemu.step("buggy zap: pte_clear, no page_remove_rmap",
+                         writes=(pte_key(mm, vma.vm_start),))
+        pte_clear(mm, vma.vm_start)
+        mm.anon_rss -= 1
+        await spin_unlock(mm.page_table_lock)
+
+    f = run(body).failure
+    assert f is not None and f.kind == "MapcountMismatch", f
+    assert "but 0 present pte(s) map it (none)" in f.message
+
+
+# ------------------------------------------------------------------ rss
+
+
+def test_do_anonymous_page_without_inc_mm_counter_is_bad_rss(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmemu.mm import memory
+    mutated = _mutant(memory.do_anonymous_page, ("mm.anon_rss += 1", "pass"))
+    monkeypatch.setattr(memory.do_anonymous_page, "__code__", mutated.__code__)
+    f = run(_fault_and_unmap).failure
+    assert f is not None and f.kind == "BadRssCounter", f
+    assert "mm1 (live): anon_rss is -1, but its page tables map 1" in f.message
+    assert "Bad rss-counter state" in f.message
+
+
+def test_an_exited_mm_with_a_count_left_is_bad_rss() -> None:
+    async def body(kernel: Any, mm: Any) -> None:
+        from mmemu.mm.mmap import exit_mmap
+        vma = await _anon_vma(mm)
+        await fault_in(mm, vma.vm_start, write=True)
+        mm.file_rss += 1  # a broken path counted a page it never mapped
+        await exit_mmap(mm)
+
+    f = run(body).failure
+    assert f is not None and f.kind == "BadRssCounter", f
+    assert "mm1 (exited): file_rss is 1, but its page tables map 0" in f.message
+
+
+def test_migration_keeps_the_rss_counters() -> None:
+    """A migration entry keeps its page's count (2.6.27's try_to_unmap_one
+    and remove_migration_pte); before the fix the model decremented it at
+    unmap and never gave it back."""
+    res = mmemu.explore("migrate:fault-vs-migration", strategy=mmemu.DFS(max_preemptions=0),
+                        executions=50)
+    assert res.failure is None, res.failure.report()
+
+
+def test_try_to_unmap_one_dropping_rss_for_a_migration_entry_is_bad_rss(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model's old rule (decrement for a migration entry too), as a mutant."""
+    from mmemu.mm import rmap
+    mutated = _mutant(rmap.__try_to_unmap_one, ("        if not migration:\n", "        if True:\n"))
+    monkeypatch.setattr(rmap.__try_to_unmap_one, "__code__", mutated.__code__)
+    f = mmemu.explore("migrate:fault-vs-migration", strategy=mmemu.DFS(max_preemptions=0),
+                      executions=50).failure
+    assert f is not None and f.kind == "BadRssCounter", f
+    assert "file_rss is 0, but its page tables map 1" in f.message
+
+
+# ------------------------------------------------------------ map_count
+
+
+def test_link_list_without_map_count_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmemu.mm import mmap
+    mutated = _mutant(mmap._link_list, ("    mm.map_count += 1\n", "    pass\n"))
+    monkeypatch.setattr(mmap._link_list, "__code__", mutated.__code__)
+    f = run(_fault_and_unmap).failure
+    assert f is not None and f.kind == "BadMapCount", f
+    assert "mm1->map_count is -1 but its vma list holds 1 vma(s)" in f.message
+    assert "validate_mm" in f.message
+
+
+def test_a_broken_vm_next_chain_is_flagged() -> None:
+    async def body(kernel: Any, mm: Any) -> None:
+        vma = await _anon_vma(mm)
+        await _anon_vma(mm)
+        vma.vm_next = None  # a broken __vma_link_list: the tree has it, the list not
+
+    f = run(body).failure
+    assert f is not None and f.kind == "BadMapCount", f
+    assert "vm_next chain from mm->mmap is [" in f.message
+
+
+def test_source_of_the_mutated_lines_is_still_there() -> None:
+    """The mutants above edit real lines; a rename must update them."""
+    from mmemu.mm import memory, mmap, rmap
+    assert "mm.anon_rss += 1" in inspect.getsource(memory.do_anonymous_page)
+    assert "mm.map_count += 1" in inspect.getsource(mmap._link_list)
+    assert "if not migration:" in inspect.getsource(rmap.__try_to_unmap_one)
