@@ -31,9 +31,11 @@ from mmemu.engine import all_mutants, all_scenarios
 from mmemu.workload._fuzz import Plan, explore_plan, fuzz
 
 
-def targets() -> list[tuple[str, str, str | None]]:
+def targets(core: bool = True) -> list[tuple[str, str, str | None]]:
     """(mutant, driver, api) for every mutant a driver suite catches or a
-    driver carries, on the first driver/api it applies to (kvm first)."""
+    driver carries, on the first driver/api it applies to (kvm first), and
+    (``core``) every other mutant of a kernel path the workload operations
+    run, on kvm."""
     drivers = available_drivers()
     order = sorted(drivers, key=lambda d: (d != "kvm", d))
     all_scenarios_by_name = {s.name: s for s in all_scenarios()}
@@ -49,12 +51,19 @@ def targets() -> list[tuple[str, str, str | None]]:
         area = mut.name.split(":")[0]
         candidates = [area] if area in drivers else order
         if area not in drivers and mut.name not in catching:
-            # a core mutant of the interval tree: the interval-notifier drivers
             caught_by_interval = any(mut.name in all_scenarios_by_name[n].catches
                                      for n in interval)
-            if area != "mmu_notifier" or not caught_by_interval:
+            if area == "mmu_notifier" and caught_by_interval:
+                # a core mutant of the interval tree: the interval-notifier drivers
+                candidates = [d for d in order
+                              if getattr(load_driver(d), "interval_notifier", False)]
+            elif core:
+                # a core path no driver suite catches (pagecache, reclaim,
+                # truncate, fork, KSM...): the workload operations run it
+                # too, with any driver attached -- kvm
+                candidates = order[:1]
+            else:
                 continue
-            candidates = [d for d in order if getattr(load_driver(d), "interval_notifier", False)]
         for d in candidates:
             cls = load_driver(d)
             for api in ("2.6.27", "modern"):
@@ -82,8 +91,11 @@ def main() -> None:
                     help="--limit is wall-clock seconds (fuzz(time=...)), not CPU")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per mutant (median shown)")
     ap.add_argument("--only", nargs="*", default=None, help="these mutants only")
+    ap.add_argument("--drivers-only", action="store_true",
+                    help="only the mutants a driver suite catches or a driver carries")
     args = ap.parse_args()
-    rows = [t for t in targets() if args.only is None or t[0] in args.only]
+    rows = [t for t in targets(core=not args.drivers_only)
+            if args.only is None or t[0] in args.only]
     print(f"{'mutant':40} {'driver':6} {'api':7} {'found':>9} {'found s':>8} {'cpu s':>6} "
           f"{'execs':>7} {'total s':>8} {'cpu s':>6}  minimal workload")
     missed = 0

@@ -40,7 +40,7 @@ from mmemu.workload._text import API_GENERATIONS, Op, Workload, WorkloadError, v
 #: per role, (operation, weight)
 ROLES: dict[str, tuple[tuple[str, float], ...]] = {
     "driver": (("fault", 5.0), ("access", 3.0), ("detach", 0.6), ("attach", 0.5),
-               ("insert", 0.5), ("remove", 0.4), ("get", 0.5), ("put", 0.5)),
+               ("insert", 0.5), ("remove", 0.4), ("get", 0.8), ("put", 0.3)),
     "process": (("cpufault", 4.0), ("munmap", 3.0), ("mprotect", 1.5), ("madvise", 1.5),
                 ("fork", 1.0), ("exit", 1.2)),
     "kernel": (("reclaim", 3.0), ("migrate", 2.5), ("truncate", 2.0), ("age", 1.5),
@@ -50,6 +50,9 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
 #: how often a driver CPU starts by detaching and re-attaching its driver
 REATTACH = 0.2
+#: how often a workload ends with the driver's detach on CPU 0 against the
+#: process's exit on CPU 1 (when the drivers hear the exit)
+LIFECYCLE = 0.15
 
 
 @attrs.frozen
@@ -102,6 +105,13 @@ def apis_of(settings: GenSettings) -> list[str]:
     return apis
 
 
+def _count(rng: random.Random, most: int, *, least: int = 1, decay: float = 0.55) -> int:
+    """A number from ``least`` to ``most``, smaller ones more often (each
+    next one ``decay`` times as likely)."""
+    sizes = range(least, most + 1)
+    return int(_pick(rng, [(str(n), decay ** (n - least)) for n in sizes]))
+
+
 def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     """Workload number ``index`` of the run seeded with ``seed``."""
     rng = random.Random(f"mmemu-fuzz:{seed}:{index}")
@@ -113,14 +123,33 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     nvmas = rng.choice((1, 2, 2, 3))
     vmas = tuple((rng.choice("asp"), rng.choice((1, 2, 2, 3))) for _ in range(nvmas))
     npages = sum(n for _k, n in vmas)
-    hot = rng.sample(range(npages), k=min(npages, rng.choice((1, 1, 2))))
+    # the focus: one or two neighbouring pages of one vma that most page
+    # arguments name, so that operations meet on them; ranges contain a
+    # focus page anywhere (first, last or middle page of the range)
+    fv = rng.randrange(nvmas)
+    first = sum(n for _k, n in vmas[:fv])
+    width = 2 if vmas[fv][1] >= 2 and rng.random() < 0.5 else 1
+    flo = first + rng.randrange(vmas[fv][1] - width + 1)
+    focus = list(range(flo, flo + width))
+    anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
 
     def page() -> int:
-        return rng.choice(hot) if rng.random() < 0.8 else rng.randrange(npages)
+        return rng.choice(focus) if rng.random() < 0.8 else rng.randrange(npages)
 
-    exited = False
+    def page_range() -> tuple[int, int]:
+        p = page()
+        lo = max(0, p - rng.choice((0, 0, 1)))
+        return lo, min(npages - 1, max(p, lo + rng.choice((0, 1, 1, 2))))
+
+    ncpus = settings.cpus if settings.cpus <= 2 else _count(rng, settings.cpus, least=2,
+                                                            decay=0.8)
+    exit_ok = not any(api in classes[dn].no_release_apis for dn in drivers)
+    # the lifecycle shape: the driver goes away (detach / interval remove)
+    # while the process exits -- ->release against unregister
+    lifecycle = exit_ok and ncpus >= 2 and rng.random() < LIFECYCLE
+    exited = lifecycle
     cpus: list[tuple[Op, ...]] = []
-    for c in range(settings.cpus):
+    for c in range(ncpus):
         # CPU 0 uses a driver, CPU 1 invalidates (a kernel thread or a thread
         # of the process): every workload of two CPUs or more has a race
         # between the two sides; further CPUs take any role
@@ -128,9 +157,11 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             role = "driver"
         elif c == 1:
             role = _pick(rng, [rw for rw in ROLE_WEIGHTS if rw[0] != "driver"])
+            if lifecycle:
+                role = "process"
         else:
             role = _pick(rng, ROLE_WEIGHTS)
-        nops = rng.randint(1, settings.ops)
+        nops = _count(rng, settings.ops)
         ops: list[Op] = []
         if role == "driver" and rng.random() < REATTACH:
             # the driver goes away and comes back before it faults: its
@@ -138,16 +169,18 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             d = rng.randrange(ndrivers)
             cls = classes[drivers[d]]
             if getattr(cls, "interval_notifier", False) and api == "modern":
-                lo = page()
-                hi = min(npages - 1, lo + rng.choice((0, 1)))
-                ops += [Op("remove", (), d), Op("insert", ((lo, hi),), d)]
+                ops += [Op("remove", (), d), Op("insert", (page_range(),), d)]
             else:
                 ops += [Op("detach", (), d), Op("attach", (), d)]
-            nops += 1
+            nops += 2
         while len(ops) < nops:
             d = rng.randrange(ndrivers)
             name = _pick(rng, ROLES[role]) if rng.random() < 0.85 else \
                 _pick(rng, ROLES[_pick(rng, ROLE_WEIGHTS)])
+            if role == "driver" and not any(o.name == "fault" for o in ops) and \
+                    rng.random() < 0.85:
+                # a device maps something before anything else it does
+                name = "fault"
             spec = OPERATIONS[name]
             if spec.apis is not None and api not in spec.apis:
                 continue
@@ -156,26 +189,31 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             if name == "exit":
                 # a driver without ->release in this generation never hears the
                 # exit (modern GRU: see drivers/gru.py, "Not modelled, modern")
-                if exited or any(api in classes[dn].no_release_apis for dn in drivers):
+                if exited or not exit_ok:
                     continue
                 exited = True
             args: list[int | tuple[int, int] | str] = []
             if name == "ksm":
-                # merge a (mostly hot) page into another page, the KSM page,
-                # which must be anonymous
-                p = page()
-                anon = [q for q in range(npages) if vma_kind(vmas, q) == "a" and q != p]
-                if not anon:
+                # merge an anonymous (mostly focus) page into another
+                # anonymous page, the KSM page
+                if len(anon) < 2:
                     continue
-                hot_anon = [q for q in hot if q in anon]
-                args = [p, rng.choice(hot_anon or anon)]
+                p = page()
+                if p not in anon:
+                    p = rng.choice(anon)
+                args = [p, rng.choice([q for q in anon if q != p])]
+            elif name == "signal":
+                # mostly to a CPU that registers a notifier (mm_take_all_locks
+                # returns -EINTR on a pending signal)
+                registering = [i for i, o in enumerate(cpus)
+                               if any(x.name in ("attach", "insert") for x in o)]
+                if registering and rng.random() < 0.7:
+                    args = [rng.choice(registering)]
             for kind in spec.args[len(args):len(spec.args) - spec.optional]:
                 if kind == "page":
                     args.append(page())
                 elif kind == "range":
-                    lo = page()
-                    hi = min(npages - 1, lo + rng.choice((0, 1, 1, 2)))
-                    args.append((lo, hi))
+                    args.append(page_range())
                 elif kind == "rw":
                     args.append(rng.choice("rww"))
                 elif kind == "prot":
@@ -184,15 +222,31 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                     file_pages = max([n for k, n in vmas if k in "sp"] or [1])
                     args.append(rng.randrange(file_pages))
                 elif kind == "cpu":
-                    args.append(rng.randrange(settings.cpus))
+                    args.append(rng.randrange(ncpus))
             op = Op(name, tuple(args), d if spec.driver_op else 0)
             ops.append(op)
             if name == "access" and rng.random() < 0.3:
                 op = attrs.evolve(op, args=(op.args[0], "w"))
                 ops[-1] = op
-            if name == "fault" and len(ops) < nops and rng.random() < 0.7:
-                # use what was faulted in, writing through a write fault's
+            if name == "fault" and rng.random() < 0.7:
+                # use what was faulted in, writing through a write fault's (an
+                # operation more: a fault is there to be used)
                 ops.append(Op("access", op.args if op.args[1] == "w" else op.args[:1], d))
+                nops += 1
+            if name == "get" and rng.random() < 0.7:
+                # and that device unbinds again
+                ops.append(Op("put", (), d))
+            if name == "fork" and len(ops) < nops + 1 and anon and rng.random() < 0.6:
+                # then write to a page the fork made COW-shared
+                p = page()
+                ops.append(Op("cpufault", (p if p in anon else rng.choice(anon), "w")))
+        if lifecycle and c == 0:
+            d = rng.randrange(ndrivers)
+            cls = classes[drivers[d]]
+            interval = getattr(cls, "interval_notifier", False) and api == "modern"
+            ops.append(Op("remove" if interval else "detach", (), d))
+        if lifecycle and c == 1:
+            ops.append(Op("exit"))
         cpus.append(tuple(ops))
     return Workload(tuple(cpus), drivers, api if api != "2.6.27" else None, vmas)
 

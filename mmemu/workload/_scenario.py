@@ -94,8 +94,10 @@ async def run_workload(sim: Any) -> None:
     (``mmemu run --workload '...'``).  What it checks: every checker of the
     kernel model (the page and page-table sanitizers, the shadow TLBs'
     FreedPageStillMapped / SecondaryUseAfterFree, lockdep), every driver's
-    own ``check()``, and at the end that each translation left in a
-    driver's caches maps what the CPU pte maps (IncoherentWorld).
+    own ``check()``, the notifier checker's end-of-run coherence of every
+    driver's caches with the CPU page tables (IncoherentTranslation), and
+    that a driver the workload detached keeps no translation
+    (IncoherentWorld).
     """
     text = sim.params.get("workload")
     if not text:
@@ -108,7 +110,7 @@ async def run_workload(sim: Any) -> None:
     async with sim.cpus() as cpus:
         for c, ops in enumerate(wl.cpus):
             cpus.start(_run_cpu, world, c, ops, name=_cpu_name(ops))
-    world.check_coherent()
+    world.check_detached()
 
 
 def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None = None,

@@ -87,8 +87,8 @@ def test_the_driver_check_hook_failure_is_reported_naming_the_driver() -> None:
 
 
 @pytest.mark.parametrize("driver, wl, kind, words", [
-    ("PinCacheDriver", "cpu0: fault(0,w); cpu1: munmap(0)", "IncoherentWorld",
-     "pincache.pfncache va 0x10000000 still maps"),
+    ("PinCacheDriver", "cpu0: fault(0,w); cpu1: munmap(0)", "IncoherentTranslation",
+     "pincache.pfncache va 0x10000000 maps page0"),
     ("LateReleaseDriver", "cpu0: detach; cpu1: exit", "CallbackAfterDetach",
      "->release still running"),
 ])
