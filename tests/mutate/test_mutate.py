@@ -34,49 +34,56 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     return code, out, err
 
 
+#: SeqDriver.invalidate_page without `self.seq += 1`: munmap invalidates with
+#: range_start/end, so notifier:munmap-vs-fault never runs the mutated line
+PAGE_SEQ = "sample_drivers:SeqDriver.invalidate_page:seq-update:1"
+
+
+def test_a_suite_catches_one_mutant_and_never_runs_another(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # one baseline for both mutants (each command costs a baseline process)
+    code, out, _err = run_cli(capsys, "--driver", SEQ, "--suite", "notifier:munmap-vs-fault",
+                              "--mutant", ACTIVE, "--mutant", "*invalidate_page:seq-update:1",
+                              "--fuzz", "0", "--json")
+    assert code == 1  # one mutant unreached
+    rows = {r.get("id"): r for r in map(json.loads, out.splitlines())}
+    caught, unreached, summary = rows[ACTIVE], rows[PAGE_SEQ], rows[None]
+    assert caught["status"] == "caught" and caught["by"]["kind"] == "FreedPageStillMapped"
+    assert caught["by"]["run"].startswith("notifier:munmap-vs-fault")
+    assert unreached["status"] == "unreached" and unreached["runs"] == []
+    assert unreached["diff"].count("\n-") == 1
+    assert summary["summary"] and summary["caught"] == 1 and summary["unreached"] == 1
+    assert summary["score"] == 0.5
+
+
 def test_a_mutant_the_suite_catches_survives_when_the_suite_is_weakened(
         capsys: pytest.CaptureFixture[str]) -> None:
-    common = ["--driver", SEQ, "--suite", "notifier:munmap-vs-fault", "--mutant", ACTIVE,
-              "--fuzz", "0"]
-    code, out, err = run_cli(capsys, *common)
-    assert code == 0, out + err
-    # the table's ``how`` column wraps at spaces to the output's width
-    assert "FreedPageStillMapped in notifier:munmap-vs-fault" in " ".join(out.split())
-    assert ACTIVE in out.split()  # the mutant's id whole, never cut
-    assert "mutation score: 1/1 caught (100%)" in out
-    assert f"{ACTIVE}: caught" in err  # progress goes to stderr
-
-    # The same suite without preemptions still runs the mutated line, but
-    # can no longer reach the interleaving that exposes it: the mutant
-    # survives, and is printed with its diff.
-    code, out, err = run_cli(capsys, *common, "--max-preemptions", "0")
+    # The suite without preemptions still runs the mutated line, but can no
+    # longer reach the interleaving that exposes it: the mutant survives, and
+    # is printed with its diff.
+    code, out, err = run_cli(capsys, "--driver", SEQ, "--suite", "notifier:munmap-vs-fault",
+                             "--mutant", ACTIVE, "--fuzz", "0", "--max-preemptions", "0")
     assert code == 1, out + err
+    assert ACTIVE in out.split()  # the mutant's id whole, never cut
     assert f"SURVIVED: {ACTIVE} (drop self.active += 1)" in out
     assert "1 run(s) execute the mutated lines; all passed" in out
     assert "-        self.active += 1\n+        pass" in out
     assert "mutation score: 0/1 caught (0%) -- 1 survived" in out
+    assert f"{ACTIVE}: survived" in err  # progress goes to stderr
 
 
-def test_a_suite_that_never_runs_the_mutated_code_leaves_it_unreached_the_fuzzer_does(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    # munmap invalidates with range_start/end; ->invalidate_page never runs
-    args = ["--driver", SEQ, "--suite", "notifier:munmap-vs-fault", "--mutant",
-            "*invalidate_page:seq-update:1", "--json"]
-    code, out, _err = run_cli(capsys, *args, "--fuzz", "0")
-    assert code == 1
-    rows = [json.loads(line) for line in out.splitlines()]
-    assert rows[0]["id"] == "sample_drivers:SeqDriver.invalidate_page:seq-update:1"
-    assert rows[0]["status"] == "unreached" and rows[0]["runs"] == []
-    assert rows[0]["diff"].count("\n-") == 1
-    assert rows[-1]["summary"] and rows[-1]["unreached"] == 1 and rows[-1]["score"] == 0.0
-
-    # The fuzzer's workloads reclaim and migrate pages: ->invalidate_page runs,
-    # and the missing seq++ lets a fault install a stale translation.
-    code, out, _err = run_cli(capsys, *args, "--fuzz", "5")
-    assert code == 0, out
-    rows = [json.loads(line) for line in out.splitlines()]
-    assert rows[0]["status"] == "caught" and rows[0]["by"]["run"] == "fuzz"
-    assert rows[0]["by"]["schedule"].startswith("mm1.")
+def test_the_fuzzer_catches_what_no_suite_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    # The fuzzer's workloads reclaim and migrate pages a device mapped:
+    # ->invalidate_page runs, and without its seq++ a fault installs a stale
+    # translation (seed 0: the third workload does it)
+    code, out, err = run_cli(capsys, "--driver", SEQ, "--suite", "notifier:munmap-vs-fault",
+                             "--mutant", "*invalidate_page:seq-update:1", "--fuzz", "3")
+    assert code == 0, out + err
+    # the table's ``how`` column wraps at spaces to the output's width
+    assert "FreedPageStillMapped in fuzz:" in " ".join(out.split())
+    assert PAGE_SEQ in out.split()
+    assert "mutation score: 1/1 caught (100%)" in out
+    assert f"{PAGE_SEQ}: caught (FreedPageStillMapped in fuzz" in err
 
 
 def test_a_driver_that_already_fails_is_reported_not_mutated(
