@@ -4,26 +4,39 @@
 workload ``i`` of a fuzzing run is the same in any process, so a run is
 reproducible from its seed and can be spread over workers.
 
-What a draw looks like (the weights are tuned with benchmarks/fuzz.py so
-that every shipped driver mutant is found from the default settings):
+What a draw looks like (each rule is there because some real race needs
+it; benchmarks/fuzz.py measures, per shipped mutant, how soon the default
+draws find it):
 
 - the API generation, among those some allowed driver supports; one driver
   (or, a third of the time, two -- possibly the same class twice, on the
   same mm);
 - one to three vmas of one to three pages (kinds anonymous / shared file /
   private file);
-- a few *hot* pages that most page arguments name, so that operations meet;
-- CPU 0 uses a driver (faults and accesses), CPU 1 invalidates (a kernel
-  thread or a thread of the process), any further CPU takes any role -- a
-  driver user, a thread of the process, or a kernel thread; each draws its
-  operations mostly from its role;
+- two CPUs as often as three (most races take two; a small workload is
+  explored more completely within the same budget), each with one to three
+  operations, fewer more often;
+- a *focus*: one or two neighbouring pages of one vma that most page
+  arguments name, so that operations meet; a range contains a focus page
+  as its first, last or middle page (a driver that zaps only the first page
+  of a range is caught only if it mapped another);
+- CPU 0 uses a driver and faults first (a device maps something before it
+  does anything else), CPU 1 invalidates (a kernel thread or a thread of
+  the process), a further CPU takes any role; each draws its operations
+  mostly from its role;
+- pairs that only make sense together: a fault is followed by an access
+  (a write fault's by a write), a fork by a write to a page it made
+  COW-shared, an mmu_notifier_get by its put, and a reclaim is often
+  preceded by the aging of the same page (a device's recent access keeps
+  the page on the first pass);
 - a driver CPU sometimes starts by detaching and re-attaching (removing and
   re-inserting) its driver, so that registration races with invalidations;
-- a driver's access after a write fault writes, other accesses write a
-  third of the time (the write is checked against a read-only pte);
-- ``ksm(p,q)`` merges into an anonymous page q (a hot one when there is
-  one); ``exit`` is never drawn with a driver whose exit the model does not
-  cover in that generation (``Driver.no_release_apis``).
+  a signal goes mostly to a CPU that registers (mm_take_all_locks);
+- the *lifecycle* shape: CPU 0 ends with the driver's detach and CPU 1
+  with the process's exit (->release against mmu_notifier_unregister);
+- ``ksm(p,q)`` merges an anonymous (mostly focus) page into another
+  anonymous page; ``exit`` is never drawn with a driver whose exit the
+  model does not cover in that generation (``Driver.no_release_apis``).
 """
 
 from __future__ import annotations
@@ -224,6 +237,11 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 elif kind == "cpu":
                     args.append(rng.randrange(ncpus))
             op = Op(name, tuple(args), d if spec.driver_op else 0)
+            if name == "reclaim" and rng.random() < 0.4:
+                # kswapd ages a page before it reclaims it: a device's recent
+                # access (its young bit) keeps the page on the first pass
+                ops.append(Op("age", op.args))
+                nops += 1
             ops.append(op)
             if name == "access" and rng.random() < 0.3:
                 op = attrs.evolve(op, args=(op.args[0], "w"))

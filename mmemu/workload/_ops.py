@@ -29,15 +29,15 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from mmemu.driver import Driver, guarded
-from mmemu.engine._execution import step
+from mmemu.engine._execution import current_simulation, step
 from mmemu.kernel.locking import down_read, down_write, up_read, up_write
-from mmemu.kernel.signal import send_sig
+from mmemu.kernel.signal import _key as sigpending_key, current, send_sig
 from mmemu.mm.fork import dup_mm
 from mmemu.mm.khugepaged import khugepaged_scan_referenced
 from mmemu.mm.ksm import ksm_merge_page
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.memory import fault_in
-from mmemu.mm.mmap import PAGE_SIZE, do_munmap, find_vma, mmput
+from mmemu.mm.mmap import EINTR, PAGE_SIZE, do_munmap, find_vma, mmput
 from mmemu.mm.mmu_notifier import MmuNotifierOps, mmu_notifier_get, mmu_notifier_put
 from mmemu.mm.mprotect import PROT_NONE, PROT_READ, PROT_WRITE, sys_mprotect
 from mmemu.mm.page import get_page_unless_zero, page_site, put_page
@@ -45,6 +45,7 @@ from mmemu.mm.page_idle import page_idle_bitmap_read, page_idle_bitmap_write
 from mmemu.mm.rmap import page_referenced
 from mmemu.mm.truncate import vmtruncate
 from mmemu.mm.vmscan import PageLRU, isolate_lru_page, putback_lru_page, reclaim_page
+from mmemu.races.notifier_shapes import SignalIgnored
 from mmemu.workload._text import Op
 from mmemu.workload._world import World
 
@@ -138,7 +139,17 @@ async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
             d.start = start  # type: ignore[attr-defined]
             d.length = end - start  # type: ignore[attr-defined]
         w.ran(op.name)
+        # a task being killed does not register: mm_take_all_locks tests
+        # signal_pending(current) before each vma (-EINTR)
+        me = current()
+        await step(f"{who}: a signal already pending?", reads=(sigpending_key(me),))
+        pending = bool(me.data.get("sigpending"))
         ret = await guarded(d, op.name, d.attach, w.kernel, w.mm)
+        if pending and ret != -EINTR:
+            current_simulation().fail(SignalIgnored(
+                f"{d.name}: {op.name} returned {ret} although a signal was pending before it "
+                f"started: mm_take_all_locks must check signal_pending(current) and return "
+                f"-EINTR"))
         if ret == 0:
             w.attached[i] = True
         else:
