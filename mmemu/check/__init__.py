@@ -1,7 +1,8 @@
 """Sanitizers that watch the emulated kernel: page state, leaks and data
 loss (page_state), secondary-MMU use-after-free (shadow_tlb), ptes against
 their vmas (pte_vma), the mmu-notifier contract on both sides (notifier),
-mapcounts, rss counters and map_count against what they count (counters).
+mapcounts, rss counters and map_count against what they count (counters),
+page aging that ignores a secondary MMU's accessed bit (young).
 Lockdep lives with the locks (mmemu.kernel.locking); coverage goals with
 the engine (mmemu.engine._coverage).
 
@@ -25,6 +26,7 @@ INSTALLERS: list[str] = [
     "mmemu.check.pte_vma:install",
     "mmemu.check.notifier:install",
     "mmemu.check.counters:install",
+    "mmemu.check.young:install",
 ]
 
 

@@ -24,7 +24,14 @@ Rules, for a present pte of ``mm`` at ``address``:
   other pte maps (a COW-shared page written in place changes the other
   mapper's memory) (``BadPtePermission``);
 - a dead mm (after exit_mmap) has no ptes at all, and no migration entry
-  survives its migration (``PteLeftBehind``).
+  survives its migration (``PteLeftBehind``);
+- the page a pte is pointed at is PG_uptodate (``NotUptodatePageMapped``):
+  filemap_fault returns a page only once it is uptodate (it waits for the
+  read on the page lock: find_lock_page), do_swap_page maps a swap-cache
+  page only after lock_page and its PageUptodate test (2.6.27; a page that
+  is not is SIGBUS), a new anonymous or COW page is uptodate when it is
+  filled.  A lookup that skips the page lock maps a page whose read is
+  still in flight: the process sees garbage.
 
 When: the vma rules need the vma list to be stable, and the kernel itself
 has transient windows (munmap detaches a vma before it zaps it; a
@@ -45,7 +52,7 @@ from mmemu.check import install_once
 from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import Simulation, current_simulation
 from mmemu.mm.mmap import VM_SHARED, VM_WRITE, find_vma, linear_page_index
-from mmemu.mm.page import Page, PageAnon, page_site
+from mmemu.mm.page import PG_uptodate, Page, PageAnon, page_site
 
 
 class PteVmaViolation(InvariantViolation):
@@ -62,6 +69,10 @@ class WrongPageInPte(PteVmaViolation):
 
 class BadPtePermission(PteVmaViolation):
     """A writable pte that the vma or the page's sharing forbids."""
+
+
+class NotUptodatePageMapped(PteVmaViolation):
+    """A pte was pointed at a page whose contents were never read in."""
 
 
 class PteLeftBehind(PteVmaViolation):
@@ -131,6 +142,13 @@ class PteVmaChecker:
         """``kernel.pte_hooks``: the page/permission rules of a pte being set."""
         if new is None or not new.present or new.page is None:
             return
+        if (old is None or not old.present or old.page is not new.page) \
+                and not new.page.flags & PG_uptodate:
+            current_simulation().fail(NotUptodatePageMapped(
+                f"{_name(mm)} pte {address:#x} set at {page_site()} to page{new.page.pfn}, "
+                f"which is not PG_uptodate: its read has not finished (a lookup that did not "
+                f"wait on the page lock?), and the process reads garbage",
+                details=new.page.dump()))
         if (old is not None and old.present and old.page is new.page
                 and (old.write or not new.write)):
             # A rewrite that grants nothing new (ptep_clear_flush_young,
@@ -199,5 +217,5 @@ def _hook(kernel: Any) -> PteVmaChecker:
     return chk
 
 
-__all__ = ["BadPtePermission", "PteLeftBehind", "PteOutsideVma", "PteVmaChecker",
+__all__ = ["BadPtePermission", "NotUptodatePageMapped", "PteLeftBehind", "PteOutsideVma", "PteVmaChecker",
            "PteVmaViolation", "WrongPageInPte", "install", "page_rule"]

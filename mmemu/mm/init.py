@@ -45,6 +45,12 @@ class Kernel:
         #: observers of the mmu notifiers (mmemu.mm.mmu_notifier: every
         #: callback, and what the call sites promise; see _report there)
         self.notifier_hooks: list[Any] = []
+        #: ``hook(phase, mm, address, callback, young)`` around every aging
+        #: question a pte's accessed bit gets together with the secondary
+        #: MMUs (mmemu.mm.memory, khugepaged): phase "begin" (young None),
+        #: then "end" with the answer; callback names the notifier op asked
+        #: ("clear_flush_young", "clear_young", "test_young")
+        self.aging_hooks: list[Callable[[str, Any, int, str, bool | None], None]] = []
         #: extra lines for Page.dump() (which drivers map the page, ...)
         self.page_dumpers: list[Callable[[Page], str]] = []
         self.page_alloc = PageAllocator(self, npages)

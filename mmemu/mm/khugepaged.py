@@ -17,7 +17,7 @@ from __future__ import annotations
 from mmemu.engine._execution import span, step
 from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.mm import mmu_notifier
-from mmemu.mm.memory import populated_ptes, pte_get, pte_key
+from mmemu.mm.memory import populated_ptes, pte_get, pte_key, report_aging
 from mmemu.mm.mmap import VmAreaStruct
 from mmemu.mm.page import PG_referenced, PG_young
 
@@ -37,8 +37,11 @@ async def khugepaged_scan_referenced(vma: VmAreaStruct, start: int, end: int) ->
             if pte is None or not pte.present or pte.page is None:
                 continue
             page = pte.page
-            if pte.young or page.flags & (PG_young | PG_referenced) or \
-                    await mmu_notifier.mmu_notifier_test_young(mm, address):
+            report_aging("begin", mm, address, "test_young")
+            young = bool(pte.young or page.flags & (PG_young | PG_referenced)
+                         or await mmu_notifier.mmu_notifier_test_young(mm, address))
+            report_aging("end", mm, address, "test_young", young)
+            if young:
                 referenced += 1
         await spin_unlock(mm.page_table_lock, label="khugepaged_scan_pmd: pte_unmap_unlock")
     return referenced

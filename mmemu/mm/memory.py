@@ -468,7 +468,8 @@ async def filemap_fault(vma: VmAreaStruct, pgoff: int) -> tuple[int, Page | None
 
     The part of mm/filemap.c's filemap_fault the model needs: find_lock_page
     (which rechecks page->mapping after locking: a page truncated meanwhile
-    is dropped and looked up again); if the page is not cached, allocate it,
+    is dropped and looked up again); a page found not uptodate is read again
+    under its lock (page_not_uptodate); if the page is not cached, allocate it,
     add_to_page_cache (it comes back locked), "read" it (PG_uptodate),
     unlock, drop our reference and look up again; then recheck i_size under
     the page lock.
@@ -482,7 +483,18 @@ async def filemap_fault(vma: VmAreaStruct, pgoff: int) -> tuple[int, Page | None
     while True:
         page = await filemap.find_lock_page(mapping, pgoff)
         if page is not None:
-            break
+            # (PG_uptodate is stable under the page lock we hold: no step)
+            if page.flags & PG_uptodate:
+                break
+            # page_not_uptodate: an earlier read failed (or a page was cached
+            # and never read): re-read it once, synchronously, under the page
+            # lock -- readpage unlocks it when done -- and look it up again
+            # (the read itself, and its -EIO, are not modelled: it succeeds)
+            await step("page_not_uptodate: readpage", writes=(page.flags_key,))
+            page.flags |= PG_uptodate
+            await unlock_page(page, label="page_not_uptodate: readpage done, unlock_page")
+            await put_page(page, label="page_not_uptodate: page_cache_release")
+            continue
         ret = VM_FAULT_MAJOR
         new = await alloc_page(label="page_cache_read: page_cache_alloc")
         err = await filemap.add_to_page_cache(new, mapping, pgoff)
@@ -806,8 +818,8 @@ YOUNG_NO_NOTIFY = mmemu.register_mutant(
     "memory:young-no-notify",
     "page aging clears the pte's accessed bit without asking the secondary MMUs "
     "(ptep_clear_flush_young instead of ptep_clear_flush_young_notify)",
-    caught_as="AgingMissedSecondaryReference (page_referenced calls a page old that a "
-              "secondary MMU used since the last aging)",
+    caught_as="AgingMissedSecondaryReference (mmemu.check.young: aging answers 'old' for a "
+              "page a secondary MMU used since the last aging)",
     doc="Before mmu notifiers the VM could not see a KVM guest's use of a page: the guest "
         "touches it through an spte, the CPU pte's accessed bit stays clear, and reclaim "
         "swaps out the guest's hottest memory.  ->clear_flush_young (2.6.27) is how "
@@ -826,17 +838,27 @@ def _ptep_test_and_clear_young(mm: MmStruct, address: int) -> bool:
     return False
 
 
+def report_aging(phase: str, mm: MmStruct, address: int, callback: str,
+                 young: bool | None = None) -> None:
+    """Tell the checkers (``kernel.aging_hooks``) that an aging question
+    about ``address`` begins, or what it answered."""
+    for hook in mm.kernel.aging_hooks:
+        hook(phase, mm, address, callback, young)
+
+
 async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool:
     """Test and clear the accessed bit of the pte and of every secondary MMU
     (->clear_flush_young: clear, and flush the secondary TLB so that the next
     access sets it again).  Caller holds the PTL."""
     mm = vma.vm_mm
     await step("ptep_clear_flush_young", writes=(pte_key(mm, address),))
+    report_aging("begin", mm, address, "clear_flush_young")
     young = _ptep_test_and_clear_young(mm, address)
     if not mmemu.mutant(YOUNG_NO_NOTIFY) and \
             await mmu_notifier.mmu_notifier_clear_flush_young(mm, address):
         reach(SECONDARY_YOUNG)
         young = True
+    report_aging("end", mm, address, "clear_flush_young", young)
     return young
 
 
@@ -847,9 +869,11 @@ async def ptep_clear_young_notify(vma: VmAreaStruct, address: int) -> bool:
     holds the PTL."""
     mm = vma.vm_mm
     await step("ptep_test_and_clear_young", writes=(pte_key(mm, address),))
+    report_aging("begin", mm, address, "clear_young")
     young = _ptep_test_and_clear_young(mm, address)
     if await mmu_notifier.mmu_notifier_clear_young(mm, address, address + PAGE_SIZE):
         young = True
+    report_aging("end", mm, address, "clear_young", young)
     return young
 
 

@@ -36,8 +36,8 @@ from mmemu.mm.mmap import (
     find_vma,
     mm_alloc,
 )
-from mmemu.mm.page import get_page, put_page, unlock_page
-from mmemu.mm.page_alloc import alloc_page_setup
+from mmemu.mm.page import PG_uptodate, get_page, put_page, unlock_page
+from mmemu.mm.page_alloc import alloc_page, alloc_page_setup
 
 
 def test_boot_checked_installs_the_pte_vma_and_notifier_checkers() -> None:
@@ -62,6 +62,7 @@ async def _world(sim: Any, *, file_flags: int = VM_READ | VM_WRITE | VM_SHARED) 
     for i in range(2):
         p = alloc_page_setup()
         await add_to_page_cache(p, w.file, i)
+        p.flags |= PG_uptodate  # "read" before the unlock, as page_cache_read does
         await unlock_page(p)
         await put_page(p)
         w.pages.append(p)
@@ -376,3 +377,46 @@ def test_a_rewrite_in_that_window_that_grants_write_is_still_flagged(
     f = _young_clear_in_mprotect_window("r").failure
     assert f is not None and f.kind == "BadPtePermission", f
     assert "no VM_WRITE" in f.message and "'ptep_clear_flush_young' on cpu1" in f.message
+
+
+# ------------------------------------------------------------- uptodate
+
+
+def test_a_page_whose_read_is_in_flight_must_not_be_mapped() -> None:
+    """A fault that looks the page up without waiting on its lock (the
+    mutant memory:fault-unlocked: find_get_page, no lock_page) finds the
+    reader's page while its read is in flight, and maps it."""
+
+    async def reader(w: World) -> None:  # page_cache_read of index 0, slow I/O
+        p = await alloc_page()
+        if await add_to_page_cache(p, w.file2, 0):
+            await put_page(p)  # the fault read it first
+            return
+        await mmemu.step("readpage: I/O in flight")
+        await mmemu.step("readpage: SetPageUptodate", writes=(p.flags_key,))
+        p.flags |= PG_uptodate
+        await unlock_page(p)
+        await put_page(p)
+
+    async def fault(w: World) -> None:
+        await fault_in(w.mm, w.vma2.vm_start, write=False)
+
+    async def scenario(sim: Any) -> None:
+        w = await _world(sim)
+        w.file2 = AddressSpace(w.kernel, "file2", i_size=PAGE_SIZE)
+        await down_write(w.mm.mmap_sem)
+        w.vma2 = await do_mmap(w.mm, 0, PAGE_SIZE, VM_READ | VM_SHARED, file=w.file2, pgoff=0)
+        await up_write(w.mm.mmap_sem)
+        async with sim.cpus() as cpus:
+            cpus.start(reader, w, name="reader")
+            cpus.start(fault, w, name="fault")
+
+    def run(*mutants: str) -> mmemu.Result:
+        return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=2), executions=5000,
+                             mutants=list(mutants))
+
+    ok = run()
+    assert ok.failure is None and ok.exhausted, ok.failure.report() if ok.failure else ok
+    f = run("memory:fault-unlocked").failure
+    assert f is not None and f.kind == "NotUptodatePageMapped", f
+    assert "which is not PG_uptodate: its read has not finished" in f.message
