@@ -339,6 +339,9 @@ class Driver:
             reads += (e.page._count,)
         # the same words as the shadow TLB's reports ("kvm va 0x10000000")
         await step(f"{self.name}: access {self.tlb.describe(key).split(' ', 1)[1]}", reads=reads)
+        # what the hardware finds when the access runs (a fault on another
+        # CPU may have installed or replaced the entry since it was read)
+        e = self.tlb.entries.get(key)
         # a write is checked against the translation and the CPU pte, except
         # in a TLB that caches the CPU page tables (arch_invalidate_secondary_
         # tlbs): it is flushed after the pte changes, like the CPU's own TLB,

@@ -169,6 +169,9 @@ class HwTlbDriver(SeqDriver):
         got = self.hw.entries.get(key)
         await mmemu.step("X. hw TLB access", reads=(self.hw.slot(key),) + (
             (got.page._count,) if got is not None else ()))
+        got = self.hw.entries.get(key)
+        if write and got is not None and got.writable is False:
+            return None  # the hardware refuses the write: a write fault, nothing written
         return self.hw.access(key, write=write)
 
     async def zap(self, start: int, end: int, why: str) -> None:
