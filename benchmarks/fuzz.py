@@ -91,11 +91,20 @@ def main() -> None:
                     help="--limit is wall-clock seconds (fuzz(time=...)), not CPU")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per mutant (median shown)")
     ap.add_argument("--only", nargs="*", default=None, help="these mutants only")
+    ap.add_argument("--plan", default=None,
+                    help="explore each workload by this plan instead of the default: "
+                         "PCT_EXECUTIONS,PCT_DEPTH,DFS_EXECUTIONS,DFS_PREEMPTIONS "
+                         "(DFS_PREEMPTIONS 'none': unbounded)")
     ap.add_argument("--drivers-only", action="store_true",
                     help="only the mutants a driver suite catches or a driver carries")
     args = ap.parse_args()
     rows = [t for t in targets(core=not args.drivers_only)
             if args.only is None or t[0] in args.only]
+    plan = Plan()
+    if args.plan is not None:
+        pe, pd, de, dp = args.plan.split(",")
+        plan = Plan(int(pe), int(pd), int(de), None if dp == "none" else int(dp))
+    print(f"plan: {plan}")
     print(f"{'mutant':40} {'driver':6} {'api':7} {'found':>9} {'found s':>8} {'cpu s':>6} "
           f"{'execs':>7} {'total s':>8} {'cpu s':>6}  minimal workload")
     missed = 0
@@ -124,17 +133,17 @@ def main() -> None:
 
             if args.wall:
                 res = fuzz([driver], seed=seed, time=args.limit, mutants=[mutant], api=api,
-                           progress=progress)
+                           plan=plan, progress=progress)
             else:
                 res = fuzz([driver], seed=seed, workloads=10**6, mutants=[mutant], api=api,
-                           progress=progress, should_stop=should_stop)
+                           plan=plan, progress=progress, should_stop=should_stop)
             total_s.append(time.perf_counter() - t0)
             cpu_s.append(time.process_time() - c0)
             if res.failure is None or res.workload is None:
                 continue
             # found because of the mutant?  The minimal workload must pass
             # without it (else the fuzzer found a bug of the model itself)
-            again, _n, _i = explore_plan(res.workload, Plan(), 0)
+            again, _n, _i = explore_plan(res.workload, plan, 0)
             if again is not None and again.kind == res.failure.kind:
                 model_bugs.append((mutant, str(res.workload)))
                 continue

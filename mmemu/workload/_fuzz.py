@@ -54,7 +54,7 @@ class Plan:
     pct_executions: int = 40
     pct_depth: int = 3
     dfs_executions: int = 60
-    dfs_preemptions: int = 2
+    dfs_preemptions: int | None = 2
 
     def phases(self, seed: int) -> list[tuple[str, Any, int]]:
         out: list[tuple[str, Any, int]] = []

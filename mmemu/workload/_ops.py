@@ -140,10 +140,14 @@ async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
             d.length = end - start  # type: ignore[attr-defined]
         w.ran(op.name)
         # a task being killed does not register: mm_take_all_locks tests
-        # signal_pending(current) before each vma (-EINTR)
+        # signal_pending(current) before each vma (-EINTR).  Only a plain
+        # mmu_notifier_register is sure to take all locks: an interval
+        # insert, or an mmu_notifier_get that finds the mm's notifier, on an
+        # mm that already has notifiers, does not
         me = current()
         await step(f"{who}: a signal already pending?", reads=(sigpending_key(me),))
-        pending = bool(me.data.get("sigpending"))
+        pending = bool(me.data.get("sigpending")) and not (_is_interval(type(d)) or
+                                                           _uses_get(type(d)))
         ret = await guarded(d, op.name, d.attach, w.kernel, w.mm)
         if pending and ret != -EINTR:
             current_simulation().fail(SignalIgnored(
