@@ -52,7 +52,7 @@ from mmemu.workload._text import API_GENERATIONS, Op, Workload, WorkloadError, v
 
 #: per role, (operation, weight)
 ROLES: dict[str, tuple[tuple[str, float], ...]] = {
-    "driver": (("fault", 5.0), ("access", 3.0), ("detach", 0.6), ("attach", 0.5),
+    "driver": (("fault", 3.0), ("access", 2.0), ("detach", 0.6), ("attach", 0.5),
                ("insert", 0.5), ("remove", 0.4), ("get", 0.8), ("put", 0.3)),
     "process": (("cpufault", 4.0), ("munmap", 3.0), ("mprotect", 1.5), ("madvise", 1.5),
                 ("fork", 1.0), ("exit", 1.2)),
@@ -62,7 +62,9 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
 }
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
 #: how often a driver CPU starts by detaching and re-attaching its driver
-REATTACH = 0.2
+REATTACH = 0.25
+#: how often a CPU sends a signal to a CPU that re-registers a driver
+KILL = 0.25
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
 LIFECYCLE = 0.15
@@ -145,6 +147,15 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     flo = first + rng.randrange(vmas[fv][1] - width + 1)
     focus = list(range(flo, flo + width))
     anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
+
+    def file_index(p: int) -> int | None:
+        # every file vma maps the file from offset 0
+        start = 0
+        for kind, n in vmas:
+            if p < start + n:
+                return p - start if kind in "sp" else None
+            start += n
+        return None
 
     def page() -> int:
         return rng.choice(focus) if rng.random() < 0.8 else rng.randrange(npages)
@@ -232,8 +243,11 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 elif kind == "prot":
                     args.append(rng.choice(("r", "r", "rw", "none")))
                 elif kind == "count":
+                    # a truncate that mostly removes a focus page of a file vma
                     file_pages = max([n for k, n in vmas if k in "sp"] or [1])
-                    args.append(rng.randrange(file_pages))
+                    cut = [i for i in map(file_index, focus) if i is not None]
+                    args.append(rng.randrange(min(cut) + 1 if cut and rng.random() < 0.7
+                                              else file_pages))
                 elif kind == "cpu":
                     args.append(rng.randrange(ncpus))
             op = Op(name, tuple(args), d if spec.driver_op else 0)
@@ -258,6 +272,11 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 # then write to a page the fork made COW-shared
                 p = page()
                 ops.append(Op("cpufault", (p if p in anon else rng.choice(anon), "w")))
+        registering = [i for i, o in enumerate(cpus)
+                       if any(x.name in ("attach", "insert") for x in o)]
+        if c >= 1 and registering and rng.random() < KILL:
+            # the task that registers is killed (mm_take_all_locks: -EINTR)
+            ops.insert(0, Op("signal", (rng.choice(registering),)))
         if lifecycle and c == 0:
             d = rng.randrange(ndrivers)
             cls = classes[drivers[d]]

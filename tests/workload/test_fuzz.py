@@ -48,13 +48,13 @@ def test_fuzz_is_deterministic_from_its_seed_in_one_process_or_two() -> None:
     """The same seed finds the same workload, shrinks it to the same minimal
     one and gives the same token, whether one process explores the
     workloads or two worker processes do."""
-    # seed 8: workload #3 is the first to fail (two workers explore #0..#3)
-    kw = {"seed": 8, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
+    # seed 6: workload #2 is the first to fail (two workers explore #0..#3)
+    kw = {"seed": 6, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
           "plan": SMALL}
     one = fuzz(["kvm"], **kw)  # type: ignore[arg-type]
     two = fuzz(["kvm"], jobs=2, **kw)  # type: ignore[arg-type]
     assert one.failure is not None and two.failure is not None
-    assert one.index == two.index == 3
+    assert one.index == two.index == 2
     assert str(one.original) == str(two.original)
     assert str(one.workload) == str(two.workload)
     assert one.failure.schedule == two.failure.schedule
@@ -133,7 +133,7 @@ def test_shrink_candidates_renumber_cpus_drivers_and_pages() -> None:
 
 
 def test_fuzz_shrinks_to_the_minimal_workload_and_reports_it() -> None:
-    res = fuzz([FIX + "PinCacheDriver"], seed=1, workloads=2, plan=SMALL)
+    res = fuzz([FIX + "PinCacheDriver"], seed=5, workloads=2, plan=SMALL)
     assert res.failure is not None and res.workload is not None and res.original is not None
     assert res.failure.kind == "IncoherentTranslation"
     assert res.workload.size() < res.original.size()
@@ -149,7 +149,7 @@ def _mmemu(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 
 def test_cli_fuzz_finds_prints_and_replays() -> None:
     proc = _mmemu("fuzz", "--driver", "kvm", "--mutant", "kvm:no-retry", "--workloads", "2",
-                  "--seed", "1")
+                  "--seed", "8")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "fuzz: workload #" in proc.stdout and "FreedPageStillMapped" in proc.stdout
     token = proc.stdout.split("mmemu replay ", 1)[1].split()[0]
