@@ -15,14 +15,13 @@ directory (a Dask worker on another machine needs the file there too).
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import time as _time
 from collections.abc import Callable
 from typing import Any
 
 import attrs
 
-from mmemu.engine._errors import ModelError
+from mmemu.engine._parallel import _Backend, _Dask, _Processes
 from mmemu.workload._fuzz import Found, Plan, _seed_of, explore_plan
 from mmemu.workload._generate import GenSettings, generate
 from mmemu.workload._text import Workload, parse_workload
@@ -44,80 +43,25 @@ def run_index(unit: dict[str, Any]) -> dict[str, Any]:
             "found": attrs.asdict(found) if found is not None else None}
 
 
-def _worker_init() -> None:
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent alone decides to stop
-
-
-class _Pool:
-    def __init__(self, jobs: int | None, dask: Any) -> None:
-        self.dask = dask
-        if dask is not None:
-            try:
-                import distributed
-            except ImportError:
-                raise ModelError("--dask needs dask.distributed: pip install 'mmemu[dask]'") \
-                    from None
-            self._distributed: Any = distributed
-            if isinstance(dask, distributed.Client):
-                self.client: Any = dask
-                self._own = False
-            else:
-                try:
-                    self.client = distributed.Client(dask, timeout="5s")  # type: ignore[no-untyped-call]
-                except OSError as exc:
-                    raise ModelError(f"cannot connect to the Dask scheduler at {dask!r}: "
-                                     f"{exc}") from None
-                self._own = True
-            workers = self.client.scheduler_info().get("workers", {})
-            self.slots = max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
-        else:
-            from mmemu.engine._parallel import mp_context
-
-            self.slots = jobs or 1
-            self.pool = cf.ProcessPoolExecutor(max_workers=self.slots, mp_context=mp_context(),
-                                               initializer=_worker_init)
+class _IndexProcesses(_Processes):
+    """The engine's worker processes, running workload indices."""
 
     def submit(self, unit: dict[str, Any]) -> Any:
-        if self.dask is not None:
-            return self.client.submit(run_index, unit, pure=False)
         return self.pool.submit(run_index, unit)
 
-    def wait(self, pending: set[Any], timeout: float) -> set[Any]:
-        if self.dask is not None:
-            try:
-                res = self._distributed.wait(list(pending), timeout=timeout,
-                                             return_when="FIRST_COMPLETED")
-            except TimeoutError:
-                return set()
-            return set(res.done)
-        done, _ = cf.wait(pending, timeout=timeout, return_when=cf.FIRST_COMPLETED)
-        return set(done)
 
-    def cancel(self, futs: set[Any]) -> None:
-        if self.dask is not None:
-            if futs:
-                self.client.cancel(list(futs))
-            return
-        for f in futs:
-            f.cancel()
+class _IndexDask(_Dask):
+    """The engine's Dask backend, running workload indices."""
 
-    def close(self, *, kill: bool) -> None:
-        if self.dask is not None:
-            if self._own:
-                self.client.close()
-            return
-        if not kill:
-            self.pool.shutdown(wait=True)
-            return
-        procs = list(getattr(self.pool, "_processes", {}).values())
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
-            p.join(timeout=5)
+    def submit(self, unit: dict[str, Any]) -> Any:
+        # pure=False: two units never share a result by key
+        fut = self.client.submit(run_index, unit, pure=False)
+        self._submitted.append(fut)
+        return fut
+
+
+def _pool(jobs: int | None, dask: Any) -> _Backend:
+    return _IndexDask(dask) if dask is not None else _IndexProcesses(jobs or 1)
 
 
 def search_parallel(settings: GenSettings, plan: Plan, seed: int, mutants: tuple[str, ...], *,
@@ -126,7 +70,7 @@ def search_parallel(settings: GenSettings, plan: Plan, seed: int, mutants: tuple
                     progress: Callable[[Workload | str], None],
                     ) -> tuple[tuple[int, Workload, Found] | None, bool]:
     """As ``_fuzz._search``, with the workloads spread over workers."""
-    pool = _Pool(jobs, dask)
+    pool = _pool(jobs, dask)
     base = {"settings": attrs.asdict(settings), "plan": attrs.asdict(plan), "seed": seed,
             "mutants": list(mutants)}
     pending: dict[Any, int] = {}
@@ -152,7 +96,7 @@ def search_parallel(settings: GenSettings, plan: Plan, seed: int, mutants: tuple
                 break
             for fut in pool.wait(set(pending), 0.2):
                 index = pending.pop(fut)
-                res = fut.result()
+                res = pool.result(fut)
                 stats["workloads"] += 1
                 stats["executions"] += int(res["executions"])
                 for k, v in res["reached"].items():
