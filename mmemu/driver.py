@@ -334,11 +334,16 @@ class Driver:
         is keyed by ``key_of(address)`` in ``self.tlb``."""
         key = self.key_of(address)
         e = self.tlb.entries.get(key)
-        reads: tuple[Hashable, ...] = (self.tlb.slot(key),)
+        reads: tuple[Hashable, ...] = ()
         if e is not None:
             reads += (e.page._count,)
+        # a hit sets the translation's accessed bit: a write of the slot
+        # (->test_young / ->clear_young read or clear it; an entry installed
+        # between this declaration and the step is hit too)
+        writes: tuple[Hashable, ...] = (self.tlb.slot(key),)
         # the same words as the shadow TLB's reports ("kvm va 0x10000000")
-        await step(f"{self.name}: access {self.tlb.describe(key).split(' ', 1)[1]}", reads=reads)
+        await step(f"{self.name}: access {self.tlb.describe(key).split(' ', 1)[1]}",
+                   reads=reads, writes=writes)
         # what the hardware finds when the access runs (a fault on another
         # CPU may have installed or replaced the entry since it was read)
         e = self.tlb.entries.get(key)

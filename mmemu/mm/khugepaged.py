@@ -14,12 +14,27 @@ none/swap/shared limits of the scan.
 
 from __future__ import annotations
 
+import mmemu
 from mmemu.engine._execution import span, step
 from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.mm import mmu_notifier
 from mmemu.mm.memory import populated_ptes, pte_get, pte_key, report_aging
 from mmemu.mm.mmap import VmAreaStruct
 from mmemu.mm.page import PG_referenced, PG_young
+
+
+SCAN_NO_TEST_YOUNG = mmemu.register_mutant(
+    "khugepaged:no-test-young",
+    "khugepaged's scan counts only the CPU ptes' accessed bits and PG_young/PG_referenced, "
+    "asking no secondary MMU (no mmu_notifier_test_young)",
+    caught_as="ScanMissedSecondaryReference (a page the guest used through its translation "
+              "is counted as unreferenced)",
+    doc="8ee53820edfd ('thp: mmu_notifier_test_young', 2.6.38) added ->test_young for "
+        "khugepaged: a KVM guest's memory is touched through sptes, so a scan that looks "
+        "only at the CPU ptes finds the guest's hottest ranges cold and never collapses "
+        "them into huge pages.  Unlike ->clear_flush_young the callback only looks: "
+        "khugepaged must not age the page.  The mutant is the scan from before that "
+        "commit (the call removed on purpose).")
 
 
 async def khugepaged_scan_referenced(vma: VmAreaStruct, start: int, end: int) -> int:
@@ -38,8 +53,9 @@ async def khugepaged_scan_referenced(vma: VmAreaStruct, start: int, end: int) ->
                 continue
             page = pte.page
             report_aging("begin", mm, address, "test_young")
-            young = bool(pte.young or page.flags & (PG_young | PG_referenced)
-                         or await mmu_notifier.mmu_notifier_test_young(mm, address))
+            young = bool(pte.young or page.flags & (PG_young | PG_referenced) or (
+                not mmemu.mutant(SCAN_NO_TEST_YOUNG)
+                and await mmu_notifier.mmu_notifier_test_young(mm, address)))
             report_aging("end", mm, address, "test_young", young)
             if young:
                 referenced += 1
@@ -47,4 +63,4 @@ async def khugepaged_scan_referenced(vma: VmAreaStruct, start: int, end: int) ->
     return referenced
 
 
-__all__ = ["khugepaged_scan_referenced"]
+__all__ = ["SCAN_NO_TEST_YOUNG", "khugepaged_scan_referenced"]

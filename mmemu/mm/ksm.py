@@ -103,15 +103,16 @@ REPLACE_NO_PTE_SAME = mmemu.register_mutant(
     "ksm:replace-no-pte-same",
     "replace_page switches the pte to the KSM page without checking, under the PTL, that "
     "it is still the read-only pte write_protect_page left",
-    caught_as="InvariantViolation (a page count or mapcount that no pte accounts for: the "
-              "KSM page installed over a pte a zap already took, or over the private copy "
-              "a write fault made meanwhile)",
+    caught_as="BadPageState (the old page's _mapcount below -1: the KSM page installed "
+              "over the private copy a write fault made meanwhile, or over a pte a zap "
+              "already took) or InvariantViolation (a count no pte accounts for)",
     doc="write_protect_page drops the PTL before replace_page takes it again, and a zap "
         "(madvise, munmap under mmap_sem read in later kernels' zap paths) or a write "
         "fault's COW may change the pte in between.  2.6.32's replace_page tests "
         "pte_same(*ptep, orig_pte) and gives up otherwise; without that test (a step "
-        "removed on purpose) it drops the old page's rmap and reference a second time, or "
-        "throws away the writer's copy.")
+        "removed on purpose) it drops the old page's rmap and reference a second time, and "
+        "throws away the writer's copy (do_wp_page's trylock_page fails while ksmd holds "
+        "the page lock, so the writer always copies).")
 
 
 #: coverage events

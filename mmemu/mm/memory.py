@@ -58,6 +58,7 @@ from mmemu.mm.mmap import (
 )
 from mmemu.mm.page import (
     PG_dirty,
+    PG_idle,
     PG_referenced,
     PG_swapcache,
     PG_uptodate,
@@ -70,6 +71,7 @@ from mmemu.mm.page import (
     get_page_locked,
     page_site,
     put_page,
+    trylock_page,
     unlock_page,
 )
 from mmemu.mm.page_alloc import alloc_page
@@ -673,6 +675,47 @@ COW_NO_NOTIFY = mmemu.register_mutant(
         "MMU and host'.)")
 
 
+#: coverage event: the write fault found the page locked (ksmd, reclaim...) and copies
+WP_TRYLOCK_FAILED = "memory: do_wp_page found the anonymous page locked and copies it"
+
+
+def _slot_key(page: Page) -> Hashable:
+    """What can_share_swap_page reads of the page's swap slot (its count)."""
+    from mmemu.mm.swapfile import swap_info
+    offset = page.private
+    return swap_info().key(offset) if isinstance(offset, int) else page.flags_key
+
+
+async def _wp_can_reuse_anon_folio(page: Page) -> bool:
+    """Modern do_wp_page's reuse test (wp_can_reuse_anon_folio, small folios):
+    only our pte's reference (and the swap cache's, which it drops) may be
+    left, checked again under the page lock taken with trylock.  Caller
+    holds the PTL."""
+    from mmemu.mm.swapfile import swap_count
+    from mmemu.mm.swap_state import delete_from_swap_cache
+    await step("do_wp_page: PageKsm || folio_ref_count > 1 + PageSwapCache?",
+               reads=(page._count, page.flags_key))
+    swapcache = 1 if page.flags & PG_swapcache else 0
+    if PageKsm(page) or page._count.counter > 1 + swapcache:
+        return False
+    if not await trylock_page(page, label="do_wp_page: folio_trylock"):
+        reach(WP_TRYLOCK_FAILED)
+        return False
+    if page.flags & PG_swapcache:
+        # folio_free_swap: no other swap pte holds the slot (the model's
+        # swap_map counts the cache's reference too)
+        offset = page.private
+        await step("do_wp_page: folio_free_swap: folio_swapped?", reads=(_slot_key(page),))
+        if isinstance(offset, int) and swap_count(offset) == 1:
+            await delete_from_swap_cache(page)
+            page.flags |= PG_dirty
+    await step("do_wp_page: PageKsm || folio_ref_count != 1?",
+               reads=(page._count, page.flags_key))
+    reuse = not PageKsm(page) and page._count.counter == 1
+    await unlock_page(page, label="do_wp_page: folio_unlock")
+    return reuse
+
+
 async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -> int:
     """A write to a present, read-only pte.  Called with the PTL held; returns
     with it released.  Reuses the page when it is this vma's own (anonymous
@@ -699,22 +742,42 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
     Harmless: F after 3 (GUP sees the new pte); F between 1 and 2 waits for
     (modern) the range, or is zapped at 2 (2.6.27).
 
-    The reuse test is page_mapcount == 1 (2.6.27's can_share_swap_page
-    without swap: reuse_swap_page); modern kernels' PageAnonExclusive is not
-    modelled.  A KSM page is never reused (PageKsm), as since 2.6.32."""
+    The reuse test, under the page lock taken with trylock (never waited
+    for: the fault holds the PTL)::
+
+      2.6.27 ("2.6.27" generation; 2.6.32 the same, with !PageKsm):
+        if (trylock_page(old_page)) {
+                reuse = can_share_swap_page(old_page);
+                unlock_page(old_page);
+        }                               /* locked by somebody: copy */
+      modern (wp_can_reuse_anon_folio):
+        PageKsm or page_count > 1 + PageSwapCache: copy;
+        !trylock: copy; PageSwapCache: free the slot (folio_free_swap);
+        PageKsm or page_count != 1: unlock, copy; else unlock, reuse
+
+    KSM depends on the trylock: ksmd holds the page lock from
+    write_protect_page to replace_page, so a writer in between copies the
+    page instead of writing the one being merged (ksm:merge-vs-write-fault
+    reaches that copy; modern: ksmd's reference alone makes it copy).  Modern kernels' PageAnonExclusive fast
+    path is not modelled (KSM's write_protect_page clears it anyway), nor
+    later 2.6 kernels' sleeping lock_page + pte_same recheck when the
+    trylock fails.  A KSM page is never reused (PageKsm), as since 2.6.32."""
     ptl = mm.page_table_lock
     k = pte_key(mm, address)
     old_page = orig.page
     assert old_page is not None
     reuse = False
     if PageAnon(old_page) and not PageKsm(old_page):
-        # can_share_swap_page: ours alone, and no other swap pte holds its
-        # slot (the caller's step read the mapcount and, for a swap cache
-        # page, the slot's count; 2.6.27 takes the page lock with trylock
-        # around the test: not modelled, the counts are read in one step)
-        from mmemu.mm.swapfile import page_swapcount
-        reuse = old_page._mapcount.counter == 0 and (
-            not old_page.flags & PG_swapcache or page_swapcount(old_page) <= 1)
+        if mmu_notifier.is_modern(mm):
+            reuse = await _wp_can_reuse_anon_folio(old_page)
+        elif await trylock_page(old_page, label="do_wp_page: trylock_page(old_page)"):
+            from mmemu.mm.swapfile import can_share_swap_page
+            await step("do_wp_page: can_share_swap_page",
+                       reads=(old_page._mapcount, _slot_key(old_page)))
+            reuse = can_share_swap_page(old_page)
+            await unlock_page(old_page, label="do_wp_page: unlock_page(old_page)")
+        else:
+            reach(WP_TRYLOCK_FAILED)
     elif vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE:
         reuse = True
     if reuse:
@@ -1381,7 +1444,9 @@ async def follow_page(vma: VmAreaStruct, address: int, flags: int) -> Page | Non
             await get_page(page, label=f"follow_page: get_page(page{page.pfn})")
         if flags & FOLL_TOUCH:
             await step("follow_page: mark_page_accessed", writes=(page.flags_key,))
-            page.flags |= PG_referenced
+            # since idle page tracking (33c3fc71c8cf, 4.3) mark_page_accessed
+            # also clears PG_idle: a GUP (a driver's fault) counts as a use
+            page.flags = (page.flags | PG_referenced) & ~PG_idle
             if flags & FOLL_WRITE and not pte.dirty:
                 page.flags |= PG_dirty
     await spin_unlock(ptl, label="follow_page: pte_unmap_unlock")

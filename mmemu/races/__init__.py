@@ -18,6 +18,7 @@ for _pkg in (mmemu.kernel, mmemu.mm):
 
 from mmemu.races import _filters  # noqa: E402,F401  (driver-aware mutant filters)
 from mmemu.races import aging  # noqa: E402,F401
+from mmemu.races import aging_shapes  # noqa: E402,F401
 from mmemu.races import cow  # noqa: E402,F401
 from mmemu.races import demo  # noqa: E402,F401
 from mmemu.races import fork_shapes  # noqa: E402,F401

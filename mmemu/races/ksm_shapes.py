@@ -24,7 +24,7 @@ from typing import Any
 import mmemu
 from mmemu.engine import InvariantViolation
 from mmemu.mm.ksm import MERGED, REPLACE_NO_PTE_SAME, ksm_merge_page
-from mmemu.mm.memory import COW_COPIED, fault_in, pte_get, set_pte_at
+from mmemu.mm.memory import COW_COPIED, WP_TRYLOCK_FAILED, fault_in, pte_get
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.mmap import PAGE_SIZE
 from mmemu.races.ksm import ksm_setup
@@ -35,7 +35,8 @@ class WritableKsmPage(InvariantViolation):
     """A pte maps a KSM page writable: a write would change every sharer."""
 
 
-@mmemu.scenario("ksm:merge-vs-write-fault", reaches=[MERGED, COW_COPIED])
+@mmemu.scenario("ksm:merge-vs-write-fault", reaches=[MERGED, COW_COPIED, WP_TRYLOCK_FAILED],
+                catches=[REPLACE_NO_PTE_SAME])
 async def merge_vs_write_fault(sim: Any) -> None:
     """ksmd merges a page while the process writes it.
 
@@ -48,22 +49,23 @@ async def merge_vs_write_fault(sim: Any) -> None:
     W2. ptep_clear_flush; pin check                writable: set the dirty and
     W3. set_pte_at_notify(read-only); unlock       young bits (a new pte);
     R1. PTL; pte_same(orig)? else no merge         read-only: do_wp_page
-    R2. get_page(kpage); mapcount(kpage)++     F3. do_wp_page: not the KSM
-    R3. ptep_clear_flush; set_pte_at_notify        page and mapped once:
+    R2. get_page(kpage); mapcount(kpage)++     F3. do_wp_page: trylock_page; not
+    R3. ptep_clear_flush; set_pte_at_notify        the KSM page and mapped once:
        (kpage, read-only)                          reuse in place; else copy
-    R4. page_remove_rmap; put_page; unlock         (COW), set_pte_at the
-    5. unlock_page; put_page (freed)               copy, writable
+    R4. page_remove_rmap; put_page; unlock         (COW: always while ksmd
+    5. unlock_page; put_page (freed)               holds the page lock),
+                                                   set_pte_at the copy
 
     There are 3 critical interleavings that matter:
     - F2 before W1: the fault's new pte (dirty) is what ksmd protects and
       replaces; the merge goes through (the write came first);
-    - F2 between W3 and R1: the pte is read-only; do_wp_page reuses the
-      page in place (the model's do_wp_page does not take the page lock
-      2.6.27 tries first -- ksmd holds it, and the kernel would copy); either
-      way the pte changed and R1's pte_same fails: nothing is merged.
-      Without R1's test (mutant ``ksm:replace-no-pte-same``) the merge
-      throws the write away -- invisible here, since the model keeps no
-      page contents and reuses the page (ksm:merge-vs-zap catches it);
+    - F2 between W3 and R1: the pte is read-only; do_wp_page's trylock
+      of the page fails (ksmd holds the page lock) and it copies the page
+      (COW): the pte now maps the writer's copy, and R1's pte_same fails:
+      nothing is merged.  Without R1's test (mutant
+      ``ksm:replace-no-pte-same``) R2-R4 point the pte at the KSM page over
+      the writer's copy (the write is lost, the copy leaked) and drop the
+      old page's mapping a second time (its _mapcount goes below -1);
     - F2 after R4: the pte maps the KSM page read-only; do_wp_page copies
       it for the writer.
     Without the PTL in W (mutation benchmark's
