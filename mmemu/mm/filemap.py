@@ -449,6 +449,12 @@ async def __remove_from_page_cache(page: Page, *,
         current_simulation().fail(BadPageState(
             f"__remove_from_page_cache(page{page.pfn}) at {page_site()}: the page is not in "
             f"{mapping.name}[{index}]", details=page.dump() + "\n    " + mapping.dump()))
+    if page._mapcount.counter >= 0:
+        # 2.6.27 __remove_from_page_cache ends with BUG_ON(page_mapped(page)):
+        # a page leaves the cache only once no pte maps it
+        current_simulation().fail(BadPageState(
+            f"__remove_from_page_cache(page{page.pfn}) at {page_site()}: "
+            f"BUG_ON(page_mapped(page)): a pte still maps it", details=page.dump()))
     _page_removed(mapping, page)
     __radix_tree_store(mapping, index, None)
     page.mapping = None

@@ -42,7 +42,7 @@ gone on, a reference to a page about to be freed.
 from __future__ import annotations
 
 import mmemu
-from mmemu.engine._execution import block, span, step
+from mmemu.engine._execution import block, reach, span, step
 from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.mm.memory import (
     is_migration_entry,
@@ -97,6 +97,27 @@ NEWPAGE_UNLOCKED = mmemu.register_mutant(
 
 
 # ------------------------------------------------------------ fault side
+
+
+REMOVE_PTE_UNLOCKED = mmemu.register_mutant(
+    "migrate:remove-pte-unlocked",
+    "remove_migration_pte tests for the migration entry and installs the pte to the new "
+    "page without the page table lock",
+    caught_as="BadPageState (a zap between the install and page_add_anon_rmap finds the "
+              "new page mapped but not counted: _mapcount below -1) or InvariantViolation "
+              "(a zap between the test and the install is undone: madvise(MADV_DONTNEED) "
+              "returns with the page still mapped)",
+    doc="remove_migration_pte re-reads the pte under the PTL (pte_offset_map_lock, then "
+        "'if (!pte_same(pte, swp_entry_to_pte(entry))) goto out') because nothing else "
+        "keeps the pte still: migration holds neither mmap_sem nor a lock the zap paths "
+        "take, and madvise(MADV_DONTNEED) (mmap_sem for read) or munmap may clear the "
+        "migration entry at any time.  Without the lock (a step removed on purpose) the "
+        "test, the install and the rmap update are separate steps: a zap between the test "
+        "and the install is undone (the new page mapped in a range the process has just "
+        "dropped), one between the install and the rmap unmaps a page not yet counted.")
+#: coverage events
+ANON_BUSY = "migrate: the anonymous page had an extra reference (-EAGAIN)"
+ANON_MIGRATED = "migrate: an anonymous page moved to its new page"
 
 
 async def wait_on_page_locked(page: Page) -> None:
@@ -158,19 +179,24 @@ async def remove_migration_pte(vma: VmAreaStruct, old: Page, new: Page) -> None:
         return
     ptl = mm.page_table_lock
     k = pte_key(mm, address)
-    await spin_lock(ptl, label="4. remove_migration_pte: spin_lock(ptl)")
+    locked = not mmemu.mutant(REMOVE_PTE_UNLOCKED)
+    if locked:
+        await spin_lock(ptl, label="4. remove_migration_pte: spin_lock(ptl)")
     await step("4. migration entry for the old page?", reads=(k,))
     pte = pte_get(mm, address)
     if is_migration_entry(pte) and pte is not None and pte.swp is not None and pte.swp.page is old:
         write = pte.swp.write
         await get_page(new, label=f"4. get_page(page{new.pfn})")
         await step("4. set_pte_at(new page)", reads=(new.mapping_key, new._count), writes=(k,))
+        if new is not old and PageAnon(new):
+            reach(ANON_MIGRATED)
         set_pte_at(mm, address, mk_pte(new, vma, write=write, young=False))
         if PageAnon(new):
             await rmap.page_add_anon_rmap(new, vma, address, label="4. page_add_anon_rmap")
         else:
             await rmap.page_add_file_rmap(new, label="4. page_add_file_rmap")
-    await spin_unlock(ptl, label="4. remove_migration_pte: pte_unmap_unlock")
+    if locked:
+        await spin_unlock(ptl, label="4. remove_migration_pte: pte_unmap_unlock")
 
 
 async def remove_migration_ptes(old: Page, new: Page) -> None:
@@ -203,7 +229,10 @@ async def migrate_page_move_mapping(mapping: object, newpage: Page, page: Page) 
     if mapping is None:
         # anonymous: only the isolation reference may be left
         await step("3. migrate_page_move_mapping: page_count(page) == 1?", reads=(page._count,))
-        return 0 if page._count.counter == 1 else -EAGAIN
+        if page._count.counter != 1:
+            reach(ANON_BUSY)
+            return -EAGAIN
+        return 0
     assert isinstance(mapping, AddressSpace)
     expected = 2  # the isolation reference + the pagecache's (no buffers in the model)
     slot = slot_key(mapping, page.index)
@@ -296,5 +325,5 @@ async def migrate_pages(page: Page, newpage: Page) -> int:
     return rc
 
 
-__all__ = ["EAGAIN", "NEWPAGE_UNLOCKED", "PLAIN_GET", "migrate_page_move_mapping", "migrate_pages",
+__all__ = ["ANON_BUSY", "ANON_MIGRATED", "EAGAIN", "NEWPAGE_UNLOCKED", "PLAIN_GET", "REMOVE_PTE_UNLOCKED", "migrate_page_move_mapping", "migrate_pages",
            "migration_entry_wait", "remove_migration_ptes", "wait_on_page_locked"]
