@@ -48,6 +48,12 @@ def on_hlist(params: dict[str, Any]) -> bool:
     return cls is None or not getattr(cls, "interval_notifier", False)
 
 
+def answers(params: dict[str, Any], callback: str) -> bool:
+    """No driver, or one that implements ``callback``."""
+    cls = driver_class(params)
+    return cls is None or getattr(cls, callback, None) is not None
+
+
 #: mutant name -> its filter; mutants of mm/ that need one
 FILTERS = {
     "mmu_notifier:register-unlocked": brackets_matter,
@@ -64,6 +70,9 @@ FILTERS = {
         or getattr(cls, "clear_flush_young", None) is not None,
     "ksm:change-pte-outside-range":
         lambda params: params.get("api") == "modern" and brackets_matter(params),
+    # likewise ->clear_young (idle page tracking) and ->test_young (khugepaged)
+    "page_idle:no-clear-young": lambda params: answers(params, "clear_young"),
+    "khugepaged:no-test-young": lambda params: answers(params, "test_young"),
 }
 
 
@@ -74,4 +83,4 @@ def attach_filters() -> None:
 
 attach_filters()
 
-__all__ = ["FILTERS", "attach_filters", "brackets_matter", "driver_class", "on_hlist"]
+__all__ = ["FILTERS", "answers", "attach_filters", "brackets_matter", "driver_class", "on_hlist"]

@@ -29,6 +29,7 @@ from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import reach, step
 from mmemu.kernel.locking import down_read, up_read
 from mmemu.mm.khugepaged import SCAN_NO_TEST_YOUNG, khugepaged_scan_referenced
+from mmemu.mm.memory import pte_get, set_pte_at
 from mmemu.mm.mmap import PAGE_SIZE, find_vma
 from mmemu.mm.page import PG_idle, PG_referenced, PG_young
 from mmemu.mm.page_idle import (
@@ -37,6 +38,7 @@ from mmemu.mm.page_idle import (
     page_idle_bitmap_read,
     page_idle_bitmap_write,
 )
+from mmemu.races._filters import answers
 from mmemu.races.modern import MODERN_DRIVER_AXES
 from mmemu.races.notifier import DRIVER_AXES, Guest, guest, guest_fault
 
@@ -61,28 +63,27 @@ IDLE_STAYED_IDLE = "page_idle: a page used only before the marking read back idl
 SCAN_SAW_GUEST = "khugepaged: the scan counted the guest's use (->test_young)"
 
 
-def _answers(params: dict[str, Any], callback: str) -> bool:
-    """Does the suite's driver implement ``callback``?"""
-    from mmemu.races._filters import driver_class
-    cls = driver_class(params)
-    return cls is not None and getattr(cls, callback, None) is not None
-
-
 def _idle_goals(params: dict[str, Any]) -> list[str]:
     """Every driver: the walk reached the guest's pte, and a page used only
     before its marking reads back idle.  A driver with ->clear_young: some
     read also finds the guest's use after the marking."""
     goals = ["step:ptep_test_and_clear_young", IDLE_STAYED_IDLE]
-    if _answers(params, "clear_young"):
+    if answers(params, "clear_young"):
         goals.append(IDLE_SAW_USE)
     return goals
 
 
 async def _aged_guest(sim: Any, *, translation: bool) -> Guest:
-    """An anonymous page the CPU mapped; its pte is old and its
-    PG_referenced/PG_young/PG_idle clear.  With ``translation`` the guest
-    has used it before: its translation is there (old: aged since)."""
+    """An anonymous page the CPU mapped, its PG_referenced/PG_young/PG_idle
+    clear.  With ``translation`` the guest has used it before: its
+    translation is there, and it and the CPU pte are old (aged since);
+    without, the CPU pte is young (the CPU's use before the race)."""
     g = await guest(sim, kind="anon")
+    if not translation:
+        # the CPU used the page too, before the race: its pte is young
+        pte = pte_get(g.mm, g.addr)
+        assert pte is not None
+        set_pte_at(g.mm, g.addr, pte.replace(young=True))
     if translation:
         await guarded(g.driver, "fault", g.driver.fault, g.addr, False)
         for e in g.driver.tlb.entries.values():
@@ -111,12 +112,15 @@ async def idle_vs_guest_access(sim: Any) -> None:
        again: any young bit clears PG_idle
     5. page_is_idle?
 
+    The CPU used the page before the race: its pte is young.
+
     There are 2 critical interleavings that matter:
-    - F and X before 0: a use from before the marking.  1 must fold the
-      young translation into PG_young and clear it before 2 sets PG_idle,
-      so that 5 reads idle.  Setting PG_idle first (mutant
-      ``page_idle:set-idle-before-clear``) lets 1's young bits clear it at
-      once: a page untouched since reads as used (PageNeverIdle);
+    - F and X before 0: uses from before the marking (the CPU's and the
+      guest's).  1 must fold the young pte and translation into PG_young
+      and clear them before 2 sets PG_idle, so that 5 reads idle.  Setting
+      PG_idle first (mutant ``page_idle:set-idle-before-clear``) lets 1's
+      young bits clear it at once: a page untouched since reads as used
+      (PageNeverIdle; the CPU's young pte does it under every driver);
     - F before 0, X between 2 and 3: a use through the existing
       translation after the marking, which no CPU pte and no page flag
       records.  4 must ask the driver: with ->clear_young it finds the
@@ -182,7 +186,7 @@ def _scan_goals(params: dict[str, Any]) -> list[str]:
     """Every driver: the scan tested the guest's pte.  A driver with
     ->test_young: some scan counts the guest's use."""
     goals = ["step:khugepaged_scan_pmd: pte_young(0x10000000)?"]
-    if _answers(params, "test_young"):
+    if answers(params, "test_young"):
         goals.append(SCAN_SAW_GUEST)
     return goals
 
