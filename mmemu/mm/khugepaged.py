@@ -27,8 +27,8 @@ SCAN_NO_TEST_YOUNG = mmemu.register_mutant(
     "khugepaged:no-test-young",
     "khugepaged's scan counts only the CPU ptes' accessed bits and PG_young/PG_referenced, "
     "asking no secondary MMU (no mmu_notifier_test_young)",
-    caught_as="ScanMissedSecondaryReference (a page the guest used through its translation "
-              "is counted as unreferenced)",
+    caught_as="AgingMissedSecondaryReference (khugepaged's question answered 'old' while a "
+              "driver implementing ->test_young holds a young translation of the page)",
     doc="8ee53820edfd ('thp: mmu_notifier_test_young', 2.6.38) added ->test_young for "
         "khugepaged: a KVM guest's memory is touched through sptes, so a scan that looks "
         "only at the CPU ptes finds the guest's hottest ranges cold and never collapses "

@@ -925,6 +925,21 @@ async def ptep_clear_flush_young_notify(vma: VmAreaStruct, address: int) -> bool
     return young
 
 
+CLEAR_YOUNG_NO_NOTIFY = mmemu.register_mutant(
+    "memory:clear-young-no-notify",
+    "idle page tracking clears only the CPU ptes' accessed bits, asking no secondary MMU "
+    "(ptep_test_and_clear_young instead of ptep_clear_young_notify)",
+    caught_as="AgingMissedSecondaryReference (page_idle's question answered 'old' while a "
+              "driver implementing ->clear_young holds a young translation: the guest used "
+              "the page after it was marked idle)",
+    doc="Idle page tracking (33c3fc71c8cf, 4.3) came with ->clear_young (1d7715c676a1, "
+        "the same series): a KVM guest touches its memory through sptes whose accessed "
+        "bits the CPU ptes never see, so without asking the secondary MMUs every page a "
+        "guest uses looks idle to the tracker (and to the proactive reclaim built on it).  "
+        "The mutant is page_idle_clear_pte_refs_one with the CPU-only test (a step "
+        "removed on purpose).")
+
+
 async def ptep_clear_young_notify(vma: VmAreaStruct, address: int) -> bool:
     """Test and clear the accessed bit of the pte and of every secondary MMU
     without flushing TLBs (->clear_young, 4.3: idle page tracking, where a
@@ -934,7 +949,8 @@ async def ptep_clear_young_notify(vma: VmAreaStruct, address: int) -> bool:
     await step("ptep_test_and_clear_young", writes=(pte_key(mm, address),))
     report_aging("begin", mm, address, "clear_young")
     young = _ptep_test_and_clear_young(mm, address)
-    if await mmu_notifier.mmu_notifier_clear_young(mm, address, address + PAGE_SIZE):
+    if not mmemu.mutant(CLEAR_YOUNG_NO_NOTIFY) and \
+            await mmu_notifier.mmu_notifier_clear_young(mm, address, address + PAGE_SIZE):
         young = True
     report_aging("end", mm, address, "clear_young", young)
     return young
@@ -1511,7 +1527,7 @@ def page_table_dump(mm: MmStruct) -> str:
 
 
 __all__ = [
-    "COW_NO_NOTIFY", "YOUNG_NO_NOTIFY", "FAULT_UNLOCKED", "FORK_NO_NOTIFY", "FOLL_GET", "FOLL_TOUCH", "FOLL_WRITE", "FreePageInPageTable",
+    "CLEAR_YOUNG_NO_NOTIFY", "COW_NO_NOTIFY", "YOUNG_NO_NOTIFY", "FAULT_UNLOCKED", "FORK_NO_NOTIFY", "FOLL_GET", "FOLL_TOUCH", "FOLL_WRITE", "FreePageInPageTable",
     "MappedTruncatedPage", "MmuGather", "Pte", "SwpEntry", "VM_FAULT_ERROR",
     "VM_FAULT_SIGBUS", "VmaChangedUnderFault", "ZapDetails", "do_anonymous_page", "fault_in", "filemap_fault",
     "copy_page_range", "copy_pte_range", "follow_page", "free_pgtables", "is_cow_mapping", "get_user_pages", "handle_mm_fault", "is_migration_entry",

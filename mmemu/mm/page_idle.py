@@ -18,28 +18,16 @@ from __future__ import annotations
 import mmemu
 from mmemu.engine._execution import span, step
 from mmemu.kernel.locking import spin_lock, spin_unlock
-from mmemu.mm.memory import _ptep_test_and_clear_young, pte_get, pte_key, ptep_clear_young_notify
+from mmemu.mm.memory import pte_get, pte_key, ptep_clear_young_notify
 from mmemu.mm.mmap import EFAULT, VmAreaStruct, vma_address
 from mmemu.mm.page import PG_idle, PG_young, Page, PageAnon
 from mmemu.mm.rmap import page_lock_anon_vma, page_unlock_anon_vma
 
-IDLE_NO_CLEAR_YOUNG = mmemu.register_mutant(
-    "page_idle:no-clear-young",
-    "idle page tracking clears only the CPU ptes' accessed bits and asks no secondary MMU "
-    "(ptep_test_and_clear_young instead of ptep_clear_young_notify)",
-    caught_as="IdleMissedSecondaryAccess (the bitmap says idle a page the guest used "
-              "through its translation after it was marked idle)",
-    doc="Idle page tracking (33c3fc71c8cf, 4.3) came with ->clear_young (1d7715c676a1, "
-        "the same series): a KVM guest touches its memory through sptes whose accessed "
-        "bits the CPU ptes never see, so without asking the secondary MMUs every page a "
-        "guest uses looks idle to the tracker (and to the proactive reclaim built on it).  "
-        "This mutant is page_idle_clear_pte_refs_one with the CPU-only test (a step "
-        "removed on purpose).")
 IDLE_SET_BEFORE_CLEAR = mmemu.register_mutant(
     "page_idle:set-idle-before-clear",
     "page_idle_bitmap_write sets PG_idle before clearing the page's references "
     "(the kernel clears them first: page_idle_clear_pte_refs, then folio_set_idle)",
-    caught_as="IdleMissedSecondaryAccess / PageNeverIdle (a use from before the marking "
+    caught_as="PageNeverIdle (a use from before the marking "
               "clears the fresh PG_idle: an untouched page reads back as not idle)",
     doc="Marking a page idle must first fold every accessed bit from before the marking "
         "(CPU ptes and, through ->clear_young, the secondary MMUs' translations) into "
@@ -67,11 +55,7 @@ async def page_idle_clear_pte_refs_one(page: Page, vma: VmAreaStruct) -> bool:
     pte = pte_get(mm, address)
     referenced = False
     if pte is not None and pte.present and pte.page is page:
-        if mmemu.mutant(IDLE_NO_CLEAR_YOUNG):
-            await step("ptep_test_and_clear_young", writes=(pte_key(mm, address),))
-            referenced = _ptep_test_and_clear_young(mm, address)
-        else:
-            referenced = await ptep_clear_young_notify(vma, address)
+        referenced = await ptep_clear_young_notify(vma, address)
     await spin_unlock(mm.page_table_lock,
                       label="page_idle_clear_pte_refs_one: spin_unlock(ptl)")
     return referenced
@@ -131,5 +115,5 @@ async def page_idle_bitmap_read(page: Page) -> bool:
     return page_is_idle(page)
 
 
-__all__ = ["IDLE_NO_CLEAR_YOUNG", "IDLE_SET_BEFORE_CLEAR", "page_idle_bitmap_read", "page_idle_bitmap_write", "page_idle_clear_pte_refs",
+__all__ = ["IDLE_SET_BEFORE_CLEAR", "page_idle_bitmap_read", "page_idle_bitmap_write", "page_idle_clear_pte_refs",
            "page_is_idle", "page_is_young"]

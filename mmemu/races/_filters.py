@@ -71,7 +71,7 @@ FILTERS = {
     "ksm:change-pte-outside-range":
         lambda params: params.get("api") == "modern" and brackets_matter(params),
     # likewise ->clear_young (idle page tracking) and ->test_young (khugepaged)
-    "page_idle:no-clear-young": lambda params: answers(params, "clear_young"),
+    "memory:clear-young-no-notify": lambda params: answers(params, "clear_young"),
     "khugepaged:no-test-young": lambda params: answers(params, "test_young"),
 }
 

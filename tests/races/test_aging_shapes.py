@@ -59,8 +59,8 @@ def test_a_use_before_the_marking_reads_back_idle() -> None:
 def test_a_use_after_the_marking_is_seen_through_clear_young() -> None:
     out = force(IDLE, USE_AFTER, params=KVM)
     assert out.failure is None, out.failure.report()
-    bad = force(IDLE, USE_AFTER, params=KVM, mutants=["page_idle:no-clear-young"])
-    assert bad.failure is not None and bad.failure.kind == "IdleMissedSecondaryAccess"
+    bad = force(IDLE, USE_AFTER, params=KVM, mutants=["memory:clear-young-no-notify"])
+    assert bad.failure is not None and bad.failure.kind == "AgingMissedSecondaryReference"
     assert "kvm_age_hva (no flush)" not in labels(bad, "user")
 
 
@@ -70,7 +70,7 @@ def test_a_guest_use_before_the_scan_counts_through_test_young() -> None:
     assert out.failure is None, out.failure.report()
     assert "kvm_test_age_hva" in labels(out, "khugepaged")
     bad = force(SCAN, plan, params=KVM, mutants=["khugepaged:no-test-young"])
-    assert bad.failure is not None and bad.failure.kind == "ScanMissedSecondaryReference"
+    assert bad.failure is not None and bad.failure.kind == "AgingMissedSecondaryReference"
     # the other order: the scan first finds nothing young, and nothing is wrong
     late = force(SCAN, [("khugepaged", "3. khugepaged: up_read(mmap_sem)"),
                         ("kvm", "kvm: access gfn 0")], params=KVM)
@@ -78,9 +78,9 @@ def test_a_guest_use_before_the_scan_counts_through_test_young() -> None:
 
 
 @pytest.mark.parametrize("suite, mutant, kind", [
-    (IDLE, "page_idle:no-clear-young", "IdleMissedSecondaryAccess"),
+    (IDLE, "memory:clear-young-no-notify", "AgingMissedSecondaryReference"),
     (IDLE, "page_idle:set-idle-before-clear", "PageNeverIdle"),
-    (SCAN, "khugepaged:no-test-young", "ScanMissedSecondaryReference"),
+    (SCAN, "khugepaged:no-test-young", "AgingMissedSecondaryReference"),
 ])
 def test_each_mutant_is_caught_with_kvm(suite: str, mutant: str, kind: str) -> None:
     assert_caught(suite, mutant, kind, params=KVM)
