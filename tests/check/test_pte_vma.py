@@ -420,3 +420,18 @@ def test_a_page_whose_read_is_in_flight_must_not_be_mapped() -> None:
     f = run("memory:fault-unlocked").failure
     assert f is not None and f.kind == "NotUptodatePageMapped", f
     assert "which is not PG_uptodate: its read has not finished" in f.message
+
+
+def test_a_write_fault_copies_a_page_that_migration_holds_locked() -> None:
+    """Found by `mmemu fuzz --seed 2 --cpus 3 --ops 4` (BadPtePermission):
+    fork copies a pte while migration has it as a migration entry, the
+    parent's pte is restored to the new page first, and the parent writes.
+    The mapcount counts no migration entry, so it says "mapped once"; 2.6.27's
+    do_wp_page reuses the page only if TestSetPageLocked succeeds, and
+    migration holds the new page locked until every entry is restored, so
+    the write copies.  Reusing it wrote a COW-shared page in place."""
+    res = mmemu.explore("workload:run", strategy=mmemu.DFS(max_preemptions=2), executions=5000,
+                        params={"workload": "drivers=kvm vmas=a1; cpu0: migrate(0); "
+                                            "cpu1: fork cpufault(0,w)"})
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted
