@@ -51,6 +51,13 @@ async def _fault_and_unmap(kernel: Any, mm: Any) -> None:
     await up_write(mm.mmap_sem)
 
 
+def _fault_and_unmap_mutated(monkeypatch: pytest.MonkeyPatch, fn: Any,
+                             edit: tuple[str, str]) -> Any:
+    """The failure of ``_fault_and_unmap`` with ``fn`` (real code) edited."""
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    return run(_fault_and_unmap).failure
+
+
 def test_faults_and_munmap_keep_every_counter() -> None:
     res = run(_fault_and_unmap)
     assert res.failure is None, res.failure.report()
@@ -106,9 +113,8 @@ def test_a_pte_cleared_without_page_remove_rmap_is_flagged() -> None:
 def test_do_anonymous_page_without_inc_mm_counter_is_bad_rss(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from mmemu.mm import memory
-    mutated = _mutant(memory.do_anonymous_page, ("mm.anon_rss += 1", "pass"))
-    monkeypatch.setattr(memory.do_anonymous_page, "__code__", mutated.__code__)
-    f = run(_fault_and_unmap).failure
+    f = _fault_and_unmap_mutated(monkeypatch, memory.do_anonymous_page,
+                                 ("mm.anon_rss += 1", "pass"))
     assert f is not None and f.kind == "BadRssCounter", f
     assert "mm1 (live): anon_rss is -1, but its page tables map 1" in f.message
     assert "Bad rss-counter state" in f.message
@@ -153,9 +159,8 @@ def test_try_to_unmap_one_dropping_rss_for_a_migration_entry_is_bad_rss(
 
 def test_link_list_without_map_count_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
     from mmemu.mm import mmap
-    mutated = _mutant(mmap._link_list, ("    mm.map_count += 1\n", "    pass\n"))
-    monkeypatch.setattr(mmap._link_list, "__code__", mutated.__code__)
-    f = run(_fault_and_unmap).failure
+    f = _fault_and_unmap_mutated(monkeypatch, mmap._link_list,
+                                 ("    mm.map_count += 1\n", "    pass\n"))
     assert f is not None and f.kind == "BadMapCount", f
     assert "mm1->map_count is -1 but its vma list holds 1 vma(s)" in f.message
     assert "validate_mm" in f.message
