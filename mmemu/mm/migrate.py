@@ -19,7 +19,8 @@ page, count 1).  unmap_and_move, per page::
      then migrate_page_copy: contents and flags; page->mapping = NULL
   4. remove_migration_ptes(page, newpage): each migration entry becomes a pte
      to newpage (on failure: back to the old page)
-  5. unlock_page(page); drop the old page (isolation reference: freed)
+  5. unlock_page(page); drop the old page (isolation reference: freed);
+     move_to_lru(newpage): lru_cache_add, put_page (freed if migration failed)
 
 The fault side (migration_entry_wait), faulting on a migration entry::
 
@@ -321,6 +322,10 @@ async def migrate_pages(page: Page, newpage: Page) -> int:
         await unlock_page(page, label="5. unlock_page(page)")
         if rc == 0:
             await put_page(page, label="5. put_page(page) (migrated: freed)")
+        # move_newpage: move_to_lru(newpage) -- lru_cache_add, then put_page
+        # (if migration failed, that put frees it, off the LRU again)
+        from mmemu.mm.vmscan import lru_cache_add
+        await lru_cache_add(newpage)
         await put_page(newpage, label="move_newpage: put_page(newpage)")
     return rc
 

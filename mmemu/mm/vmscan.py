@@ -114,13 +114,49 @@ def _allocator() -> Any:
     return current_simulation().data["kernel"].page_alloc
 
 
+ISOLATE_KEEPS_LRU = mmemu.register_mutant(
+    "vmscan:isolate-keeps-lru",
+    "isolate_lru_page takes its reference but leaves PG_lru set",
+    caught_as="BadPageState (the second isolation of the same page also succeeds; a "
+              "putback then finds PG_lru still set: VM_BUG_ON(PageLRU(page)))",
+    doc="Isolation is a test-and-clear of PG_lru under zone->lru_lock: the winner takes "
+        "the page off the LRU (and a reference), every later isolation sees PG_lru clear "
+        "and fails with -EBUSY until the page is put back.  Leaving the flag set (a step "
+        "removed on purpose) lets reclaim, migration, mlock or compaction isolate one page "
+        "twice: both think they own it, each one's reference makes the other's freeze or "
+        "count test fail, and both put it back onto one list.")
+PUTBACK_NO_LRU = mmemu.register_mutant(
+    "vmscan:putback-no-lru",
+    "putback_lru_page drops the isolation reference without setting PG_lru again",
+    caught_as="InvariantViolation (a page in use that nobody holds isolated is not on the "
+              "LRU: reclaim and migration can never take it again)",
+    doc="putback_lru_page is the other half of isolation: the page goes back on an LRU "
+        "list (SetPageLRU under zone->lru_lock) and only then is the isolation reference "
+        "dropped.  Without the SetPageLRU (a step removed on purpose) the page is off "
+        "every list for good: unreclaimable, unmigratable, and every later "
+        "isolate_lru_page fails with -EBUSY.")
+#: coverage event
+ISOLATE_BUSY = "vmscan: isolate_lru_page: the page was not on the LRU (-EBUSY)"
+
+
 async def lru_cache_add(page: Page) -> None:
     """Put a page on the (inactive) LRU (mm/swap.c).  The LRU holds no reference."""
     lock = _lru_lock()
     await spin_lock(lock)
     await step("SetPageLRU", writes=(page.flags_key,))
+    _lru_bug_on(page, "lru_cache_add")
     page.flags |= PG_lru
     await spin_unlock(lock)
+
+
+def _lru_bug_on(page: Page, where: str) -> None:
+    """2.6.27's VM_BUG_ON(PageLRU(page)) where a page goes (back) on the LRU
+    (__pagevec_lru_add, shrink_inactive_list's putback): a page already on
+    it is on two lists, or was never isolated."""
+    if page.flags & PG_lru:
+        current_simulation().fail(BadPageState(
+            f"{where}(page{page.pfn}) at {page_site()}: VM_BUG_ON(PageLRU(page)): the page "
+            f"is already on the LRU", details=page.dump()))
 
 
 async def isolate_lru_page(page: Page) -> int:
@@ -134,8 +170,11 @@ async def isolate_lru_page(page: Page) -> int:
         ret = -EBUSY
         if page.flags & PG_lru and page._count.counter > 0:
             page._count.counter += 1
-            page.flags &= ~PG_lru
+            if not mmemu.mutant(ISOLATE_KEEPS_LRU):
+                page.flags &= ~PG_lru
             ret = 0
+        else:
+            reach(ISOLATE_BUSY)
         await spin_unlock(lock)
     return ret
 
@@ -147,7 +186,9 @@ async def putback_lru_page(page: Page) -> None:
     with span("putback_lru_page"):
         await spin_lock(lock)
         await step("SetPageLRU", writes=(page.flags_key,))
-        page.flags |= PG_lru
+        _lru_bug_on(page, "putback_lru_page")
+        if not mmemu.mutant(PUTBACK_NO_LRU):
+            page.flags |= PG_lru
         await spin_unlock(lock)
         await put_page(page, label="putback: put_page (isolation reference)")
 
@@ -314,6 +355,6 @@ async def reclaim_page(page: Page) -> bool:
     return nr == 1
 
 
-__all__ = ["DIRTY_BEFORE_FREEZE", "FREEZE_WRONG_COUNT", "NO_FREEZE", "PageDirty", "PageLRU",
+__all__ = ["DIRTY_BEFORE_FREEZE", "FREEZE_WRONG_COUNT", "ISOLATE_BUSY", "ISOLATE_KEEPS_LRU", "NO_FREEZE", "PUTBACK_NO_LRU", "PageDirty", "PageLRU",
            "isolate_lru_page", "lru_cache_add",
            "putback_lru_page", "reclaim_page", "shrink_page_list"]

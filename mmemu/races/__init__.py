@@ -25,6 +25,7 @@ from mmemu.races import fork_shapes  # noqa: E402,F401
 from mmemu.races import ksm  # noqa: E402,F401
 from mmemu.races import ksm_shapes  # noqa: E402,F401
 from mmemu.races import locks  # noqa: E402,F401
+from mmemu.races import lru_shapes  # noqa: E402,F401
 from mmemu.races import migrate_shapes  # noqa: E402,F401
 from mmemu.races import mm  # noqa: E402,F401
 from mmemu.races import modern  # noqa: E402,F401
