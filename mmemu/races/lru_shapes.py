@@ -38,7 +38,7 @@ from mmemu.races.migrate_shapes import _migrate
 from mmemu.races.mm import check_page_refs, file_with_pages, mm_with_file_vma
 
 
-@mmemu.scenario("lru:reclaim-vs-migrate", catches=[ISOLATE_KEEPS_LRU, PUTBACK_NO_LRU],
+@mmemu.scenario("migrate:isolate-vs-reclaim", catches=[ISOLATE_KEEPS_LRU, PUTBACK_NO_LRU],
                 reaches=[ISOLATE_BUSY, "step:keep_locked: unlock_page",
                          "step:4. set_pte_at(new page)"])
 async def reclaim_vs_migrate(sim: Any) -> None:

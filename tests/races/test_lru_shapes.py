@@ -18,7 +18,7 @@ from ._support import assert_caught, explore, labels
 
 load_builtin()
 
-SUITE = "lru:reclaim-vs-migrate"
+SUITE = "migrate:isolate-vs-reclaim"
 
 
 def test_the_suite_passes_and_reaches_its_goals() -> None:
