@@ -23,19 +23,16 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.check import boot_checked
-from mmemu.mm.memory import fault_in, pte_get, set_pte_at
-from mmemu.mm.mmap import VM_READ, VM_SHARED
+from mmemu.mm.memory import pte_get, set_pte_at
 from mmemu.mm.vmscan import (
     ISOLATE_BUSY,
     ISOLATE_KEEPS_LRU,
     PUTBACK_NO_LRU,
     PageLRU,
-    lru_cache_add,
     reclaim_page,
 )
 from mmemu.races.migrate_shapes import _migrate
-from mmemu.races.mm import check_page_refs, file_with_pages, mm_with_file_vma
+from mmemu.races.mm import check_page_refs, mapped_file_page
 
 
 @mmemu.scenario("migrate:isolate-vs-reclaim", catches=[ISOLATE_KEEPS_LRU, PUTBACK_NO_LRU],
@@ -75,15 +72,10 @@ async def reclaim_vs_migrate(sim: Any) -> None:
     At the end: the page the pagecache holds (the old one, or the new one
     migration made) is on the LRU and every count matches its holders.
     """
-    kernel = boot_checked(sim, npages=8)
-    mapping, pages = await file_with_pages(kernel, "file", 1)
-    page = pages[0]
-    mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
-    await fault_in(mm, vma.vm_start, write=False)
+    kernel, mapping, page, mm, vma = await mapped_file_page(sim)
     pte = pte_get(mm, vma.vm_start)
     assert pte is not None
     set_pte_at(mm, vma.vm_start, pte.replace(young=True))  # recently used: reclaim keeps it
-    await lru_cache_add(page)
     async with sim.cpus() as cpus:
         cpus.start(reclaim_page, page, name="kswapd")
         cpus.start(_migrate, page, name="migrate")

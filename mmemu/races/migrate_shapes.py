@@ -31,12 +31,12 @@ from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.memory import fault_in, is_migration_entry, pte_get
 from mmemu.mm.migrate import ANON_BUSY, ANON_MIGRATED, REMOVE_PTE_UNLOCKED, migrate_pages
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
 from mmemu.mm.page import Page
 from mmemu.mm.page_alloc import alloc_page, alloc_page_setup
 from mmemu.mm.truncate import NO_REMAP_CHECK, vmtruncate
 from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page
-from mmemu.races.mm import check_page_refs, file_with_pages, mm_with_file_vma
+from mmemu.races.mm import check_page_refs, mapped_file_page
 from mmemu.races.notifier import DRIVER_AXES, goals, guest, guest_fault
 
 #: truncate_complete_page found the page mapped again (here: by migration's
@@ -207,12 +207,7 @@ async def file_vs_truncate(sim: Any) -> None:
     At the end: the file is empty, nothing maps it, every page is accounted
     for.
     """
-    kernel = boot_checked(sim, npages=8)
-    mapping, pages = await file_with_pages(kernel, "file", 1)
-    page = pages[0]
-    mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
-    await fault_in(mm, vma.vm_start, write=False)
-    await lru_cache_add(page)
+    kernel, mapping, page, mm, vma = await mapped_file_page(sim)
     assert await isolate_lru_page(page) == 0
     newpage = alloc_page_setup()
     async with sim.cpus() as cpus:

@@ -57,6 +57,19 @@ async def mm_with_file_vma(kernel: Kernel, mapping: AddressSpace, npages: int, *
     return mm, vma
 
 
+async def mapped_file_page(sim: Any) -> tuple[Kernel, AddressSpace, Page, MmStruct, VmAreaStruct]:
+    """Setup helper: a one-page file, its page in the pagecache and on the
+    LRU, mapped (read, MAP_SHARED) by a new mm.  Returns (kernel, mapping,
+    page, mm, vma)."""
+    from mmemu.mm.vmscan import lru_cache_add
+    kernel = boot_checked(sim, npages=8)
+    mapping, pages = await file_with_pages(kernel, "file", 1)
+    mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
+    await fault_in(mm, vma.vm_start, write=False)
+    await lru_cache_add(pages[0])
+    return kernel, mapping, pages[0], mm, vma
+
+
 def check_page_refs(sim: Any, kernel: Kernel, held: dict[Page, int] | None = None) -> None:
     """Every page in use: count == pagecache ref + present ptes + ``held``;
     mapcount == present ptes."""
@@ -194,13 +207,8 @@ async def reclaim_vs_gup(sim: Any) -> None:
     in use is accounted for.
     """
     from mmemu.mm.rmap import page_referenced
-    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
-    kernel = boot_checked(sim, npages=8)
-    mapping, pages = await file_with_pages(kernel, "file", 1)
-    page = pages[0]
-    mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
-    await fault_in(mm, vma.vm_start, write=False)
-    await lru_cache_add(page)
+    from mmemu.mm.vmscan import reclaim_page
+    kernel, mapping, page, mm, vma = await mapped_file_page(sim)
     await page_referenced(page, False)  # an old pte: try_to_unmap will not refuse it
     out: dict[str, Any] = {}
 
@@ -271,13 +279,8 @@ async def fault_vs_migration(sim: Any) -> None:
     every page is accounted for; a migrated page is free.
     """
     from mmemu.mm.migrate import migrate_pages
-    from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page
-    kernel = boot_checked(sim, npages=8)
-    mapping, pages = await file_with_pages(kernel, "file", 1)
-    page = pages[0]
-    mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_SHARED)
-    await fault_in(mm, vma.vm_start, write=False)
-    await lru_cache_add(page)
+    from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page
+    kernel, mapping, page, mm, vma = await mapped_file_page(sim)
     assert await isolate_lru_page(page) == 0
     newpage = alloc_page_setup()
     out: dict[str, int] = {}
