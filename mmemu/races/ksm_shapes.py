@@ -36,6 +36,9 @@ class WritableKsmPage(InvariantViolation):
 
 
 @mmemu.scenario("ksm:merge-vs-write-fault", reaches=[MERGED, COW_COPIED, WP_TRYLOCK_FAILED],
+                # unbounded, main at 394b8f7: 5000 executions not exhausted;
+                # <= 2 preemptions: 170
+                max_preemptions=2,
                 catches=[REPLACE_NO_PTE_SAME])
 async def merge_vs_write_fault(sim: Any) -> None:
     """ksmd merges a page while the process writes it.
