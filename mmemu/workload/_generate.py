@@ -48,7 +48,14 @@ import attrs
 
 from mmemu.driver import Driver, load_driver
 from mmemu.workload._ops import OPERATIONS, applicable
-from mmemu.workload._text import API_GENERATIONS, Op, Workload, WorkloadError, vma_kind
+from mmemu.workload._text import (
+    API_GENERATIONS,
+    Op,
+    Workload,
+    WorkloadError,
+    vma_fresh,
+    vma_kind,
+)
 
 #: per role, (operation, weight)
 ROLES: dict[str, tuple[tuple[str, float], ...]] = {
@@ -63,6 +70,8 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
 #: how often a driver CPU starts by detaching and re-attaching its driver
 REATTACH = 0.25
+#: how often a vma is fresh (nothing faulted in at setup)
+FRESH = 0.25
 #: how often a CPU sends a signal to a CPU that re-registers a driver
 KILL = 0.25
 #: how often a workload ends with the driver's detach on CPU 0 against the
@@ -136,7 +145,10 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     ndrivers = 1 if settings.max_drivers < 2 or rng.random() < 0.67 else 2
     drivers = tuple(rng.choice(pool) for _ in range(ndrivers))
     nvmas = rng.choice((1, 2, 2, 3))
-    vmas = tuple((rng.choice("asp"), rng.choice((1, 2, 2, 3))) for _ in range(nvmas))
+    # a vma is sometimes fresh (capitals: not faulted in at setup), so that
+    # first touches race with each other
+    vmas = tuple(((lambda k: k.upper() if rng.random() < FRESH else k)(rng.choice("asp")),
+                  rng.choice((1, 2, 2, 3))) for _ in range(nvmas))
     npages = sum(n for _k, n in vmas)
     # the focus: one or two neighbouring pages of one vma that most page
     # arguments name, so that operations meet on them; ranges contain a
@@ -147,13 +159,15 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     flo = first + rng.randrange(vmas[fv][1] - width + 1)
     focus = list(range(flo, flo + width))
     anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
+    # the KSM page must be mapped at setup
+    ksm_pages = [q for q in anon if not vma_fresh(vmas, q)]
 
     def file_index(p: int) -> int | None:
         # every file vma maps the file from offset 0
         start = 0
         for kind, n in vmas:
             if p < start + n:
-                return p - start if kind in "sp" else None
+                return p - start if kind.lower() in "sp" else None
             start += n
         return None
 
@@ -220,12 +234,13 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             if name == "ksm":
                 # merge an anonymous (mostly focus) page into another
                 # anonymous page, the KSM page
-                if len(anon) < 2:
-                    continue
                 p = page()
                 if p not in anon:
-                    p = rng.choice(anon)
-                args = [p, rng.choice([q for q in anon if q != p])]
+                    p = rng.choice(anon) if anon else p
+                into = [q for q in ksm_pages if q != p]
+                if p not in anon or not into:
+                    continue
+                args = [p, rng.choice(into)]
             elif name == "signal":
                 # mostly to a CPU that registers a notifier (mm_take_all_locks
                 # returns -EINTR on a pending signal)
@@ -244,7 +259,7 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                     args.append(rng.choice(("r", "r", "rw", "none")))
                 elif kind == "count":
                     # a truncate that mostly removes a focus page of a file vma
-                    file_pages = max([n for k, n in vmas if k in "sp"] or [1])
+                    file_pages = max([n for k, n in vmas if k.lower() in "sp"] or [1])
                     cut = [i for i in map(file_index, focus) if i is not None]
                     args.append(rng.randrange(min(cut) + 1 if cut and rng.random() < 0.7
                                               else file_pages))

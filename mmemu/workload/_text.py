@@ -39,6 +39,9 @@ from mmemu.engine._errors import ModelError
 
 API_GENERATIONS = ("2.6.27", "modern")
 VMA_KINDS = {"a": "anonymous", "s": "shared file", "p": "private file"}
+#: a vma whose kind is written in capitals (``S2``) is *fresh*: nothing of it
+#: is faulted in by the world's setup (first touches race: two faults adding
+#: the same pagecache page, or allocating the same anonymous page)
 DEFAULT_VMAS: tuple[tuple[str, int], ...] = (("a", 2), ("s", 2), ("p", 2))
 MAX_PAGES_PER_VMA = 16
 
@@ -120,10 +123,21 @@ class Workload:
 
 
 def vma_kind(vmas: Sequence[tuple[str, int]], page: int) -> str:
-    """The kind of the vma (of ``vmas``, in address order) page ``page`` is in."""
+    """The kind (``a``, ``s`` or ``p``) of the vma (of ``vmas``, in address
+    order) page ``page`` is in."""
     for kind, n in vmas:
         if page < n:
-            return kind
+            return kind.lower()
+        page -= n
+    raise IndexError(page)
+
+
+def vma_fresh(vmas: Sequence[tuple[str, int]], page: int) -> bool:
+    """Is page ``page`` in a fresh vma (kind in capitals: not faulted in by
+    the world's setup)?"""
+    for kind, n in vmas:
+        if page < n:
+            return kind.isupper()
         page -= n
     raise IndexError(page)
 
@@ -167,11 +181,12 @@ def _parse_vmas(value: str) -> tuple[tuple[str, int], ...]:
     vmas: list[tuple[str, int]] = []
     for item in value.split(","):
         item = item.strip()
-        m = re.fullmatch(r"([a-z])(\d+)", item)
-        if m is None or m.group(1) not in VMA_KINDS:
+        m = re.fullmatch(r"([a-zA-Z])(\d+)", item)
+        if m is None or m.group(1).lower() not in VMA_KINDS:
             raise WorkloadError(
                 f"workload: bad vma {item!r} in 'vmas={value}' (expected a kind "
-                f"{'/'.join(VMA_KINDS)} and a page count, e.g. 'a2')")
+                f"{'/'.join(VMA_KINDS)} -- in capitals: not faulted in at setup -- and a "
+                f"page count, e.g. 'a2' or 'S1')")
         n = int(m.group(2))
         if not 1 <= n <= MAX_PAGES_PER_VMA:
             raise WorkloadError(f"workload: vma {item!r} must have 1 to {MAX_PAGES_PER_VMA} "
@@ -324,9 +339,9 @@ def validate(wl: Workload, *, drivers: Sequence[str] | None = None) -> None:
                 if kind == "cpu" and isinstance(a, int) and a >= len(wl.cpus):
                     raise WorkloadError(f"workload: '{where}: there is no cpu{a}")
             if op.name == "ksm" and isinstance(op.args[1], int) and op.args[1] < npages \
-                    and wl.page_kind(op.args[1]) != "a":
+                    and (wl.page_kind(op.args[1]) != "a" or vma_fresh(wl.vmas, op.args[1])):
                 raise WorkloadError(f"workload: '{where}: page {op.args[1]} is not anonymous "
-                                    f"(the KSM page must be in an 'a' vma)")
+                                    f"and faulted in (the KSM page must be in an 'a' vma)")
             if spec.apis is not None and (wl.api or "2.6.27") not in spec.apis:
                 raise WorkloadError(f"workload: '{where}: {op.name} exists only in the "
                                     f"{'/'.join(spec.apis)} notifier API (set api=...)")
@@ -337,4 +352,4 @@ def validate(wl: Workload, *, drivers: Sequence[str] | None = None) -> None:
 
 
 __all__ = ["API_GENERATIONS", "DEFAULT_VMAS", "Op", "VMA_KINDS", "Workload", "WorkloadError",
-           "parse_op", "parse_workload", "validate", "vma_kind"]
+           "parse_op", "parse_workload", "validate", "vma_fresh", "vma_kind"]

@@ -14,7 +14,8 @@ the kernel model's own functions:
 - every page is faulted in (anonymous pages written, file pages read: a
   private vma maps the pagecache page read-only until a write COWs it),
   made old (accessed bit clear) and put on the LRU, so that reclaim,
-  aging and migration have something to take;
+  aging and migration have something to take -- except the pages of a
+  *fresh* vma (kind in capitals), which the workload touches first;
 - each driver is instantiated (a second instance of the same class is
   renamed ``kvm#2``) and attached to the process, in order.  A re-attach
   after a detach attaches a *fresh* instance (a new VM, a new device bound
@@ -60,7 +61,7 @@ from mmemu.mm.mmap import (
 )
 from mmemu.mm.page import Page, get_page
 from mmemu.mm.vmscan import PageLRU, lru_cache_add
-from mmemu.workload._text import Workload
+from mmemu.workload._text import Workload, vma_fresh
 
 
 class IncoherentWorld(InvariantViolation):
@@ -100,7 +101,7 @@ class World:
 
     async def build(self) -> None:
         wl = self.workload
-        file_pages = max([n for kind, n in wl.vmas if kind in "sp"] or [1])
+        file_pages = max([n for kind, n in wl.vmas if kind.lower() in "sp"] or [1])
         npages = 2 * (wl.npages + file_pages) + 8 + 4 * len(self.driver_specs)
         kernel = self.kernel = boot_checked(self.sim, npages=npages, api=self.api)
         mm = self.mm = mm_alloc(kernel)
@@ -108,16 +109,18 @@ class World:
         await down_write(mm.mmap_sem)
         for k, (kind, n) in enumerate(wl.vmas):
             flags = VM_READ | VM_WRITE
-            if kind == "a":
+            if kind.lower() == "a":
                 vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags)
             else:
-                if kind == "s":
+                if kind.lower() == "s":
                     flags |= VM_SHARED
                 vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags, file=self.mapping, pgoff=0)
             if k == 0:
                 self.base = vma.vm_start
         await up_write(mm.mmap_sem)
         for p in range(wl.npages):
+            if vma_fresh(wl.vmas, p):
+                continue  # a fresh vma: its first touch is the workload's
             addr = self.addr(p)
             await fault_in(mm, addr, write=self.kind(p) == "a")
             pte = pte_get(mm, addr)
@@ -227,7 +230,7 @@ class World:
         first = 0
         for kind, n in self.workload.vmas:
             if p < first + n:
-                return p - first if kind in "sp" else None
+                return p - first if kind.lower() in "sp" else None
             first += n
         return None
 

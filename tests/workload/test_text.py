@@ -15,6 +15,8 @@ EXAMPLES = [
     "drivers=tests/workload/fixtures.py:PinCacheDriver; cpu0: cpufault(4,w) age(4); cpu1:",
     "api=modern; cpu0: fault(0,w) access(0,w) access(1); cpu1: fork mprotect(0-1,r) "
     "madvise(2-3); cpu2: ksm(1,0) idle(0) scan(0-5) mprotect(4,none)",
+    # capitals: fresh vmas, nothing faulted in at setup
+    "vmas=S1,a1,P2; cpu0: fault(0,r); cpu1: cpufault(0,r) ksm(2,1)",
 ]
 
 
@@ -60,6 +62,7 @@ def test_workload_rides_in_the_token() -> None:
     ("drivrs=kvm; cpu0: exit", "'drivrs'"),
     ("api=3.0; cpu0: exit", "'api=3.0'"),
     ("vmas=x2; cpu0: exit", "'x2'"),
+    ("vmas=a1,A1; cpu0: ksm(0,1)", "not anonymous and faulted in"),
     ("cpu0: signal(4)", "cpu4"),
     ("cpu0: exit; cpu1: exit", "'exit'"),
     ("cpu0: oomreap", "modern"),

@@ -58,6 +58,8 @@ def test_two_drivers_of_different_classes_are_both_checked(who: str, mutant: str
     ("vmas=a2; cpu0: fault(1,w) access(1); cpu1: ksm(1,0)", "ksm:replace-no-notify"),
     ("api=modern vmas=a2; cpu0: fault(1,w) access(1); cpu1: ksm(1,0)",
      "ksm:change-pte-outside-range"),
+    # a fresh (capital) vma: two first touches add the same pagecache page
+    ("vmas=S1; cpu0: fault(0,r); cpu1: cpufault(0,r)", "filemap:eexist-no-undo"),
 ])
 def test_new_call_sites_as_operations(wl: str, mutant: str) -> None:
     assert _dfs(wl, bound=1).ok
