@@ -92,6 +92,14 @@ def _is_interval(cls: type[Driver]) -> bool:
     return bool(getattr(cls, "interval_notifier", False))
 
 
+def _in_interval(d: Driver, address: int) -> bool:
+    """Is ``address`` inside the interval an interval-notifier driver
+    registered (``start``/``length``, set by ``insert(lo-hi)``)?"""
+    start = int(getattr(d, "start", 0))
+    length = getattr(d, "length", None)
+    return address >= start and (length is None or address < start + int(length))
+
+
 def _uses_get(cls: type[Driver]) -> bool:
     """A driver whose notifier comes from mmu_notifier_get: it keeps the
     shared ops in ``self.ops`` with an ``alloc_notifier``."""
@@ -108,6 +116,13 @@ async def _fault(w: World, c: int, op: Op) -> None:
     await w.file_get(op.driver, who)
     # the instance attached now (read under the file: a re-attach replaces it)
     d = w.drivers[op.driver]
+    addr = w.addr(page)
+    if _is_interval(type(d)) and not _in_interval(d, addr):
+        # a mirror faults only what its interval notifier covers (test_hmm
+        # faults inside the range it registered): outside it, no
+        # invalidation would ever reach the translation
+        await w.file_put(op.driver, who)
+        return
     if w.attached[op.driver] and await w.mmget_not_zero(who):
         w.ran("fault")
         await guarded(d, "fault", d.fault, w.addr(page), rw == "w")
