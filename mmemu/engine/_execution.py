@@ -21,7 +21,16 @@ before its first ``step`` must not touch shared state.
 Blocking: ``block(channel, ...)`` takes the current CPU off the runnable set
 until another CPU calls ``wake_all(channel)``.  A step that wakes ``channel``
 must declare a write to it, so a wake always conflicts with the resumed step
-of the CPUs it wakes; partial-order reduction relies on that.
+of the CPUs it wakes; partial-order reduction relies on that.  Locks
+(``_locks.py``) are finer: a CPU whose next step acquires a held lock is
+simply not enabled until the lock is released, so acquiring costs one step
+whether the lock was free or not.
+
+Abandoning: a strategy may end an execution early without a failure
+(``abandon``), e.g. DPOR when every CPU that could run is in its sleep set.
+Setting ``watch`` makes the engine ask the chooser even where only one CPU
+can run, so that the strategy sees every step (it costs a call per step, so
+strategies set it only while they need it).
 
 Aborting: when an execution fails, every parked CPU is resumed with
 ``_Aborted`` (a BaseException model code does not catch), which unwinds it;
@@ -106,7 +115,8 @@ class CPU:
 
     __slots__ = (
         "id", "name", "sim", "task", "state", "pending", "channel", "why",
-        "held", "labels", "exc", "data", "scope",
+        "held", "labels", "exc", "data", "scope", "op", "lock_wait", "until",
+        "channels",
     )
 
     def __init__(self, sim: Simulation, cpu_id: int, name: str) -> None:
@@ -129,6 +139,15 @@ class CPU:
         #: unwind a CPU stuck in a foreign await (see _watchdog); the task
         #: then ends with the CPU
         self.scope: trio.CancelScope | None = None
+        #: what the pending step is to partial-order reduction besides its
+        #: accesses (a woken step, see Simulation.ops); recorded runs only
+        self.op: Any = None
+        #: (lock, mode) when the pending step acquires a lock (see _locks.py)
+        self.lock_wait: Any = None
+        #: while BLOCKED on a channel: wake only once this returns true
+        self.until: Callable[[], bool] | None = None
+        #: while BLOCKED on several channels: all of them
+        self.channels: tuple[Hashable, ...] = ()
 
     @property
     def title(self) -> str:
@@ -182,6 +201,21 @@ class Simulation:
         self.events: list[tuple[int, str, tuple[Hashable, ...], tuple[Hashable, ...], bool]] = []
         # runnable CPU ids before each event, when recording
         self.enabled: list[tuple[int, ...]] = []
+        #: per event, when recording: None, or what partial-order reduction
+        #: must know beyond the accesses: ("woken", waker event) for the step
+        #: a wake_all made runnable, and the lock operations of _locks.py
+        self.ops: list[Any] = []
+        #: the strategy ended this execution early (not a failure)
+        self.abandoned = False
+        #: the execution ended because no CPU could run
+        self.deadlocked = False
+        self._at_yield = False
+        #: the CPUs that had not finished when the execution stopped early
+        #: (failure, deadlock, abandon), with their state then, except the
+        #: one running; their ``pending`` is the step each would have run next
+        self.unfinished: list[tuple[CPU, str]] = []
+        #: ask the chooser even where only one CPU can run
+        self.watch = False
         self.spans: list[tuple[str, int, int, str]] = []  # (B|E, cpu, step, name)
         #: model-supplied trace annotations, when recording (see annotate())
         self.annotations: list[dict[str, Any]] = []
@@ -260,7 +294,7 @@ class Simulation:
         if n == 0:
             return None
         preempted = False
-        if n == 1:
+        if n == 1 and not self.watch:
             nxt = run[0]
         else:
             try:
@@ -275,10 +309,11 @@ class Simulation:
                     self.foreign = exc
                 self._abort_all()
                 raise _Aborted() from None
-            self.choices.append(nxt.id)
-            if prev is not None and nxt is not prev and prev.state == RUNNABLE:
-                self.preemptions += 1
-                preempted = True
+            if n > 1:
+                self.choices.append(nxt.id)
+                if prev is not None and nxt is not prev and prev.state == RUNNABLE:
+                    self.preemptions += 1
+                    preempted = True
         if self.cover:
             key = ("step", nxt.pending[0])
             self.reached[key] = self.reached.get(key, 0) + 1
@@ -286,9 +321,12 @@ class Simulation:
             self.enabled.append(tuple(c.id for c in run))
             label, reads, writes = nxt.pending
             self.events.append((nxt.id, label, reads, writes, preempted))
+            self.ops.append(nxt.op)
+            nxt.op = None
             nxt.labels.append(label)
         self.steps += 1
         if self.steps > self.max_steps:
+            self._at_yield = True
             self.fail(Livelock(
                 f"execution exceeded max_steps={self.max_steps} steps "
                 f"(a CPU spinning?); {nxt.title} was about to run {nxt.pending[0]!r}"))
@@ -310,8 +348,14 @@ class Simulation:
             if c.state == DONE:
                 continue
             held = ", ".join(c.held) if c.held else "nothing"
-            waits = c.why or (namer(c.channel) if c.channel is not None else "?")
+            if c.lock_wait is not None:
+                lock, mode = c.lock_wait
+                waits = lock.describe_wait(c, mode)
+            else:
+                waits = c.why or (namer(c.channel) if c.channel is not None else "?")
             lines.append(f"  {c.title}: waits for {waits}; holds {held}")
+        self.deadlocked = True
+        self._at_yield = True
         self.fail(Deadlock("no CPU can run:\n" + "\n".join(lines)))
 
     def fail(self, exc: MmemuError) -> None:
@@ -326,11 +370,25 @@ class Simulation:
         self._abort_all()
         raise _Aborted()
 
+    def abandon(self) -> None:
+        """End this execution now, without a failure (a strategy saw that
+        nothing new can come of it).  Unwinds the caller like ``fail``."""
+        self.abandoned = True
+        self._at_yield = True
+        self._abort_all()
+        raise _Aborted()
+
     def _abort_all(self, spare: CPU | None = None) -> None:
         """Resume every parked CPU (but ``spare``) with _Aborted so that it unwinds."""
         if self.aborting:
             return
         self.aborting = True
+        #: the CPUs that had not finished when the execution stopped
+        # the running CPU's pending step is the one it runs now, unless the
+        # execution stops at a yield point (its next step is pending then)
+        stale = None if self._at_yield else self.running
+        self.unfinished = [(c, c.state) for c in self.cpu_list
+                           if c.state in (RUNNABLE, BLOCKED) and c is not stale]
         me = current_task()
         for c in self.cpu_list:
             if c.state in (RUNNABLE, BLOCKED) and c.task is not None and c.task is not me \
@@ -463,14 +521,15 @@ class Simulation:
 
     # -------------------------------------------------------- yield points
 
-    async def _block(self, cpu: CPU, channel: Hashable, label: str,
+    async def _block(self, cpu: CPU, channels: tuple[Hashable, ...], label: str,
                      reads: tuple[Hashable, ...], writes: tuple[Hashable, ...], why: str) -> None:
         cpu.state = BLOCKED
         self.runnable.remove(cpu)
         cpu.pending = (label, reads, writes)
-        cpu.channel = channel
+        cpu.channel = channels[0]
         cpu.why = why
-        self._waiters.setdefault(channel, []).append(cpu)
+        for ch in channels:
+            self._waiters.setdefault(ch, []).append(cpu)
         nxt = self._switch_from(cpu)
         assert nxt is not None and nxt is not cpu
         reschedule(nxt.task)
@@ -480,17 +539,71 @@ class Simulation:
         waiters = self._waiters.get(channel)
         if not waiters:
             return 0
-        woken = waiters[:] if all_ else waiters[:1]
-        del waiters[: len(woken)]
-        if not waiters:
+        woken = []
+        keep = []
+        for c in waiters:
+            # a waiter with a condition stays asleep until it holds, so that
+            # a wake-up that changes nothing for it costs it no step
+            if (all_ or not woken) and (c.until is None or c.until()):
+                woken.append(c)
+            else:
+                keep.append(c)
+        if not woken:
+            return 0
+        if keep:
+            self._waiters[channel] = keep
+        else:
             del self._waiters[channel]
+        waker = self.steps - 1
         for c in woken:
+            extra = c.channels
+            if extra:
+                # it waited on several channels: leave the others' lists
+                for ch in extra:
+                    lst = self._waiters.get(ch)
+                    if lst is not None and c in lst:
+                        lst.remove(c)
+                        if not lst:
+                            del self._waiters[ch]
+                c.channels = ()
             c.state = RUNNABLE
             c.channel = None
             c.why = ""
-            self.runnable.append(c)
-        self.runnable.sort(key=_cpu_id)
+            c.until = None
+            if self.record:
+                # the woken step could not have run before this one: DPOR
+                # must not try to reverse them (see _strategies)
+                c.op = ("woken", waker)
+            self._enable(c)
         return len(woken)
+
+    def _enable(self, c: CPU) -> None:
+        """Put a (blocked) CPU back in the runnable set, keeping it sorted."""
+        c.state = RUNNABLE
+        run = self.runnable
+        i = len(run)
+        cid = c.id
+        while i and run[i - 1].id > cid:
+            i -= 1
+        run.insert(i, c)
+
+    def _disable(self, c: CPU) -> None:
+        """Take a runnable CPU off the runnable set (its next step cannot run)."""
+        c.state = BLOCKED
+        self.runnable.remove(c)
+
+    async def _yield_or_wait(self, cpu: CPU) -> None:
+        """The current CPU reached a yield point whose step may not be
+        enabled (``cpu.state`` says): hand the token on and wait until the
+        engine chooses this CPU again."""
+        if cpu.state == RUNNABLE:
+            nxt = self._pick(cpu)
+        else:
+            nxt = self._switch_from(cpu)
+        if nxt is not cpu:
+            assert nxt is not None
+            reschedule(nxt.task)
+            await _park()
 
     # ---------------------------------------------------------- one execution
 
@@ -577,7 +690,7 @@ class _CpuNursery:
             await self._run_on_pool(sim, sim.pool)
         else:
             await self._run_on_nursery(sim)
-        if sim.failure is not None or sim.foreign is not None:
+        if sim.failure is not None or sim.foreign is not None or sim.abandoned:
             raise _Aborted()
         return False
 
@@ -778,13 +891,22 @@ async def step(label: str, reads: Iterable[Hashable] = (), writes: Iterable[Hash
 
 
 async def block(channel: Hashable, label: str, *, reads: Iterable[Hashable] = (),
-                writes: Iterable[Hashable] = (), why: str = "") -> None:
+                writes: Iterable[Hashable] = (), why: str = "",
+                until: Callable[[], bool] | None = None,
+                also: Iterable[Hashable] = ()) -> None:
     """Take the current CPU off the runnable set until ``wake_all(channel)``.
 
     When woken and chosen, the CPU runs the step described by ``label``,
     ``reads`` and ``writes``; ``channel`` is added to its writes.  ``why``
-    names what it waits for in deadlock reports ("spinlock tree_lock held by
-    cpu1 (reclaim)").
+    names what it waits for in deadlock reports ("completion done").
+    ``until``: the waker leaves the CPU blocked while ``until()`` is false
+    (a wake-up that cannot let it proceed costs it no step); the caller
+    still re-checks its condition when it runs, as kernel code does.
+    ``also``: more channels whose ``wake_all`` wakes it too (a grace period
+    waits for several readers); they are added to the writes as well.
+
+    Locks have their own primitive (``mmemu.lowlevel.Lock``), cheaper for
+    the search: prefer it to a lock built on ``block``.
     """
     sim = current_simulation()
     cpu = sim.running
@@ -793,9 +915,13 @@ async def block(channel: Hashable, label: str, *, reads: Iterable[Hashable] = ()
     if sim.aborting:
         raise _Aborted()
     w = tuple(writes)
-    if channel not in w:
-        w = w + (channel,)
-    await sim._block(cpu, channel, label, tuple(reads), w, why)
+    chans = (channel,) + tuple(c for c in also if c != channel)
+    for ch in chans:
+        if ch not in w:
+            w = w + (ch,)
+    cpu.until = until
+    cpu.channels = chans if len(chans) > 1 else ()
+    await sim._block(cpu, chans, label, tuple(reads), w, why)
 
 
 def wake_all(channel: Hashable) -> int:

@@ -248,6 +248,12 @@ class Result:
     interrupted: bool = False
     #: what the executions reached, and the suite's goals (see _coverage)
     coverage: Coverage | None = None
+    #: executions abandoned by the strategy (sleep-set blocked DPOR runs,
+    #: states a bounded search had seen); not counted in ``executions``
+    blocked: int = 0
+    #: distinct Mazurkiewicz traces of the declared accesses among the
+    #: executions (DFS only; None otherwise)
+    traces: int | None = None
 
     @property
     def failure(self) -> Failure | None:
@@ -485,17 +491,24 @@ async def explore_async(
     done = 0
     interrupted = False
     stopped = False
+    blocked0 = strat.blocked
+    index = start
     watch = WATCHDOG.guard(s.step_timeout)  # hangs and Ctrl-C: see _watchdog
     watch.__enter__()
     try:
-        for index in range(start, start + budget):
+        while done < budget:
             chooser = strat.begin(index)
+            index += 1
             if chooser is None:
                 break
             # A Ctrl-C during the execution is acted upon once it is
             # accounted for: it counts, and a failure it found is kept.
             sim = await runner.run(chooser, record=strat.record, defer_interrupt=True)
             strat.end(sim)
+            if sim.abandoned:
+                if sim.interrupted:
+                    raise KeyboardInterrupt
+                continue
             done += 1
             cov.add(sim.reached)
             if progress is not None and (done & 63) == 0 and not sim.interrupted:
@@ -511,7 +524,7 @@ async def explore_async(
                     raise KeyboardInterrupt
                 continue
             kinds_seen.add(raw.kind)
-            log.debug("failure found", kind=raw.kind, execution=index)
+            log.debug("failure found", kind=raw.kind, execution=index - 1)
             # a hang is not shrunk: each run of it costs a timeout
             if shrink and not sim.interrupted and not isinstance(sim.failure, Hang):
                 try:
@@ -549,7 +562,8 @@ async def explore_async(
     return check_vacuity(Result(
         scenario=name, params=dict(params or {}), mutants=mut, strategy=strat.describe(),
         executions=done, exhausted=exhausted, failures=tuple(failures), elapsed_s=elapsed,
-        interrupted=interrupted, coverage=cov),
+        interrupted=interrupted, coverage=cov, blocked=strat.blocked - blocked0,
+        traces=strat.traces),
         thorough=as_thorough_as_the_suite(scenario, bound))
 
 

@@ -3,10 +3,17 @@
 Emulates: kernel/spinlock.c, kernel/mutex.c, lib/rwsem.c, kernel/wait.c,
 kernel/sched.c (completions), kernel/lockdep.c (2.6.27)
 
-Every acquire and release is a yield point that declares a write to the lock,
-so the explorer orders lock operations and nothing else.  Contended locks
-block (a spinlock is modelled as a blocking lock, not a spin loop: the same
-behaviours with far fewer states, and deadlocks become visible as such).
+The locks are the engine's (``mmemu.lowlevel.Lock`` / ``RwLock``): taking a
+lock is one step that declares a write to the lock, and a CPU whose next step
+takes a held lock is simply not enabled until the lock is released -- it
+spends no step spinning or waking up.  So the explorer orders critical
+sections and nothing else, and a deadlock is visible as such (no CPU can
+run).  A spinlock is modelled as a blocking lock, not a spin loop: the same
+behaviours with far fewer states.  Neither ticket-spinlock nor mutex FIFO
+fairness is modelled (every order of the waiters is explored, a superset of
+the kernel's); the rwsem's writer preference is, because it forbids
+behaviours: once a writer waits, new readers wait behind it (lib/rwsem.c's
+wait list), which costs a contended writer one extra step (queueing).
 
 Lock ordering in the emulated mm (lockdep enforces what actually happens;
 this is what the model intends)::
@@ -23,7 +30,9 @@ this is what the model intends)::
                                         under i_mmap_lock / anon_vma->lock / ptl)
 
 Lockdep (kept across the executions of one exploration, in
-``sim.exploration["lockdep"]``) reports, each with both acquisition sites:
+``sim.exploration["lockdep"]``) checks an acquisition when the CPU attempts
+it -- before it may have to wait, as the kernel's ``lock_acquire()`` does --
+and reports, each with both acquisition sites:
 
 - an order inversion: class B taken while holding A when B -> ... -> A was
   seen before (in this execution or an earlier one), even if no deadlock
@@ -47,13 +56,14 @@ from mmemu.engine._execution import (
     Simulation,
     _sim_or_none,
     annotate,
-    recording,
     block,
     current_simulation,
     fail,
+    recording,
     step,
     wake_all,
 )
+from mmemu.engine._locks import SETUP, Lock, RwLock
 
 # --------------------------------------------------------------------- errors
 
@@ -90,7 +100,10 @@ class SleepingWhileAtomic(LockdepViolation):
 
 
 class _Lock:
-    """Common state: a name for reports and a lockdep class."""
+    """What lockdep knows of a lock: a name for reports and a class.
+
+    The page lock (``mm/page.py``) is one too, without being an engine lock.
+    """
 
     kind = "lock"
     sleeps = False
@@ -106,28 +119,36 @@ class _Lock:
         return f"<{self.kind} {self.name}>"
 
 
-class SpinLock(_Lock):
+class _ExclusiveLock(Lock, _Lock):
+    """spinlock_t and struct mutex: an engine Lock that lockdep watches."""
+
+    def __init__(self, name: str, cls: str | None = None) -> None:
+        Lock.__init__(self, name)
+        _Lock.__init__(self, name, cls)
+
+    def before_release(self, cpu: CPU) -> None:
+        _lockdep_release(cpu, self)
+
+    def release_not_owner(self, cpu: CPU, label: str) -> None:
+        cpu.sim.fail(UnlockNotOwner(
+            f"{cpu.title} unlocks {self.kind} {self.name} at #{cpu.sim.steps - 1} but "
+            f"{'nobody' if self.owner is None else _owner_title(self.owner)} holds it"))
+
+
+class SpinLock(_ExclusiveLock):
     """``spinlock_t``.  ``owner`` is the CPU holding it (or SETUP)."""
 
     kind = "spinlock"
 
-    def __init__(self, name: str, cls: str | None = None) -> None:
-        super().__init__(name, cls)
-        self.owner: Any = None
 
-
-class Mutex(_Lock):
+class Mutex(_ExclusiveLock):
     """``struct mutex``: a sleeping lock."""
 
     kind = "mutex"
     sleeps = True
 
-    def __init__(self, name: str, cls: str | None = None) -> None:
-        super().__init__(name, cls)
-        self.owner: Any = None
 
-
-class RwSemaphore(_Lock):
+class RwSemaphore(RwLock, _Lock):
     """``struct rw_semaphore`` (``mmap_sem``).  Fair: once a writer waits,
     new readers queue behind it, as in lib/rwsem.c."""
 
@@ -135,14 +156,24 @@ class RwSemaphore(_Lock):
     sleeps = True
 
     def __init__(self, name: str, cls: str | None = None) -> None:
-        super().__init__(name, cls)
-        self.writer: Any = None
-        self.readers: list[Any] = []
-        self.waiting_writers = 0
+        RwLock.__init__(self, name)
+        _Lock.__init__(self, name, cls)
 
+    @property
+    def waiting_writers(self) -> int:
+        return self.queued
 
-#: owner used when the scenario's own code (setup) takes a lock
-SETUP = "setup"
+    def before_release(self, cpu: CPU, *, read: bool = False) -> None:
+        _lockdep_release(cpu, self, read=read)
+
+    def release_not_owner(self, who: CPU | str, label: str, *, read: bool = False) -> None:
+        if read:
+            msg = f"{_owner_title(who)} calls up_read({self.name}) without holding it for read"
+        else:
+            msg = (f"{_owner_title(who)} calls up_write({self.name}) but "
+                   f"{'nobody' if self.writer is None else _owner_title(self.writer)} "
+                   f"holds it for write")
+        current_simulation().fail(UnlockNotOwner(msg))
 
 
 # ------------------------------------------------------------------- lockdep
@@ -239,15 +270,20 @@ def _subclass(lock: _Lock, subclass: int) -> str:
 
 
 def _lockdep_acquire(cpu: CPU, lock: _Lock, *, read: bool = False, trylock: bool = False,
-                     nest_lock: _Lock | None = None, subclass: int = 0) -> None:
-    """Check and record an acquisition that is about to wait for ``lock``."""
+                     nest_lock: _Lock | None = None, site: str | None = None,
+                     subclass: int = 0) -> None:
+    """Check and record an acquisition that is about to wait for ``lock``.
+
+    ``site`` is the acquisition's label when the check runs before that
+    step (at the attempt, in the step that leads to it); by default the
+    running step's."""
     sim = cpu.sim
     lock_cls = _subclass(lock, subclass)
     held = _held(cpu)
-    site = _site(cpu)
+    site = site if site is not None else _site(cpu)
     for h in held:
         if h.lock is lock:
-            if read and h.read and isinstance(lock, RwSemaphore) and lock.waiting_writers == 0:
+            if read and h.read and isinstance(lock, RwSemaphore) and lock.queued == 0:
                 continue  # recursive read without a queued writer cannot deadlock here
             sim.fail(SelfDeadlock(
                 f"{cpu.title} takes {lock.kind} {lock.name} at #{sim.steps - 1} {site!r} but "
@@ -344,52 +380,38 @@ def _owner_title(owner: Any) -> str:
     return owner.title if isinstance(owner, CPU) else str(owner)
 
 
+def _nest(cpu: CPU, nest_lock: _Lock | None) -> None:
+    if nest_lock is not None:
+        _held(cpu)[-1].nest = nest_lock
+
+
 async def _lock(lock: SpinLock | Mutex, op: str, label: str | None,
                 nest_lock: _Lock | None, subclass: int = 0) -> None:
-    """Take an exclusive lock: one step, then block while another CPU holds it."""
-    await step(label or f"{op}({lock.name})", writes=(lock,))
+    """Take an exclusive lock: one step, enabled while nobody holds it."""
+    label = label or f"{op}({lock.name})"
     sim = current_simulation()
     cpu = sim.running
     if cpu is None:
         _setup_take(lock)
         return
-    _lockdep_acquire(cpu, lock, nest_lock=nest_lock, subclass=subclass)
-    while lock.owner is not None:
-        await block(lock, f"{op}({lock.name}) acquired", writes=(lock,),
-                    why=f"{lock.kind} {lock.name} held by {_owner_title(lock.owner)}")
-    lock.owner = cpu
+    # lockdep looks at the attempt, before the CPU may have to wait
+    _lockdep_acquire(cpu, lock, nest_lock=nest_lock, site=label, subclass=subclass)
+    await Lock.acquire(lock, label)
     _lockdep_acquired(cpu, lock, subclass=subclass)
-    if nest_lock is not None:
-        _held(cpu)[-1].nest = nest_lock
+    _nest(cpu, nest_lock)
 
 
 async def _trylock(lock: SpinLock | Mutex, op: str, label: str | None) -> bool:
-    await step(label or f"{op}({lock.name})", writes=(lock,))
+    ok = await Lock.try_acquire(lock, label or f"{op}({lock.name})")
     cpu = current_simulation().running
-    if lock.owner is not None:
-        return False
-    if cpu is None:
-        lock.owner = SETUP
-        return True
-    _lockdep_acquire(cpu, lock, trylock=True)
-    lock.owner = cpu
-    _lockdep_acquired(cpu, lock)
-    return True
+    if ok and cpu is not None:
+        _lockdep_acquire(cpu, lock, trylock=True)
+        _lockdep_acquired(cpu, lock)
+    return ok
 
 
 async def _unlock(lock: SpinLock | Mutex, op: str, label: str | None) -> None:
-    await step(label or f"{op}({lock.name})", writes=(lock,))
-    cpu = current_simulation().running
-    if cpu is None:
-        lock.owner = None
-        return
-    if lock.owner is not cpu:
-        cpu.sim.fail(UnlockNotOwner(
-            f"{cpu.title} unlocks {lock.kind} {lock.name} at #{cpu.sim.steps - 1} but "
-            f"{'nobody' if lock.owner is None else _owner_title(lock.owner)} holds it"))
-    _lockdep_release(cpu, lock)
-    lock.owner = None
-    wake_all(lock)
+    await Lock.release(lock, label or f"{op}({lock.name})")
 
 
 def _setup_take(lock: SpinLock | Mutex) -> None:
@@ -400,7 +422,7 @@ def _setup_take(lock: SpinLock | Mutex) -> None:
 
 async def spin_lock(lock: SpinLock, *, label: str | None = None,
                     nest_lock: _Lock | None = None) -> None:
-    """Take ``lock``, blocking while another CPU holds it."""
+    """Take ``lock``; the CPU is not enabled while another CPU holds it."""
     await _lock(lock, "spin_lock", label, nest_lock)
 
 
@@ -460,42 +482,31 @@ def mutex_is_locked(lock: Mutex) -> bool:
 
 
 async def down_read(sem: RwSemaphore, *, label: str | None = None) -> None:
-    sim = _sim_or_none()
-    if sim is not None and sim.running is not None:
-        might_sleep(f"down_read({sem.name})")
-    await step(label or f"down_read({sem.name})", writes=(sem,))
-    cpu = current_simulation().running
+    """One step, enabled while no writer holds ``sem`` or waits for it."""
+    label = label or f"down_read({sem.name})"
+    sim = current_simulation()
+    cpu = sim.running
     if cpu is None:
-        sem.readers.append(SETUP)
+        await RwLock.acquire_read(sem, label)
         return
-    _lockdep_acquire(cpu, sem, read=True)
-    while sem.writer is not None or sem.waiting_writers:
-        holder = _owner_title(sem.writer) if sem.writer is not None else "a queued writer"
-        await block(sem, f"down_read({sem.name}) acquired", writes=(sem,),
-                    why=f"rwsem {sem.name} for read (held for write by {holder})")
-    sem.readers.append(cpu)
+    might_sleep(f"down_read({sem.name})")
+    _lockdep_acquire(cpu, sem, read=True, site=label)
+    await RwLock.acquire_read(sem, label)
     _lockdep_acquired(cpu, sem, read=True)
 
 
 async def down_write(sem: RwSemaphore, *, label: str | None = None, subclass: int = 0) -> None:
-    sim = _sim_or_none()
-    if sim is not None and sim.running is not None:
-        might_sleep(f"down_write({sem.name})")
-    await step(label or f"down_write({sem.name})", writes=(sem,))
-    cpu = current_simulation().running
+    """One step if ``sem`` is free; else that step queues the writer (new
+    readers wait from then on) and a second one takes ``sem`` once free."""
+    label = label or f"down_write({sem.name})"
+    sim = current_simulation()
+    cpu = sim.running
     if cpu is None:
-        sem.writer = SETUP
+        await RwLock.acquire_write(sem, label)
         return
-    _lockdep_acquire(cpu, sem, subclass=subclass)
-    if sem.writer is not None or sem.readers:
-        sem.waiting_writers += 1
-        while sem.writer is not None or sem.readers:
-            who = _owner_title(sem.writer) if sem.writer is not None else \
-                ", ".join(_owner_title(r) for r in sem.readers) + " (read)"
-            await block(sem, f"down_write({sem.name}) acquired", writes=(sem,),
-                        why=f"rwsem {sem.name} for write (held by {who})")
-        sem.waiting_writers -= 1
-    sem.writer = cpu
+    might_sleep(f"down_write({sem.name})")
+    _lockdep_acquire(cpu, sem, site=label, subclass=subclass)
+    await RwLock.acquire_write(sem, label, queued_label=f"down_write({sem.name}) acquired")
     _lockdep_acquired(cpu, sem, subclass=subclass)
 
 
@@ -506,58 +517,29 @@ async def down_write_nested(sem: RwSemaphore, subclass: int, *, label: str | Non
 
 
 async def down_read_trylock(sem: RwSemaphore, *, label: str | None = None) -> bool:
-    await step(label or f"down_read_trylock({sem.name})", writes=(sem,))
+    ok = await RwLock.try_acquire_read(sem, label or f"down_read_trylock({sem.name})")
     cpu = current_simulation().running
-    if sem.writer is not None or sem.waiting_writers:
-        return False
-    if cpu is None:
-        sem.readers.append(SETUP)
-        return True
-    _lockdep_acquire(cpu, sem, read=True, trylock=True)
-    sem.readers.append(cpu)
-    _lockdep_acquired(cpu, sem, read=True)
-    return True
+    if ok and cpu is not None:
+        _lockdep_acquire(cpu, sem, read=True, trylock=True)
+        _lockdep_acquired(cpu, sem, read=True)
+    return ok
 
 
 async def down_write_trylock(sem: RwSemaphore, *, label: str | None = None) -> bool:
-    await step(label or f"down_write_trylock({sem.name})", writes=(sem,))
+    ok = await RwLock.try_acquire_write(sem, label or f"down_write_trylock({sem.name})")
     cpu = current_simulation().running
-    if sem.writer is not None or sem.readers:
-        return False
-    if cpu is None:
-        sem.writer = SETUP
-        return True
-    _lockdep_acquire(cpu, sem, trylock=True)
-    sem.writer = cpu
-    _lockdep_acquired(cpu, sem)
-    return True
+    if ok and cpu is not None:
+        _lockdep_acquire(cpu, sem, trylock=True)
+        _lockdep_acquired(cpu, sem)
+    return ok
 
 
 async def up_read(sem: RwSemaphore, *, label: str | None = None) -> None:
-    await step(label or f"up_read({sem.name})", writes=(sem,))
-    cpu = current_simulation().running
-    me: Any = cpu if cpu is not None else SETUP
-    if me not in sem.readers:
-        current_simulation().fail(UnlockNotOwner(
-            f"{_owner_title(me)} calls up_read({sem.name}) without holding it for read"))
-    sem.readers.remove(me)
-    if cpu is not None:
-        _lockdep_release(cpu, sem, read=True)
-        wake_all(sem)
+    await RwLock.release_read(sem, label or f"up_read({sem.name})")
 
 
 async def up_write(sem: RwSemaphore, *, label: str | None = None) -> None:
-    await step(label or f"up_write({sem.name})", writes=(sem,))
-    cpu = current_simulation().running
-    me: Any = cpu if cpu is not None else SETUP
-    if sem.writer is not me:
-        current_simulation().fail(UnlockNotOwner(
-            f"{_owner_title(me)} calls up_write({sem.name}) but "
-            f"{'nobody' if sem.writer is None else _owner_title(sem.writer)} holds it for write"))
-    sem.writer = None
-    if cpu is not None:
-        _lockdep_release(cpu, sem)
-        wake_all(sem)
+    await RwLock.release_write(sem, label or f"up_write({sem.name})")
 
 
 def rwsem_is_locked(sem: RwSemaphore) -> bool:
@@ -582,13 +564,15 @@ class WaitQueueHead:
 async def wait_event(wq: WaitQueueHead, condition: Callable[[], bool], *,
                      label: str | None = None, reads: Iterable[Hashable] = ()) -> None:
     """Sleep until ``condition()`` holds.  The test and the sleep are one
-    step, so a wake-up between them cannot be lost (prepare_to_wait)."""
+    step, so a wake-up between them cannot be lost (prepare_to_wait).  A
+    wake-up that leaves ``condition()`` false does not wake the CPU (it
+    would only test and sleep again)."""
     might_sleep(f"wait_event({wq.name})")
     r = tuple(reads)
     await step(label or f"wait_event({wq.name})", reads=r, writes=(wq,))
     while not condition():
         await block(wq, f"{label or 'wait_event(' + wq.name + ')'} woken", reads=r,
-                    writes=(wq,), why=f"wait queue {wq.name}")
+                    writes=(wq,), why=f"wait queue {wq.name}", until=condition)
 
 
 async def wake_up_all(wq: WaitQueueHead, *, label: str | None = None) -> None:
@@ -625,7 +609,7 @@ async def wait_for_completion(c: Completion, *, label: str | None = None) -> Non
     await step(label or f"wait_for_completion({c.name})", writes=(c,))
     while c.done == 0:
         await block(c, f"wait_for_completion({c.name}) done", writes=(c,),
-                    why=f"completion {c.name}")
+                    why=f"completion {c.name}", until=lambda: c.done > 0)
     c.done -= 1
 
 

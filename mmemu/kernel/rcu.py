@@ -4,10 +4,12 @@ Emulates: kernel/rcuclassic.c, kernel/srcu.c (2.6.27)
 
 A grace period ends only after every CPU that was inside a read-side section
 when it started has left that section.  ``synchronize_rcu`` snapshots the
-CPUs inside a section and blocks on each until its section ends; a reader that
-enters after the snapshot is not waited for.  The scheduler decides when
-readers leave, so every relative order of readers and grace periods is
-explored.
+CPUs inside a section (one step) and, if any, waits until the last of them
+has left (one more step, enabled from then on: the readers' unlocks wake it
+without a step of their own, and an unlock that leaves others inside does
+not wake it at all); a reader that enters after the snapshot is not waited
+for.  The scheduler decides when readers leave, so every relative order of
+readers and grace periods is explored.
 
 Accesses: each CPU's read-side state is its own object ``(domain, cpu)``, so
 readers on different CPUs are independent and only a grace period (which
@@ -117,13 +119,22 @@ async def _synchronize(dom: GracePeriodDomain, label: str) -> None:
     might_sleep(label)
     await step(label, reads=_all_keys(sim, dom))
     snap = dom.snapshot()
-    for c, section in snap.items():
-        if c == cpu.id:
-            sim.fail(_deadlock_in_own_section(cpu.title, label))
-        while dom.still_inside(c, section):
-            await block(dom.key(c), f"{label}: cpu{c} left its read section",
-                        reads=_all_keys(sim, dom),
-                        why=f"a grace period of {dom.name} (cpu{c} is inside a read section)")
+    if cpu.id in snap:
+        sim.fail(_deadlock_in_own_section(cpu.title, label))
+
+    def inside() -> list[int]:
+        return [c for c, section in snap.items() if dom.still_inside(c, section)]
+
+    def over() -> bool:
+        return not inside()
+
+    while not over():
+        waiting = inside()
+        await block(dom.key(waiting[0]), f"{label}: grace period over",
+                    reads=_all_keys(sim, dom), also=[dom.key(c) for c in waiting[1:]],
+                    until=over,
+                    why=f"a grace period of {dom.name} (" +
+                        ", ".join(f"cpu{c}" for c in waiting) + " inside a read section)")
     dom.run_ready_callbacks()
 
 

@@ -60,17 +60,33 @@ Event = tuple[int, str, tuple[str, ...], tuple[str, ...]]
 
 
 class RecordingDFS(DFS):
-    """DFS that keeps, per execution, its choices and its named events."""
+    """DFS that keeps, per execution, its choices and its named events.
+
+    ``classes`` holds one value per execution that two executions share iff
+    they are equivalent: their Mazurkiewicz trace, or for an execution that
+    failed in a CPU's step, the failure and that step's causal past (steps
+    independent of it may or may not have run before it: the same failure).
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.runs: list[list[Event]] = []
         self.schedules: list[tuple[int, ...]] = []
+        self.classes: list[Any] = []
 
     def end(self, sim: Simulation) -> None:
-        self.runs.append([(cpu, label, tuple(map(name_of, r)), tuple(map(name_of, w)))
-                          for cpu, label, r, w, _pre in sim.events])
-        self.schedules.append(tuple(sim.choices))
+        if not sim.abandoned:  # an abandoned run is no execution
+            run = [(cpu, label, tuple(map(name_of, r)), tuple(map(name_of, w)))
+                   for cpu, label, r, w, _pre in sim.events]
+            self.runs.append(run)
+            self.schedules.append(tuple(sim.choices))
+            exc = sim.failure
+            stuck = exc is not None and str(exc).startswith("no CPU can run")
+            if exc is None or stuck or sim.failure_step < 1:
+                self.classes.append((type(exc).__name__ if exc else None, trace_class(run)))
+            else:
+                cut = causal_past(run, sim.failure_step - 1)
+                self.classes.append((type(exc).__name__, trace_class(cut)))
         super().end(sim)
 
 
@@ -127,3 +143,16 @@ def trace_class(events: list[Event]) -> frozenset[Any]:
             if a[0] != b[0] and _conflict(a, b):
                 out.add((named[i][:2], named[j][:2]))
     return frozenset(out)
+
+
+def causal_past(events: list[Event], last: int) -> list[Event]:
+    """The events that happen before event ``last`` (and it), in order."""
+    keep = [False] * len(events)
+    keep[last] = True
+    for j in range(last, -1, -1):
+        if not keep[j]:
+            continue
+        for i in range(j):
+            if not keep[i] and (events[i][0] == events[j][0] or _conflict(events[i], events[j])):
+                keep[i] = True
+    return [e for k, e in enumerate(events) if keep[k]]

@@ -1,0 +1,979 @@
+"""Depth-first exploration with partial-order reduction (``DFS``).
+
+Design
+------
+The search is stateless: every execution runs the scenario from scratch.
+The strategy keeps the *stack*: one node per choice point (a state where two
+or more CPUs can run) of the current execution, holding what is still to be
+explored there.  An execution replays the stack's choices up to the *branch*
+node, takes the new choice there, and goes on; at its end the strategy
+analyses it and moves the branch to the deepest node with work left.
+
+Reductions (``DFS(reduction=...)``):
+
+``"none"``
+    every interleaving: each node tries every runnable CPU.  The exact
+    reference the tests compare the others with.
+``"sleep"``
+    the same, with sleep sets (Godefroid 1996): a CPU whose step was explored
+    from a node sleeps in the later branches until a dependent step wakes it.
+``"source"``
+    source-set DPOR with sleep sets (Abdulla, Aronis, Jonsson, Sagonas, POPL
+    2014, Algorithm 1): for each race of an execution, one CPU that can start
+    the reversed order is added to the node before the race.
+``"dpor"`` (default): optimal DPOR with wakeup trees (same authors, JACM
+    2017, "Source Sets: A Foundation for Optimal Dynamic Partial Order
+    Reduction", Algorithm 2).  For each race, the whole sequence that
+    reverses it (``notdep(e).e'``) is inserted into the *wakeup tree* of the
+    node before the race unless a sleeping CPU or a branch already in the
+    tree covers it; the tree's branches are then explored in order.  One
+    execution per Mazurkiewicz trace of the declared accesses.
+
+Abandoned (sleep-set blocked) executions: with sleep sets, an execution in
+which every CPU that can run is asleep has nothing new to show.  It is
+abandoned at once (``Simulation.abandon``) and counted in ``blocked``, not in
+the executions.  This can happen after the last choice point too, where a
+single CPU can run and it is asleep, so while the sleep set is not empty the
+strategy sets ``Simulation.watch`` and sees every step; with an empty sleep
+set the engine's hot path is untouched.  Optimal DPOR is never sleep-set
+blocked on programs without blocking; locks and wake-ups can (rarely) cause
+it, as in Nidhugg.
+
+Locks and wake-ups (see ``_locks.py``): a lock's release and the acquisition
+it enables are ordered but not a race (the acquisition could not have run
+first), and neither are a wake-up and the step it woke.  The race of an
+acquisition is with its *partner*, the step that began the last period in
+which it could not have run; a CPU still waiting at the end of an execution
+races with the partner of the period it waits on.
+
+Preemption bounds (``max_preemptions``): partial-order reduction and a
+preemption bound do not mix naively.  Two executions of one trace can need
+different numbers of preemptions, so a sleep set or a DPOR backtrack choice
+may stand for executions that the bound forbids while the ones it prunes
+were allowed (Coons, Musuvathi, McKinley, OOPSLA 2013).  A bounded search
+here is therefore plain bounded DFS, made cheaper by a cache that misses
+nothing: at each choice point it hashes the Mazurkiewicz trace of the
+execution so far together with the CPU that ran last; a state already reached
+by an equivalent prefix with at most as many preemptions (whose subtree was
+explored under a budget at least as large) is not explored again.
+Equivalent prefixes reach the same state, and what a continuation costs in
+preemptions depends only on that state and the last CPU, so every trace
+bounded plain DFS reaches is still reached.
+
+Accessed objects across executions: every execution builds its objects
+afresh, so the accesses of a step can only be compared with those of steps of
+the same execution.  Sleep sets take the sleeping CPUs' next steps from the
+running execution.  A wakeup tree keeps steps found by earlier executions;
+inserting a new sequence compares them with it as follows: a tree step made
+by the execution that inserts is compared as is; the first step after the
+node of a CPU is that CPU's pending step at the node, which the inserting
+execution has too; a CPU's later steps in the tree are compared by stable
+names (``__mmemu_name__``, strings, tuples of them; other objects by type).
+Names can only merge objects (two locks both called ``tree_lock``), which
+makes steps look dependent: the tree may then get a branch it did not need,
+never miss one.
+
+Accessed objects: any object will do; unhashable ones (a dict) are keyed by
+identity.  That is deterministic because such keys are only looked up, never
+iterated in identity order.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import os
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+from ._errors import ModelError, NondeterminismError
+from ._execution import CPU, DONE, RUNNABLE, Chooser, Simulation
+from ._locks import ACQUIRE
+from ._strategies import Strategy
+
+REDUCTIONS = ("none", "sleep", "source", "dpor")
+
+Acc = tuple[tuple[Hashable, ...], tuple[Hashable, ...]]
+
+_MASK = (1 << 64) - 1
+
+
+def _dependent(a: Acc, b: Acc) -> bool:
+    """Do two steps conflict (one writes what the other reads or writes)?"""
+    ar, aw = a
+    br, bw = b
+    for o in aw:
+        if o in bw or o in br:
+            return True
+    for o in ar:
+        if o in bw:
+            return True
+    return False
+
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: spreads the bits of a 64-bit hash, so that
+    sums of mixed hashes of different multisets hardly ever meet."""
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    return x ^ (x >> 31)
+
+
+class _Id:
+    """An unhashable accessed object, keyed by identity."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Id) and other.obj is self.obj
+
+
+def _keyed(objs: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
+    """``objs`` usable as dict keys (unhashable objects by identity)."""
+    try:
+        hash(objs)
+        return objs
+    except TypeError:
+        out: list[Hashable] = []
+        for o in objs:
+            try:
+                hash(o)
+                out.append(o)
+            except TypeError:
+                out.append(_Id(o))
+        return tuple(out)
+
+
+# ------------------------------------------------------------ wakeup trees
+
+
+def _stable(o: Any) -> Hashable:
+    """A name for an accessed object that is the same in every execution."""
+    if o is None or isinstance(o, (str, int, float, bool)):
+        return o
+    if isinstance(o, tuple):
+        return tuple(_stable(x) for x in o)
+    name = getattr(o, "__mmemu_name__", None)
+    if isinstance(name, str):
+        return ("name", name)
+    return ("type", type(o).__qualname__)
+
+
+def _stable_acc(acc: Acc) -> Acc:
+    return (tuple(_stable(o) for o in acc[0]), tuple(_stable(o) for o in acc[1]))
+
+
+class _Step:
+    """A step of a sequence to insert: from the running execution."""
+
+    __slots__ = ("tid", "acc", "_sacc")
+
+    def __init__(self, tid: int, acc: Acc) -> None:
+        self.tid = tid
+        self.acc = acc
+        self._sacc: Acc | None = None
+
+    @property
+    def sacc(self) -> Acc:
+        if self._sacc is None:
+            self._sacc = _stable_acc(self.acc)
+        return self._sacc
+
+
+class _Wu:
+    """A node of a wakeup tree: a step of a CPU and what may follow it.
+    ``gen``: the execution whose objects ``acc`` refers to."""
+
+    __slots__ = ("tid", "acc", "gen", "_sacc", "kids")
+
+    def __init__(self, tid: int, acc: Acc, gen: int, kids: list[_Wu] | None = None) -> None:
+        self.tid = tid
+        self.acc = acc
+        self.gen = gen
+        self._sacc: Acc | None = None
+        self.kids: list[_Wu] = kids if kids is not None else []
+
+    @property
+    def sacc(self) -> Acc:
+        if self._sacc is None:
+            self._sacc = _stable_acc(self.acc) if self.gen >= 0 else _RESTORED
+        return self._sacc
+
+    def to_json(self) -> list[Any]:
+        return [self.tid, [k.to_json() for k in self.kids]]
+
+
+def _chain(seq: Sequence[_Step], gen: int) -> _Wu:
+    head = _Wu(seq[0].tid, seq[0].acc, gen)
+    cur = head
+    for st in seq[1:]:
+        nxt = _Wu(st.tid, st.acc, gen)
+        cur.kids.append(nxt)
+        cur = nxt
+    return head
+
+
+def _without_initial(tid: int, acc: Acc, seq: list[_Step],
+                     stable: bool = False) -> list[_Step] | None:
+    """If CPU ``tid`` (next step ``acc``) is a weak initial of ``seq``: seq
+    without tid's first step (or seq itself when tid has none in it);
+    else None.  A weak initial's step conflicts with no step before it in
+    ``seq`` (and, when absent, with none at all).  ``stable``: ``acc`` is
+    in stable names, compare with the steps' stable names."""
+    for k, st in enumerate(seq):
+        if st.tid == tid:
+            return seq[:k] + seq[k + 1:]
+        if _dependent(acc, st.sacc if stable else st.acc):
+            return None
+    return seq
+
+
+def _insert(kids: list[_Wu], seq: list[_Step], gen: int, pend: dict[int, Acc]) -> bool:
+    """Insert ``seq`` (steps of execution ``gen``) into the wakeup tree whose
+    root has ``kids``, unless a branch already covers it.  ``pend``: the
+    pending step of each CPU at the root, in execution ``gen``.  Returns
+    whether a branch was added."""
+    path: set[int] = set()
+    while True:
+        for kid in kids:
+            if kid.gen == gen:
+                rest = _without_initial(kid.tid, kid.acc, seq)
+            elif kid.tid not in path and kid.tid in pend:
+                # its first step below the root: the pending one there
+                rest = _without_initial(kid.tid, pend[kid.tid], seq)
+            else:
+                rest = _without_initial(kid.tid, kid.sacc, seq, stable=True)
+            if rest is not None:
+                if not kid.kids:
+                    return False  # a leaf: what it starts covers seq
+                path.add(kid.tid)
+                kids = kid.kids
+                seq = rest
+                break
+        else:
+            if not seq:
+                return False
+            kids.append(_chain(seq, gen))
+            return True
+
+
+# ------------------------------------------------------------------ nodes
+
+
+class _Node:
+    """A choice point of the current execution."""
+
+    __slots__ = ("j", "enabled", "chosen", "prev", "preempts", "sleep", "wut",
+                 "backtrack", "done", "follow")
+
+    def __init__(self, j: int, enabled: tuple[int, ...], chosen: int, prev: int | None,
+                 preempts: int) -> None:
+        self.j = j                    # index of the event chosen here
+        self.enabled = enabled        # runnable CPU ids here
+        self.chosen = chosen          # the CPU explored now
+        self.prev = prev              # CPU of the previous event
+        self.preempts = preempts      # preemptions before this choice
+        #: CPUs asleep here (on arrival, plus the branches explored since)
+        self.sleep: set[int] = set()
+        #: "dpor": the wakeup tree's branches still to explore
+        self.wut: list[_Wu] = []
+        #: the other reductions: CPUs to try, CPUs tried
+        self.backtrack: set[int] = {chosen}
+        self.done: set[int] = {chosen}
+        #: "dpor": the rest of the wakeup tree below the chosen branch, to
+        #: follow in the next execution
+        self.follow: list[_Wu] | None = None
+
+    def is_preemption(self, q: int) -> bool:
+        return self.prev is not None and self.prev in self.enabled and q != self.prev
+
+    def to_json(self) -> dict[str, Any]:
+        return {"j": self.j, "e": list(self.enabled), "c": self.chosen,
+                "d": sorted(self.done), "b": sorted(self.backtrack),
+                "p": self.prev, "n": self.preempts, "s": sorted(self.sleep),
+                "w": [k.to_json() for k in self.wut],
+                "f": [k.to_json() for k in self.follow] if self.follow else None}
+
+
+class _Everything:
+    """Stands for the accesses of a wakeup-tree step restored from a
+    checkpoint (not saved): it conflicts with everything, which is
+    conservative (more branches, never fewer)."""
+
+    def __contains__(self, _o: object) -> bool:
+        return True
+
+    def __iter__(self) -> Any:
+        return iter(("<restored step>",))
+
+
+_ALL = _Everything()
+_RESTORED: Acc = ((), _ALL)  # type: ignore[assignment]
+
+
+def _wu_from_json(d: list[Any]) -> _Wu:
+    return _Wu(int(d[0]), _RESTORED, -1, [_wu_from_json(k) for k in d[1]])
+
+
+def _node_from_json(d: dict[str, Any]) -> _Node:
+    n = _Node(d["j"], tuple(d["e"]), d["c"], d["p"], d["n"])
+    n.done = set(d["d"])
+    n.backtrack = set(d["b"])
+    n.sleep = {int(q) for q in d.get("s", ())}
+    n.wut = [_wu_from_json(k) for k in d.get("w", ())]
+    f = d.get("f")
+    n.follow = [_wu_from_json(k) for k in f] if f else None
+    return n
+
+
+# --------------------------------------------------------------- the search
+
+
+class _Run:
+    """What the chooser tracks within one execution."""
+
+    __slots__ = ("seen", "sleep", "follow", "skip", "cnt", "last_write", "reads_since",
+                 "h1", "h2")
+
+    def __init__(self) -> None:
+        self.seen = 0          # events already looked at
+        self.sleep: dict[int, Acc] = {}
+        self.follow: list[_Wu] | None = None
+        self.skip = -1         # event index whose tree step was taken at its choice
+        # the Mazurkiewicz trace so far, hashed (bounded search)
+        self.cnt: list[int] = []
+        self.last_write: dict[Hashable, tuple[int, int]] = {}
+        self.reads_since: dict[Hashable, list[tuple[int, int]]] = {}
+        self.h1 = 0
+        self.h2 = 0
+
+
+class DFS(Strategy):
+    """Exhaustive depth-first search over choice points.
+
+    ``max_preemptions`` bounds the preemptions of every execution (None:
+    unbounded).  ``reduction`` is ``"none"``, ``"sleep"``, ``"source"`` or
+    ``"dpor"`` (optimal DPOR, the default); see the module notes.
+    ``checkpoint`` names a file where the search position is saved (every
+    ``checkpoint_every`` executions and at the end) and from which a later
+    exploration of the same scenario resumes.
+    """
+
+    name = "dfs"
+    record = True
+
+    def __init__(self, max_preemptions: int | None = None, reduction: str = "dpor", *,
+                 checkpoint: str | os.PathLike[str] | None = None,
+                 checkpoint_every: int = 1000) -> None:
+        if reduction not in REDUCTIONS:
+            raise ModelError(f"DFS 'reduction' must be one of {', '.join(REDUCTIONS)} "
+                             f"(got {reduction!r})")
+        if max_preemptions is not None and max_preemptions < 0:
+            raise ModelError(f"DFS 'max_preemptions' must be >= 0 (got {max_preemptions})")
+        self.max_preemptions = max_preemptions
+        self.reduction = reduction
+        self.checkpoint = os.fspath(checkpoint) if checkpoint is not None else None
+        self.checkpoint_every = checkpoint_every
+        self.stack: list[_Node] = []
+        self.branch = -1     # index in stack of the node whose choice changed
+        #: event index of that choice: races whose second event comes
+        #: before it were analysed by an earlier execution
+        self.branch_event: int | None = None
+        self.started = False
+        self.exhausted = False
+        self.identity: dict[str, Any] = {}
+        self.resumed_executions = 0
+        #: executions abandoned (sleep-set blocked, or a state the bounded
+        #: search had already explored)
+        self.blocked = 0
+        self._traces: set[tuple[int, int, int]] = set()
+        #: bounded search: (trace hash, hash, last CPU) -> fewest preemptions
+        self._cache: dict[tuple[int, int, int | None], int] = {}
+        #: Splitting the tree (see _parallel.py).  ``prefix``: the CPU chosen
+        #: at each of the first choice points, fixed; the search runs below
+        #: it and never branches there.  ``frontier``: choice points from
+        #: this index on are not branched (each execution then stands for
+        #: one distinct prefix of that length: how the prefixes are listed).
+        self.prefix: tuple[int, ...] = ()
+        self.frontier: int | None = None
+        self._since_save = 0
+        #: wakeup-tree steps that could not be followed (must stay 0)
+        self.tree_misses = 0
+        #: the running execution's number (wakeup-tree steps remember theirs)
+        self._gen = 0
+
+    # --------------------------------------------------------- properties
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_preemptions is not None and self.reduction != "none"
+
+    @property
+    def uses_sleep(self) -> bool:
+        return self.reduction in ("sleep", "source", "dpor") and self.max_preemptions is None
+
+    @property
+    def traces(self) -> int:
+        """Distinct Mazurkiewicz traces among the finished executions."""
+        return len(self._traces)
+
+    def bind(self, seed: int) -> None:
+        pass
+
+    def describe(self) -> str:
+        b = "∞" if self.max_preemptions is None else str(self.max_preemptions)
+        return f"dfs(max_preemptions={b}, reduction={self.reduction})"
+
+    # -------------------------------------------------------------- choosing
+
+    def begin(self, index: int) -> Chooser | None:
+        if self.exhausted:
+            return None
+        if not self.started:
+            self.started = True
+            self._load_checkpoint()
+            if self.exhausted:
+                return None
+        stack = self.stack
+        branch = self.branch
+        sleepy = self.uses_sleep
+        bounded = self.bounded
+        # nodes that try every runnable CPU (the others add CPUs as races
+        # are found, or follow wakeup trees)
+        every = self.reduction in ("none", "sleep") or bounded
+        prefix = self.prefix
+        frontier = self.frontier
+        run_state = _Run()
+
+        def catch_up(sim: Simulation, j: int) -> None:
+            """Look at the events since the last call."""
+            events = sim.events
+            st = run_state
+            sleep = st.sleep
+            for k in range(st.seen, j):
+                ev = events[k]
+                t = ev[0]
+                if sleep:
+                    acc = (ev[2], ev[3])
+                    for q in [q for q, a in sleep.items() if q == t or _dependent(a, acc)]:
+                        del sleep[q]
+                if st.follow is not None and k != st.skip:
+                    kids = st.follow
+                    if kids and kids[0].tid == t:
+                        st.follow = kids[0].kids or None
+                    else:
+                        self.tree_misses += 1
+                        st.follow = None
+                if bounded:
+                    self._hash_event(st, t, ev[2], ev[3])
+            st.seen = j
+
+        def choose(sim: Simulation, prev: CPU | None, run: list[CPU]) -> CPU:
+            j = len(sim.events)
+            st = run_state
+            if st.seen < j:
+                catch_up(sim, j)
+            cpus = sim.cpu_list
+            if len(run) == 1:
+                # only called while the sleep set is not empty (watch)
+                only = run[0]
+                if only.id in st.sleep:
+                    self.blocked += 1
+                    sim.abandon()
+                sim.watch = bool(st.sleep)
+                return only
+            c = len(sim.choices)
+            enabled = tuple(x.id for x in run)
+            if c < len(stack):
+                node = stack[c]
+                if node.j != j or node.enabled != enabled:
+                    sim.fail(NondeterminismError(
+                        f"DFS replay diverged at step {j}: expected CPUs {node.enabled} "
+                        f"runnable at event {node.j}, found {enabled} (is the scenario "
+                        f"deterministic?)"))
+                if c == branch and sleepy:
+                    # entering the new branch: what was explored here sleeps
+                    st.sleep = {q: (cpus[q].pending[1], cpus[q].pending[2])
+                                for q in node.sleep}
+                    st.follow = node.follow
+                    node.follow = None
+                    st.skip = j
+                    sim.watch = bool(st.sleep)
+                return cpus[node.chosen]
+            # a new choice point beyond the replayed prefix
+            sleep = st.sleep
+            pick: CPU | None = None
+            siblings: list[_Wu] = []
+            if c < len(prefix):
+                # below a split point: the parent process chose this CPU
+                want = prefix[c]
+                pick = next((x for x in run if x.id == want), None)
+                if pick is None:
+                    sim.fail(NondeterminismError(
+                        f"DFS prefix diverged at step {j} (choice {c}): cpu{want} is not "
+                        f"runnable, only {', '.join(x.title for x in run)} (is the scenario "
+                        f"deterministic?)"))
+                    raise AssertionError  # unreachable: fail() unwinds
+            elif st.follow:
+                kid = st.follow[0]
+                if kid.tid in enabled and kid.tid not in sleep:
+                    pick = cpus[kid.tid]
+                    siblings = st.follow[1:]
+                    st.follow = kid.kids or None
+                    st.skip = j
+                else:
+                    self.tree_misses += 1
+                    st.follow = None
+            if pick is None:
+                if prev is not None and prev.state == RUNNABLE and prev.id not in sleep:
+                    pick = prev
+                else:
+                    pick = next((x for x in run if x.id not in sleep), None)
+                    if pick is None:
+                        # every CPU that can run is asleep: nothing new here
+                        self.blocked += 1
+                        sim.abandon()
+                        raise AssertionError  # unreachable: abandon() unwinds
+            prev_id = sim.events[-1][0] if sim.events else None
+            if bounded:
+                key = (st.h1, st.h2, prev_id)
+                seen = self._cache.get(key)
+                if seen is not None and seen <= sim.preemptions:
+                    # an equivalent prefix reached this state with no more
+                    # preemptions, and its subtree was explored from here
+                    self.blocked += 1
+                    sim.abandon()
+                self._cache[key] = sim.preemptions
+            node = _Node(j, enabled, pick.id, prev_id, sim.preemptions)
+            if sleepy:
+                node.sleep = set(sleep)
+            node.wut = siblings
+            if every and c >= len(prefix) and (frontier is None or c < frontier):
+                node.backtrack = set(enabled)
+            stack.append(node)
+            sim.watch = sleepy and bool(sleep)
+            return pick
+
+        return choose
+
+    @staticmethod
+    def _hash_event(st: _Run, t: int, reads: tuple[Hashable, ...],
+                    writes: tuple[Hashable, ...]) -> None:
+        """Add an event to the running hash of the Mazurkiewicz trace: each
+        event is named (CPU, n-th step of it) with the events it directly
+        depends on; the sum over events does not depend on their order."""
+        cnt = st.cnt
+        while len(cnt) <= t:
+            cnt.append(0)
+        n = cnt[t]
+        cnt[t] = n + 1
+        me = (t, n)
+        lw = st.last_write
+        rs = st.reads_since
+        r = _keyed(reads)
+        w = _keyed(writes)
+        preds: set[tuple[int, int]] = set()
+        for o in r:
+            x = lw.get(o)
+            if x is not None and x[0] != t:
+                preds.add(x)
+        for o in w:
+            x = lw.get(o)
+            if x is not None and x[0] != t:
+                preds.add(x)
+            for y in rs.get(o, ()):
+                if y[0] != t:
+                    preds.add(y)
+        h = hash((t, n, tuple(sorted(preds)))) & _MASK
+        st.h1 = (st.h1 + _mix(h)) & _MASK
+        st.h2 = (st.h2 + _mix(h ^ 0x5BD1E9955BD1E995)) & _MASK
+        for o in w:
+            lw[o] = me
+            rs.pop(o, None)
+        for o in r:
+            if o not in w:
+                rs.setdefault(o, []).append(me)
+
+    # ----------------------------------------------------------- afterwards
+
+    def end(self, sim: Simulation) -> None:
+        n = len(sim.choices)
+        if len(self.stack) > n:
+            # the execution stopped early (a failure, or abandoned): drop
+            # the nodes it never reached; they belong to no real execution
+            del self.stack[n:]
+        if self.reduction in ("source", "dpor") and not self.bounded:
+            self._analyse(sim)
+        elif not sim.abandoned:
+            self._traces.add(self._trace_key(sim))
+        self._advance(sim)
+        self._gen += 1
+        self._since_save += 1
+        if self.checkpoint and (self.exhausted or self._since_save >= self.checkpoint_every):
+            self.save_checkpoint()
+
+    def _trace_key(self, sim: Simulation) -> tuple[int, int, int]:
+        st = _Run()
+        for ev in sim.events:
+            self._hash_event(st, ev[0], ev[2], ev[3])
+        return (len(sim.events), st.h1, st.h2)
+
+    def _advance(self, sim: Simulation) -> None:
+        """Move to the deepest choice point with something left to explore."""
+        stack = self.stack
+        bound = self.max_preemptions
+        fixed = len(self.prefix)
+        frontier = self.frontier
+        sleepy = self.uses_sleep
+        optimal = self.reduction == "dpor" and not self.bounded
+        while stack:
+            node = stack[-1]
+            idx = len(stack) - 1
+            if idx < fixed or (frontier is not None and idx >= frontier):
+                stack.pop()
+                continue
+            if optimal:
+                if node.wut:
+                    self._to_sleep(node)
+                    kid = node.wut.pop(0)
+                    node.chosen = kid.tid
+                    node.follow = kid.kids or None
+                    self.branch = idx
+                    self.branch_event = node.j
+                    return
+                stack.pop()
+                continue
+            for q in sorted(node.backtrack - node.done):
+                node.done.add(q)
+                if sleepy and q in node.sleep:
+                    continue
+                if bound is not None and node.preempts + node.is_preemption(q) > bound:
+                    continue
+                if sleepy:
+                    self._to_sleep(node)
+                node.chosen = q
+                self.branch = idx
+                self.branch_event = node.j
+                return
+            stack.pop()
+        self.exhausted = True
+        self.branch = -1
+
+    @staticmethod
+    def _to_sleep(node: _Node) -> None:
+        """The branch explored at ``node`` is done: its CPU sleeps there."""
+        node.sleep.add(node.chosen)
+
+    # --------------------------------------------------------- race analysis
+
+    def _analyse(self, sim: Simulation) -> None:
+        """Find the races of the execution and schedule their reversals.
+
+        Vector clocks over the declared (and touched) accesses give the
+        happens-before order.  A race is a pair of conflicting events of two
+        CPUs, the first immediately before the second (no third event
+        between them in happens-before), where the second could have run
+        first.  Only races whose second event is new in this execution are
+        reversed: the others were seen by the execution that created them.
+        """
+        events = sim.events
+        ops = sim.ops
+        stack = self.stack
+        node_at = {n.j: n for n in stack}
+        fixed = len(self.prefix)
+        frontier = self.frontier
+        allowed = {n.j for k, n in enumerate(stack)
+                   if k >= fixed and (frontier is None or k < frontier)}
+        first_new = self.branch_event if self.branch_event is not None else 0
+        nthreads = len(sim.cpu_list)
+        clocks: list[list[int]] = []
+        local: list[int] = []
+        thread_clock = [[0] * nthreads for _ in range(nthreads)]
+        thread_events: list[list[int]] = [[] for _ in range(nthreads)]
+        last_write: dict[Hashable, int] = {}
+        reads_since: dict[Hashable, dict[int, int]] = {}
+        accs: list[Acc] = []
+        optimal = self.reduction == "dpor"
+        trace = _Run() if not sim.abandoned else None
+        races: list[tuple[int, int, list[int]]] = []
+        for j, ev in enumerate(events):
+            t = ev[0]
+            reads = _keyed(ev[2])
+            writes = _keyed(ev[3])
+            accs.append((ev[2], ev[3]))
+            if trace is not None:
+                self._hash_event(trace, t, reads, writes)
+            prev_c = thread_clock[t]
+            cands: list[int] = []
+            for o in reads:
+                w = last_write.get(o)
+                if w is not None and events[w][0] != t:
+                    cands.append(w)
+            for o in writes:
+                w = last_write.get(o)
+                if w is not None and events[w][0] != t:
+                    cands.append(w)
+                rs = reads_since.get(o)
+                if rs:
+                    for rt, ri in rs.items():
+                        if rt != t:
+                            cands.append(ri)
+            op = ops[j] if j < len(ops) else None
+            normal = cands
+            partners: tuple[int, ...] = ()
+            if op is not None:
+                if op[0] == "woken":
+                    normal = [i for i in cands if i != op[1]]
+                elif op[0] == ACQUIRE:
+                    lock = op[1]
+                    partners = op[2]
+                    normal = [i for i in cands if not (ops[i] is not None and ops[i][1] is lock)]
+            c = prev_c[:]
+            c[t] += 1
+            race_c = c
+            if partners:
+                for i in normal:
+                    ci = clocks[i]
+                    for k in range(nthreads):
+                        if ci[k] > c[k]:
+                            c[k] = ci[k]
+                race_c = c[:]
+            for i in cands:
+                ci = clocks[i]
+                for k in range(nthreads):
+                    if ci[k] > c[k]:
+                        c[k] = ci[k]
+            if j >= first_new:
+                for i in set(normal):
+                    if i not in allowed:
+                        continue  # one CPU could run there, or another worker's
+                    ti = events[i][0]
+                    li = local[i]
+                    if prev_c[ti] >= li:
+                        continue
+                    if any(k != i and clocks[k][ti] >= li for k in cands):
+                        continue
+                    races.append((i, j, race_c))
+                for p in partners:
+                    if p < 0 or p not in allowed or events[p][0] == t:
+                        continue
+                    if race_c[events[p][0]] >= local[p]:
+                        continue  # ordered before j by more than the lock
+                    races.append((p, j, race_c))
+            clocks.append(c)
+            local.append(c[t])
+            thread_clock[t] = c
+            thread_events[t].append(j)
+            for o in writes:
+                last_write[o] = j
+                reads_since.pop(o, None)
+            for o in reads:
+                if o not in writes:
+                    reads_since.setdefault(o, {})[t] = j
+        if trace is not None:
+            self._traces.add((len(events), trace.h1, trace.h2))
+        # The CPUs that had not finished when the execution stopped: one
+        # still waiting for a lock would have taken it had it come before
+        # the holder; one that could run would have run its next step.
+        j = len(events)
+        failed = (sim.failure_step - 1 if sim.failure is not None and not sim.deadlocked
+                  and 0 < sim.failure_step <= j else None)
+        virtual: list[tuple[int, Acc]] = []
+        unfinished = {cpu.id: (cpu.pending[1], cpu.pending[2]) for cpu, _s in sim.unfinished}
+        for cpu, state in sim.unfinished:
+            t = cpu.id
+            acc: Acc = (cpu.pending[1], cpu.pending[2])
+            c = thread_clock[t][:]
+            c[t] += 1
+            if cpu.lock_wait is not None:
+                lock, mode = cpu.lock_wait
+                p = lock.race_partner(mode)
+                if p >= 0 and p in allowed and events[p][0] != t and c[events[p][0]] < local[p]:
+                    races.append((p, j + len(virtual), c))
+                    virtual.append((t, acc))
+                continue
+            if state != RUNNABLE:
+                continue  # waits for a wake-up: could not have run earlier
+            reads, writes = _keyed(acc[0]), _keyed(acc[1])
+            cands = []
+            if failed is not None and events[failed][0] != t:
+                # A CPU failed in its step ``failed``: what this CPU would do
+                # next is unknown (it may conflict with anything before the
+                # failure), so its next step counts as dependent on it.
+                cands.append(failed)
+            for o in reads:
+                w = last_write.get(o)
+                if w is not None and events[w][0] != t:
+                    cands.append(w)
+            for o in writes:
+                w = last_write.get(o)
+                if w is not None and events[w][0] != t:
+                    cands.append(w)
+                for rt, ri in (reads_since.get(o) or {}).items():
+                    if rt != t:
+                        cands.append(ri)
+            found = False
+            for i in set(cands):
+                if i not in allowed:
+                    continue
+                ti = events[i][0]
+                li = local[i]
+                if c[ti] >= li or any(k != i and clocks[k][ti] >= li for k in cands):
+                    continue
+                if not found:
+                    virtual.append((t, acc))
+                    found = True
+                races.append((i, j + len(virtual) - 1, c))
+        for i, jj, cj in races:
+            node = node_at.get(i)
+            if node is None:
+                continue
+            if jj < j:
+                tj, accj = events[jj][0], accs[jj]
+            else:
+                tj, accj = virtual[jj - j]
+            if optimal:
+                pend = self._pending_at(node, events, accs, thread_events, unfinished)
+                self._insert_reversal(node, i, jj, tj, accj, events, accs, clocks, local,
+                                      pend)
+            else:
+                self._source_backtrack(node, i, jj, tj, cj, events, clocks, local,
+                                       thread_events, nthreads)
+
+    @staticmethod
+    def _pending_at(node: _Node, events: list[Any], accs: list[Acc],
+                    thread_events: list[list[int]], unfinished: dict[int, Acc]
+                    ) -> dict[int, Acc]:
+        """The pending step of each CPU asleep or in the wakeup tree at
+        ``node``, in this execution: its first step from the node on (or the
+        step it was about to run when the execution stopped)."""
+        out: dict[int, Acc] = {}
+        want = set(node.sleep)
+        want.update(k.tid for k in node.wut)
+        for q in want:
+            evs = thread_events[q] if q < len(thread_events) else []
+            k = bisect.bisect_left(evs, node.j)
+            if k < len(evs):
+                out[q] = accs[evs[k]]
+            elif q in unfinished:
+                out[q] = unfinished[q]
+        return out
+
+    def _insert_reversal(self, node: _Node, i: int, j: int, tj: int, accj: Acc,
+                         events: list[Any], accs: list[Acc], clocks: list[list[int]],
+                         local: list[int], pend: dict[int, Acc]) -> None:
+        """Optimal DPOR: insert notdep(i).j into the wakeup tree of the node
+        before i, unless a sleeping CPU or a branch of the tree covers it."""
+        ti = events[i][0]
+        li = local[i]
+        v: list[_Step] = []
+        top = min(j, len(events))
+        for k in range(i + 1, top):
+            if clocks[k][ti] < li:
+                v.append(_Step(events[k][0], accs[k]))
+        v.append(_Step(tj, accj))
+        for q in node.sleep:
+            a = pend.get(q)
+            if a is None or _without_initial(q, a, v) is not None:
+                return  # a sleeping CPU starts it: explored already
+        if v[0].tid not in node.enabled:
+            self.tree_misses += 1
+            return
+        _insert(node.wut, v, self._gen, pend)
+
+    def _source_backtrack(self, node: _Node, i: int, j: int, t: int, cj: list[int],
+                          events: list[Any], clocks: list[list[int]], local: list[int],
+                          thread_events: list[list[int]], nthreads: int) -> None:
+        """Source-DPOR: make sure some initial of notdep(i).j is in the
+        backtrack set of the node before i."""
+        ti = events[i][0]
+        li = local[i]
+        n = len(events)
+
+        def first_in_v(q: int) -> int | None:
+            """q's first event in v = notdep(i).j, or None."""
+            evs = thread_events[q]
+            lo, hi = 0, len(evs)
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if evs[mid] <= i:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            k = lo
+            if q == t:
+                cand = evs[k] if k < len(evs) and evs[k] < min(j, n) else j
+            elif k < len(evs) and evs[k] < min(j, n):
+                cand = evs[k]
+            else:
+                return None
+            if cand != j and clocks[cand][ti] >= li:
+                return None  # happens after i: not in v
+            return cand
+
+        firsts = {q: first_in_v(q) for q in range(nthreads) if q != ti}
+        initials: list[int] = []
+        for q, k in firsts.items():
+            if k is None:
+                continue
+            ck = clocks[k] if k != j else cj
+            ok = True
+            for r, f in firsts.items():
+                if r == q or f is None or f >= k:
+                    continue
+                if ck[r] >= local[f]:
+                    ok = False
+                    break
+            if ok:
+                initials.append(q)
+        cand_set = [q for q in initials if q in node.enabled]
+        if not cand_set:
+            return
+        if not (set(cand_set) & node.backtrack):
+            q = t if t in cand_set else min(cand_set)
+            node.backtrack.add(q)
+
+    # ----------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self) -> None:
+        if not self.checkpoint:
+            return
+        data = {"format": "mmemu-dfs-2", "identity": self.identity,
+                "max_preemptions": self.max_preemptions, "reduction": self.reduction,
+                "exhausted": self.exhausted, "branch": self.branch,
+                "branch_event": self.branch_event,
+                "executions": self.resumed_executions,
+                "stack": [n.to_json() for n in self.stack]}
+        tmp = f"{self.checkpoint}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, self.checkpoint)
+        self._since_save = 0
+
+    def _load_checkpoint(self) -> None:
+        if not self.checkpoint or not os.path.exists(self.checkpoint):
+            return
+        try:
+            with open(self.checkpoint, encoding="utf-8") as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot read DFS checkpoint {self.checkpoint}: {exc}") from None
+        if data.get("format") != "mmemu-dfs-2":
+            raise ModelError(f"{self.checkpoint} is not an mmemu DFS checkpoint")
+        if data.get("identity") != self.identity or data.get("reduction") != self.reduction \
+                or data.get("max_preemptions") != self.max_preemptions:
+            raise ModelError(
+                f"DFS checkpoint {self.checkpoint} was saved for another exploration "
+                f"({data.get('identity')}, reduction={data.get('reduction')}, "
+                f"max_preemptions={data.get('max_preemptions')})")
+        self.stack = [_node_from_json(n) for n in data["stack"]]
+        self.branch = data["branch"]
+        self.branch_event = data.get("branch_event")
+        self.exhausted = bool(data["exhausted"])
+        self.resumed_executions = int(data.get("executions", 0))
