@@ -37,6 +37,12 @@ from mmemu.engine import (
     step,
 )
 
+# mmemu's own suites: the engine's registry learns them from here, never by
+# importing a package above itself
+from mmemu.engine._registry import add_suite_module as _add_suite_module  # noqa: E402
+
+_add_suite_module("mmemu.races")
+
 __version__ = "0.1.0"
 
 __all__ = [

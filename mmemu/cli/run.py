@@ -133,6 +133,9 @@ def run(
     coverage: Annotated[bool, Parameter(help="print, per suite, the goals and every event, notifier "
                                              "callback, kernel function and step label reached, "
                                              "and how often")] = False,
+    time_limit: Annotated[float | None, Parameter(name="--time", help="stop after S seconds in all; "
+                                                                      "what was explored is reported, "
+                                                                      "marked time-limited")] = None,
 ) -> int:
     """Explore suites and report what broke.
 
@@ -144,6 +147,10 @@ def run(
     Example: mmemu run pagecache:lookup-vs-reclaim --mutant filemap:no-recheck
     """
     bound = parse_bound(max_preemptions)
+    if time_limit is not None and not time_limit > 0:
+        raise UsageError(f"--time must be a number of seconds > 0 (got {time_limit:g})")
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    skipped = 0
     parallel = _parallel_options(jobs, shard, dask)
     suites = tuple(suites) + tuple(suite)
     from mmemu.mm.init import API_GENERATIONS
@@ -175,12 +182,18 @@ def run(
     try:
         stop.__enter__()
         for sc, params, st in plan:
+            # --time: the runs share one deadline; a run started late gets
+            # what is left, and runs after it are not started (and counted)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                skipped += 1
+                continue
             label = sc.name + params_label(params)
             with _RunProgress(err, label, describe_settings(st), st.executions, stop) as progress:
                 res = explore(sc.name, strategy=st.strategy, executions=st.executions,
                               seed=st.seed, max_preemptions=st.max_preemptions, params=params,
                               mutants=mutant, progress=progress.update, coverage=coverage,
-                              **parallel)
+                              time_limit=left, **parallel)
                 progress.finish(res)
             runs.append((res, st))
             if json_:
@@ -213,6 +226,10 @@ def run(
     if not json_:
         results = [r for r, _ in runs]
         _print_goal_notes(out, results)
+        _print_bounds(out, runs)
+        if skipped:
+            out.print(f"--time {time_limit:g}s ran out: {_plural(skipped, 'suite run')} not started",
+                      markup=False)
         print_lines(out, summary_table(runs).lines(output_width()))
         print_lines(out, [Text(totals_line(runs, interrupted=interrupted))])
         if coverage:
@@ -274,6 +291,8 @@ def _result_cell(res: Result) -> Cell:
         return Cell(res.failure.kind, "red")
     if res.interrupted:
         return Cell("interrupted", "yellow")
+    if res.time_limited:
+        return Cell("time-limited", "yellow")
     return Cell("ok", "green")
 
 
@@ -326,6 +345,26 @@ def _unexercised_mutants(mutants: Sequence[str], results: Sequence[Result]) -> s
         notes.append(f"{m} (suites that exercise it: {', '.join(catchers) or 'none registered'})")
     return (f"mutant{'s' if len(missing) > 1 else ''} never exercised by the selected suites "
             f"({ran}), so this run tested nothing: {'; '.join(notes)}")
+
+
+def _print_bounds(out: Console, runs: Sequence[tuple[Result, Settings]]) -> None:
+    """Say which suites fell back to their declared preemption bound, and
+    why: the main job is otherwise unbounded DPOR to exhaustion.  A bound
+    given by flag or environment is the user's own and needs no note."""
+    seen: set[str] = set()
+    for res, st in runs:
+        if res.scenario in seen or st.strategy != "dfs" or st.max_preemptions is None \
+                or st.sources.get("max_preemptions") != "suite":
+            continue
+        seen.add(res.scenario)
+        try:
+            why = get_scenario(res.scenario).bound_reason or "declared by the suite"
+        except Exception:  # noqa: BLE001 - an unregistered scenario declares no reason
+            why = "declared by the suite"
+        text = (f"bounded: {res.scenario} explores up to {_plural(st.max_preemptions, 'preemption')}, "
+                f"not every interleaving: {why}")
+        print_lines(out, [Text(line) for line in textwrap.wrap(
+            text, width=output_width(), subsequent_indent="  ")])
 
 
 def _print_goal_notes(out: Console, results: list[Result]) -> None:

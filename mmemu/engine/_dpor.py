@@ -34,7 +34,8 @@ which every CPU that can run is asleep has nothing new to show.  It is
 abandoned at once (``Simulation.abandon``) and counted in ``blocked``, not in
 the executions.  This can happen after the last choice point too, where a
 single CPU can run and it is asleep, so while the sleep set is not empty the
-strategy sets ``Simulation.watch`` and sees every step; with an empty sleep
+strategy gives the engine the sleeping CPUs (``Simulation.watch``) and is
+asked whenever one of them is the only CPU that can run; with an empty sleep
 set the engine's hot path is untouched.  Optimal DPOR is never sleep-set
 blocked on programs without blocking; locks and wake-ups can (rarely) cause
 it, as in Nidhugg.
@@ -88,6 +89,7 @@ from typing import Any
 
 from ._errors import ModelError, NondeterminismError
 from ._execution import CPU, DONE, RUNNABLE, Chooser, Simulation
+from ._keys import keyed
 from ._locks import ACQUIRE
 from ._strategies import Strategy
 
@@ -102,6 +104,8 @@ def _dependent(a: Acc, b: Acc) -> bool:
     """Do two steps conflict (one writes what the other reads or writes)?"""
     ar, aw = a
     br, bw = b
+    if aw is _ALL or bw is _ALL:
+        return True  # a step restored from a checkpoint: assume the worst
     for o in aw:
         if o in bw or o in br:
             return True
@@ -119,35 +123,42 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-class _Id:
-    """An unhashable accessed object, keyed by identity."""
+def _candidates(last_write: dict[Hashable, int], reads_since: dict[Hashable, dict[int, int]],
+                events: list[Any], t: int, reads: tuple[Hashable, ...],
+                writes: tuple[Hashable, ...]) -> list[int]:
+    """The earlier events of other CPUs that an event of CPU ``t`` with these
+    accesses directly conflicts with: the last write of each object it
+    reads or writes, and the reads since that write of each it writes."""
+    cands: list[int] = []
+    for o in reads:
+        w = last_write.get(o)
+        if w is not None and events[w][0] != t:
+            cands.append(w)
+    for o in writes:
+        w = last_write.get(o)
+        if w is not None and events[w][0] != t:
+            cands.append(w)
+        rs = reads_since.get(o)
+        if rs:
+            for rt, ri in rs.items():
+                if rt != t:
+                    cands.append(ri)
+    return cands
 
-    __slots__ = ("obj",)
 
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __hash__(self) -> int:
-        return id(self.obj)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Id) and other.obj is self.obj
-
-
-def _keyed(objs: tuple[Hashable, ...]) -> tuple[Hashable, ...]:
-    """``objs`` usable as dict keys (unhashable objects by identity)."""
-    try:
-        hash(objs)
-        return objs
-    except TypeError:
-        out: list[Hashable] = []
-        for o in objs:
-            try:
-                hash(o)
-                out.append(o)
-            except TypeError:
-                out.append(_Id(o))
-        return tuple(out)
+def _note_accesses(last_write: dict[Hashable, int], reads_since: dict[Hashable, dict[int, int]],
+                   t: int, j: int, reads: tuple[Hashable, ...],
+                   writes: tuple[Hashable, ...]) -> None:
+    for o in writes:
+        last_write[o] = j
+        reads_since.pop(o, None)
+    for o in reads:
+        if o not in writes:
+            rs = reads_since.get(o)
+            if rs is None:
+                reads_since[o] = {t: j}
+            else:
+                rs[t] = j
 
 
 # ------------------------------------------------------------ wakeup trees
@@ -407,6 +418,12 @@ class DFS(Strategy):
         self.tree_misses = 0
         #: the running execution's number (wakeup-tree steps remember theirs)
         self._gen = 0
+        #: the race analysis of the previous execution, per event: vector
+        #: clocks, the event's own clock entry, running trace-hash sums
+        self._clocks: list[list[int]] = []
+        self._local: list[int] = []
+        self._hsum: list[tuple[int, int]] = []
+        self._nthreads = -1
 
     # --------------------------------------------------------- properties
 
@@ -478,7 +495,10 @@ class DFS(Strategy):
             j = len(sim.events)
             st = run_state
             if st.seen < j:
-                catch_up(sim, j)
+                if st.sleep or st.follow is not None or bounded:
+                    catch_up(sim, j)
+                else:
+                    st.seen = j  # nothing to track in the replayed prefix
             cpus = sim.cpu_list
             if len(run) == 1:
                 # only called while the sleep set is not empty (watch)
@@ -486,10 +506,10 @@ class DFS(Strategy):
                 if only.id in st.sleep:
                     self.blocked += 1
                     sim.abandon()
-                sim.watch = bool(st.sleep)
+                sim.watch = st.sleep
                 return only
             c = len(sim.choices)
-            enabled = tuple(x.id for x in run)
+            enabled = sim.enabled[-1]
             if c < len(stack):
                 node = stack[c]
                 if node.j != j or node.enabled != enabled:
@@ -504,7 +524,7 @@ class DFS(Strategy):
                     st.follow = node.follow
                     node.follow = None
                     st.skip = j
-                    sim.watch = bool(st.sleep)
+                    sim.watch = st.sleep
                 return cpus[node.chosen]
             # a new choice point beyond the replayed prefix
             sleep = st.sleep
@@ -557,7 +577,8 @@ class DFS(Strategy):
             if every and c >= len(prefix) and (frontier is None or c < frontier):
                 node.backtrack = set(enabled)
             stack.append(node)
-            sim.watch = sleepy and bool(sleep)
+            if sleepy:
+                sim.watch = sleep
             return pick
 
         return choose
@@ -576,8 +597,8 @@ class DFS(Strategy):
         me = (t, n)
         lw = st.last_write
         rs = st.reads_since
-        r = _keyed(reads)
-        w = _keyed(writes)
+        r = keyed(reads)
+        w = keyed(writes)
         preds: set[tuple[int, int]] = set()
         for o in r:
             x = lw.get(o)
@@ -681,6 +702,8 @@ class DFS(Strategy):
         between them in happens-before), where the second could have run
         first.  Only races whose second event is new in this execution are
         reversed: the others were seen by the execution that created them.
+        The events before the branch are those of the previous execution:
+        their clocks (and their part of the trace hash) are kept from it.
         """
         events = sim.events
         ops = sim.ops
@@ -692,38 +715,43 @@ class DFS(Strategy):
                    if k >= fixed and (frontier is None or k < frontier)}
         first_new = self.branch_event if self.branch_event is not None else 0
         nthreads = len(sim.cpu_list)
-        clocks: list[list[int]] = []
-        local: list[int] = []
-        thread_clock = [[0] * nthreads for _ in range(nthreads)]
+        # kept from the previous execution: the common prefix's clocks
+        clocks = self._clocks
+        local = self._local
+        hsum = self._hsum
+        keep = min(first_new, len(clocks), len(events))
+        if nthreads != self._nthreads:
+            keep = 0
+            self._nthreads = nthreads
+        del clocks[keep:], local[keep:], hsum[keep:]
+        zero = [0] * nthreads
+        thread_clock = [zero] * nthreads
         thread_events: list[list[int]] = [[] for _ in range(nthreads)]
         last_write: dict[Hashable, int] = {}
         reads_since: dict[Hashable, dict[int, int]] = {}
-        accs: list[Acc] = []
-        optimal = self.reduction == "dpor"
-        trace = _Run() if not sim.abandoned else None
-        races: list[tuple[int, int, list[int]]] = []
-        for j, ev in enumerate(events):
+        for j in range(keep):
+            ev = events[j]
             t = ev[0]
-            reads = _keyed(ev[2])
-            writes = _keyed(ev[3])
-            accs.append((ev[2], ev[3]))
-            if trace is not None:
-                self._hash_event(trace, t, reads, writes)
+            thread_clock[t] = clocks[j]
+            thread_events[t].append(j)
+            try:
+                _note_accesses(last_write, reads_since, t, j, ev[2], ev[3])
+            except TypeError:
+                _note_accesses(last_write, reads_since, t, j, keyed(ev[2]), keyed(ev[3]))
+        h1, h2 = hsum[keep - 1] if keep else (0, 0)
+        optimal = self.reduction == "dpor"
+        races: list[tuple[int, int, list[int]]] = []
+        for j in range(keep, len(events)):
+            ev = events[j]
+            t = ev[0]
+            reads = ev[2]
+            writes = ev[3]
             prev_c = thread_clock[t]
-            cands: list[int] = []
-            for o in reads:
-                w = last_write.get(o)
-                if w is not None and events[w][0] != t:
-                    cands.append(w)
-            for o in writes:
-                w = last_write.get(o)
-                if w is not None and events[w][0] != t:
-                    cands.append(w)
-                rs = reads_since.get(o)
-                if rs:
-                    for rt, ri in rs.items():
-                        if rt != t:
-                            cands.append(ri)
+            try:
+                cands = _candidates(last_write, reads_since, events, t, reads, writes)
+            except TypeError:
+                reads, writes = keyed(reads), keyed(writes)
+                cands = _candidates(last_write, reads_since, events, t, reads, writes)
             op = ops[j] if j < len(ops) else None
             normal = cands
             partners: tuple[int, ...] = ()
@@ -739,17 +767,11 @@ class DFS(Strategy):
             race_c = c
             if partners:
                 for i in normal:
-                    ci = clocks[i]
-                    for k in range(nthreads):
-                        if ci[k] > c[k]:
-                            c[k] = ci[k]
-                race_c = c[:]
+                    c = list(map(max, c, clocks[i]))
+                race_c = c
             for i in cands:
-                ci = clocks[i]
-                for k in range(nthreads):
-                    if ci[k] > c[k]:
-                        c[k] = ci[k]
-            if j >= first_new:
+                c = list(map(max, c, clocks[i]))
+            if j >= first_new and cands:
                 for i in set(normal):
                     if i not in allowed:
                         continue  # one CPU could run there, or another worker's
@@ -760,24 +782,27 @@ class DFS(Strategy):
                     if any(k != i and clocks[k][ti] >= li for k in cands):
                         continue
                     races.append((i, j, race_c))
+            if j >= first_new:
                 for p in partners:
                     if p < 0 or p not in allowed or events[p][0] == t:
                         continue
                     if race_c[events[p][0]] >= local[p]:
                         continue  # ordered before j by more than the lock
                     races.append((p, j, race_c))
+            lj = c[t]
             clocks.append(c)
-            local.append(c[t])
+            local.append(lj)
             thread_clock[t] = c
             thread_events[t].append(j)
-            for o in writes:
-                last_write[o] = j
-                reads_since.pop(o, None)
-            for o in reads:
-                if o not in writes:
-                    reads_since.setdefault(o, {})[t] = j
-        if trace is not None:
-            self._traces.add((len(events), trace.h1, trace.h2))
+            _note_accesses(last_write, reads_since, t, j, reads, writes)
+            # the trace hash: the event (CPU, n-th step) and the events it
+            # directly depends on; a sum, so the order of events is irrelevant
+            h = hash((t, lj, tuple(sorted({(events[i][0], local[i]) for i in cands}))))
+            h1 = (h1 + _mix(h & _MASK)) & _MASK
+            h2 = (h2 + _mix((h ^ 0x5BD1E9955BD1E995) & _MASK)) & _MASK
+            hsum.append((h1, h2))
+        if not sim.abandoned:
+            self._traces.add((len(events), h1, h2))
         # The CPUs that had not finished when the execution stopped: one
         # still waiting for a lock would have taken it had it come before
         # the holder; one that could run would have run its next step.
@@ -800,24 +825,16 @@ class DFS(Strategy):
                 continue
             if state != RUNNABLE:
                 continue  # waits for a wake-up: could not have run earlier
-            reads, writes = _keyed(acc[0]), _keyed(acc[1])
-            cands = []
+            try:
+                cands = _candidates(last_write, reads_since, events, t, acc[0], acc[1])
+            except TypeError:
+                cands = _candidates(last_write, reads_since, events, t, keyed(acc[0]),
+                                    keyed(acc[1]))
             if failed is not None and events[failed][0] != t:
                 # A CPU failed in its step ``failed``: what this CPU would do
                 # next is unknown (it may conflict with anything before the
                 # failure), so its next step counts as dependent on it.
                 cands.append(failed)
-            for o in reads:
-                w = last_write.get(o)
-                if w is not None and events[w][0] != t:
-                    cands.append(w)
-            for o in writes:
-                w = last_write.get(o)
-                if w is not None and events[w][0] != t:
-                    cands.append(w)
-                for rt, ri in (reads_since.get(o) or {}).items():
-                    if rt != t:
-                        cands.append(ri)
             found = False
             for i in set(cands):
                 if i not in allowed:
@@ -835,21 +852,19 @@ class DFS(Strategy):
             if node is None:
                 continue
             if jj < j:
-                tj, accj = events[jj][0], accs[jj]
+                tj, accj = events[jj][0], (events[jj][2], events[jj][3])
             else:
                 tj, accj = virtual[jj - j]
             if optimal:
-                pend = self._pending_at(node, events, accs, thread_events, unfinished)
-                self._insert_reversal(node, i, jj, tj, accj, events, accs, clocks, local,
-                                      pend)
+                pend = self._pending_at(node, events, thread_events, unfinished)
+                self._insert_reversal(node, i, jj, tj, accj, events, clocks, local, pend)
             else:
                 self._source_backtrack(node, i, jj, tj, cj, events, clocks, local,
                                        thread_events, nthreads)
 
     @staticmethod
-    def _pending_at(node: _Node, events: list[Any], accs: list[Acc],
-                    thread_events: list[list[int]], unfinished: dict[int, Acc]
-                    ) -> dict[int, Acc]:
+    def _pending_at(node: _Node, events: list[Any], thread_events: list[list[int]],
+                    unfinished: dict[int, Acc]) -> dict[int, Acc]:
         """The pending step of each CPU asleep or in the wakeup tree at
         ``node``, in this execution: its first step from the node on (or the
         step it was about to run when the execution stopped)."""
@@ -860,14 +875,15 @@ class DFS(Strategy):
             evs = thread_events[q] if q < len(thread_events) else []
             k = bisect.bisect_left(evs, node.j)
             if k < len(evs):
-                out[q] = accs[evs[k]]
+                ev = events[evs[k]]
+                out[q] = (ev[2], ev[3])
             elif q in unfinished:
                 out[q] = unfinished[q]
         return out
 
     def _insert_reversal(self, node: _Node, i: int, j: int, tj: int, accj: Acc,
-                         events: list[Any], accs: list[Acc], clocks: list[list[int]],
-                         local: list[int], pend: dict[int, Acc]) -> None:
+                         events: list[Any], clocks: list[list[int]], local: list[int],
+                         pend: dict[int, Acc]) -> None:
         """Optimal DPOR: insert notdep(i).j into the wakeup tree of the node
         before i, unless a sleeping CPU or a branch of the tree covers it."""
         ti = events[i][0]
@@ -876,7 +892,8 @@ class DFS(Strategy):
         top = min(j, len(events))
         for k in range(i + 1, top):
             if clocks[k][ti] < li:
-                v.append(_Step(events[k][0], accs[k]))
+                ev = events[k]
+                v.append(_Step(ev[0], (ev[2], ev[3])))
         v.append(_Step(tj, accj))
         for q in node.sleep:
             a = pend.get(q)

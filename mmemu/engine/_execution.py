@@ -28,9 +28,9 @@ whether the lock was free or not.
 
 Abandoning: a strategy may end an execution early without a failure
 (``abandon``), e.g. DPOR when every CPU that could run is in its sleep set.
-Setting ``watch`` makes the engine ask the chooser even where only one CPU
-can run, so that the strategy sees every step (it costs a call per step, so
-strategies set it only while they need it).
+``watch`` (a set of CPU ids) makes the engine ask the chooser even where only
+one CPU can run, when it is one of those: DPOR needs to see it when a CPU
+that may be asleep is the only one left, and costs nothing otherwise.
 
 Aborting: when an execution fails, every parked CPU is resumed with
 ``_Aborted`` (a BaseException model code does not catch), which unwinds it;
@@ -47,7 +47,7 @@ Invariants (checked by the tests):
 from __future__ import annotations
 
 import traceback
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable
 from typing import Any, TypeVar
 
 import outcome
@@ -109,8 +109,9 @@ async def _park_uninterruptible() -> None:
 class CPU:
     """An emulated CPU: a trio task that runs only when the engine says so.
 
-    ``held`` is a list the kernel's locking keeps up to date (descriptions of
-    the locks this CPU holds) so that deadlock reports can say who holds what.
+    ``held`` is a list the kernel's locking keeps up to date (the locks this
+    CPU holds, as strings or objects that print as their description) so
+    that deadlock reports can say who holds what.
     """
 
     __slots__ = (
@@ -130,7 +131,7 @@ class CPU:
             "<start>", _EMPTY, _EMPTY)
         self.channel: Hashable | None = None
         self.why = ""
-        self.held: list[str] = []
+        self.held: list[Any] = []
         self.labels: list[str] = []  # step history, kept for reports of exceptions
         self.exc: BaseException | None = None
         #: free for the kernel model (current->signal, lockdep's held stack...)
@@ -175,6 +176,7 @@ class Simulation:
         exploration: dict[str, Any] | None = None,
         pool: CpuPool | None = None,
         cover: bool = False,
+        trace: bool | None = None,
     ) -> None:
         self.chooser = chooser
         #: long-lived tasks to run the CPUs on (None: a nursery per sim.cpus())
@@ -192,7 +194,12 @@ class Simulation:
         self.steps = 0
         self.preemptions = 0
         self.choices: list[int] = []
+        #: keep the per-step event log (events, enabled, ops): strategies
+        #: that reason about accesses (DFS) and reports need it
         self.record = record
+        #: keep what only reports use (spans, model annotations); by default
+        #: whenever ``record``
+        self.trace = record if trace is None else trace
         #: coverage events of this execution: (kind, name) -> times reached
         #: (``reach``; with ``cover`` also every step label and span)
         self.reached: dict[tuple[str, str], int] = {}
@@ -214,8 +221,9 @@ class Simulation:
         #: (failure, deadlock, abandon), with their state then, except the
         #: one running; their ``pending`` is the step each would have run next
         self.unfinished: list[tuple[CPU, str]] = []
-        #: ask the chooser even where only one CPU can run
-        self.watch = False
+        #: ids of CPUs for which to ask the chooser even where only that
+        #: CPU can run (DFS: those that may be asleep); empty: never
+        self.watch: Collection[int] = ()
         self.spans: list[tuple[str, int, int, str]] = []  # (B|E, cpu, step, name)
         #: model-supplied trace annotations, when recording (see annotate())
         self.annotations: list[dict[str, Any]] = []
@@ -294,7 +302,11 @@ class Simulation:
         if n == 0:
             return None
         preempted = False
-        if n == 1 and not self.watch:
+        if self.record:
+            # before the chooser, which may use them (sim.enabled[-1])
+            self.enabled.append((run[0].id,) if n == 1 else tuple([c.id for c in run]))
+        watch = self.watch
+        if n == 1 and (not watch or run[0].id not in watch):
             nxt = run[0]
         else:
             try:
@@ -318,12 +330,12 @@ class Simulation:
             key = ("step", nxt.pending[0])
             self.reached[key] = self.reached.get(key, 0) + 1
         if self.record:
-            self.enabled.append(tuple(c.id for c in run))
             label, reads, writes = nxt.pending
             self.events.append((nxt.id, label, reads, writes, preempted))
             self.ops.append(nxt.op)
             nxt.op = None
-            nxt.labels.append(label)
+            if self.trace:
+                nxt.labels.append(label)
         self.steps += 1
         if self.steps > self.max_steps:
             self._at_yield = True
@@ -347,7 +359,7 @@ class Simulation:
         for c in self.cpu_list:
             if c.state == DONE:
                 continue
-            held = ", ".join(c.held) if c.held else "nothing"
+            held = ", ".join(map(str, c.held)) if c.held else "nothing"
             if c.lock_wait is not None:
                 lock, mode = c.lock_wait
                 waits = lock.describe_wait(c, mode)
@@ -979,7 +991,7 @@ class span:
             if sim.cover:
                 key = ("span", self.name)
                 sim.reached[key] = sim.reached.get(key, 0) + 1
-            if sim.record:
+            if sim.trace:
                 self._cpu = sim.running
                 sim.spans.append(("B", self._cpu.id, sim.steps, self.name))
         return self
@@ -1017,7 +1029,7 @@ def annotate(kind: str, **fields: Any) -> None:
     reads them, so they cost nothing during exploration.
     """
     sim = _current
-    if sim is None or not sim.record:
+    if sim is None or not sim.trace:
         return
     cpu = sim.running
     ann: dict[str, Any] = {"kind": kind, "step": max(sim.steps - 1, 0)}
@@ -1030,7 +1042,7 @@ def annotate(kind: str, **fields: Any) -> None:
 def recording() -> bool:
     """Is the running execution recording a full trace (cheap guard)?"""
     sim = _current
-    return sim is not None and sim.record
+    return sim is not None and sim.trace
 
 
 def touch(*, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = ()) -> None:

@@ -23,6 +23,7 @@ trace, the report and the token.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
@@ -254,6 +255,9 @@ class Result:
     #: distinct Mazurkiewicz traces of the declared accesses among the
     #: executions (DFS only; None otherwise)
     traces: int | None = None
+    #: the exploration stopped because its ``time_limit`` ran out (what it
+    #: explored is in the other fields; it is not exhausted)
+    time_limited: bool = False
 
     @property
     def failure(self) -> Failure | None:
@@ -293,10 +297,10 @@ class _Runner:
         #: the trio run's CPU tasks, shared by the executions
         self.pool: CpuPool | None = CpuPool.current()
 
-    async def run(self, chooser: Chooser, *, record: bool,
+    async def run(self, chooser: Chooser, *, record: bool, trace: bool | None = None,
                   defer_interrupt: bool = False) -> Simulation:
         sim = Simulation(chooser=chooser, params=self.params, mutants=self.mutant_set,
-                         max_steps=self.max_steps, record=record, pool=self.pool,
+                         max_steps=self.max_steps, record=record, trace=trace, pool=self.pool,
                          exploration=self.exploration, cover=self.cover)
         sim.defer_interrupt = defer_interrupt
         await sim.run(self.fn)
@@ -343,7 +347,7 @@ class _Runner:
                 chooser = dfs.begin(n)
                 if chooser is None:
                     break
-                sim = await self.run(chooser, record=True)
+                sim = await self.run(chooser, record=True, trace=False)
                 n += 1
                 dfs.end(sim)
                 r = self.raw(sim)
@@ -463,8 +467,11 @@ async def explore_async(
     coverage: bool = False,
     reaches: Goals | None = None,
     step_timeout: float | None = None,
+    time_limit: float | None = None,
 ) -> Result:
     """``explore`` for code already running inside trio (pytest-trio)."""
+    if time_limit is not None and not time_limit > 0:
+        raise ModelError(f"'time_limit' must be a number of seconds > 0 (got {time_limit!r})")
     fn, name, sc = _resolve(scenario)
     # flag, then environment (or ``settings``), then the suite's default
     s = resolve_settings(sc, base=settings, **given(
@@ -491,19 +498,27 @@ async def explore_async(
     done = 0
     interrupted = False
     stopped = False
+    time_limited = False
     blocked0 = strat.blocked
     index = start
+    # The time budget is checked between executions only: what ran is
+    # complete, and the result says it stopped on time, not exhausted.
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
     watch = WATCHDOG.guard(s.step_timeout)  # hangs and Ctrl-C: see _watchdog
     watch.__enter__()
     try:
         while done < budget:
+            if deadline is not None and time.monotonic() >= deadline:
+                time_limited = True
+                break
             chooser = strat.begin(index)
             index += 1
             if chooser is None:
                 break
             # A Ctrl-C during the execution is acted upon once it is
             # accounted for: it counts, and a failure it found is kept.
-            sim = await runner.run(chooser, record=strat.record, defer_interrupt=True)
+            sim = await runner.run(chooser, record=strat.record, trace=False,
+                                   defer_interrupt=True)
             strat.end(sim)
             if sim.abandoned:
                 if sim.interrupted:
@@ -563,7 +578,7 @@ async def explore_async(
         scenario=name, params=dict(params or {}), mutants=mut, strategy=strat.describe(),
         executions=done, exhausted=exhausted, failures=tuple(failures), elapsed_s=elapsed,
         interrupted=interrupted, coverage=cov, blocked=strat.blocked - blocked0,
-        traces=strat.traces),
+        traces=strat.traces, time_limited=time_limited and not exhausted),
         thorough=as_thorough_as_the_suite(scenario, bound))
 
 
@@ -574,7 +589,8 @@ def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
     caps the executions; ``seed`` seeds Random/PCT; ``max_steps`` bounds each
     execution (Livelock beyond); ``shrink`` minimises the failure;
     ``mutants`` switches named protocol variants on; ``params`` is passed to
-    the scenario as ``sim.params``.  ``coverage`` also counts every step
+    the scenario as ``sim.params``; ``time_limit`` (seconds) stops the
+    exploration after the execution that runs past it (``Result.time_limited``).  ``coverage`` also counts every step
     label and kernel function (``Result.coverage``); ``reaches`` gives
     coverage goals (default: the registered suite's): an exhausted
     exploration that finds nothing and misses one fails with VacuousSuite.  ``jobs``, ``shard`` or ``dask`` spread

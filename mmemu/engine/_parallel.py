@@ -491,6 +491,7 @@ def explore_parallel(
     stop_on_failure: bool = True,
     coverage: bool = False,
     reaches: Goals | None = None,
+    time_limit: float | None = None,
 ) -> Result:
     """Explore ``scenario`` with its executions spread over processes.
 
@@ -571,8 +572,19 @@ def explore_parallel(
     todo.reverse()  # pop() takes the lowest order first
     pending: dict[Any, dict[str, Any]] = {}
     kill = False
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    time_limited = False
     try:
         while todo or pending:
+            if deadline is not None and time.monotonic() >= deadline:
+                # out of time: no more units; what runs is abandoned
+                time_limited = True
+                todo.clear()
+                if pending:
+                    backend.cancel(list(pending))
+                    pending.clear()
+                    kill = True
+                break
             # keep every slot busy, plus one queued unit so none idles on IPC
             while todo and len(pending) < backend.slots + 1 and not over_budget:
                 unit = todo.pop()
@@ -619,7 +631,7 @@ def explore_parallel(
 
     # 3. merge: every unit ran to its end, without a failure
     ran = {r["order"] for r in results}
-    complete = (not interrupted and not over_budget and best is None
+    complete = (not interrupted and not over_budget and not time_limited and best is None
                 and all(u["order"] in ran for u in units))
     exhausted = (spec["name"] == "dfs" and complete
                  and all(r["exhausted"] for r in results))
@@ -634,7 +646,8 @@ def explore_parallel(
                              spec),)
     result = Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
                     executions=executed, exhausted=exhausted, failures=failures,
-                    elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov)
+                    elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov,
+                    time_limited=time_limited)
     # one shard of N saw only its slice: its goals are judged once merged
     if n_shard > 1:
         return result

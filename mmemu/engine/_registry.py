@@ -23,6 +23,8 @@ from ._errors import ModelError
 from ._locate import display_name, locate, located_name
 
 ScenarioFn = Callable[[Any], Awaitable[Any]]
+#: the default executions cap of a suite (see Scenario.executions)
+EXHAUSTIVE_CAP = 1_000_000
 #: an axis: a fixed list of values, or a function giving them (drivers installed)
 Axis = Sequence[Any] | Callable[[], Sequence[Any]]
 
@@ -53,8 +55,14 @@ class Scenario:
     expect: str = "pass"
     axes: Mapping[str, Axis] = attrs.field(factory=dict)
     strategy: str = "dfs"
-    executions: int = 2000
-    max_preemptions: int | None = 2
+    #: a cap, not a budget: unbounded DPOR explores the whole space long
+    #: before it on every suite that does not declare a bound
+    executions: int = EXHAUSTIVE_CAP
+    #: None: unbounded DPOR, to exhaustion (the default).  A suite whose
+    #: space is too large declares a preemption bound, and why (``bound_reason``)
+    max_preemptions: int | None = None
+    #: why the suite falls back to a preemption bound (shown by mmemu run)
+    bound_reason: str = ""
     #: optional: which combinations of the axes make sense (e.g. a driver and
     #: the notifier API generations it supports); None keeps them all
     filter: Callable[[dict[str, Any]], bool] | None = None
@@ -108,6 +116,20 @@ class Scenario:
 _SCENARIOS: dict[str, Scenario] = {}
 _MUTANTS: dict[str, Mutant] = {}
 _loaded = False
+#: modules that register suites, named by the packages above the engine
+#: (the engine itself names none: the mmemu package adds its races)
+_SUITE_MODULES: list[str] = []
+
+
+def add_suite_module(module: str) -> None:
+    """Have the registry import ``module`` (which registers suites and
+    mutants) before it is first consulted.  Packages above the engine call
+    this; third-party suites use the ``mmemu.scenarios`` entry-point group."""
+    if module in _SUITE_MODULES:
+        return
+    _SUITE_MODULES.append(module)
+    if _loaded:
+        importlib.import_module(module)
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -118,7 +140,8 @@ def _check_name(kind: str, name: str) -> None:
 
 def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
              axes: Mapping[str, Axis] | None = None, strategy: str = "dfs",
-             executions: int = 2000, max_preemptions: int | None = 2,
+             executions: int = EXHAUSTIVE_CAP, max_preemptions: int | None = None,
+             bound_reason: str = "",
              summary: str = "",
              filter: Callable[[dict[str, Any]], bool] | None = None,
              reaches: Goals | None = None,
@@ -126,7 +149,10 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
     """Register ``async def fn(sim)`` as the scenario ``name``.
 
     ``catches`` lists the mutants it must catch; ``strategy``, ``executions``
-    and ``max_preemptions`` are its budget in ``mmemu run``; ``filter(params)``
+    and ``max_preemptions`` are its budget in ``mmemu run``: by default
+    unbounded DPOR to exhaustion.  A suite whose space is too large for that
+    declares ``max_preemptions`` and says why in ``bound_reason`` (mmemu
+    run shows both); ``filter(params)``
     drops axis combinations that make no sense (``combinations()`` applies it).
     ``reaches`` lists the events (``mmemu.lowlevel.reach``) that a complete
     exploration must reach at least once, or is a function of the
@@ -138,6 +164,8 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
         resolve_goals(reaches, {})  # a bad goal is an error at registration
     if expect not in ("pass", "fail"):
         raise ModelError(f"'expect' must be 'pass' or 'fail' (got {expect!r})")
+    if max_preemptions is not None and max_preemptions < 0:
+        raise ModelError(f"'max_preemptions' must be >= 0 or None (got {max_preemptions})")
 
     def register(fn: ScenarioFn) -> ScenarioFn:
         doc = (fn.__doc__ or "").strip()
@@ -149,7 +177,7 @@ def scenario(name: str, *, catches: Iterable[str] = (), expect: str = "pass",
                                     catches=tuple(catches), expect=expect,
                                     axes=dict(axes or {}), strategy=strategy,
                                     executions=executions, max_preemptions=max_preemptions,
-                                    filter=filter, reaches=reaches)
+                                    bound_reason=bound_reason, filter=filter, reaches=reaches)
         fn.__mmemu_scenario__ = name  # type: ignore[attr-defined]
         return fn
 
@@ -180,13 +208,15 @@ def set_mutant_applies(name: str, applies: Callable[[dict[str, Any]], bool] | No
 
 
 def load_builtin() -> None:
-    """Import mmemu's own suites and any plugin registered under the
-    ``mmemu.scenarios`` entry-point group."""
+    """Import the suite modules added with ``add_suite_module`` (mmemu's
+    own) and any plugin registered under the ``mmemu.scenarios``
+    entry-point group."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    importlib.import_module("mmemu.races")
+    for module in list(_SUITE_MODULES):
+        importlib.import_module(module)
     for ep in importlib.metadata.entry_points(group="mmemu.scenarios"):
         try:
             ep.load()

@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from ._keys import IdKey, keyed
+
 
 @attrs.frozen
 class TraceEvent:
@@ -92,24 +94,26 @@ def build_trace(sim: Any) -> Trace:
     last_reads: dict[Hashable, dict[int, int]] = {}
     events = []
     owner = [ev[0] for ev in sim.events]
-    for j, (cpu, label, reads, writes, pre) in enumerate(sim.events):
+    for j, (cpu, label, reads_, writes_, pre) in enumerate(sim.events):
+        # unhashable accessed objects are keyed by identity (see _keys)
+        reads, writes = keyed(tuple(reads_)), keyed(tuple(writes_))
         conflicts: list[tuple[int, str]] = []
         for o in tuple(reads) + tuple(writes):
             w = last_write.get(o)
             if w is not None and owner[w] != cpu:
-                conflicts.append((w, namer(o)))
+                conflicts.append((w, namer(o.obj if isinstance(o, IdKey) else o)))
         for o in writes:
             for rc, ri in last_reads.get(o, {}).items():
                 if rc != cpu:
-                    conflicts.append((ri, namer(o)))
+                    conflicts.append((ri, namer(o.obj if isinstance(o, IdKey) else o)))
         seen: set[tuple[int, str]] = set()
         uniq = []
         for c in sorted(conflicts):
             if c not in seen:
                 seen.add(c)
                 uniq.append(c)
-        events.append(TraceEvent(j, cpu, label, tuple(namer(o) for o in reads),
-                                 tuple(namer(o) for o in writes), pre, tuple(uniq)))
+        events.append(TraceEvent(j, cpu, label, tuple(namer(o) for o in reads_),
+                                 tuple(namer(o) for o in writes_), pre, tuple(uniq)))
         for o in writes:
             last_write[o] = j
             last_reads.pop(o, None)

@@ -198,6 +198,8 @@ class _Held:
         mode = " (read)" if self.read else ""
         return f"{self.lock.kind} {self.lock.name}{mode} taken at #{self.step} {self.site!r}"
 
+    __str__ = describe
+
 
 class _Edge:
     __slots__ = ("held_site", "taken_site", "sim", "choices")
@@ -250,7 +252,11 @@ def _held(cpu: CPU) -> list[_Held]:
 
 
 def _sync_engine_view(cpu: CPU) -> None:
-    cpu.held[:] = [h.describe() for h in cpu.data.get("held", [])]
+    # CPU.held is lockdep's own list: its entries print as their
+    # description in deadlock reports, and cost nothing until then
+    held = cpu.data.get("held")
+    if held is not None and cpu.held is not held:
+        cpu.held = held
 
 
 def _check_exit(cpu: CPU) -> None:

@@ -97,6 +97,11 @@ def check_page_refs(sim: Any, kernel: Kernel, held: dict[Page, int] | None = Non
 
 
 @mmemu.scenario("mm:fault-vs-truncate", catches=["memory:fault-unlocked"],
+                max_preemptions=2,
+                bound_reason="the fault and truncate can retry against each other forever "
+                             "(truncate_inode_pages' loop removes the page the fault has just "
+                             "read in, find_lock_page sees it truncated and the fault reads it "
+                             "again), so the unbounded space never ends",
                 reaches=["truncate: a fault mapped the page after unmap_mapping_range; "
                          "unmapped again under the page lock",
                          "step:beyond EOF: unlock_page",

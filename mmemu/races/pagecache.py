@@ -101,7 +101,7 @@ async def _reclaim_then_reuse(sim: Any, page: Page, other: AddressSpace) -> None
 
 @mmemu.scenario("pagecache:lookup-vs-reclaim",
                 catches=["filemap:no-recheck", "filemap:plain-get", "vmscan:no-freeze"],
-                axes={"lookup": LOOKUPS}, strategy="dfs", max_preemptions=2,
+                axes={"lookup": LOOKUPS}, strategy="dfs",
                 reaches=["vmscan: __remove_mapping froze and freed the page",
                          "vmscan: __remove_mapping: the freeze failed (the page is busy)",
                          "filemap: step 2 failed on a frozen page (the lookup waits)",
@@ -153,7 +153,7 @@ async def _truncate_then_reuse(sim: Any, mapping: AddressSpace, other: AddressSp
 
 
 @mmemu.scenario("pagecache:lookup-vs-truncate", catches=["filemap:no-recheck"],
-                axes={"lookup": LOOKUPS}, strategy="dfs", max_preemptions=2,
+                axes={"lookup": LOOKUPS}, strategy="dfs",
                 reaches=lambda p: ["step:3. page moved: put_page, goto 1"] + (
                     ["step:truncated: page_cache_release, repeat"]
                     if p.get("lookup", "find_lock_page") == "find_lock_page"
@@ -241,7 +241,7 @@ async def _adder(sim: Any, mapping: AddressSpace) -> None:
 
 
 @mmemu.scenario("pagecache:add-vs-lookup", catches=["filemap:insert-before-lock"],
-                strategy="dfs", max_preemptions=2,
+                strategy="dfs",
                 reaches=["step:PageUptodate(page)? (after the read)"])
 async def add_vs_lookup(sim: Any) -> None:
     """A lockless reader races with add_to_page_cache of a new page.
@@ -287,7 +287,7 @@ async def _reclaim_then_reread(sim: Any, page: Page, mapping: AddressSpace) -> N
         out["reinserted"] = None if again is None else f"page{again.pfn}#{again.gen}"
 
 
-@mmemu.scenario("pagecache:reinsert-aba", strategy="dfs", max_preemptions=2,
+@mmemu.scenario("pagecache:reinsert-aba", strategy="dfs",
                 reaches=["filemap: between 1 and 2 the page was freed and re-inserted in the "
                          "same slot (the harmless ABA)",
                          "vmscan: __remove_mapping froze and freed the page"])

@@ -269,38 +269,6 @@ def test_a_queued_writer_makes_new_readers_wait() -> None:
 # ------------------------------------------------- DPOR sees every order
 
 
-async def locks_and_branches(sim: Any) -> None:
-    """Two locks, a flag set outside them, a branch on it, a trylock."""
-    a, b = Lock("A"), Lock("B")
-    x, flag = Obj("x"), Obj("flag")
-
-    async def one() -> None:
-        await a.acquire(writes=(x,))  # the step after the acquisition writes x
-        x.value += 1
-        await a.release()
-        await mmemu.step("set flag", writes=(flag,))
-        flag.value = 1
-
-    async def two() -> None:
-        await mmemu.step("read flag", reads=(flag,))
-        if flag.value:
-            await b.acquire()
-            await b.release()
-        else:
-            await a.acquire(reads=(x,))
-            await a.release()
-
-    async def three() -> None:
-        if await a.try_acquire(writes=(x,)):
-            x.value += 10
-            await a.release()
-
-    async with sim.cpus() as cpus:
-        cpus.start(one)
-        cpus.start(two)
-        cpus.start(three)
-
-
 async def rw_mix(sim: Any) -> None:
     rw = RwLock("rw")
     x = Obj("x")
@@ -320,8 +288,7 @@ async def rw_mix(sim: Any) -> None:
         cpus.start(reader)
 
 
-@pytest.mark.parametrize("scenario", [locks_and_branches, rw_mix, mutex_order(3)],
-                         ids=["locks_and_branches", "rw_mix", "mutex_order3"])
+@pytest.mark.parametrize("scenario", [rw_mix, mutex_order(3)], ids=["rw_mix", "mutex_order3"])
 def test_dpor_with_locks_covers_every_trace_of_the_full_search(scenario: Scenario) -> None:
     def classes(reduction: str) -> tuple[set[Any], int]:
         dfs = RecordingDFS(reduction=reduction)

@@ -351,7 +351,7 @@ def test_n_cpus_taking_one_kernel_lock_once_run_n_factorial(kind: str) -> None:
         "mutex": (Mutex, mutex_lock, mutex_unlock),
         "rwsem-write": (RwSemaphore, down_write, up_write),
     }[kind]
-    for n, want in ((2, 2), (3, 6), (4, 24)):
+    for n, want in ((2, 2), (3, 6)):
         res = mmemu.explore(_each_takes_once(n, make, take, give), strategy=mmemu.DFS(),
                             executions=10_000)
         assert res.failure is None and res.exhausted
