@@ -51,9 +51,13 @@ Preemption bounds (``max_preemptions``): partial-order reduction and a
 preemption bound do not mix naively.  Two executions of one trace can need
 different numbers of preemptions, so a sleep set or a DPOR backtrack choice
 may stand for executions that the bound forbids while the ones it prunes
-were allowed (Coons, Musuvathi, McKinley, OOPSLA 2013).  A bounded search
-here is therefore plain bounded DFS, made cheaper by a cache that misses
-nothing: at each choice point it hashes the Mazurkiewicz trace of the
+were allowed (Coons, Musuvathi, McKinley, OOPSLA 2013).  Their remedy,
+a second backtrack point at the *conservative point* (where the racing
+CPU's run began), is not enough here: with a source-set's "some initial" it
+missed a 0-preemption trace, and even with the classic rule (the racing CPU,
+else every CPU) it misses a 1-preemption trace of a program with a rwsem
+(both in tests/engine/test_bounded.py).  A bounded search here is therefore
+plain bounded DFS, made cheaper by a cache that misses nothing: at each choice point it hashes the Mazurkiewicz trace of the
 execution so far together with the CPU that ran last; a state already reached
 by an equivalent prefix with at most as many preemptions (whose subtree was
 explored under a budget at least as large) is not explored again.
@@ -104,7 +108,7 @@ def _dependent(a: Acc, b: Acc) -> bool:
     """Do two steps conflict (one writes what the other reads or writes)?"""
     ar, aw = a
     br, bw = b
-    if aw is _ALL or bw is _ALL:
+    if aw is _ALL or bw is _ALL:  # type: ignore[comparison-overlap]
         return True  # a step restored from a checkpoint: assume the worst
     for o in aw:
         if o in bw or o in br:
@@ -281,7 +285,7 @@ class _Node:
     """A choice point of the current execution."""
 
     __slots__ = ("j", "enabled", "chosen", "prev", "preempts", "sleep", "wut",
-                 "backtrack", "done", "follow")
+                 "backtrack", "done", "follow", "after")
 
     def __init__(self, j: int, enabled: tuple[int, ...], chosen: int, prev: int | None,
                  preempts: int) -> None:
@@ -300,6 +304,9 @@ class _Node:
         #: "dpor": the rest of the wakeup tree below the chosen branch, to
         #: follow in the next execution
         self.follow: list[_Wu] | None = None
+        #: bounded search: the cache key of the state each CPU's next step
+        #: leads to (see DFS._advance)
+        self.after: dict[int, tuple[int, int, int]] | None = None
 
     def is_preemption(self, q: int) -> bool:
         return self.prev is not None and self.prev in self.enabled and q != self.prev
@@ -406,6 +413,9 @@ class DFS(Strategy):
         self._traces: set[tuple[int, int, int]] = set()
         #: bounded search: (trace hash, hash, last CPU) -> fewest preemptions
         self._cache: dict[tuple[int, int, int | None], int] = {}
+        #: bounded search: branches not run because their first step leads
+        #: to a state in the cache
+        self.skipped = 0
         #: Splitting the tree (see _parallel.py).  ``prefix``: the CPU chosen
         #: at each of the first choice points, fixed; the search runs below
         #: it and never branches there.  ``frontier``: choice points from
@@ -468,11 +478,15 @@ class DFS(Strategy):
         frontier = self.frontier
         run_state = _Run()
 
+        cache = self._cache
+        fresh = self.branch_event if self.branch_event is not None else 0
+
         def catch_up(sim: Simulation, j: int) -> None:
             """Look at the events since the last call."""
             events = sim.events
             st = run_state
             sleep = st.sleep
+            hit = False
             for k in range(st.seen, j):
                 ev = events[k]
                 t = ev[0]
@@ -488,8 +502,21 @@ class DFS(Strategy):
                         self.tree_misses += 1
                         st.follow = None
                 if bounded:
+                    # every state the run passes is cached; one an
+                    # equivalent prefix reached with no more preemptions was
+                    # explored from there (its whole subtree, by DFS)
                     self._hash_event(st, t, ev[2], ev[3])
+                    key = (st.h1, st.h2, t)
+                    p = sim.preemptions
+                    seen = cache.get(key)
+                    if seen is None or seen > p:
+                        cache[key] = p
+                    elif k >= fresh:
+                        hit = True
             st.seen = j
+            if hit:
+                self.blocked += 1
+                sim.abandon()
 
         def choose(sim: Simulation, prev: CPU | None, run: list[CPU]) -> CPU:
             j = len(sim.events)
@@ -561,16 +588,12 @@ class DFS(Strategy):
                         sim.abandon()
                         raise AssertionError  # unreachable: abandon() unwinds
             prev_id = sim.events[-1][0] if sim.events else None
-            if bounded:
-                key = (st.h1, st.h2, prev_id)
-                seen = self._cache.get(key)
-                if seen is not None and seen <= sim.preemptions:
-                    # an equivalent prefix reached this state with no more
-                    # preemptions, and its subtree was explored from here
-                    self.blocked += 1
-                    sim.abandon()
-                self._cache[key] = sim.preemptions
             node = _Node(j, enabled, pick.id, prev_id, sim.preemptions)
+            if bounded and c >= len(prefix) and (frontier is None or c < frontier):
+                # the states the other branches lead to, so that a branch
+                # into an explored state is skipped without running it
+                node.after = {q: self._key_after(st, q, cpus[q].pending[1], cpus[q].pending[2])
+                              for q in enabled if q != pick.id}
             if sleepy:
                 node.sleep = set(sleep)
             node.wut = siblings
@@ -582,6 +605,31 @@ class DFS(Strategy):
             return pick
 
         return choose
+
+    @staticmethod
+    def _key_after(st: _Run, t: int, reads: tuple[Hashable, ...],
+                   writes: tuple[Hashable, ...]) -> tuple[int, int, int]:
+        """The cache key of the state after CPU ``t`` runs a step with these
+        accesses (what ``_hash_event`` would add), without adding it."""
+        n = st.cnt[t] if t < len(st.cnt) else 0
+        lw = st.last_write
+        rs = st.reads_since
+        r = keyed(reads)
+        w = keyed(writes)
+        preds: set[tuple[int, int]] = set()
+        for o in r:
+            x = lw.get(o)
+            if x is not None and x[0] != t:
+                preds.add(x)
+        for o in w:
+            x = lw.get(o)
+            if x is not None and x[0] != t:
+                preds.add(x)
+            for y in rs.get(o, ()):
+                if y[0] != t:
+                    preds.add(y)
+        h = hash((t, n, tuple(sorted(preds)))) & _MASK
+        return ((st.h1 + _mix(h)) & _MASK, (st.h2 + _mix(h ^ 0x5BD1E9955BD1E995)) & _MASK, t)
 
     @staticmethod
     def _hash_event(st: _Run, t: int, reads: tuple[Hashable, ...],
@@ -670,12 +718,21 @@ class DFS(Strategy):
                     return
                 stack.pop()
                 continue
+            cache = self._cache
             for q in sorted(node.backtrack - node.done):
                 node.done.add(q)
                 if sleepy and q in node.sleep:
                     continue
-                if bound is not None and node.preempts + node.is_preemption(q) > bound:
+                cost = node.preempts + node.is_preemption(q)
+                if bound is not None and cost > bound:
                     continue
+                if node.after is not None:
+                    seen = cache.get(node.after[q])
+                    if seen is not None and seen <= cost:
+                        # q's step leads to a state an equivalent prefix
+                        # reached with no more preemptions: explored there
+                        self.skipped += 1
+                        continue
                 if sleepy:
                     self._to_sleep(node)
                 node.chosen = q

@@ -551,8 +551,8 @@ class Simulation:
         waiters = self._waiters.get(channel)
         if not waiters:
             return 0
-        woken = []
-        keep = []
+        woken: list[CPU] = []
+        keep: list[CPU] = []
         for c in waiters:
             # a waiter with a condition stays asleep until it holds, so that
             # a wake-up that changes nothing for it costs it no step

@@ -205,4 +205,4 @@ def make_strategy(strategy: str | Strategy, *, max_preemptions: int | None = Non
 
 # DFS builds on Strategy (above): imported last so that either module can be
 # imported first.
-from ._dpor import DFS, REDUCTIONS  # noqa: E402
+from ._dpor import DFS as DFS, REDUCTIONS as REDUCTIONS  # noqa: E402

@@ -59,6 +59,7 @@ from mmemu.engine._execution import (
     block,
     current_simulation,
     fail,
+    reach,
     recording,
     step,
     wake_all,
@@ -464,12 +465,32 @@ def spin_is_locked(lock: SpinLock) -> bool:
 
 
 async def mutex_lock(lock: Mutex, *, label: str | None = None,
-                     nest_lock: _Lock | None = None) -> None:
-    """Take a sleeping lock (``might_sleep``)."""
+                     nest_lock: _Lock | None = None, contended: str | None = None) -> None:
+    """Take a sleeping lock (``might_sleep``): one step, enabled while the
+    mutex is free.
+
+    ``contended``: a coverage event (``reach``) for a caller whose suite
+    must see the mutex waited for.  As one step, "waited" and "came after
+    the holder" are the same trace, so the search need not produce the
+    former.  With ``contended`` the mutex is taken as the kernel's
+    mutex_lock does it: the fast path (``__mutex_trylock_fast``, a step
+    that takes a free mutex), and when that fails the event, then the slow
+    path (a second step, enabled once the mutex is free).  Only a contended
+    acquisition pays the second step."""
     sim = _sim_or_none()
-    if sim is not None and sim.running is not None:
+    cpu = sim.running if sim is not None else None
+    if cpu is not None:
         might_sleep(f"mutex_lock({lock.name})")
-    await _lock(lock, "mutex_lock", label, nest_lock)
+    if contended is None or cpu is None:
+        await _lock(lock, "mutex_lock", label, nest_lock)
+        return
+    label = label or f"mutex_lock({lock.name})"
+    _lockdep_acquire(cpu, lock, nest_lock=nest_lock, site=label)
+    if not await Lock.try_acquire(lock, label):
+        reach(contended)
+        await Lock.acquire(lock, f"{label}: slow path, taken")
+    _lockdep_acquired(cpu, lock)
+    _nest(cpu, nest_lock)
 
 
 async def mutex_trylock(lock: Mutex, *, label: str | None = None) -> bool:

@@ -838,9 +838,9 @@ async def mm_take_all_locks(mm: Any) -> int:
                 f"self-deadlock (one task cannot take all locks twice in a row)"))
         locked = not mmemu.mutant(MUTANT_NO_ALL_LOCKS_MUTEX)
         if locked:
-            if k.mm_all_locks_mutex.owner is not None:
-                reach("mm_take_all_locks: waits for mm_all_locks_mutex (another registrant)")
-            await mutex_lock(k.mm_all_locks_mutex, label="mutex_lock(&mm_all_locks_mutex)")
+            await mutex_lock(k.mm_all_locks_mutex, label="mutex_lock(&mm_all_locks_mutex)",
+                             contended="mm_take_all_locks: waits for mm_all_locks_mutex "
+                                       "(another registrant)")
         ret = -EINTR
         took = False
         for vma in _vma_list(mm):

@@ -111,7 +111,10 @@ async def wp_fault_vs_guest_read(sim: Any) -> None:
 
 
 @mmemu.scenario("mm:private-cow-vs-truncate", catches=["truncate:single-unmap"],
-                reaches=[PRIVATE_COPY])
+                reaches=[PRIVATE_COPY], max_preemptions=1,
+                bound_reason="more than 500 traces unbounded (the fault's retries against "
+                             "truncate's two unmaps); 59 executions at one preemption, which "
+                             "catches its mutant")
 async def private_cow_vs_truncate(sim: Any) -> None:
     """A write fault on a MAP_PRIVATE file page (a COW copy) against vmtruncate.
 

@@ -93,6 +93,10 @@ async def _attach_and_fault(mirror: Any, kernel: Any, mm: Any, addr: int) -> Non
 
 @mmemu.scenario("interval:insert-remove-vs-invalidate", axes={"api": ["modern"]},
                 catches=["mmu_notifier:interval-no-defer", "mmu_notifier:interval-remove-nowait"],
+                max_preemptions=1,
+                bound_reason="more than 1,900 traces unbounded (three CPUs, two interval "
+                             "notifiers); 266 executions at one preemption, which catches "
+                             "both its mutants",
                 reaches=["mmu_interval_notifier_insert during an invalidation",
                          "mmu_interval_notifier_remove: waits for the invalidation in progress",
                          "mmu_interval_read_begin waited for an invalidation of its interval",

@@ -26,7 +26,10 @@ from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 @mmemu.scenario("swap:reclaim-anon-vs-guest-fault", axes=DRIVER_AXES, filter=supports_api,
                 catches=["kvm:seq-outside-lock", "hmm:no-retry", "gru:no-dropin-drop",
                          "sva:no-flush"],
-                reaches=["vmscan: __remove_mapping froze and freed the page", SWAPPED_IN])
+                reaches=["vmscan: __remove_mapping froze and freed the page", SWAPPED_IN],
+                max_preemptions=2,
+                bound_reason="more than 1,000 traces unbounded per driver; "
+                             "kvm:seq-outside-lock needs two preemptions")
 async def reclaim_anon_vs_guest_fault(sim: Any) -> None:
     """Reclaim swaps out an anonymous page the guest maps; the guest faults.
 
