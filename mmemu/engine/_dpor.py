@@ -838,14 +838,14 @@ class DFS(Strategy):
                         continue
                     if any(k != i and clocks[k][ti] >= li for k in cands):
                         continue
-                    races.append((i, j, race_c))
+                    races.append((i, j, c))
             if j >= first_new:
                 for p in partners:
                     if p < 0 or p not in allowed or events[p][0] == t:
                         continue
                     if race_c[events[p][0]] >= local[p]:
                         continue  # ordered before j by more than the lock
-                    races.append((p, j, race_c))
+                    races.append((p, j, c))
             lj = c[t]
             clocks.append(c)
             local.append(lj)
@@ -892,6 +892,10 @@ class DFS(Strategy):
                 # next is unknown (it may conflict with anything before the
                 # failure), so its next step counts as dependent on it.
                 cands.append(failed)
+            # its clock had it run now (the initials of a reversal need it)
+            full = c
+            for k in cands:
+                full = list(map(max, full, clocks[k]))
             found = False
             for i in set(cands):
                 if i not in allowed:
@@ -903,7 +907,7 @@ class DFS(Strategy):
                 if not found:
                     virtual.append((t, acc))
                     found = True
-                races.append((i, j + len(virtual) - 1, c))
+                races.append((i, j + len(virtual) - 1, full))
         for i, jj, cj in races:
             node = node_at.get(i)
             if node is None:

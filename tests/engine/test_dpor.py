@@ -37,6 +37,9 @@ def _optimal(sc: Any, want: int) -> None:
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 6])
 def test_readers(n: int) -> None:
     _optimal(P.readers(n), 2 ** n)
+    # source-DPOR too: each reversal's initials need the racing step's whole
+    # causal past (a clock without its reads-from lost all but N+1 traces)
+    assert _count(P.readers(n), "source").traces == 2 ** n
 
 
 @pytest.mark.parametrize("n", [3, 4, 5, 6])
