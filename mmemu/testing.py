@@ -29,8 +29,9 @@ And one way to test a secondary-MMU driver you wrote:
 
 ``check_driver(MyDriver)`` / ``assert_driver_passes(MyDriver)``
     Every driver suite (every scenario with a ``driver`` axis), for every
-    notifier API generation the driver supports, under
-    ``DFS(max_preemptions=2)``: a list of ``Result``, or an AssertionError
+    notifier API generation the driver supports, under ``DFS`` with each
+    suite's own bound (unbounded DPOR to exhaustion unless the suite declares
+    one): a list of ``Result``, or an AssertionError
     carrying the first failure's report.  The driver may be a class object,
     an installed name (``"kvm"``) or ``"path/to/file.py:ClassName"``.
 
@@ -741,6 +742,11 @@ def _unfiltered_combinations(sc: Scenario) -> list[dict[str, Any]]:
     return attrs.evolve(sc, filter=None).combinations()
 
 
+#: ``check_driver``'s default bound: each suite's own (unbounded DPOR to
+#: exhaustion unless the suite declares a preemption bound)
+SUITE_BOUND = "suite"
+
+
 def _fresh_strategy(strategy: str | Strategy | None, max_preemptions: int | None) -> str | Strategy:
     """A strategy for one exploration.  A Strategy object keeps its search
     state (DFS's stack, ``exhausted``), so each suite gets its own copy."""
@@ -761,7 +767,7 @@ async def check_driver_async(
     api: str | None = None,
     strategy: str | Strategy | None = None,
     executions: int | None = None,
-    max_preemptions: int | None = 2,
+    max_preemptions: int | None | str = SUITE_BOUND,
     mutants: Iterable[str] = (),
     seed: int | None = None,
 ) -> list[Result]:
@@ -787,10 +793,14 @@ async def check_driver_async(
             raise ModelError(f"no driver suite runs driver {spec!r} with {wanted} (it lists "
                              f"apis={cls.apis!r} in its class)")
         for sc, params in plan:
+            bound = sc.max_preemptions if max_preemptions == SUITE_BOUND else max_preemptions
+            if isinstance(bound, str):
+                raise ModelError(f"'max_preemptions' must be an int, None or {SUITE_BOUND!r} "
+                                 f"(got {bound!r})")
             results.append(await explore_async(
-                sc.name, strategy=_fresh_strategy(strategy, max_preemptions),
+                sc.name, strategy=_fresh_strategy(strategy, bound),
                 executions=executions if executions is not None else sc.executions,
-                max_preemptions=max_preemptions, params=params, mutants=mutant_list,
+                max_preemptions=bound, params=params, mutants=mutant_list,
                 seed=seed))
     finally:
         if registration is not None:
@@ -804,7 +814,7 @@ def check_driver(
     api: str | None = None,
     strategy: str | Strategy | None = None,
     executions: int | None = None,
-    max_preemptions: int | None = 2,
+    max_preemptions: int | None | str = SUITE_BOUND,
     mutants: Iterable[str] = (),
     seed: int | None = None,
 ) -> list[Result]:
@@ -816,7 +826,8 @@ def check_driver(
     generation the driver lists in ``Driver.apis`` -- or only ``api``
     (``"2.6.27"`` or ``"modern"``; a ModelError if the driver does not
     support it).  Each run is an exploration under ``strategy`` (default
-    ``DFS(max_preemptions=2)``, the suites' own bound), with the suite's own
+    ``DFS`` bounded by ``max_preemptions``: by default the suite's own bound,
+    ``SUITE_BOUND``; None is unbounded), with the suite's own
     execution budget unless ``executions`` is given; a failure is shrunk
     and its token names the driver (see ``driver_name``).
 
@@ -864,7 +875,7 @@ def assert_driver_passes(
     api: str | None = None,
     strategy: str | Strategy | None = None,
     executions: int | None = None,
-    max_preemptions: int | None = 2,
+    max_preemptions: int | None | str = SUITE_BOUND,
     mutants: Iterable[str] = (),
     seed: int | None = None,
 ) -> list[Result]:
@@ -889,7 +900,7 @@ async def assert_driver_passes_async(
     api: str | None = None,
     strategy: str | Strategy | None = None,
     executions: int | None = None,
-    max_preemptions: int | None = 2,
+    max_preemptions: int | None | str = SUITE_BOUND,
     mutants: Iterable[str] = (),
     seed: int | None = None,
 ) -> list[Result]:
