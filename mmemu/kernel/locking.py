@@ -488,7 +488,8 @@ async def mutex_lock(lock: Mutex, *, label: str | None = None,
     _lockdep_acquire(cpu, lock, nest_lock=nest_lock, site=label)
     if not await Lock.try_acquire(lock, label):
         reach(contended)
-        await Lock.acquire(lock, f"{label}: slow path, taken")
+        # the label the waiter's acquisition always had in reports
+        await Lock.acquire(lock, f"mutex_lock({lock.name}) acquired")
     _lockdep_acquired(cpu, lock)
     _nest(cpu, nest_lock)
 
