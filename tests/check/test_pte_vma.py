@@ -156,10 +156,13 @@ def test_the_survivors_leave_a_pte_outside_every_vma(mutant: str,
     from mmemu.kernel import locking
 
     if mutant == "down_write ignores readers":
-        # the real code object replaced: every caller (munmap's) gets it
-        mutated = _mutant(locking.down_write, ("while sem.writer is not None or sem.readers:",
-                                               "while sem.writer is not None:"))
-        monkeypatch.setattr(locking.down_write, "__code__", mutated.__code__)
+        # the engine's rw lock decides when a writer may take an
+        # rw_semaphore: mutated, a writer no longer waits for readers, for
+        # every rw_semaphore (munmap's mmap_sem among them)
+        from mmemu.engine._locks import RwLock
+        mutated = _mutant(RwLock._available, ("return self.writer is None and not self.readers",
+                                              "return self.writer is None"))
+        monkeypatch.setattr(locking.RwSemaphore, "_available", mutated)
     else:
         gup = _mutant(KvmDriver.gfn_to_pfn,
                       ('await down_read(mm.mmap_sem, label="2. gfn_to_pfn: down_read(mmap_sem)")',
