@@ -63,7 +63,12 @@ by an equivalent prefix with at most as many preemptions (whose subtree was
 explored under a budget at least as large) is not explored again.
 Equivalent prefixes reach the same state, and what a continuation costs in
 preemptions depends only on that state and the last CPU, so every trace
-bounded plain DFS reaches is still reached.
+bounded plain DFS reaches is still reached.  A state reached before with
+another last CPU and at least one preemption fewer counts as explored as
+well: a continuation after another CPU costs at most one preemption more
+(its first switch).  A branch whose first step leads into an explored state
+is skipped without running it; an execution that reaches one later is
+abandoned there.
 
 Accessed objects across executions: every execution builds its objects
 afresh, so the accesses of a step can only be compared with those of steps of
@@ -413,6 +418,8 @@ class DFS(Strategy):
         self._traces: set[tuple[int, int, int]] = set()
         #: bounded search: (trace hash, hash, last CPU) -> fewest preemptions
         self._cache: dict[tuple[int, int, int | None], int] = {}
+        #: bounded search: (trace hash, hash) -> fewest preemptions, any last CPU
+        self._cache_any: dict[tuple[int, int], int] = {}
         #: bounded search: branches not run because their first step leads
         #: to a state in the cache
         self.skipped = 0
@@ -479,6 +486,7 @@ class DFS(Strategy):
         run_state = _Run()
 
         cache = self._cache
+        cache_any = self._cache_any
         fresh = self.branch_event if self.branch_event is not None else 0
 
         def catch_up(sim: Simulation, j: int) -> None:
@@ -506,13 +514,17 @@ class DFS(Strategy):
                     # equivalent prefix reached with no more preemptions was
                     # explored from there (its whole subtree, by DFS)
                     self._hash_event(st, t, ev[2], ev[3])
+                    state = (st.h1, st.h2)
                     key = (st.h1, st.h2, t)
                     p = sim.preemptions
-                    seen = cache.get(key)
-                    if seen is None or seen > p:
-                        cache[key] = p
-                    elif k >= fresh:
-                        hit = True
+                    if self._explored(cache, cache_any, key, p):
+                        if k >= fresh:
+                            hit = True
+                    else:
+                        if cache.get(key, p + 1) > p:
+                            cache[key] = p
+                        if cache_any.get(state, p + 1) > p:
+                            cache_any[state] = p
             st.seen = j
             if hit:
                 self.blocked += 1
@@ -605,6 +617,25 @@ class DFS(Strategy):
             return pick
 
         return choose
+
+    @staticmethod
+    def _explored(cache: dict[tuple[int, int, int | None], int],
+                  cache_any: dict[tuple[int, int], int],
+                  key: tuple[int, int, int], p: int) -> bool:
+        """Was the state ``key`` (trace hash, last CPU) explored from, with a
+        preemption budget at least what is left after ``p``?
+
+        Reached before with the same last CPU and at most ``p`` preemptions:
+        yes.  Reached with another last CPU and at most ``p - 1``: yes too,
+        since any continuation costs at most one preemption more after
+        another CPU (only its first switch can differ), so the earlier
+        visit's budget covered every continuation of this one.
+        """
+        seen = cache.get(key)
+        if seen is not None and seen <= p:
+            return True
+        any_ = cache_any.get((key[0], key[1]))
+        return any_ is not None and any_ + 1 <= p
 
     @staticmethod
     def _key_after(st: _Run, t: int, reads: tuple[Hashable, ...],
@@ -719,6 +750,7 @@ class DFS(Strategy):
                 stack.pop()
                 continue
             cache = self._cache
+            cache_any = self._cache_any
             for q in sorted(node.backtrack - node.done):
                 node.done.add(q)
                 if sleepy and q in node.sleep:
@@ -727,8 +759,7 @@ class DFS(Strategy):
                 if bound is not None and cost > bound:
                     continue
                 if node.after is not None:
-                    seen = cache.get(node.after[q])
-                    if seen is not None and seen <= cost:
+                    if self._explored(cache, cache_any, node.after[q], cost):
                         # q's step leads to a state an equivalent prefix
                         # reached with no more preemptions: explored there
                         self.skipped += 1

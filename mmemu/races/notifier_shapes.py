@@ -522,10 +522,6 @@ async def two_registrants(sim: Any) -> None:
 
 
 @mmemu.scenario("notifier:register-vs-reclaim", axes=DRIVER_AXES, filter=supports_api,
-                max_preemptions=2,
-                bound_reason="about 700 traces unbounded with KVM on the modern generation: "
-                             "too large for the main job; its mutant is caught within two "
-                             "preemptions",
                 catches=["rmap:try-to-unmap-no-i-mmap-lock"],
                 reaches=["vmscan: __remove_mapping froze and freed the page",
                          REGISTERED])

@@ -39,13 +39,13 @@ def test_a_signal_ignored_by_mm_take_all_locks_leaves_its_suite_vacuous(
     async def never_pending() -> bool:
         return False
 
-    ok = mmemu.explore("locks:take-all-signal", strategy=mmemu.DFS(max_preemptions=2))
+    ok = mmemu.explore("locks:take-all-signal")  # the suite's own search
     assert ok.failure is None and ok.exhausted
     assert ok.coverage is not None
     assert ok.coverage.executions_reaching(
         "mm_take_all_locks returned -EINTR (a signal was pending)") > 0
     monkeypatch.setattr(mmap, "_signal_pending_current", never_pending)
-    res = mmemu.explore("locks:take-all-signal", strategy=mmemu.DFS(max_preemptions=2))
+    res = mmemu.explore("locks:take-all-signal")  # the suite's own search
     f = res.failure
     assert f is not None and f.kind == "VacuousSuite"
     assert "never reached: mm_take_all_locks returned -EINTR" in f.message
@@ -63,7 +63,7 @@ def test_a_reclaim_that_never_frees_leaves_its_suite_vacuous(
         return False
 
     monkeypatch.setattr(vmscan, "page_freeze_refs", always_busy)
-    res = mmemu.explore("pagecache:reinsert-aba", strategy=mmemu.DFS(max_preemptions=2))
+    res = mmemu.explore("pagecache:reinsert-aba")  # the suite's own search
     f = res.failure
     assert f is not None and f.kind == "VacuousSuite", f
     assert "never reached: vmscan: __remove_mapping froze and freed the page" in f.message
