@@ -49,12 +49,15 @@ DEFAULT_TIME = 180.0
 class Plan:
     """How each workload is explored: ``pct_executions`` PCT runs of depth
     ``pct_depth``, then up to ``dfs_executions`` runs of a DFS bounded at
-    ``dfs_preemptions`` preemptions (0 executions skips a phase)."""
+    ``dfs_preemptions`` preemptions (0 executions skips a phase).  The DFS is
+    unbounded optimal DPOR by default: each of its executions is a new
+    Mazurkiewicz trace, where a bounded search (plain bounded DFS, see
+    mmemu/engine/_dpor.py) spends a small budget on one corner of the tree."""
 
     pct_executions: int = 40
     pct_depth: int = 3
     dfs_executions: int = 60
-    dfs_preemptions: int | None = 2
+    dfs_preemptions: int | None = None
 
     def phases(self, seed: int) -> list[tuple[str, Any, int]]:
         out: list[tuple[str, Any, int]] = []

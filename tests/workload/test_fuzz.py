@@ -16,7 +16,7 @@ from mmemu.workload._shrink import candidates, shrink_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = "tests/workload/fixtures.py:"
-SMALL = Plan(pct_executions=30, pct_depth=3, dfs_executions=40, dfs_preemptions=2)
+SMALL = Plan(pct_executions=30, pct_depth=3, dfs_executions=40, dfs_preemptions=None)
 
 
 def test_generation_is_a_function_of_seed_and_index_in_any_process() -> None:
