@@ -189,9 +189,12 @@ _add("notifier:register-vs-truncate", "register between start and end, without t
 _add("locks:take-all-shared", "a walker waits for the drop's unlock", [
     ("register", "vm_lock_anon_vma: __test_and_set_bit(0, &anon_vma->head.next)"),
     ("register", "vm_lock_anon_vma: test_bit(0, &anon_vma->head.next)"),
-    ("rmap-anon", "A. spin_lock(&anon_vma->lock)"),
+    # the walker starts while the lock is held: its next step, the
+    # acquisition, cannot run (is not enabled) until the unlock
+    ("rmap-anon", "<start>"),
     ("register", "vm_unlock_anon_vma: __test_and_clear_bit(0, &anon_vma->head.next)"),
     ("register", "vm_unlock_anon_vma: spin_unlock(&anon_vma->lock)"),
+    ("rmap-anon", "A. spin_lock(&anon_vma->lock)"),
     ("rmap-anon", "B. list_for_each_entry(vma, &anon_vma->head)"),
 ], story=(
     "The second vma's anon_vma is already marked and skipped; the walker's "
