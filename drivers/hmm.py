@@ -37,10 +37,13 @@ There are 3 critical interleavings that matter:
 Harmless: an invalidation before 1 (2 sees the new ptes), or after 5 (C
 zaps the entry).
 
-Modelling note: ``dmirror->lock`` is a spinlock (test_hmm has a mutex):
-the emulated mm still calls blockable invalidations under 2.6.27's spinlock
-i_mmap_lock / anon_vma->lock.  A non-blockable range uses spin_trylock and
-gives up on contention, as the mutex drivers do with mutex_trylock.
+Modelling note: ``dmirror->lock`` is a spinlock (test_hmm has a mutex).
+It was chosen while the emulated mm called blockable invalidations under
+2.6.27's spinlocks in both generations; the modern generation now holds
+sleeping locks there (i_mmap_rwsem, anon_vma->rwsem), so a mutex would do,
+but the reference driver keeps the spinlock its suites were measured with.
+A non-blockable range uses spin_trylock and gives up on contention, as the
+mutex drivers do with mutex_trylock.
 """
 
 from __future__ import annotations

@@ -137,7 +137,15 @@ class _ExclusiveLock(Lock, _Lock):
 
 
 class SpinLock(_ExclusiveLock):
-    """``spinlock_t``.  ``owner`` is the CPU holding it (or SETUP)."""
+    """``spinlock_t``.  ``owner`` is the CPU holding it (or SETUP).
+
+    A lock that was a spinlock in 2.6.27 and became a sleeping lock later
+    (``i_mmap_lock``, ``anon_vma->lock``) keeps this type, its step labels and
+    its lockdep class in every generation; the modern generation sets
+    ``sleeps`` on the instance, so that holding it is not atomic context
+    (``in_atomic``) and a driver may sleep in a blockable range_start called
+    under it.
+    """
 
     kind = "spinlock"
 
@@ -358,7 +366,7 @@ def _lockdep_release(cpu: CPU, lock: _Lock, *, read: bool = False) -> None:
 def in_atomic(cpu: CPU) -> str | None:
     """Why ``cpu`` may not sleep now, or None."""
     for h in cpu.data.get("held", ()):
-        if isinstance(h.lock, SpinLock):
+        if isinstance(h.lock, SpinLock) and not h.lock.sleeps:
             return f"holding {h.describe()}"
     if cpu.data.get("rcu_nesting", 0):
         return f"inside an RCU read-side section entered at {cpu.data.get('rcu_site')!r}"

@@ -140,6 +140,13 @@ class AddressSpace:
         self.tree_lock = SpinLock(f"{name}.tree_lock", "tree_lock")
         self.i_mmap: list[Any] = []
         self.i_mmap_lock = SpinLock(f"{name}.i_mmap_lock", "i_mmap_lock")
+        # i_mmap_mutex since 3d48ae45e723 (v3.0), i_mmap_rwsem since
+        # c8c06efa8b55 (v3.19): in the modern generation rmap walks and
+        # unmap_mapping_range hold a sleeping lock, so a blockable
+        # range_start called under it may sleep (2.6.27's spinlock is what
+        # XPMEM could not live with).  Readers sharing i_mmap_rwsem is not
+        # modelled: every holder is exclusive.
+        self.i_mmap_lock.sleeps = getattr(kernel, "api", None) == "modern"
         self.flags = 0
         self.nrpages = 0
         self.i_size = i_size

@@ -103,9 +103,12 @@ class AnonVma:
 
     __slots__ = ("lock", "head", "head_next_lsb", "__mmemu_name__")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, sleeping: bool = False) -> None:
         self.__mmemu_name__ = name
         self.lock = SpinLock(f"{name}->lock", "anon_vma->lock")
+        # a mutex since 2b575eb64f7a (v3.0), anon_vma->rwsem since
+        # 5a505085f043 (v3.8): a blockable range_start under it may sleep
+        self.lock.sleeps = sleeping
         self.head: list[VmAreaStruct] = []
         self.head_next_lsb = False
 
@@ -324,7 +327,7 @@ def _remove_identity(lst: list[Any], obj: Any) -> None:
 def anon_vma_alloc(kernel: Kernel) -> AnonVma:
     n = kernel.data.get("anon_vma_seq", 0) + 1
     kernel.data["anon_vma_seq"] = n
-    return AnonVma(f"anon_vma{n}")
+    return AnonVma(f"anon_vma{n}", sleeping=kernel.api == "modern")
 
 
 def find_mergeable_anon_vma(vma: VmAreaStruct) -> AnonVma | None:

@@ -260,12 +260,20 @@ async def page_lock_anon_vma(page: Page) -> AnonVma | None:
         await rcu_read_unlock()
         return None
     await spin_lock(anon_vma.lock, label="1. page_lock_anon_vma: spin_lock(anon_vma->lock)")
+    if anon_vma.lock.sleeps:
+        # modern (folio_lock_anon_vma_read): the lock, a sleeping rwsem,
+        # keeps the anon_vma alive, and RCU is dropped before the walk, so
+        # the walk's notifier callbacks may sleep.  Its slow path (trylock
+        # failed: take a reference, drop RCU, then sleep on the rwsem) is
+        # not modelled: the model takes the lock under RCU and drops RCU.
+        await rcu_read_unlock()
     return anon_vma
 
 
 async def page_unlock_anon_vma(anon_vma: AnonVma) -> None:
     await spin_unlock(anon_vma.lock, label="page_unlock_anon_vma: spin_unlock(anon_vma->lock)")
-    await rcu_read_unlock()
+    if not anon_vma.lock.sleeps:
+        await rcu_read_unlock()
 
 
 async def try_to_unmap_anon(page: Page, migration: bool) -> int:
