@@ -643,10 +643,17 @@ class DFS(Strategy):
         """The cache key of the state after CPU ``t`` runs a step with these
         accesses (what ``_hash_event`` would add), without adding it."""
         n = st.cnt[t] if t < len(st.cnt) else 0
+        h = DFS._event_hash(st, t, n, keyed(reads), keyed(writes))
+        return ((st.h1 + _mix(h)) & _MASK, (st.h2 + _mix(h ^ 0x5BD1E9955BD1E995)) & _MASK, t)
+
+    @staticmethod
+    def _event_hash(st: _Run, t: int, n: int, r: tuple[Hashable, ...],
+                    w: tuple[Hashable, ...]) -> int:
+        """The hash of CPU ``t``'s ``n``-th step with the events it directly
+        depends on (the last writer of what it reads or writes, and the
+        readers since of what it writes)."""
         lw = st.last_write
         rs = st.reads_since
-        r = keyed(reads)
-        w = keyed(writes)
         preds: set[tuple[int, int]] = set()
         for o in r:
             x = lw.get(o)
@@ -659,8 +666,7 @@ class DFS(Strategy):
             for y in rs.get(o, ()):
                 if y[0] != t:
                     preds.add(y)
-        h = hash((t, n, tuple(sorted(preds)))) & _MASK
-        return ((st.h1 + _mix(h)) & _MASK, (st.h2 + _mix(h ^ 0x5BD1E9955BD1E995)) & _MASK, t)
+        return hash((t, n, tuple(sorted(preds)))) & _MASK
 
     @staticmethod
     def _hash_event(st: _Run, t: int, reads: tuple[Hashable, ...],
@@ -678,19 +684,7 @@ class DFS(Strategy):
         rs = st.reads_since
         r = keyed(reads)
         w = keyed(writes)
-        preds: set[tuple[int, int]] = set()
-        for o in r:
-            x = lw.get(o)
-            if x is not None and x[0] != t:
-                preds.add(x)
-        for o in w:
-            x = lw.get(o)
-            if x is not None and x[0] != t:
-                preds.add(x)
-            for y in rs.get(o, ()):
-                if y[0] != t:
-                    preds.add(y)
-        h = hash((t, n, tuple(sorted(preds)))) & _MASK
+        h = DFS._event_hash(st, t, n, r, w)
         st.h1 = (st.h1 + _mix(h)) & _MASK
         st.h2 = (st.h2 + _mix(h ^ 0x5BD1E9955BD1E995)) & _MASK
         for o in w:
