@@ -246,6 +246,22 @@ MUTANT_INTERVAL_REMOVE_NOWAIT = mmemu.register_mutant(
         "invalidate_seq moves on.  Returning at once lets the driver free the interval "
         "notifier while the invalidation is about to call it.")
 
+MUTANT_ITREE_END_FIRST = mmemu.register_mutant(
+    "mmu_notifier:itree-end-first",
+    "mn_itree_inv_end ends the interval invalidation (invalidate_seq even, deferred "
+    "inserts/removes, wake-up) at the end of any range, not only the last of those in flight",
+    caught_as="FreedPageStillMapped / SecondaryUseAfterFree (a mirror's read_begin returns "
+              "while a second range is still between its start and its zap, its walk maps "
+              "a page that range then frees, and read_retry sees no change)",
+    doc="An mm's interval invalidation is one state for all its ranges in flight: "
+        "mn_itree_inv_start_range counts them in active_invalidate_ranges, and "
+        "mn_itree_inv_end makes invalidate_seq even again only when the count drops to "
+        "zero ('if (subscriptions->active_invalidate_ranges) { spin_unlock; return; }').  "
+        "A second madvise(MADV_DONTNEED) or munmap of the same mm under mmap_sem for read "
+        "overlaps the first; ending at the first end (a step removed on purpose; the count "
+        "is in the interval tree code from the start, 99cb252f5e68, 5.5) wakes the readers "
+        "while the second range has not zapped its ptes yet.")
+
 #: ops callback signatures (all async, all optional)
 ReleaseFn = Callable[["MmuNotifier", Any], Awaitable[None]]
 InvalidatePageFn = Callable[["MmuNotifier", Any, int], Awaitable[None]]
@@ -893,7 +909,8 @@ async def mn_itree_inv_end(mmn: MmuNotifierMm) -> None:
     await spin_lock(mmn.lock, label="I3. spin_lock(subscriptions->lock)")
     await step("I3. --active_invalidate_ranges", reads=(key,), writes=(key,))
     mmn.active_invalidate_ranges -= 1
-    if mmn.active_invalidate_ranges or not _mn_itree_is_invalidating(mmn):
+    if (mmn.active_invalidate_ranges and not mmemu.mutant(MUTANT_ITREE_END_FIRST)) \
+            or not _mn_itree_is_invalidating(mmn):
         await spin_unlock(mmn.lock, label="I3. spin_unlock(subscriptions->lock)")
         return
     mmn.invalidate_seq += 1
@@ -1510,7 +1527,7 @@ __all__ = [
     "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE", "MMU_NOTIFY_SOFT_DIRTY",
     "MMU_NOTIFY_UNMAP", "MUTANT_INTERVAL_NO_DEFER", "MUTANT_INTERVAL_REMOVE_NOWAIT",
     "MmuIntervalNotifier", "MmuIntervalNotifierOps", "MmuNotifierRange",
-    "MUTANT_ITREE_NONBLOCK_NO_END", "MUTANT_NONBLOCK_NO_END",
+    "MUTANT_ITREE_END_FIRST", "MUTANT_ITREE_NONBLOCK_NO_END", "MUTANT_NONBLOCK_NO_END",
     "MUTANT_UNREGISTER_DEL_RCU", "MUTANT_UNREGISTER_NO_SRCU", "MmuNotifierViolation",
     "NotifierListCorruption", "NotifierUseAfterFree", "call_srcu", "is_modern", "itree_key",
     "mmu_interval_check_retry", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",

@@ -22,6 +22,7 @@ from mmemu.races import aging_shapes  # noqa: E402,F401
 from mmemu.races import cow  # noqa: E402,F401
 from mmemu.races import demo  # noqa: E402,F401
 from mmemu.races import fork_shapes  # noqa: E402,F401
+from mmemu.races import interval_shapes  # noqa: E402,F401
 from mmemu.races import ksm  # noqa: E402,F401
 from mmemu.races import ksm_shapes  # noqa: E402,F401
 from mmemu.races import locks  # noqa: E402,F401

@@ -36,9 +36,7 @@ class WritableKsmPage(InvariantViolation):
 
 
 @mmemu.scenario("ksm:merge-vs-write-fault", reaches=[MERGED, COW_COPIED, WP_TRYLOCK_FAILED],
-                # unbounded, main at 394b8f7: 5000 executions not exhausted;
-                # <= 2 preemptions: 170
-                max_preemptions=2,
+                # exhausts unbounded: 807 executions, 1.1 s CPU (main fcbd7b7)
                 catches=[REPLACE_NO_PTE_SAME])
 async def merge_vs_write_fault(sim: Any) -> None:
     """ksmd merges a page while the process writes it.

@@ -20,10 +20,10 @@ def labels(outcome: Any, cpu_name: str) -> list[str]:
 
 
 def assert_caught(suite: str, mutant: str, kinds: str | tuple[str, ...], *,
-                  params: dict[str, Any] | None = None) -> mmemu.Failure:
+                  params: dict[str, Any] | None = None, bound: int | None = 2) -> mmemu.Failure:
     """The mutant is caught, shrunk to at most 2 preemptions, reported under
     its own name, and its token replays to the same failure."""
-    res = explore(suite, params=params, mutants=[mutant])
+    res = explore(suite, params=params, mutants=[mutant], bound=bound)
     f = res.failure
     assert f is not None, f"{suite} {params or ''} did not catch {mutant}"
     kinds = (kinds,) if isinstance(kinds, str) else kinds
