@@ -141,6 +141,9 @@ def main() -> int:
     ap.add_argument("--mutant", action="append", default=[], help="glob over mutant ids")
     ap.add_argument("--suite", action="append", default=[],
                     help="only main-job runs of suites matching this glob (weakens the job)")
+    ap.add_argument("--max-preemptions", type=int, default=None,
+                    help="DFS preemption bound of every run (default: each suite's own); "
+                         "to measure what a lower bound would lose")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=None,
                     help="seconds per mutant (default: 30 + 10x its runs' baseline time)")
@@ -176,7 +179,8 @@ def main() -> int:
         report = mutate_modules(
             [str(m) for m in modules], runs=runs, operators=args.operator or None,
             exclude=EXCLUDE, select=args.mutant,
-            budget=Budget(timeout=args.timeout, fuzz=args.fuzz),
+            budget=Budget(timeout=args.timeout, fuzz=args.fuzz,
+                          max_preemptions=args.max_preemptions),
             jobs=args.jobs, progress=lambda line: print(line, file=sys.stderr, flush=True),
             on_result=on_result)
     except MutationError as exc:

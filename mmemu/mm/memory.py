@@ -964,6 +964,20 @@ def vm_swap_full() -> bool:
     return len(si.swap_map) * 2 > si.nr_slots
 
 
+SWAP_NO_PTE_SAME = mmemu.register_mutant(
+    "memory:swap-no-pte-same",
+    "do_swap_page maps the swapped-in page without re-checking, under the PTL, that the "
+    "pte still holds the swap entry it faulted on",
+    caught_as="BadPtePermission / InvariantViolation (two faults on one swap pte both map "
+              "the page: mapcount 2 for one pte, writable; the slot freed twice)",
+    doc="do_swap_page looks the slot up (or reads it in) without the PTL, so a second fault "
+        "on the same pte can get there first; 2.6.27 then takes the page lock and the PTL "
+        "and tests pte_same(*page_table, orig_pte), going to out_nomap if the pte changed.  "
+        "Without that test (a step removed on purpose) the loser maps the page again over "
+        "the winner's pte: page_add_anon_rmap twice for one pte, swap_free twice for one "
+        "slot reference, anon_rss counted twice.")
+
+
 async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte,
                        write: bool) -> int:
     """A fault on a non-present, non-none pte.
@@ -1011,6 +1025,8 @@ async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte
                 await step("do_swap_page: pte_same? (no page)", reads=(k,))
                 if pte_get(mm, address) is entry:
                     ret = VM_FAULT_OOM
+                else:
+                    reach(SWAPIN_SLOT_GONE)
                 await spin_unlock(ptl, label="do_swap_page: pte_unmap_unlock (no page)")
                 return ret
             ret = VM_FAULT_MAJOR
@@ -1018,7 +1034,7 @@ async def do_swap_page(mm: MmStruct, vma: VmAreaStruct, address: int, entry: Pte
         await spin_lock(ptl, label="2. do_swap_page: pte_offset_map_lock")
         await step("2. do_swap_page: pte_same(*page_table, orig_pte)?",
                    reads=(k, page._mapcount, page.flags_key))
-        if pte_get(mm, address) is not entry:
+        if pte_get(mm, address) is not entry and not mmemu.mutant(SWAP_NO_PTE_SAME):
             reach(SWAPIN_PTE_CHANGED)
             await spin_unlock(ptl, label="out_nomap: pte_unmap_unlock")
             await unlock_page(page, label="out_nomap: unlock_page")
@@ -1303,6 +1319,7 @@ WRPROTECTED_FOR_FORK = "memory: copy_page_range write-protected a COW pte"
 COW_COPIED = "memory: do_wp_page copied the page (COW)"
 SWAPPED_IN = "memory: do_swap_page mapped a page from the swap cache"
 SWAPIN_PTE_CHANGED = "memory: do_swap_page found the pte changed (somebody swapped it in first)"
+SWAPIN_SLOT_GONE = "memory: do_swap_page found the slot freed and the pte changed (backs out)"
 PRIVATE_COPY = "memory: __do_fault mapped a private COW copy of a file page"
 SECONDARY_YOUNG = "memory: a secondary MMU reported the page young (->clear_flush_young)"
 

@@ -1,5 +1,7 @@
-"""Race suite for the swap-in of one page by two faults at once: the CPU and
-the guest both fault an anonymous page that reclaim swapped out.
+"""Race suites for the swap-in of one page by two faults at once: the CPU and
+the guest both fault an anonymous page that reclaim swapped out
+(swap:swapin-vs-guest-swapin), or two CPUs do with the swap device full
+(swap:fault-vs-fault).
 
 Emulates: mm/memory.c do_swap_page (2.6.27) run twice for one swap pte --
 once by a CPU fault (handle_mm_fault), once by the driver's
@@ -21,13 +23,27 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
+from mmemu.check import boot_checked
 from mmemu.driver import supports_api
-from mmemu.mm.memory import SWAPIN_PTE_CHANGED, SWAPPED_IN, fault_in, pte_get
-from mmemu.mm.vmscan import reclaim_page
+from mmemu.kernel.locking import down_write, up_write
+from mmemu.mm.memory import (
+    SWAP_NO_PTE_SAME,
+    SWAPIN_PTE_CHANGED,
+    SWAPIN_SLOT_GONE,
+    SWAPPED_IN,
+    fault_in,
+    pte_get,
+    set_pte_at,
+)
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
+from mmemu.mm.swap_state import swapper_space
+from mmemu.mm.swapfile import swap_info
+from mmemu.mm.vmscan import lru_cache_add, reclaim_page
 from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
 @mmemu.scenario("swap:swapin-vs-guest-swapin", axes=DRIVER_AXES, filter=supports_api,
                 reaches=[SWAPPED_IN, SWAPIN_PTE_CHANGED], max_preemptions=2,
+                catches=[SWAP_NO_PTE_SAME],
                 bound_reason="more than 5,800 traces unbounded with KVM (not exhausted in "
                              "2 minutes); 429 executions at 2 preemptions, the bound its "
                              "mutants were measured at (docs/mutation.md)")
@@ -55,6 +71,8 @@ async def swapin_vs_guest_swapin(sim: Any) -> None:
     - the winner's swap_free drops the slot while the loser still holds
       the page from the swap cache: the loser's recheck under the PTL is
       what keeps it from mapping a page the swap slot no longer owns.
+    Without that recheck (mutant ``memory:swap-no-pte-same``) the loser
+    maps the page a second time over the winner's pte.
 
     Harmless: one swap-in entirely before the other (the second finds a
     present pte and never reaches do_swap_page).
@@ -80,4 +98,116 @@ async def swapin_vs_guest_swapin(sim: Any) -> None:
               f"{pte.page._mapcount.counter} (expected 0)", details=pte.page.dump())
 
 
-__all__ = ["swapin_vs_guest_swapin"]
+async def _swapped_out(sim: Any) -> tuple[MmStruct, int, int]:
+    """Setup: an anonymous page written once, then swapped out by reclaim
+    to a swap device of one slot (the pte holds the only reference to the
+    slot; the page is free).  With one slot in use the device is full
+    (vm_swap_full()), so a swap-in's remove_exclusive_swap_page takes the
+    page out of the swap cache and frees the slot at once when nobody else
+    holds it."""
+    kernel = boot_checked(sim, npages=6)
+    kernel.data["swap_slots"] = 1
+    mm = mm_alloc(kernel)
+    await down_write(mm.mmap_sem)
+    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
+    await up_write(mm.mmap_sem)
+    addr = vma.vm_start
+    await fault_in(mm, addr, write=True)
+    pte = pte_get(mm, addr)
+    assert pte is not None and pte.page is not None
+    set_pte_at(mm, addr, pte.replace(young=False))  # old: reclaim takes it
+    await lru_cache_add(pte.page)
+    sim.check(await reclaim_page(pte.page), "setup: reclaim did not swap the page out")
+    swp = pte_get(mm, addr)
+    assert swp is not None and swp.swp is not None
+    return mm, addr, swp.swp.offset
+
+
+def _check_swapped_in(sim: Any, mm: MmStruct, addr: int, slot: int) -> None:
+    """The end state of two swap-in faults of one pte."""
+    pte = pte_get(mm, addr)
+    sim.check(pte is not None and pte.present and pte.page is not None,
+              f"after both faults the pte is {pte!r}, not a present page")
+    assert pte is not None and pte.page is not None
+    page = pte.page
+    cached = swapper_space().page_tree.get(slot)
+    in_cache = cached is page
+    sim.check(page._mapcount.counter == 0,
+              f"page{page.pfn} has mapcount {page._mapcount.counter + 1}, but one pte maps "
+              f"it: the swap-in was mapped twice", details=page.dump())
+    want = 1 + int(in_cache)
+    sim.check(page._count.counter == want,
+              f"page{page.pfn} has count {page._count.counter}, expected {want} (the pte"
+              f"{', the swap cache' if in_cache else ''})", details=page.dump())
+    count = swap_info().swap_map.get(slot, 0)
+    want_slot = int(cached is not None)
+    sim.check(count == want_slot,
+              f"swap slot {slot} has count {count}, expected {want_slot} (no swap pte is "
+              f"left{'; the swap cache holds it' if want_slot else ''}): a slot reference "
+              f"{'leaked' if count > want_slot else 'was dropped twice'}")
+    sim.check(mm.anon_rss == 1, f"mm->anon_rss is {mm.anon_rss}, but one anonymous pte is present")
+
+
+@mmemu.scenario("swap:fault-vs-fault", reaches=[SWAPPED_IN, SWAPIN_PTE_CHANGED, SWAPIN_SLOT_GONE],
+                catches=[SWAP_NO_PTE_SAME], max_preemptions=2,
+                bound_reason="unbounded: not exhausted after 13,000 traces (37 s CPU); "
+                             "343 executions at two preemptions, which "
+                             "remove_exclusive_swap_page's count mutant needs (one "
+                             "preemption misses it)")
+async def fault_vs_fault(sim: Any) -> None:
+    """Two CPUs fault on one swapped-out pte, one reading, one writing,
+    with the swap device full.
+
+    CPU0 and CPU1 (handle_pte_fault -> do_swap_page, mmap_sem read)
+    1. lookup_swap_cache(slot) (a reference), else read_swap_cache_async:
+       swap_duplicate; a new page, locked, added to the swap cache, "read"
+       (unlocked); None if the slot was freed meanwhile: PTL, pte_same?,
+       back out
+    2. lock_page; PTL; pte_same(*pte, orig)?  no: unlock, put, done
+    3. set_pte_at (the write: writable if can_share_swap_page);
+       page_add_anon_rmap; anon_rss++
+    4. swap_free(slot); swap full: remove_exclusive_swap_page (count 2
+       and slot count 1: out of the swap cache); unlock_page; PTL unlock
+
+    There are 3 critical interleavings that matter:
+    - both at 1 before either adds the page: one adds it, the other's
+      add_to_swap_cache meets -EEXIST and it finds that page on its retry;
+      both hold a reference, one maps it at 3 and the other's pte_same at 2
+      fails (it drops its reference);
+    - the loser at 1 after the winner's 4: the page left the swap cache
+      and the slot is free; read_swap_cache_async's swap_duplicate fails,
+      and the PTL recheck sees the pte changed and backs out;
+    - the loser's reference from 1 taken before the winner's 4:
+      remove_exclusive_swap_page sees count 3 and leaves the page in the
+      swap cache (the slot with it); the loser's pte_same at 2 fails.
+    Without the pte_same recheck at 2 (mutant ``memory:swap-no-pte-same``)
+    or without the PTL around 2-4 both map the page: mapcount 2 for one
+    pte, the slot freed twice.
+
+    Harmless: one fault entirely before the other (the second finds a
+    present pte).
+
+    What it adds to swap:swapin-vs-guest-swapin (a roomy device, a guest):
+    the full device, the only way the main job reaches
+    remove_exclusive_swap_page and the freed-slot back-out, and a read
+    against a write of two CPUs.  Measured with benchmarks/mutation.py:
+    of do_swap_page's 17 mutants it catches the same 9 as
+    swap:swapin-vs-guest-swapin; of swap_state.py's and swapfile.py's 33 it
+    catches 16, where swap:reclaim-anon-vs-guest-fault and
+    swap:swapin-vs-guest-swapin together catch 14 -- it adds
+    remove_exclusive_swap_page's count test and read_swap_cache_async's
+    retry test.  A roomy device (the page stays in the swap cache) added no
+    catch and is not run.
+
+    At the end: the pte maps one page with mapcount 1 and the count of the
+    pte plus the swap cache's (if the page is still there); the slot's
+    count is the swap cache's alone; ``anon_rss`` is 1.
+    """
+    mm, addr, slot = await _swapped_out(sim)
+    async with sim.cpus() as cpus:
+        cpus.start(fault_in, mm, addr, False, name="read")
+        cpus.start(fault_in, mm, addr, True, name="write")
+    _check_swapped_in(sim, mm, addr, slot)
+
+
+__all__ = ["fault_vs_fault", "swapin_vs_guest_swapin"]

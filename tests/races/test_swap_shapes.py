@@ -1,0 +1,58 @@
+"""Two CPU faults on one swapped-out pte of a full swap device
+(swap:fault-vs-fault in mmemu/races/swap_shapes.py): the correct model
+passes and reaches its goals; the loser's two ways out (out_nomap while
+the page is still in the swap cache, the back-out once the winner freed the
+slot) are forced; the missing pte_same recheck is caught within 2
+preemptions."""
+
+from __future__ import annotations
+
+from mmemu.engine._registry import load_builtin
+from mmemu.testing import force
+
+from ._support import assert_caught, explore, labels
+
+load_builtin()
+
+SUITE = "swap:fault-vs-fault"
+# the reader reads the swap pte; the writer swaps the page in, frees the
+# slot (remove_exclusive_swap_page: the device is full) and unlocks it
+SLOT_FREED = [("read", "handle_pte_fault: entry = *pte"),
+              ("write", "4. do_swap_page: unlock_page")]
+# the reader has found the page in the swap cache (a reference) before the
+# writer maps it: the writer leaves it in the cache, the reader's recheck fails
+PAGE_HELD = [("write", "2. do_swap_page: lock_page"),
+             ("read", "2. do_swap_page: lock_page"),
+             ("write", "4. do_swap_page: unlock_page")]
+
+
+def test_the_suite_passes_and_reaches_its_goals() -> None:
+    res = explore(SUITE)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
+
+
+def test_the_slot_is_gone_and_the_loser_backs_out() -> None:
+    out = force(SUITE, SLOT_FREED)
+    assert out.failure is None, out.failure.report()
+    read = labels(out, "read")
+    assert "do_swap_page: pte_same? (no page)" in read
+    assert "out_nomap: pte_unmap_unlock" not in read
+
+
+def test_the_loser_holding_the_page_keeps_it_in_the_swap_cache_and_backs_off() -> None:
+    out = force(SUITE, PAGE_HELD)
+    assert out.failure is None, out.failure.report()
+    read = labels(out, "read")
+    assert "out_nomap: pte_unmap_unlock" in read
+    assert "do_swap_page: pte_same? (no page)" not in read
+
+
+def test_without_the_recheck_the_loser_maps_the_page_again() -> None:
+    bad = force(SUITE, PAGE_HELD, mutants=["memory:swap-no-pte-same"])
+    assert bad.failure is not None, "the loser's second mapping went unnoticed"
+
+
+def test_the_missing_recheck_is_caught() -> None:
+    assert_caught(SUITE, "memory:swap-no-pte-same", ("BadPtePermission", "InvariantViolation",
+                                                     "BadSwapEntry", "BadPageState"))
