@@ -50,6 +50,7 @@ from mmemu.driver import Driver, load_driver
 from mmemu.workload._ops import OPERATIONS, applicable
 from mmemu.workload._text import (
     API_GENERATIONS,
+    driver_process,
     Op,
     Workload,
     WorkloadError,
@@ -62,7 +63,7 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
     "driver": (("fault", 3.0), ("access", 2.0), ("detach", 0.6), ("attach", 0.5),
                ("insert", 0.5), ("remove", 0.4), ("get", 0.8), ("put", 0.3)),
     "process": (("cpufault", 4.0), ("munmap", 3.0), ("mprotect", 1.5), ("madvise", 1.5),
-                ("fork", 1.0), ("exit", 1.2)),
+                ("fork", 1.0), ("exit", 1.2), ("read", 1.5), ("userptr", 0.3)),
     "kernel": (("reclaim", 3.0), ("migrate", 2.5), ("truncate", 2.0), ("age", 1.5),
                ("ksm", 1.2), ("idle", 0.8), ("scan", 0.8), ("oomreap", 1.5),
                ("signal", 0.4)),
@@ -74,6 +75,19 @@ REATTACH = 0.25
 FRESH = 0.25
 #: how often a CPU sends a signal to a CPU that re-registers a driver
 KILL = 0.25
+#: how often CPU 0 is a thread of the process instead of a driver's user (the
+#: drivers stay attached and hear what the two other sides do: most core
+#: races are between the process and a kernel thread)
+CPU0_PROCESS = 0.35
+#: how often the second of two drivers is attached to a second process that
+#: maps the same file (``kvm@2``)
+SECOND_PROCESS = 0.3
+#: how often, with a second process, its driver re-registers on CPU 1 while
+#: CPU 0's re-registers (two mm_take_all_locks on two mms sharing the file)
+TWO_REGISTRANTS = 0.5
+#: how often an OOM reap follows the registration of a userptr notifier that
+#: refuses non-blockable invalidations (two notifiers, one failing)
+USERPTR = 0.5
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
 LIFECYCLE = 0.15
@@ -144,6 +158,9 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     pool = [d for d in settings.drivers if api in classes[d].apis]
     ndrivers = 1 if settings.max_drivers < 2 or rng.random() < 0.67 else 2
     drivers = tuple(rng.choice(pool) for _ in range(ndrivers))
+    if ndrivers == 2 and rng.random() < SECOND_PROCESS:
+        # two VMs (devices) on two processes backed by one shared file
+        drivers = (drivers[0], drivers[1] + "@2")
     nvmas = rng.choice((1, 2, 2, 3))
     # a vma is sometimes fresh (capitals: not faulted in at setup), so that
     # first touches race with each other
@@ -181,18 +198,23 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
 
     ncpus = settings.cpus if settings.cpus <= 2 else _count(rng, settings.cpus, least=2,
                                                             decay=0.8)
-    exit_ok = not any(api in classes[dn].no_release_apis for dn in drivers)
+    def cls_of(d: int) -> type[Driver]:
+        return classes[driver_process(drivers[d])[0]]
+
+    exit_ok = not any(api in cls_of(d).no_release_apis for d in range(ndrivers))
     # the lifecycle shape: the driver goes away (detach / interval remove)
     # while the process exits -- ->release against unregister
     lifecycle = exit_ok and ncpus >= 2 and rng.random() < LIFECYCLE
     exited = lifecycle
+    second_process = any(driver_process(d)[1] for d in drivers)
+    registering_cpu0 = False
     cpus: list[tuple[Op, ...]] = []
     for c in range(ncpus):
         # CPU 0 uses a driver, CPU 1 invalidates (a kernel thread or a thread
         # of the process): every workload of two CPUs or more has a race
         # between the two sides; further CPUs take any role
         if c == 0:
-            role = "driver"
+            role = "driver" if rng.random() >= CPU0_PROCESS else "process"
         elif c == 1:
             role = _pick(rng, [rw for rw in ROLE_WEIGHTS if rw[0] != "driver"])
             if lifecycle:
@@ -201,11 +223,15 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             role = _pick(rng, ROLE_WEIGHTS)
         nops = _count(rng, settings.ops)
         ops: list[Op] = []
+        if c == 1 and second_process and registering_cpu0 and rng.random() < TWO_REGISTRANTS:
+            # the second process's VM re-registers while the first's does
+            ops += [Op("detach", (), 1), Op("attach", (), 1)]
+            nops += 2
         if role == "driver" and rng.random() < REATTACH:
             # the driver goes away and comes back before it faults: its
             # registration then races with whatever the other CPUs invalidate
             d = rng.randrange(ndrivers)
-            cls = classes[drivers[d]]
+            cls = cls_of(d)
             if getattr(cls, "interval_notifier", False) and api == "modern":
                 ops += [Op("remove", (), d), Op("insert", (page_range(),), d)]
             else:
@@ -222,7 +248,7 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             spec = OPERATIONS[name]
             if spec.apis is not None and api not in spec.apis:
                 continue
-            if spec.driver_op and not applicable(spec, classes[drivers[d]]):
+            if spec.driver_op and not applicable(spec, cls_of(d)):
                 continue
             if name == "exit":
                 # a driver without ->release in this generation never hears the
@@ -266,6 +292,12 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 elif kind == "cpu":
                     args.append(rng.randrange(ncpus))
             op = Op(name, tuple(args), d if spec.driver_op else 0)
+            if name == "oomreap" and rng.random() < USERPTR:
+                # a userptr notifier that refuses the reaper's non-blockable
+                # range, next to the drivers' (the core ends exactly the
+                # notifiers that started)
+                ops.append(Op("userptr"))
+                nops += 1
             if name == "reclaim" and rng.random() < 0.4:
                 # kswapd ages a page before it reclaims it: a device's recent
                 # access (its young bit) keeps the page on the first pass
@@ -294,12 +326,14 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             ops.insert(0, Op("signal", (rng.choice(registering),)))
         if lifecycle and c == 0:
             d = rng.randrange(ndrivers)
-            cls = classes[drivers[d]]
+            cls = cls_of(d)
             interval = getattr(cls, "interval_notifier", False) and api == "modern"
             ops.append(Op("remove" if interval else "detach", (), d))
         if lifecycle and c == 1:
             ops.append(Op("exit"))
         cpus.append(tuple(ops))
+        registering_cpu0 = registering_cpu0 or (c == 0 and any(
+            o.name == "attach" for o in ops))
     return Workload(tuple(cpus), drivers, api if api != "2.6.27" else None, vmas)
 
 

@@ -36,11 +36,19 @@ from mmemu.mm.fork import dup_mm
 from mmemu.mm.khugepaged import khugepaged_scan_referenced
 from mmemu.mm.ksm import ksm_merge_page
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
-from mmemu.mm.memory import fault_in
+from mmemu.mm.filemap import add_to_page_cache, find_get_page
+from mmemu.mm.memory import fault_in, i_size_pages
 from mmemu.mm.mmap import EINTR, PAGE_SIZE, do_munmap, find_vma, mmput
 from mmemu.mm.mmu_notifier import MmuNotifierOps, mmu_notifier_get, mmu_notifier_put
 from mmemu.mm.mprotect import PROT_NONE, PROT_READ, PROT_WRITE, sys_mprotect
-from mmemu.mm.page import get_page_unless_zero, page_site, put_page
+from mmemu.mm.page import (
+    PG_uptodate,
+    get_page_unless_zero,
+    page_site,
+    put_page,
+    unlock_page,
+)
+from mmemu.mm.pagemap import page_cache_alloc
 from mmemu.mm.page_idle import page_idle_bitmap_read, page_idle_bitmap_write
 from mmemu.mm.rmap import page_referenced
 from mmemu.mm.truncate import vmtruncate
@@ -123,10 +131,11 @@ async def _fault(w: World, c: int, op: Op) -> None:
         # invalidation would ever reach the translation
         await w.file_put(op.driver, who)
         return
-    if w.attached[op.driver] and await w.mmget_not_zero(who):
+    mm = w.mm_of(op.driver)
+    if w.attached[op.driver] and await w.mmget_not_zero(who, mm):
         w.ran("fault")
         await guarded(d, "fault", d.fault, w.addr(page), rw == "w")
-        await w.mmput()
+        await w.mmput(mm)
     await w.file_put(op.driver, who)
 
 
@@ -145,7 +154,8 @@ async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
     i = op.driver
     who = str(op)
     await w.file_get(i, who, write=True)
-    if not w.attached[i] and await w.mmget_not_zero(who):
+    mm = w.mm_of(i)
+    if not w.attached[i] and await w.mmget_not_zero(who, mm):
         # a new VM / a new device: a fresh instance of the driver
         w.retired.append(w.drivers[i])
         d = w.drivers[i] = w.new_driver(i)
@@ -163,7 +173,13 @@ async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
         await step(f"{who}: a signal already pending?", reads=(sigpending_key(me),))
         pending = bool(me.data.get("sigpending")) and not (_is_interval(type(d)) or
                                                            _uses_get(type(d)))
-        ret = await guarded(d, op.name, d.attach, w.kernel, w.mm)
+        ret = await guarded(d, op.name, d.attach, w.kernel, mm)
+        if pending:
+            # mm_take_all_locks tests the signal once per vma: an mm whose
+            # vmas are all unmapped registers.  (Nothing maps a vma in a
+            # workload, so a vma there now was there during the register.)
+            await step(f"{who}: the mm still has a vma?", reads=((mm, "mmap"),))
+            pending = mm.mmap is not None
         if pending and ret != -EINTR:
             current_simulation().fail(SignalIgnored(
                 f"{d.name}: {op.name} returned {ret} although a signal was pending before it "
@@ -173,7 +189,7 @@ async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
             w.attached[i] = True
         else:
             w.ran(f"{op.name} failed ({ret})")
-        await w.mmput()
+        await w.mmput(mm)
     await w.file_put(i, who, write=True)
 
 
@@ -209,12 +225,13 @@ async def _get(w: World, c: int, op: Op) -> None:
     who = str(op)
     await w.file_get(i, who, write=True)
     ops: MmuNotifierOps = getattr(w.drivers[i], "ops")
-    if await w.mmget_not_zero(who):
+    mm = w.mm_of(i)
+    if await w.mmget_not_zero(who, mm):
         w.ran("get")
-        ret = await mmu_notifier_get(ops, w.mm)
+        ret = await mmu_notifier_get(ops, mm)
         if not isinstance(ret, int):
             w.extra_mns[i].append(ret)
-        await w.mmput()
+        await w.mmput(mm)
     await w.file_put(i, who, write=True)
 
 
@@ -328,6 +345,66 @@ async def _oomreap(w: World, c: int, op: Op) -> None:
 
 
 # ------------------------------------------------ new call sites (process)
+
+
+async def _read(w: World, c: int, op: Op) -> None:
+    """The process read()s the file page that page p maps (2.6.27
+    do_generic_file_read, one page): a lockless find_get_page; on a miss
+    page_cache_read (allocate, add_to_page_cache -- the page comes back
+    locked --, readpage, unlock; -EEXIST: another reader added it first, look
+    again); a page found not uptodate has its read in flight and is waited
+    for on its lock (wait_uptodate); copy to user; put the page."""
+    from mmemu.races.pagecache import wait_uptodate
+
+    (p,) = op.args
+    assert isinstance(p, int)
+    index = w.file_index(p)
+    if index is None:
+        return
+    who = str(op)
+    mapping = w.mapping
+    w.ran("read")
+    await step(f"{who}: i_size_read", reads=(mapping.i_size_key,))
+    if index >= i_size_pages(mapping):
+        return
+    while True:
+        page = await find_get_page(mapping, index)
+        if page is not None:
+            break
+        new = await page_cache_alloc(mapping, label=f"{who}: page_cache_alloc")
+        if await add_to_page_cache(new, mapping, index) == 0:
+            await step(f"{who}: readpage: SetPageUptodate", writes=(new.flags_key,))
+            new.flags |= PG_uptodate
+            await unlock_page(new, label=f"{who}: readpage done: unlock_page")
+        else:
+            w.ran("read: -EEXIST")
+        await put_page(new, label=f"{who}: page_cache_read: page_cache_release")
+    if await wait_uptodate(mapping, index, page):
+        w.ran("read: waited for the read in flight")
+    await put_page(page, label=f"{who}: page_cache_release")
+
+
+async def _userptr(w: World, c: int, op: Op) -> None:
+    """A GPU driver of the process registers a userptr notifier on its mm:
+    an object over the process's memory whose invalidation must take the
+    object's lock, so a non-blockable range fails (i915/amdgpu userptr:
+    -EAGAIN from ->invalidate_range_start, 4.19-5.3; false from an interval
+    notifier's ->invalidate since 5.4).  It is an interval notifier when an
+    interval-notifier driver is attached (the two then meet on the interval
+    tree), a notifier on the mm's list otherwise; it stays to the end."""
+    from mmemu.races.notifier_shapes import UserptrNotifier
+
+    who = str(op)
+    if await w.mmget_not_zero(who):
+        w.ran("userptr")
+        interval = any(_is_interval(type(d)) for d in w.drivers)
+        userptr = UserptrNotifier(interval=interval)
+        if await userptr.register(w.mm) == 0:
+            w.notifiers.append(userptr)
+        else:
+            w.ran("userptr: register failed")
+        await w.mmput()
+
 
 
 async def _fork(w: World, c: int, op: Op) -> None:
@@ -456,6 +533,10 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("cpufault", ("page", "rw"), "process", "handle_mm_fault",
            "the process touches page p (a write to a private or read-only pte copies "
            "it: COW)", _cpufault),
+    OpSpec("read", ("page",), "process", "do_generic_file_read",
+           "the process read()s the file page that page p maps (a lockless pagecache "
+           "lookup; a miss reads the page in; a page not yet uptodate is waited for on its "
+           "lock); nothing for an anonymous page", _read),
     OpSpec("munmap", ("range",), "process", "do_munmap",
            "munmap pages lo-hi (a partial range splits the vma)", _munmap),
     OpSpec("fork", (), "process", "dup_mm -> dup_mmap, copy_page_range",
@@ -494,6 +575,11 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "truncate the file to n pages (0: whole; otherwise partial)", _truncate),
     OpSpec("signal", ("cpu",), "kernel", "send_sig",
            "send a signal to cpu N (mm_take_all_locks returns -EINTR on it)", _signal),
+    OpSpec("userptr", (), "process", "mmu_notifier_register / mmu_interval_notifier_insert",
+           "a GPU driver registers a userptr notifier (i915/amdgpu) on the process: its "
+           "invalidations fail when they may not sleep (a list notifier's -EAGAIN, or an "
+           "interval notifier's false next to an interval-notifier driver)", _userptr,
+           apis=("modern",)),
     OpSpec("oomreap", (), "kernel", "oom_reap_task",
            "the OOM reaper unmaps the process's private memory with non-blockable "
            "notifier ranges", _oomreap, apis=("modern",)),

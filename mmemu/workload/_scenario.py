@@ -18,7 +18,13 @@ import mmemu
 from mmemu.driver import DEFAULT_DRIVER, DriverLoadError, absolute_spec, load_driver
 from mmemu.engine import Result, explore
 from mmemu.workload._ops import OPERATIONS, applicable
-from mmemu.workload._text import Workload, WorkloadError, parse_workload, validate
+from mmemu.workload._text import (
+    Workload,
+    WorkloadError,
+    driver_process,
+    parse_workload,
+    validate,
+)
 from mmemu.workload._world import World
 
 SCENARIO = "workload:run"
@@ -52,7 +58,7 @@ def resolve(wl: Workload, params: dict[str, Any] | None = None) -> tuple[tuple[s
     classes = []
     for spec in drivers:
         try:
-            cls = load_driver(spec)
+            cls = load_driver(driver_process(spec)[0])
         except DriverLoadError as exc:
             raise WorkloadError(f"workload: {exc}") from None
         if api not in cls.apis:
@@ -97,7 +103,8 @@ async def run_workload(sim: Any) -> None:
     own ``check()``, the notifier checker's end-of-run coherence of every
     driver's caches with the CPU page tables (IncoherentTranslation), and
     that a driver the workload detached keeps no translation
-    (IncoherentWorld).
+    (IncoherentWorld), and that no process maps the file beyond its end
+    (MappedBeyondEof).
     """
     text = sim.params.get("workload")
     if not text:
@@ -111,6 +118,7 @@ async def run_workload(sim: Any) -> None:
         for c, ops in enumerate(wl.cpus):
             cpus.start(_run_cpu, world, c, ops, name=_cpu_name(ops))
     world.check_detached()
+    world.check_truncated()
 
 
 def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None = None,
@@ -124,11 +132,16 @@ def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None =
     if drivers is not None:
         wl = attrs.evolve(wl, drivers=tuple(drivers))
     # a driver file by its absolute path: the token replays from anywhere
-    wl = attrs.evolve(wl, drivers=tuple(absolute_spec(d) for d in wl.drivers))
+    wl = attrs.evolve(wl, drivers=tuple(_absolute(d) for d in wl.drivers))
     if api is not None:
         wl = attrs.evolve(wl, api=api)
     resolve(wl)
     return {"workload": str(wl)}
+
+
+def _absolute(entry: str) -> str:
+    spec, proc = driver_process(entry)
+    return absolute_spec(spec) + (f"@{proc + 1}" if proc else "")
 
 
 def explore_workload(workload: Workload | str, *, drivers: Iterable[str] | None = None,

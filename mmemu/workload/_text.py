@@ -9,7 +9,9 @@ of operations.  Its text form is one line::
 - the optional *header* (first segment, not starting with ``cpu``) holds
   ``key=value`` settings: ``drivers=`` a comma-separated list of driver
   names or ``path/file.py:Class`` (the same driver may appear twice: two
-  instances, each with its own notifier); ``api=`` ``2.6.27`` or
+  instances, each with its own notifier), a name ending in ``@2`` being
+  attached to a second process that maps the same vmas and the same file
+  (``drivers=kvm,kvm@2``: two VMs backed by one shared file); ``api=`` ``2.6.27`` or
   ``modern``; ``vmas=`` the process's vmas in address order, each a kind
   (``a`` anonymous, ``s`` shared file, ``p`` private file) and a number of
   pages;
@@ -122,6 +124,19 @@ class Workload:
         return (len(self.cpus), self.ops, span, self.npages, len(self.drivers))
 
 
+#: how many processes a world can have (drivers named ``...@2`` attach to the second)
+PROCESSES = 2
+
+
+def driver_process(entry: str) -> tuple[str, int]:
+    """A ``drivers=`` entry split into the driver spec and the process it is
+    attached to, numbered from 0: ``kvm`` -> (kvm, 0), ``kvm@2`` -> (kvm, 1)."""
+    spec, at, proc = entry.rpartition("@")
+    if at and proc.isdigit():
+        return spec, int(proc) - 1
+    return entry, 0
+
+
 def vma_kind(vmas: Sequence[tuple[str, int]], page: int) -> str:
     """The kind (``a``, ``s`` or ``p``) of the vma (of ``vmas``, in address
     order) page ``page`` is in."""
@@ -209,8 +224,13 @@ def _parse_header(text: str) -> tuple[tuple[str, ...], str | None, tuple[tuple[s
                 f"CPU segments start with 'cpuN:')")
         if key == "drivers":
             drivers = tuple(d.strip() for d in value.split(","))
-            if not all(drivers):
+            if not all(driver_process(d)[0] for d in drivers):
                 raise WorkloadError(f"workload: empty driver name in {item!r}")
+            for d in drivers:
+                if not 0 <= driver_process(d)[1] < PROCESSES:
+                    raise WorkloadError(f"workload: bad process in driver {d!r} (a driver is "
+                                        f"attached to process 1, the default, or to process "
+                                        f"2: 'name@2')")
         elif key == "api":
             if value not in API_GENERATIONS:
                 raise WorkloadError(f"workload: bad setting {item!r} (api is one of "
@@ -351,5 +371,5 @@ def validate(wl: Workload, *, drivers: Sequence[str] | None = None) -> None:
                             f"{exits} times)")
 
 
-__all__ = ["API_GENERATIONS", "DEFAULT_VMAS", "Op", "VMA_KINDS", "Workload", "WorkloadError",
+__all__ = ["API_GENERATIONS", "DEFAULT_VMAS", "PROCESSES", "Op", "driver_process", "VMA_KINDS", "Workload", "WorkloadError",
            "parse_op", "parse_workload", "validate", "vma_fresh", "vma_kind"]

@@ -1,5 +1,5 @@
-"""The world a workload runs in: one process, its vmas and pages, one file,
-the attached drivers.
+"""The world a workload runs in: one process (or two), its vmas and pages,
+one file, the attached drivers.
 
 Built afresh for every execution by the scenario's own code (no steps), with
 the kernel model's own functions:
@@ -16,8 +16,19 @@ the kernel model's own functions:
   made old (accessed bit clear) and put on the LRU, so that reclaim,
   aging and migration have something to take -- except the pages of a
   *fresh* vma (kind in capitals), which the workload touches first;
+- a driver named with ``@2`` (``drivers=kvm,kvm@2``) is attached to a
+  *second process* (``mm2``) instead: it maps the same vmas at the same
+  addresses (its file vmas map the same file, so the two processes share
+  the pagecache pages and the file's ``i_mmap``; its anonymous pages are
+  its own), faulted in the same way.  That driver's operations act on
+  ``mm2`` (its faults, its registration); every other operation acts on
+  the first process (``mm1``), and the kernel threads' page picks are
+  ``mm1``'s -- a file page they take is also mapped by ``mm2``, so their
+  rmap walks reach both processes and both drivers.  Two registrations on
+  two mms that map one file race on the file's ``AS_MM_ALL_LOCKS`` mark
+  (mm_take_all_locks' ``mm_all_locks_mutex``).
 - each driver is instantiated (a second instance of the same class is
-  renamed ``kvm#2``) and attached to the process, in order.  A re-attach
+  renamed ``kvm#2``) and attached to its process, in order.  A re-attach
   after a detach attaches a *fresh* instance (a new VM, a new device bound
   to the process) under the same name; the detached one is kept and checked
   at the end like the others.
@@ -47,7 +58,7 @@ from mmemu.kernel.atomic import atomic_inc_not_zero
 from mmemu.kernel.locking import RwSemaphore, down_read, down_write, up_read, up_write
 from mmemu.mm.filemap import AddressSpace, slot_key
 from mmemu.mm.ksm import ksm_make_stable
-from mmemu.mm.memory import fault_in, pte_get, pte_key, set_pte_at
+from mmemu.mm.memory import fault_in, i_size_pages, pte_get, pte_key, set_pte_at
 from mmemu.mm.mmap import (
     PAGE_SIZE,
     VM_READ,
@@ -61,12 +72,19 @@ from mmemu.mm.mmap import (
 )
 from mmemu.mm.page import Page, get_page
 from mmemu.mm.vmscan import PageLRU, lru_cache_add
-from mmemu.workload._text import Workload, vma_fresh
+from mmemu.workload._text import Workload, driver_process, vma_fresh
 
 
 class IncoherentWorld(InvariantViolation):
     """At the end of a workload, a translation outlives the detach of its
     driver: no invalidation will ever reach it."""
+
+
+class MappedBeyondEof(InvariantViolation):
+    """At the end of a workload, a process still maps a page of the file
+    beyond the file's end: a truncate must unmap every page it cuts off --
+    the pagecache pages and the private copies of them (a COW in a
+    MAP_PRIVATE vma) -- in every mm, so that a later touch gets SIGBUS."""
 
 
 class World:
@@ -80,6 +98,8 @@ class World:
         self.api = api
         self.kernel: Any = None
         self.mm: MmStruct = None  # type: ignore[assignment]
+        #: the processes' mms: [mm1] or [mm1, mm2] (drivers named ``...@2``)
+        self.mms: list[MmStruct] = []
         self.mapping: AddressSpace = None  # type: ignore[assignment]
         self.base = 0
         self.drivers: list[Driver] = []
@@ -94,6 +114,8 @@ class World:
         self.retired: list[Driver] = []
         #: mms created by fork
         self.children: list[MmStruct] = []
+        #: other notifiers registered on mm1 (userptr operations), kept alive
+        self.notifiers: list[Any] = []
         #: page number -> the KSM page there (built for ksm(p,q) operations)
         self.ksm_pages: dict[int, Page] = {}
 
@@ -102,32 +124,16 @@ class World:
     async def build(self) -> None:
         wl = self.workload
         file_pages = max([n for kind, n in wl.vmas if kind.lower() in "sp"] or [1])
-        npages = 2 * (wl.npages + file_pages) + 8 + 4 * len(self.driver_specs)
+        nprocs = 1 + any(driver_process(d)[1] for d in self.driver_specs)
+        npages = nprocs * 2 * (wl.npages + file_pages) + 8 + 4 * len(self.driver_specs)
         kernel = self.kernel = boot_checked(self.sim, npages=npages, api=self.api)
-        mm = self.mm = mm_alloc(kernel)
         self.mapping = AddressSpace(kernel, "file", i_size=file_pages * PAGE_SIZE)
-        await down_write(mm.mmap_sem)
-        for k, (kind, n) in enumerate(wl.vmas):
-            flags = VM_READ | VM_WRITE
-            if kind.lower() == "a":
-                vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags)
-            else:
-                if kind.lower() == "s":
-                    flags |= VM_SHARED
-                vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags, file=self.mapping, pgoff=0)
-            if k == 0:
-                self.base = vma.vm_start
-        await up_write(mm.mmap_sem)
-        for p in range(wl.npages):
-            if vma_fresh(wl.vmas, p):
-                continue  # a fresh vma: its first touch is the workload's
-            addr = self.addr(p)
-            await fault_in(mm, addr, write=self.kind(p) == "a")
-            pte = pte_get(mm, addr)
-            assert pte is not None and pte.page is not None
-            set_pte_at(mm, addr, pte.replace(young=False))
-            if not PageLRU(pte.page):
-                await lru_cache_add(pte.page)
+        for proc in range(nprocs):
+            mm = mm_alloc(kernel)
+            self.mms.append(mm)
+            await self._map(mm, first=proc == 0)
+        self.mm = self.mms[0]
+        mm = self.mm
         # the KSM pages that ksm(p,q) operations merge into: ksmd's stable
         # tree found page q first (write-protected, PageKsm); the world keeps
         # a reference, standing for the stable tree's hold on its page
@@ -151,18 +157,52 @@ class World:
             seen[d.name] = seen.get(d.name, 0) + 1
             if seen[d.name] > 1:
                 d.rename(f"{d.name}#{seen[d.name]}")
-            ret = await d.attach(kernel, mm)
+            ret = await d.attach(kernel, self.mm_of(i))
             self.sim.check(ret == 0, f"{d.name}: attach returned {ret} in the world's setup")
             self.drivers.append(d)
             self.files.append(RwSemaphore(f"{d.name}->file", "workload device file"))
             self.attached.append(True)
             self.extra_mns.append([])
 
+    async def _map(self, mm: MmStruct, *, first: bool) -> None:
+        """The workload's vmas in ``mm`` (at the same addresses in every
+        process), their pages faulted in, old and on the LRU (but a fresh
+        vma's)."""
+        wl = self.workload
+        await down_write(mm.mmap_sem)
+        for k, (kind, n) in enumerate(wl.vmas):
+            flags = VM_READ | VM_WRITE
+            if kind.lower() == "a":
+                vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags)
+            else:
+                if kind.lower() == "s":
+                    flags |= VM_SHARED
+                vma = await do_mmap(mm, 0, n * PAGE_SIZE, flags, file=self.mapping, pgoff=0)
+            if k == 0:
+                if first:
+                    self.base = vma.vm_start
+                assert vma.vm_start == self.base, "the processes' layouts differ"
+        await up_write(mm.mmap_sem)
+        for p in range(wl.npages):
+            if vma_fresh(wl.vmas, p):
+                continue  # a fresh vma: its first touch is the workload's
+            addr = self.addr(p)
+            await fault_in(mm, addr, write=self.kind(p) == "a")
+            pte = pte_get(mm, addr)
+            assert pte is not None and pte.page is not None
+            set_pte_at(mm, addr, pte.replace(young=False))
+            if not PageLRU(pte.page):
+                await lru_cache_add(pte.page)
+
+    def mm_of(self, i: int) -> MmStruct:
+        """The mm driver ``i`` is attached to (``@2``: the second process)."""
+        return self.mms[driver_process(self.driver_specs[i])[1]]
+
     def new_driver(self, i: int) -> Driver:
         """A fresh instance of driver ``i`` (the world's setup, and a
         re-attach: a new VM or a new device bound to the process, with the
         first instance's report name)."""
-        d = load_driver(self.driver_specs[i])()
+        d = load_driver(driver_process(self.driver_specs[i])[0])()
         if i < len(self.drivers) and d.name != self.drivers[i].name:
             d.rename(self.drivers[i].name)
         # callbacks after a detach are checked (CallbackAfterDetach): the
@@ -183,13 +223,15 @@ class World:
         """A coverage event: the operation ran (it was not skipped)."""
         reach(f"workload: {what}")
 
-    async def mmget_not_zero(self, who: str) -> bool:
-        """A user of the process's mm takes a reference, unless it exited."""
-        return await atomic_inc_not_zero(self.mm.mm_users,
-                                         label=f"{who}: mmget_not_zero({self.mm.__mmemu_name__})")
+    async def mmget_not_zero(self, who: str, mm: MmStruct | None = None) -> bool:
+        """A user of the process's mm (or of ``mm``) takes a reference,
+        unless it exited."""
+        mm = mm or self.mm
+        return await atomic_inc_not_zero(mm.mm_users,
+                                         label=f"{who}: mmget_not_zero({mm.__mmemu_name__})")
 
-    async def mmput(self) -> None:
-        await mmput(self.mm)
+    async def mmput(self, mm: MmStruct | None = None) -> None:
+        await mmput(mm or self.mm)
 
     async def file_get(self, d: int, who: str, *, write: bool = False) -> None:
         label = f"{who}: {self.drivers[d].name} device file ({'release' if write else 'in use'})"
@@ -236,6 +278,35 @@ class World:
 
     # -------------------------------------------------------- the end
 
+    def check_truncated(self) -> None:
+        """No process maps the file beyond its end (``MappedBeyondEof``).
+
+        vmtruncate sets i_size first and then unmaps (unmap_mapping_range
+        with even_cows, before and -- since d00806b183152af6d2 (2.6.27) --
+        after truncate_inode_pages), and a fault rechecks i_size under the
+        page lock: once the workload is over, whatever the schedule, no pte
+        of any mm maps a file page at or after the last truncate's end.
+        The pagecache pages are the page-state checker's
+        (``MappedTruncatedPage``); this also covers the private copies,
+        which are anonymous pages the file no longer knows."""
+        eof = i_size_pages(self.mapping)
+        for mm in self.mms + self.children:
+            vma = mm.mmap
+            while vma is not None:
+                if vma.mapping is self.mapping:
+                    for addr in range(vma.vm_start, vma.vm_end, PAGE_SIZE):
+                        index = vma.vm_pgoff + (addr - vma.vm_start) // PAGE_SIZE
+                        pte = pte_get(mm, addr)
+                        if index >= eof and pte is not None and pte.present \
+                                and pte.page is not None:
+                            raise MappedBeyondEof(
+                                f"{mm.__mmemu_name__} still maps page{pte.page.pfn} at "
+                                f"{addr:#x} (file[{index}], "
+                                f"{'the pagecache page' if pte.page.mapping is self.mapping else 'a private copy'}) "
+                                f"although the file now ends at {eof} page(s)",
+                                details=pte.page.dump())
+                vma = vma.vm_next
+
     def check_detached(self) -> None:
         """A driver the workload detached keeps no translation: no
         invalidation will ever reach it again.
@@ -258,4 +329,4 @@ class World:
                         f"will ever reach it", details=e.page.dump())
 
 
-__all__ = ["IncoherentWorld", "World"]
+__all__ = ["IncoherentWorld", "MappedBeyondEof", "World"]

@@ -48,8 +48,8 @@ def test_fuzz_is_deterministic_from_its_seed_in_one_process_or_two() -> None:
     """The same seed finds the same workload, shrinks it to the same minimal
     one and gives the same token, whether one process explores the
     workloads or two worker processes do."""
-    # seed 6: workload #2 is the first to fail (two workers explore #0..#3)
-    kw = {"seed": 6, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
+    # seed 0: workload #2 is the first to fail (two workers explore #0..#3)
+    kw = {"seed": 0, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
           "plan": SMALL}
     one = fuzz(["kvm"], **kw)  # type: ignore[arg-type]
     two = fuzz(["kvm"], jobs=2, **kw)  # type: ignore[arg-type]
@@ -76,7 +76,7 @@ def test_ctrl_c_keeps_what_was_found() -> None:
         calls["n"] += 1
         return found["at"] is not None
 
-    res = fuzz(["kvm"], seed=5, workloads=3, mutants=["kvm:no-retry"], plan=SMALL,
+    res = fuzz(["kvm"], seed=1, workloads=3, mutants=["kvm:no-retry"], plan=SMALL,
                progress=progress, should_stop=should_stop)
     assert res.interrupted
     assert res.failure is not None  # found before the stop, reported as drawn
@@ -88,10 +88,10 @@ def test_dask_gives_the_same_workload() -> None:
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
             distributed.Client(cluster) as client:
-        there = fuzz(["kvm"], seed=5, workloads=3, mutants=["kvm:no-retry"], plan=SMALL,
+        there = fuzz(["kvm"], seed=1, workloads=3, mutants=["kvm:no-retry"], plan=SMALL,
                      shrink=False, dask=client)
     assert there.failure is not None and there.index is not None
-    here = generate(5, there.index, GenSettings(drivers=("kvm",)))
+    here = generate(1, there.index, GenSettings(drivers=("kvm",)))
     assert str(there.original) == str(here)
 
 
@@ -133,7 +133,7 @@ def test_shrink_candidates_renumber_cpus_drivers_and_pages() -> None:
 
 
 def test_fuzz_shrinks_to_the_minimal_workload_and_reports_it() -> None:
-    res = fuzz([FIX + "PinCacheDriver"], seed=5, workloads=2, plan=SMALL)
+    res = fuzz([FIX + "PinCacheDriver"], seed=7, workloads=2, plan=SMALL)
     assert res.failure is not None and res.workload is not None and res.original is not None
     assert res.failure.kind == "IncoherentTranslation"
     assert res.workload.size() < res.original.size()
@@ -149,7 +149,7 @@ def _mmemu(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]
 
 def test_cli_fuzz_finds_prints_and_replays() -> None:
     proc = _mmemu("fuzz", "--driver", "kvm", "--mutant", "kvm:no-retry", "--workloads", "2",
-                  "--seed", "8")
+                  "--seed", "0")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "fuzz: workload #" in proc.stdout and "FreedPageStillMapped" in proc.stdout
     token = proc.stdout.split("mmemu replay ", 1)[1].split()[0]

@@ -17,6 +17,9 @@ EXAMPLES = [
     "madvise(2-3); cpu2: ksm(1,0) idle(0) scan(0-5) mprotect(4,none)",
     # capitals: fresh vmas, nothing faulted in at setup
     "vmas=S1,a1,P2; cpu0: fault(0,r); cpu1: cpufault(0,r) ksm(2,1)",
+    # a driver of a second process; a userptr notifier; a read() of the file
+    "drivers=kvm,kvm@2 api=modern vmas=s1,a1; cpu0: detach attach read(0); "
+    "cpu1: d1.detach d1.attach userptr oomreap",
 ]
 
 
@@ -66,6 +69,8 @@ def test_workload_rides_in_the_token() -> None:
     ("cpu0: signal(4)", "cpu4"),
     ("cpu0: exit; cpu1: exit", "'exit'"),
     ("cpu0: oomreap", "modern"),
+    ("cpu0: userptr", "modern"),
+    ("drivers=kvm@3; cpu0: exit", "'kvm@3'"),
     ("", "no CPU"),
     ("cpu0: fault(0,w) ; garbage", "'garbage'"),
 ])

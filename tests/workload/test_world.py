@@ -12,7 +12,7 @@ FIX = "tests/workload/fixtures.py:"
 
 
 def _dfs(wl: str, *, drivers: list[str] | None = None, mutants: tuple[str, ...] = (),
-         executions: int = 3000, bound: int = 2):  # type: ignore[no-untyped-def]
+         executions: int = 3000, bound: int | None = 2):  # type: ignore[no-untyped-def]
     return explore_workload(wl, drivers=drivers, strategy=DFS(max_preemptions=bound),
                             executions=executions, mutants=mutants)
 
@@ -63,6 +63,19 @@ def test_two_drivers_of_different_classes_are_both_checked(who: str, mutant: str
      "ksm:change-pte-outside-range"),
     # a fresh (capital) vma: two first touches add the same pagecache page
     ("vmas=S1; cpu0: fault(0,r); cpu1: cpufault(0,r)", "filemap:eexist-no-undo"),
+    # two processes sharing the file: two mm_take_all_locks at once
+    ("drivers=kvm,kvm@2 vmas=s1; cpu0: detach attach; cpu1: d1.detach d1.attach",
+     "mmap:no-all-locks-mutex"),
+    # a userptr notifier refuses the OOM reaper's non-blockable range while
+    # the driver's start succeeded: the core must end the driver's range
+    ("api=modern vmas=a1; cpu0: fault(0,w); cpu1: userptr oomreap",
+     "mmu_notifier:nonblock-no-end"),
+    ("drivers=hmm api=modern vmas=a1; cpu0: fault(0,w); cpu1: userptr oomreap",
+     "mmu_notifier:itree-nonblock-no-end"),
+    # a read() meets the migration of the page it looks up
+    ("vmas=s1; cpu0: migrate(0); cpu1: read(0)", "migrate:newpage-unlocked"),
+    # a private copy made between truncate's two unmaps (MappedBeyondEof)
+    ("vmas=P1; cpu0: cpufault(0,w); cpu1: truncate(0)", "truncate:single-unmap"),
 ])
 def test_new_call_sites_as_operations(wl: str, mutant: str) -> None:
     assert _dfs(wl, bound=1).ok
