@@ -212,11 +212,12 @@ class _Wu:
 
     __slots__ = ("tid", "acc", "gen", "_sacc", "kids")
 
-    def __init__(self, tid: int, acc: Acc, gen: int, kids: list[_Wu] | None = None) -> None:
+    def __init__(self, tid: int, acc: Acc, gen: int, kids: list[_Wu] | None = None,
+                 sacc: Acc | None = None) -> None:
         self.tid = tid
         self.acc = acc
         self.gen = gen
-        self._sacc: Acc | None = None
+        self._sacc: Acc | None = sacc
         self.kids: list[_Wu] = kids if kids is not None else []
 
     @property
@@ -228,12 +229,24 @@ class _Wu:
     def to_json(self) -> list[Any]:
         return [self.tid, [k.to_json() for k in self.kids]]
 
+    def to_wire(self) -> tuple[Any, ...]:
+        """Plain data for another process: the CPU, the stable names of the
+        step's accesses (all a later execution compares it by) and the
+        subtree."""
+        return (self.tid, self.sacc, tuple(k.to_wire() for k in self.kids))
+
+
+def wu_from_wire(d: Sequence[Any]) -> _Wu:
+    """A wakeup-tree branch sent by ``_Wu.to_wire``: compared by its stable
+    names, as a step of an earlier execution is."""
+    return _Wu(int(d[0]), _RESTORED, -2, [wu_from_wire(k) for k in d[2]], sacc=d[1])
+
 
 def _chain(seq: Sequence[_Step], gen: int) -> _Wu:
-    head = _Wu(seq[0].tid, seq[0].acc, gen)
+    head = _Wu(seq[0].tid, seq[0].acc, gen, sacc=seq[0]._sacc)
     cur = head
     for st in seq[1:]:
-        nxt = _Wu(st.tid, st.acc, gen)
+        nxt = _Wu(st.tid, st.acc, gen, sacc=st._sacc)
         cur.kids.append(nxt)
         cur = nxt
     return head
@@ -281,6 +294,22 @@ def _insert(kids: list[_Wu], seq: list[_Step], gen: int, pend: dict[int, Acc]) -
                 return False
             kids.append(_chain(seq, gen))
             return True
+
+
+def insert_sequence(node: _Node, v: list[_Step], gen: int, pend: dict[int, Acc]) -> int:
+    """Insert the reversal ``v`` (steps of execution ``gen``) at ``node``
+    unless a CPU asleep there starts it (explored already) or a branch of
+    its wakeup tree covers it.  ``pend``: the pending step at the node of
+    each CPU asleep or in the tree, in execution ``gen``.  Returns 1 when
+    ``v`` cannot start at the node (a tree miss, which must not happen)."""
+    for q in node.sleep:
+        a = pend.get(q)
+        if a is None or _without_initial(q, a, v) is not None:
+            return 0  # a sleeping CPU starts it: explored already
+    if v[0].tid not in node.enabled:
+        return 1
+    _insert(node.wut, v, gen, pend)
+    return 0
 
 
 # ------------------------------------------------------------------ nodes
@@ -430,6 +459,21 @@ class DFS(Strategy):
         #: one distinct prefix of that length: how the prefixes are listed).
         self.prefix: tuple[int, ...] = ()
         self.frontier: int | None = None
+        #: A unit of an exact parallel search (see _parallel.py).  Choice
+        #: points before ``frozen`` belong to the coordinator: never branched
+        #: here; the reversals of races there are appended to ``log`` (plain
+        #: data it replays in single-DFS order), and the nodes the first
+        #: execution creates there are described in ``top``.  At the last
+        #: prefix choice the CPUs ``split_sleep`` sleep and the wakeup
+        #: subtree ``split_follow`` is followed, as in a single DFS entering
+        #: that branch.
+        self.frozen = 0
+        self.split_sleep: tuple[int, ...] | None = None
+        self.split_follow: list[_Wu] | None = None
+        self.log: list[tuple[Any, ...]] | None = None
+        self.top: list[tuple[Any, ...]] | None = None
+        #: per execution, an accessed object's number in ``log``
+        self._ids: dict[Hashable, int] = {}
         self._since_save = 0
         #: wakeup-tree steps that could not be followed (must stay 0)
         self.tree_misses = 0
@@ -579,6 +623,13 @@ class DFS(Strategy):
                         f"runnable, only {', '.join(x.title for x in run)} (is the scenario "
                         f"deterministic?)"))
                     raise AssertionError  # unreachable: fail() unwinds
+                if c == len(prefix) - 1 and self.split_sleep is not None:
+                    # a unit's branch: what the single DFS explored at this
+                    # node before it sleeps, and its wakeup subtree is followed
+                    st.sleep = sleep = {q: (cpus[q].pending[1], cpus[q].pending[2])
+                                        for q in self.split_sleep}
+                    st.follow = self.split_follow or None
+                    st.skip = j
             elif st.follow:
                 kid = st.follow[0]
                 if kid.tid in enabled and kid.tid not in sleep:
@@ -702,6 +753,12 @@ class DFS(Strategy):
             # the execution stopped early (a failure, or abandoned): drop
             # the nodes it never reached; they belong to no real execution
             del self.stack[n:]
+        if self.log is not None and self.top is None:
+            # a parallel unit's first execution: the coordinator's nodes below
+            # the unit's branch, as a single DFS would have created them
+            self.top = [(nd.j, nd.enabled, nd.chosen, nd.prev, nd.preempts, sorted(nd.sleep),
+                         tuple(w.to_wire() for w in nd.wut))
+                        for nd in self.stack[len(self.prefix):self.frozen]]
         if self.reduction in ("source", "dpor") and not self.bounded:
             self._analyse(sim)
         elif not sim.abandoned:
@@ -722,7 +779,7 @@ class DFS(Strategy):
         """Move to the deepest choice point with something left to explore."""
         stack = self.stack
         bound = self.max_preemptions
-        fixed = len(self.prefix)
+        fixed = max(len(self.prefix), self.frozen)
         frontier = self.frontier
         sleepy = self.uses_sleep
         optimal = self.reduction == "dpor" and not self.bounded
@@ -791,10 +848,14 @@ class DFS(Strategy):
         ops = sim.ops
         stack = self.stack
         node_at = {n.j: n for n in stack}
-        fixed = len(self.prefix)
+        fixed = max(len(self.prefix), self.frozen)
         frontier = self.frontier
+        logging = self.log is not None
         allowed = {n.j for k, n in enumerate(stack)
-                   if k >= fixed and (frontier is None or k < frontier)}
+                   if (k >= fixed or logging) and (frontier is None or k < frontier)}
+        # a parallel unit: the coordinator's nodes, by event index
+        logged = {stack[k].j: k for k in range(min(fixed, len(stack)))} if logging else {}
+        self._ids = {}
         first_new = self.branch_event if self.branch_event is not None else 0
         nthreads = len(sim.cpu_list)
         # kept from the previous execution: the common prefix's clocks
@@ -942,6 +1003,13 @@ class DFS(Strategy):
             else:
                 tj, accj = virtual[jj - j]
             if optimal:
+                at = logged.get(i)
+                if at is not None:
+                    # the coordinator's node: it inserts, in single-DFS order
+                    self._log_reversal(at, self._reversal(i, jj, tj, accj, events, clocks, local),
+                                       self._pending_at(node, events, thread_events, unfinished,
+                                                        every=nthreads))
+                    continue
                 pend = self._pending_at(node, events, thread_events, unfinished)
                 self._insert_reversal(node, i, jj, tj, accj, events, clocks, local, pend)
             else:
@@ -950,13 +1018,15 @@ class DFS(Strategy):
 
     @staticmethod
     def _pending_at(node: _Node, events: list[Any], thread_events: list[list[int]],
-                    unfinished: dict[int, Acc]) -> dict[int, Acc]:
+                    unfinished: dict[int, Acc], every: int = 0) -> dict[int, Acc]:
         """The pending step of each CPU asleep or in the wakeup tree at
         ``node``, in this execution: its first step from the node on (or the
-        step it was about to run when the execution stopped)."""
+        step it was about to run when the execution stopped).  ``every``:
+        of CPUs 0 .. every - 1 instead."""
         out: dict[int, Acc] = {}
-        want = set(node.sleep)
-        want.update(k.tid for k in node.wut)
+        want = set(range(every)) if every else set(node.sleep)
+        if not every:
+            want.update(k.tid for k in node.wut)
         for q in want:
             evs = thread_events[q] if q < len(thread_events) else []
             k = bisect.bisect_left(evs, node.j)
@@ -972,6 +1042,14 @@ class DFS(Strategy):
                          pend: dict[int, Acc]) -> None:
         """Optimal DPOR: insert notdep(i).j into the wakeup tree of the node
         before i, unless a sleeping CPU or a branch of the tree covers it."""
+        v = self._reversal(i, j, tj, accj, events, clocks, local)
+        self.tree_misses += insert_sequence(node, v, self._gen, pend)
+
+    @staticmethod
+    def _reversal(i: int, j: int, tj: int, accj: Acc, events: list[Any],
+                  clocks: list[list[int]], local: list[int]) -> list[_Step]:
+        """notdep(i).j: the events after i that do not happen after it, then
+        j (the sequence that reverses the race of i and j)."""
         ti = events[i][0]
         li = local[i]
         v: list[_Step] = []
@@ -981,14 +1059,22 @@ class DFS(Strategy):
                 ev = events[k]
                 v.append(_Step(ev[0], (ev[2], ev[3])))
         v.append(_Step(tj, accj))
-        for q in node.sleep:
-            a = pend.get(q)
-            if a is None or _without_initial(q, a, v) is not None:
-                return  # a sleeping CPU starts it: explored already
-        if v[0].tid not in node.enabled:
-            self.tree_misses += 1
-            return
-        _insert(node.wut, v, self._gen, pend)
+        return v
+
+    def _log_reversal(self, k: int, v: list[_Step], pend: dict[int, Acc]) -> None:
+        """A parallel unit: record the reversal ``v`` for the coordinator's
+        node ``k``.  Accessed objects become numbers (the same object, the
+        same number, within this execution) next to their stable names, so
+        that another process compares the steps exactly as this one would."""
+        ids = self._ids
+
+        def num(acc: Acc) -> Acc:
+            return (tuple(ids.setdefault(o, len(ids)) for o in keyed(acc[0])),
+                    tuple(ids.setdefault(o, len(ids)) for o in keyed(acc[1])))
+
+        assert self.log is not None
+        self.log.append((k, self._gen, tuple((st.tid, num(st.acc), st.sacc) for st in v),
+                         {q: num(a) for q, a in pend.items()}))
 
     def _source_backtrack(self, node: _Node, i: int, j: int, t: int, cj: list[int],
                           events: list[Any], clocks: list[list[int]], local: list[int],
@@ -1041,6 +1127,18 @@ class DFS(Strategy):
         if not (set(cand_set) & node.backtrack):
             q = t if t in cand_set else min(cand_set)
             node.backtrack.add(q)
+
+    def rest(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
+        """What is left of a parallel unit's subtree, for the coordinator:
+        its stack from the unit's branch down to the node whose next branch
+        it was about to take (after ``end``), as plain data, and that
+        branch's wakeup subtree.  Wakeup-tree steps go as stable names: a
+        later execution compares them by nothing else."""
+        nodes = self.stack[len(self.prefix):self.branch + 1]
+        follow = self.stack[self.branch].follow or []
+        return ([(nd.j, nd.enabled, nd.chosen, nd.prev, nd.preempts, sorted(nd.sleep),
+                  tuple(w.to_wire() for w in nd.wut)) for nd in nodes],
+                tuple(w.to_wire() for w in follow))
 
     # ----------------------------------------------------------- checkpoints
 

@@ -258,6 +258,12 @@ class Result:
     #: the exploration stopped because its ``time_limit`` ran out (what it
     #: explored is in the other fields; it is not exhausted)
     time_limited: bool = False
+    #: a parallel exploration split exactly (optimal DPOR): per worker, the
+    #: units it ran and their executions (worker, units, executions)
+    workers: tuple[tuple[str, int, int], ...] = ()
+    #: ... and the executions of speculative units it had to discard (a
+    #: unit's description changed before its turn; not in ``executions``)
+    discarded: int = 0
 
     @property
     def failure(self) -> Failure | None:

@@ -57,10 +57,12 @@ other kinds than the first are not collected (``stop_on_failure`` only).
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures as cf
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -84,9 +86,16 @@ from ._explore import (
 )
 from ._registry import Scenario, load_builtin, resolve_scenario
 from ._settings import UNSET, Settings, given, resolve_settings
+from ._dpor import wu_from_wire
+from ._split import SplitSearch, UnitKey, unit_strategy
 from ._strategies import DFS, PCT, Random, Strategy, make_strategy
 from ._watchdog import WATCHDOG, Hang
 
+#: the exact split (optimal DPOR, see _split.py): a unit runs at most this
+#: many executions, then hands the rest of its subtree back.  A unit costs
+#: about one execution more than its executions (a trio run, a runner, a
+#: race analysis from scratch, IPC).
+UNIT_EXECUTIONS = 32
 #: choice-point prefixes per shard the DFS split aims for
 PREFIXES_PER_SHARD = 32
 #: deepest split tried (2 CPUs: up to 2**12 prefixes)
@@ -136,6 +145,16 @@ def _make(spec: dict[str, Any]) -> Strategy:
     d.prefix = tuple(spec.get("prefix", ()))
     frontier = spec.get("frontier")
     d.frontier = frontier
+    split = spec.get("split")
+    if split is not None:
+        # a unit of the exact split (see _split.py)
+        d.prefix = tuple(split["prefix"])
+        d.frozen = int(split["frozen"])
+        d.log = []
+        if split["sleep"] is not None:
+            d.split_sleep = tuple(split["sleep"])
+            d.split_follow = [wu_from_wire(w) for w in split["follow"]]
+            d.branch_event = split["j"]
     return d
 
 
@@ -187,20 +206,28 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
     cov = Coverage()
     done = 0
     t0 = time.perf_counter()
-    out: dict[str, Any] = {"order": unit["order"], "failure": None, "exhausted": False}
-    for index in range(unit["lo"], unit["hi"]):
+    out: dict[str, Any] = {"order": unit["order"], "failure": None, "exhausted": False,
+                           "worker": _worker_name()}
+    index = unit["lo"]
+    cap = min(unit["hi"] - unit["lo"], unit.get("cap") or (1 << 62))
+    while done < cap:
         chooser = strat.begin(index)
+        index += 1
         if chooser is None:
             break
         sim = await runner.run(chooser, record=strat.record)
         strat.end(sim)
+        if sim.abandoned:
+            continue  # sleep-set blocked: not an execution (as in explore)
         done += 1
+        index_done = done - 1
         cov.add(sim.reached)
         if sim.failure is not None:
             # Random/PCT: the execution index alone (units are index ranges,
             # so it orders failures across any chunking); DFS: the prefix's
             # position, then the execution below it
-            at = [index] if unit["strategy"]["name"] != "dfs" else [unit["order"], index]
+            at = ([index - 1] if unit["strategy"]["name"] != "dfs"
+                  else [unit["order"], index_done])
             out["failure"] = {"at": at, "choices": list(sim.choices),
                               "kind": failure_kind(sim.failure)}
             break
@@ -208,7 +235,32 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
     out["coverage"] = cov.to_json()
     out["exhausted"] = bool(strat.exhausted) and out["failure"] is None
     out["elapsed_s"] = time.perf_counter() - t0
+    if isinstance(strat, DFS):
+        out["blocked"] = strat.blocked
+        if strat.log is not None:
+            # dfs_exhausted: nothing left below, failure or not
+            out["rest"] = (strat.rest() if done == cap < unit["hi"] - unit["lo"]
+                           and out["failure"] is None and not strat.exhausted else None)
+            out["exhausted"] = out["exhausted"] or out["rest"] is not None
+            out.update(log=strat.log, dfs_exhausted=bool(strat.exhausted), top=strat.top or [], tree_misses=strat.tree_misses,
+                       traces=sorted(strat._traces))
     return out
+
+
+_WORKER_NAME: list[str] = []
+
+
+def _worker_name() -> str:
+    """Who ran a unit: the Dask worker, else the process."""
+    if not _WORKER_NAME:
+        name = f"pid {os.getpid()}"
+        if "distributed" in sys.modules:
+            try:
+                name = f"dask {sys.modules['distributed'].get_worker().name}"
+            except ValueError:
+                pass  # not in a Dask worker
+        _WORKER_NAME.append(name)
+    return _WORKER_NAME[0]
 
 
 def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
@@ -305,7 +357,8 @@ class _Backend:
     def result(self, fut: Any) -> dict[str, Any]:
         raise NotImplementedError
 
-    def cancel(self, futs: Iterable[Any]) -> None:
+    def cancel(self, futs: Iterable[Any]) -> set[Any]:
+        """Cancel what has not started; returns those (they never finish)."""
         raise NotImplementedError
 
     def close(self, *, kill: bool) -> None:
@@ -338,9 +391,11 @@ class _Inline(_Backend):
         assert f is fut
         return res
 
-    def cancel(self, futs: Iterable[Any]) -> None:
+    def cancel(self, futs: Iterable[Any]) -> set[Any]:
         drop = set(futs)
+        gone = {f for f, _u in self._queue if f in drop}
         self._queue = [(f, u) for f, u in self._queue if f not in drop]
+        return gone
 
 
 def run_unit_here(unit: dict[str, Any]) -> dict[str, Any]:
@@ -360,11 +415,33 @@ def mp_context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
+#: worker pools kept from one exploration to the next (``shared``), by size:
+#: ``mmemu run --jobs N`` explores one suite after the other, and starting
+#: N workers costs about a second each time
+_POOLS: dict[int, cf.ProcessPoolExecutor] = {}
+
+
+def _close_pools() -> None:
+    """At exit: the kept pools end before the interpreter tears down."""
+    while _POOLS:
+        _POOLS.popitem()[1].shutdown(wait=True, cancel_futures=True)
+
+
+atexit.register(_close_pools)
+
+
 class _Processes(_Backend):
-    def __init__(self, jobs: int) -> None:
+    def __init__(self, jobs: int, *, shared: bool = False) -> None:
         self.slots = jobs
-        self.pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(),
-                                           initializer=_worker_init)
+        self.shared = shared
+        pool = _POOLS.get(jobs) if shared else None
+        if pool is None or getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread",
+                                                                          False):
+            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(),
+                                          initializer=_worker_init)
+            if shared:
+                _POOLS[jobs] = pool
+        self.pool = pool
 
     def submit(self, unit: dict[str, Any]) -> Any:
         return self.pool.submit(run_unit, unit)
@@ -377,14 +454,16 @@ class _Processes(_Backend):
         res: dict[str, Any] = fut.result()
         return res
 
-    def cancel(self, futs: Iterable[Any]) -> None:
-        for f in futs:
-            f.cancel()
+    def cancel(self, futs: Iterable[Any]) -> set[Any]:
+        return {f for f in futs if f.cancel()}
 
     def close(self, *, kill: bool) -> None:
         if not kill:
-            self.pool.shutdown(wait=True)
+            if not self.shared:
+                self.pool.shutdown(wait=True)
             return
+        if self.shared and _POOLS.get(self.slots) is self.pool:
+            del _POOLS[self.slots]
         # Running units cannot be cancelled: end their processes.
         procs = list(getattr(self.pool, "_processes", {}).values())
         terminate = getattr(self.pool, "terminate_workers", None)  # Python >= 3.14
@@ -441,10 +520,11 @@ class _Dask(_Backend):
         res: dict[str, Any] = fut.result()
         return res
 
-    def cancel(self, futs: Iterable[Any]) -> None:
+    def cancel(self, futs: Iterable[Any]) -> set[Any]:
         futs = list(futs)
         if futs:
             self.client.cancel(futs)
+        return set(futs)  # a cancelled Dask future is done at once
 
     def close(self, *, kill: bool) -> None:
         if kill:
@@ -540,8 +620,20 @@ def explore_parallel(
     # 1. the units, in order (a Ctrl-C here ends the run with nothing run)
     interrupted = False
     units: list[dict[str, Any]] = []
+    # DFS in one piece, split exactly (optimal DPOR), or split by prefixes
+    # (no reduction: exact; the other reductions only under --shard)
+    how = "units"
+    if spec["name"] == "dfs" and n_shard == 1 and spec["reduction"] != "none":
+        how = "split" if spec["reduction"] == "dpor" and spec["max_preemptions"] is None \
+            else "whole"
     try:
-        if spec["name"] == "dfs":
+        if how == "whole":
+            # sleep sets, source sets and the bounded search's cache carry
+            # information across the whole tree: one unit keeps it exact
+            units = [dict(base, strategy=spec, lo=0, hi=budget, order=0)]
+        elif how == "split":
+            pass
+        elif spec["name"] == "dfs":
             prefixes = trio.run(_watched, s.step_timeout, _dfs_prefixes, ref, prm, mut, steps_cap,
                                 spec["max_preemptions"], PREFIXES_PER_SHARD * n_shard)
             units = [dict(base, strategy=dict(spec, prefix=list(p)), lo=0, hi=budget, order=i)
@@ -563,7 +655,27 @@ def explore_parallel(
     elif n_jobs == 1:
         backend = _Inline()
     else:
-        backend = _Processes(min(n_jobs, max(1, len(units))))
+        backend = (_Processes(n_jobs, shared=True) if how == "split"
+                   else _Processes(min(n_jobs, max(1, len(units)))))
+    deadline = time.monotonic() + time_limit if time_limit is not None else None
+    if how == "split":
+        split = _SplitRun(backend, base, spec, budget, progress)
+        if not interrupted:
+            try:
+                split.run(deadline)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                backend.close(kill=split.kill or interrupted)
+        else:
+            backend.close(kill=True)
+        if progress is not None and not interrupted:
+            try:
+                progress(split.executed, budget)
+            except KeyboardInterrupt:
+                interrupted = True
+        return _finish_split(split, scenario, ref, prm, mut, steps_cap, goals, spec, s,
+                             shrink, interrupted, t0)
     results: list[dict[str, Any]] = []
     best: dict[str, Any] | None = None
     executed = 0
@@ -572,7 +684,6 @@ def explore_parallel(
     todo.reverse()  # pop() takes the lowest order first
     pending: dict[Any, dict[str, Any]] = {}
     kill = False
-    deadline = time.monotonic() + time_limit if time_limit is not None else None
     time_limited = False
     try:
         while todo or pending:
@@ -653,6 +764,171 @@ def explore_parallel(
         return result
     bound = spec.get("max_preemptions") if spec["name"] == "dfs" else None
     return check_vacuity(result, thorough=as_thorough_as_the_suite(scenario, bound))
+
+
+class _SplitRun:
+    """The coordinator of an exact optimal-DPOR split (see _split.py): runs
+    the units in single-DFS order, speculating on the next ones while idle
+    workers are available, and commits their results in order."""
+
+    def __init__(self, backend: _Backend, base: dict[str, Any], spec: dict[str, Any],
+                 budget: int, progress: Callable[[int, int | None], None] | None) -> None:
+        self.backend = backend
+        self.base = base
+        self.spec = spec
+        self.budget = budget
+        self.progress = progress
+        self.search = SplitSearch()
+        #: committed results, in single-DFS order
+        self.results: list[dict[str, Any]] = []
+        self.executed = 0
+        self.blocked = 0
+        self.traces: set[tuple[int, ...]] = set()
+        self.best: dict[str, Any] | None = None
+        self.exhausted = False
+        self.over_budget = False
+        self.time_limited = False
+        self.kill = False
+        #: speculative units whose description changed before their turn:
+        #: their executions were not used (units, executions)
+        self.discarded = [0, 0]
+
+    def run(self, deadline: float | None) -> None:
+        backend = self.backend
+        search = self.search
+        futs: dict[Any, UnitKey] = {}
+        ready: dict[UnitKey, dict[str, Any]] = {}
+        stale: set[Any] = set()
+        # in flight at once: every slot, plus one queued so none idles on
+        # IPC; one process (or the inline backend) does not speculate
+        cap = backend.slots + 1 if backend.slots > 1 else 1
+        current = search.next_unit()
+        while current is not None:
+            if deadline is not None and time.monotonic() >= deadline:
+                self.time_limited = True
+                break
+            left = self.budget - self.executed
+            if current not in ready and current not in futs.values():
+                futs[self._submit(current, left)] = current
+            if len(futs) < cap:
+                for key in search.upcoming(cap):
+                    if len(futs) >= cap:
+                        break
+                    if key not in ready and key not in futs.values():
+                        futs[self._submit(key, left)] = key
+            if current not in ready:
+                for fut in backend.wait(set(futs), 0.2):
+                    key = futs.pop(fut)
+                    if fut in stale:
+                        stale.discard(fut)
+                        self._discard(backend.result(fut))
+                        continue
+                    ready[key] = backend.result(fut)
+                continue
+            res = ready.pop(current)
+            if not self._commit(current, res):
+                break
+            current = search.next_unit()
+            # speculation that can no longer come true is dropped
+            alive = set(search.upcoming(1 << 30))
+            if current is not None:
+                alive.add(current)
+            for key in [k for k in ready if k not in alive]:
+                self._discard(ready.pop(key))
+            drop = [f for f, k in futs.items() if k not in alive and f not in stale]
+            if drop:
+                for f in backend.cancel(drop):
+                    del futs[f]
+                stale.update(f for f in drop if f in futs)
+        else:
+            self.exhausted = True
+        if futs:
+            for f in backend.cancel(list(futs)):
+                del futs[f]
+            if futs and (self.best is not None or self.time_limited):
+                self.kill = True  # speculation past a failure may run long
+                return
+            # speculation that came to nothing: let it end (the workers
+            # stay for the next exploration)
+            while futs:
+                for fut in backend.wait(set(futs), 0.2):
+                    futs.pop(fut)
+                    self._discard(backend.result(fut))
+
+    def _submit(self, key: UnitKey, left: int) -> Any:
+        unit = dict(self.base, strategy=unit_strategy(self.spec, key), lo=0, hi=left,
+                    order=0, cap=UNIT_EXECUTIONS)
+        return self.backend.submit(unit)
+
+    def _discard(self, res: dict[str, Any]) -> None:
+        self.discarded[0] += 1
+        self.discarded[1] += int(res["executions"])
+
+    def _commit(self, key: UnitKey, res: dict[str, Any]) -> bool:
+        """Take the result of the unit in order; False: the search stops."""
+        left = self.budget - self.executed
+        n = int(res["executions"])
+        order = len(self.results)
+        res = dict(res, order=order)
+        fail = res["failure"]
+        cut = n > left
+        if cut:
+            # speculated with a larger budget: a single DFS stops at its end
+            n = left
+            res["executions"] = n
+            if fail is not None and fail["at"][1] >= left:
+                fail = res["failure"] = None
+            res["exhausted"] = False
+        self.results.append(res)
+        self.executed += n
+        self.blocked += int(res.get("blocked", 0))
+        self.traces.update(tuple(t) for t in res.get("traces", ()))
+        if self.progress is not None:
+            self.progress(self.executed, self.budget)
+        if fail is not None:
+            self.best = dict(fail, at=[order, fail["at"][1]])
+            if res.get("dfs_exhausted") and not cut:
+                # the failure was the unit's last execution: a single DFS
+                # reports exhausted when nothing is left after it anywhere
+                self.search.commit(key, res["top"], res["log"], None)
+                self.exhausted = self.search.next_unit() is None
+            return False
+        if not res["exhausted"] and res.get("rest") is None:
+            self.over_budget = True  # the budget ran out inside this unit
+            return False
+        self.search.commit(key, res["top"], res["log"], res.get("rest"))
+        return True
+
+    def workers(self) -> tuple[tuple[str, int, int], ...]:
+        """(worker, units, executions) of the committed units, by worker."""
+        per: dict[str, list[int]] = {}
+        for r in self.results:
+            w = per.setdefault(str(r.get("worker", "?")), [0, 0])
+            w[0] += 1
+            w[1] += int(r["executions"])
+        return tuple((name, u, e) for name, (u, e) in sorted(per.items()))
+
+
+def _finish_split(split: _SplitRun, scenario: Any, ref: str, prm: dict[str, Any],
+                  mut: tuple[str, ...], steps_cap: int, goals: tuple[str, ...],
+                  spec: dict[str, Any], s: Settings, shrink: bool, interrupted: bool,
+                  t0: float) -> Result:
+    cov = Coverage(goals=goals)
+    for r in split.results:
+        cov.merge(Coverage.from_json(r.get("coverage") or {}))
+    failures: tuple[Failure, ...] = ()
+    if split.best is not None:
+        failures = (trio.run(_watched, s.step_timeout, _shrink_and_finish, ref, prm, mut,
+                             steps_cap, split.best, shrink and not interrupted,
+                             s.shrink_budget, spec),)
+    exhausted = split.exhausted and not interrupted
+    result = Result(scenario=ref, params=prm, mutants=mut, strategy=describe_spec(spec),
+                    executions=split.executed, exhausted=exhausted, failures=failures,
+                    elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov,
+                    time_limited=split.time_limited, blocked=split.blocked,
+                    traces=len(split.traces), workers=split.workers(),
+                    discarded=split.discarded[1])
+    return check_vacuity(result, thorough=as_thorough_as_the_suite(scenario, None))
 
 
 async def _shrink_and_finish(ref: str, params: dict[str, Any], mutants: tuple[str, ...],

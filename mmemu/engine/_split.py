@@ -1,0 +1,157 @@
+"""An optimal-DPOR search split over workers, exactly (the coordinator's part).
+
+A single DFS with wakeup trees (``_dpor.DFS``, reduction ``"dpor"``) is a
+sequence of *segments*: each starts where the search takes a branch of a
+node's wakeup tree and ends when it backtracks above that node.  Here the
+choice points before ``depth`` (the *top* nodes) stay with a coordinator and
+every segment that starts at one of them is a *unit* a worker explores
+alone: it follows the prefix of choices down to the branch, enters the
+branch exactly as the single DFS would (the CPUs explored there before it
+sleep, its wakeup subtree is followed), and explores everything below
+``depth`` to exhaustion.  What the single DFS would have done above
+``depth`` meanwhile comes back as plain data:
+
+- ``top``: the top nodes the unit's first execution created below the
+  branch (their enabled CPUs, sleep sets and wakeup-tree siblings);
+- ``log``: every race reversal the unit's executions found for a top node,
+  in the order the single DFS would have inserted them.  Accessed objects
+  are numbered per execution, next to their stable names, so the
+  coordinator compares steps exactly as the inserting execution would
+  (``_dpor.insert_sequence``): same execution, the objects; another, the
+  pending step or the stable names.
+
+The coordinator applies the units in single-DFS order and so builds the
+very wakeup trees the single DFS builds; the units are therefore the single
+DFS's executions, cut into pieces.  Parallelism comes from *speculation*:
+while the unit in order runs, the branches still waiting in top nodes'
+wakeup trees are handed to idle workers as they stand now.  A speculative
+unit is used only if, when its turn comes, the single DFS would start it
+with the same description (prefix, sleep set, wakeup subtree); a unit
+inserted into meanwhile (a race reversal merged into its subtree) is
+discarded and run again.  So the result (executions, abandoned executions,
+traces, the first failure in DFS order) is the single DFS's for any number
+of workers; only the time and the discarded work vary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ._dpor import _Node, _Step, insert_sequence, wu_from_wire
+
+#: a unit's description: (node index, prefix of choices ending with the
+#: branch's CPU, CPUs asleep at the branch, wakeup subtree (wire form),
+#: event index of the branch's choice point).  Hashable: equal descriptions
+#: explore the same executions.
+UnitKey = tuple[int, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]
+
+
+class SplitSearch:
+    """The top of a single DFS's stack, rebuilt from the units' results."""
+
+    def __init__(self) -> None:
+        self.top: list[_Node] = []
+        self.started = False
+        self.exhausted = False
+        #: wakeup-tree steps that could not start where inserted (must stay 0)
+        self.tree_misses = 0
+        self._gens = 0
+        #: a unit that handed back the rest of its subtree: the branch it
+        #: was about to take, which comes next in single-DFS order
+        self._resume: UnitKey | None = None
+
+    def next_unit(self) -> UnitKey | None:
+        """The next unit in single-DFS order (the tree moves on to it), or
+        None when the search is exhausted."""
+        if not self.started:
+            self.started = True
+            return (-1, (), (), (), 0)
+        if self._resume is not None:
+            key, self._resume = self._resume, None
+            return key
+        top = self.top
+        while top:
+            node = top[-1]
+            if node.wut:
+                # as DFS._advance: the branch explored here sleeps, the next
+                # branch of the wakeup tree is taken
+                node.sleep.add(node.chosen)
+                kid = node.wut.pop(0)
+                node.chosen = kid.tid
+                return (len(top) - 1, tuple(n.chosen for n in top), tuple(sorted(node.sleep)),
+                        tuple(k.to_wire() for k in kid.kids), node.j)
+            top.pop()
+        self.exhausted = True
+        return None
+
+    def upcoming(self, limit: int) -> list[UnitKey]:
+        """Up to ``limit`` units after the current one, in single-DFS order,
+        described as they stand now (for speculation).  The units the
+        current one will add below itself come first in truth; they are not
+        known yet."""
+        out: list[UnitKey] = []
+        path = tuple(n.chosen for n in self.top)
+        for idx in range(len(self.top) - 1, -1, -1):
+            node = self.top[idx]
+            sleep = set(node.sleep)
+            sleep.add(node.chosen)
+            for kid in node.wut:
+                if len(out) >= limit:
+                    return out
+                out.append((idx, path[:idx] + (kid.tid,), tuple(sorted(sleep)),
+                            tuple(k.to_wire() for k in kid.kids), node.j))
+                sleep.add(kid.tid)
+        return out
+
+    def commit(self, key: UnitKey, top: Sequence[Any], log: Sequence[Any],
+               rest: Sequence[Any] | None) -> None:
+        """Apply the result of unit ``key`` (the current one): the top nodes
+        its first execution created, its logged reversals in order, and
+        ``rest``, the rest of its subtree if it stopped early (its stack
+        down to the branch it was about to take, which the coordinator
+        adopts: see ``DFS.rest``)."""
+        k = key[0]
+        del self.top[k + 1:]
+        for j, enabled, chosen, prev, preempts, sleep, wut in top:
+            node = _Node(j, tuple(enabled), chosen, prev, preempts)
+            node.sleep = set(sleep)
+            node.wut = [wu_from_wire(w) for w in wut]
+            self.top.append(node)
+        gens: dict[int, int] = {}
+        for idx, g, steps, pend in log:
+            gen = gens.get(g)
+            if gen is None:
+                # a fresh execution number: its steps are compared by their
+                # object numbers with each other only
+                self._gens += 1
+                gen = gens[g] = self._gens
+            node = self.top[idx]
+            v = []
+            for tid, acc, sacc in steps:
+                st = _Step(tid, acc)
+                st._sacc = sacc
+                v.append(st)
+            # the pending steps DFS._pending_at would have given
+            want = set(node.sleep)
+            want.update(w.tid for w in node.wut)
+            self.tree_misses += insert_sequence(
+                node, v, gen, {q: a for q, a in pend.items() if q in want})
+        if rest is not None:
+            nodes, follow = rest
+            for j, enabled, chosen, prev, preempts, sleep, wut in nodes:
+                node = _Node(j, tuple(enabled), chosen, prev, preempts)
+                node.sleep = set(sleep)
+                node.wut = [wu_from_wire(w) for w in wut]
+                self.top.append(node)
+            last = self.top[-1]
+            self._resume = (len(self.top) - 1, tuple(n.chosen for n in self.top),
+                            tuple(sorted(last.sleep)), tuple(follow), last.j)
+
+
+def unit_strategy(spec: dict[str, Any], key: UnitKey) -> dict[str, Any]:
+    """The strategy description of unit ``key`` (see ``_parallel._make``)."""
+    k, prefix, sleep, follow, j = key
+    return dict(spec, split={"prefix": list(prefix), "sleep": list(sleep) if k >= 0 else None,
+                             "follow": follow, "frozen": len(prefix),
+                             "j": j if k >= 0 else None})
