@@ -296,6 +296,16 @@ def _result_cell(res: Result) -> Cell:
     return Cell("ok", "green")
 
 
+def split_line(res: Result) -> str:
+    """How a parallel DFS was split: ``split: pid 11: 12 units, 340
+    executions; pid 12: ...; 3 speculative executions discarded``."""
+    parts = [f"{w}: {_plural(u, 'unit')}, {_plural(e, 'execution')}" for w, u, e in res.workers]
+    text = "split: " + "; ".join(parts)
+    if res.discarded:
+        text += f"; {_plural(res.discarded, 'speculative execution')} discarded"
+    return text
+
+
 def _plural(n: int, what: str) -> str:
     return f"{n} {what}{'' if n == 1 else 's'}"
 
@@ -628,6 +638,8 @@ class _RunProgress:
                  else ", interrupted" if res.interrupted and res.failure is not None else "")
         self.err.print(f"  {self.label}: {outcome} after {_plural(res.executions, 'execution')}{extra} "
                        f"({res.elapsed_s:.2f}s)", markup=False)
+        if res.workers:
+            self.err.print("    " + split_line(res), markup=False)
 
     def __exit__(self, *exc: object) -> None:
         if self._bar is not None:

@@ -14,19 +14,24 @@ merged deterministically:
   (the longest of 16 Random executions on a separate seed stream), so a
   parallel PCT exploration is the same whatever the number of workers — but
   not the same as a sequential ``explore(strategy="pct")``.
-- DFS: a unit is a *schedule prefix*: the CPUs chosen at the first ``d``
-  choice points.  The parent lists the prefixes (a DFS that never branches
-  at or beyond choice point ``d``, with no reduction, so every prefix is
-  listed once, in the order a single DFS visits them); each unit runs a DFS
-  below its prefix.  With ``reduction="none"`` the units partition the
-  executions of a single DFS: same total, same first failure.  With
-  ``"sleep"`` or ``"dpor"`` each prefix gets its own full reduction below
-  it; the cross-branch information (sleep sets of earlier siblings, backtrack
-  points DPOR adds above the split) is lost, so the total is usually higher
-  than a single DFS's, never lower in coverage: every prefix is explored
-  exhaustively and ``exhausted`` stays exact.  ``d`` is the smallest depth
-  giving at least ``32 × shards`` prefixes; it does not depend on ``jobs``,
-  so every reduction gives the same totals for any number of workers.
+- DFS with optimal DPOR (the default, unbounded): the exact split of
+  ``_split.py``.  The coordinator (``_SplitRun``) applies the units in
+  single-DFS order and speculates on the next ones; the result is the
+  single DFS's (executions, blocked, traces, first failure) for any number
+  of workers and any backend.
+- DFS with another reduction or a preemption bound: one unit (the
+  reductions' state spans the whole tree), exact.
+- DFS with ``reduction="none"``, and any DFS under ``--shard``: a unit is a
+  *schedule prefix*: the CPUs chosen at the first ``d`` choice points.  The
+  parent lists the prefixes (a DFS that never branches at or beyond choice
+  point ``d``, with no reduction, so every prefix is listed once, in the
+  order a single DFS visits them); each unit runs a DFS below its prefix.
+  With ``reduction="none"`` the units partition the executions of a single
+  DFS: same total, same first failure.  With a reduction (shards only)
+  each prefix gets its own full reduction below it; the cross-branch
+  information is lost, so the total is usually higher than a single DFS's,
+  never lower in coverage.  ``d`` is the smallest depth giving at least
+  ``32 × shards`` prefixes.
 
 The reported failure is the one with the lowest *order* (the execution index
 for Random/PCT; the prefix's position, then the execution within it, for

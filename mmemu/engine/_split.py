@@ -2,35 +2,50 @@
 
 A single DFS with wakeup trees (``_dpor.DFS``, reduction ``"dpor"``) is a
 sequence of *segments*: each starts where the search takes a branch of a
-node's wakeup tree and ends when it backtracks above that node.  Here the
-choice points before ``depth`` (the *top* nodes) stay with a coordinator and
-every segment that starts at one of them is a *unit* a worker explores
-alone: it follows the prefix of choices down to the branch, enters the
-branch exactly as the single DFS would (the CPUs explored there before it
-sleep, its wakeup subtree is followed), and explores everything below
-``depth`` to exhaustion.  What the single DFS would have done above
-``depth`` meanwhile comes back as plain data:
+node's wakeup tree and explores the subtree below it.  The coordinator
+keeps the nodes of the single DFS's stack that are not inside a running
+unit (the *top* nodes) and hands each branch taken at a top node to a
+worker as a *unit*: the worker follows the prefix of choices down to the
+branch, enters it exactly as the single DFS would (the CPUs explored there
+before it sleep; its wakeup subtree is followed), and explores below it.
+What the single DFS would have done above the branch meanwhile comes back
+as plain data:
 
-- ``top``: the top nodes the unit's first execution created below the
-  branch (their enabled CPUs, sleep sets and wakeup-tree siblings);
 - ``log``: every race reversal the unit's executions found for a top node,
   in the order the single DFS would have inserted them.  Accessed objects
   are numbered per execution, next to their stable names, so the
   coordinator compares steps exactly as the inserting execution would
-  (``_dpor.insert_sequence``): same execution, the objects; another, the
-  pending step or the stable names.
+  (``_dpor.insert_sequence``, the same code): same execution, the objects;
+  another, the pending step or the stable names (as ``_dpor._insert``);
+- ``rest``: after ``UNIT_EXECUTIONS`` executions a unit stops and hands
+  back the rest of its subtree (``DFS.rest``): its stack down to the branch
+  it was about to take, with sleep sets and wakeup trees (their steps as
+  stable names, all a later execution compares them by).  The coordinator
+  adopts those nodes as top nodes and takes that branch next.  So units
+  stay small however deep the tree, and waiting branches appear early;
+- ``top``: top nodes a unit's first execution created above its own part
+  (none when units own everything below their branch, as here; kept for
+  a split at a fixed depth).
 
 The coordinator applies the units in single-DFS order and so builds the
-very wakeup trees the single DFS builds; the units are therefore the single
-DFS's executions, cut into pieces.  Parallelism comes from *speculation*:
-while the unit in order runs, the branches still waiting in top nodes'
-wakeup trees are handed to idle workers as they stand now.  A speculative
-unit is used only if, when its turn comes, the single DFS would start it
-with the same description (prefix, sleep set, wakeup subtree); a unit
-inserted into meanwhile (a race reversal merged into its subtree) is
-discarded and run again.  So the result (executions, abandoned executions,
-traces, the first failure in DFS order) is the single DFS's for any number
-of workers; only the time and the discarded work vary.
+very wakeup trees and sleep sets the single DFS builds; the units are the
+single DFS's executions, cut into pieces.  Parallelism comes from
+*speculation*: while the unit in order runs, the branches still waiting in
+the top nodes' wakeup trees are handed to idle workers as they stand now.
+A speculative unit is used only if, when its turn comes, the single DFS
+would start it with the same description (prefix, sleep set, wakeup
+subtree); a unit inserted into meanwhile (a race reversal merged into its
+subtree) is discarded and run again.  So the result (executions, abandoned
+executions, traces, exhaustion, the first failure in DFS order) is the
+single DFS's for any number of workers; only the time and the discarded
+work vary.  tests/parallel/test_split.py checks it on random programs with
+locks and branches, with units finishing in a scrambled order.
+
+Not carried between units: state an exploration keeps across executions
+(lockdep's lock-order graph, ``Simulation.exploration``).  Each unit starts
+it afresh, so a failure that needs an edge learnt in an earlier execution
+can be found later, or not at all, by a split search; the executions are
+the same.
 """
 
 from __future__ import annotations

@@ -35,9 +35,14 @@ between two bytecodes of the looping code, sees the frame it interrupted,
 and raises only when that frame is model code (not trio's or the engine's
 own, which must never be unwound half-way; it tries again on the next tick
 otherwise).  The execution then fails with ``StepTimeout`` naming the file
-and line, and the exploration ends with its results so far.  This part
-needs the explorations to run in the main thread (signal handlers live
-there).
+and line, and the exploration ends with its results so far.  Signal
+handlers run in the main thread only; an exploration in another thread (a
+``--dask`` worker runs its units in threads) gets the interrupt from the
+watchdog thread itself, with ``PyThreadState_SetAsyncExc``: once the
+stuck thread's innermost frame is model code (looked up in
+``sys._current_frames()``, else it tries again on the next tick), the
+exception is set on that thread and raised there at its next bytecode
+boundary, which for a loop that never yields is inside the same loop.
 
 Wall-clock time is used only here, to decide that something is wrong; it
 never enters a trace, a schedule or a result.
@@ -118,6 +123,21 @@ class _StepInterrupt(BaseException):
         super().__init__(str(error))
         self.error = error
         self.interrupted = interrupted
+
+
+class _AsyncStepInterrupt(_StepInterrupt):
+    """``_StepInterrupt`` raised in another thread by the watchdog thread:
+    ``PyThreadState_SetAsyncExc`` takes a class and instantiates it without
+    arguments in the target thread, so it takes its error from the
+    watchdog."""
+
+    def __init__(self) -> None:
+        sent = WATCHDOG.sent
+        WATCHDOG.sent = None
+        if sent is None:  # cannot happen: the watchdog sets it before sending
+            sent = _StepInterrupt(StepTimeout("a step never reached a yield point"),
+                                  interrupted=False)
+        super().__init__(sent.error, interrupted=sent.interrupted)
 
 
 # ------------------------------------------------------------ naming frames
@@ -254,6 +274,9 @@ class _Watchdog:
         #: is our signal handler installed (explorations in the main thread)?
         self.signals = False
         self.pending: _StepInterrupt | None = None
+        #: the interrupt raised in a thread other than the main one, for
+        #: _AsyncStepInterrupt to pick up there
+        self.sent: _StepInterrupt | None = None
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._signum = _interrupt_signal()
@@ -289,6 +312,7 @@ class _Watchdog:
                     signal.signal(self._signum, self._old_handler)
                 self._old_handler = None
                 self.pending = None
+                self.sent = None
                 self.token = None
                 self.signals = False
 
@@ -394,6 +418,33 @@ class _Watchdog:
         if self.signals and self._signum is not None:
             # a real-time signal has no Signals member; the C function takes any int
             _thread.interrupt_main(cast(signal.Signals, self._signum))
+        elif not self.signals:
+            self._raise_in_thread()
+
+    def _raise_in_thread(self) -> None:
+        """The exploration runs in a thread other than the main one (a Dask
+        worker's): raise the pending interrupt in it, once it is in model
+        code of the running step (see the module docstring)."""
+        import ctypes
+        import sys
+
+        pending = self.pending
+        frame = sys._current_frames().get(self.thread_id)
+        if pending is None or self.sent is not None or frame is None \
+                or _is_internal(frame.f_code.co_filename):
+            return  # not inside the step's own code: asked again next tick
+        self.pending = None
+        pending.error = StepTimeout(f"{pending.error}: at {frame_where(frame)}",
+                                    details=pending.error.details)
+        self.sent = pending
+        n = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id),
+                                                       ctypes.py_object(_AsyncStepInterrupt))
+        if n != 1:
+            # the thread is gone (0), or more than one matched (cannot
+            # happen for one id): take it back
+            if n > 1:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+            self.sent = None
 
 
 WATCHDOG = _Watchdog()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -212,6 +213,15 @@ def test_merge_refuses_a_missing_shard() -> None:
         merge_results([row])
 
 
+def test_run_prints_the_per_worker_split(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _out, err = _cli(capsys, "run", "demo:lost-update-locked", "--jobs", 2)
+    assert code == 0
+    line = next(ln.strip() for ln in err.splitlines() if ln.strip().startswith("split: "))
+    parts = re.findall(r"(\d+) units?, (\d+) executions?", line)
+    assert parts and all(int(u) >= 1 for u, _e in parts), line
+    assert sum(int(e) for _u, e in parts) == 4, line  # all of the single DFS's executions
+
+
 @pytest.mark.parametrize("bad", ["2/2", "x", "1/0", "-1/3", "1-2", "1/2/3"])
 def test_bad_shard_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], bad: str) -> None:
     code, out, err = _cli(capsys, "run", "demo:lost-update", "--shard", bad)
@@ -248,6 +258,42 @@ def test_dask_local_cluster_finds_the_same_failure() -> None:
     local = explore_parallel("demo:lost-update", jobs=1, **kw)
     assert _token(remote) == _token(local)
     assert ok.exhausted and ok.executions == 36
+
+
+_DASK_BUSY = """
+import sys
+import distributed
+from mmemu.parallel import explore_parallel
+if __name__ == "__main__":
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster:
+        res = explore_parallel("notifier:truncate-vs-fault", dask=cluster.scheduler_address,
+                               params={"api": "2.6.27", "driver": sys.argv[1] + ":BusyDriver"})
+    print(res.failure.kind if res.failure else "no failure")
+    print(res.failure.message if res.failure else "")
+"""
+
+
+def test_dask_interrupts_a_step_that_never_yields(tmp_path: Path) -> None:
+    """Dask workers run units in threads, where no signal handler runs: the
+    watchdog raises the interrupt in the worker thread itself
+    (PyThreadState_SetAsyncExc), naming the file and line of the loop.
+    In a subprocess with a timeout: without that, the run never ends."""
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed")
+    drivers = Path(__file__).resolve().parent.parent / "cli" / "hang_drivers.py"
+    lines = drivers.read_text().splitlines()
+    body = next(k for k, ln in enumerate(lines, 1) if "the line the report must name" in ln)
+    script = tmp_path / "busy.py"
+    script.write_text(_DASK_BUSY)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMU_")}
+    env["MMEMU_STEP_TIMEOUT"] = "1"
+    done = subprocess.run([sys.executable, str(script), str(drivers)], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    kind, message = done.stdout.splitlines()[:2]
+    assert kind == "StepTimeout"
+    assert any(f"at BusyDriver.fault ({drivers}:{n})" in message for n in (body - 1, body)), \
+        message
 
 
 def test_dask_bad_address_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
