@@ -7,6 +7,8 @@ preemptions."""
 
 from __future__ import annotations
 
+import pytest
+
 from mmemu.engine._registry import load_builtin
 from mmemu.testing import force
 
@@ -15,6 +17,7 @@ from ._support import assert_caught, explore, labels
 load_builtin()
 
 SUITE = "swap:fault-vs-fault"
+OLD = {"api": "2.6.27"}
 # the reader reads the swap pte; the writer swaps the page in, frees the
 # slot (remove_exclusive_swap_page: the device is full) and unlocks it
 SLOT_FREED = [("read", "handle_pte_fault: entry = *pte"),
@@ -26,14 +29,15 @@ PAGE_HELD = [("write", "2. do_swap_page: lock_page"),
              ("write", "4. do_swap_page: unlock_page")]
 
 
-def test_the_suite_passes_and_reaches_its_goals() -> None:
-    res = explore(SUITE)
+@pytest.mark.parametrize("api", ["2.6.27", "modern"])
+def test_the_suite_passes_and_reaches_its_goals(api: str) -> None:
+    res = explore(SUITE, params={"api": api})
     assert res.failure is None, res.failure.report()
     assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
 
 
 def test_the_slot_is_gone_and_the_loser_backs_out() -> None:
-    out = force(SUITE, SLOT_FREED)
+    out = force(SUITE, SLOT_FREED, params=OLD)
     assert out.failure is None, out.failure.report()
     read = labels(out, "read")
     assert "do_swap_page: pte_same? (no page)" in read
@@ -41,7 +45,7 @@ def test_the_slot_is_gone_and_the_loser_backs_out() -> None:
 
 
 def test_the_loser_holding_the_page_keeps_it_in_the_swap_cache_and_backs_off() -> None:
-    out = force(SUITE, PAGE_HELD)
+    out = force(SUITE, PAGE_HELD, params=OLD)
     assert out.failure is None, out.failure.report()
     read = labels(out, "read")
     assert "out_nomap: pte_unmap_unlock" in read
@@ -49,10 +53,13 @@ def test_the_loser_holding_the_page_keeps_it_in_the_swap_cache_and_backs_off() -
 
 
 def test_without_the_recheck_the_loser_maps_the_page_again() -> None:
-    bad = force(SUITE, PAGE_HELD, mutants=["memory:swap-no-pte-same"])
+    bad = force(SUITE, PAGE_HELD, params=OLD, mutants=["memory:swap-no-pte-same"])
     assert bad.failure is not None, "the loser's second mapping went unnoticed"
 
 
-def test_the_missing_recheck_is_caught() -> None:
+@pytest.mark.parametrize("api", ["2.6.27", "modern"])
+def test_the_missing_recheck_is_caught(api: str) -> None:
     assert_caught(SUITE, "memory:swap-no-pte-same", ("BadPtePermission", "InvariantViolation",
-                                                     "BadSwapEntry", "BadPageState"))
+                                                     "BadSwapEntry", "BadPageState"),
+                  params={"api": api})
+
