@@ -26,9 +26,17 @@ draws find it):
   mostly from its role;
 - pairs that only make sense together: a fault is followed by an access
   (a write fault's by a write), a fork by a write to a page it made
-  COW-shared, an mmu_notifier_get by its put, and a reclaim is often
-  preceded by the aging of the same page (a device's recent access keeps
-  the page on the first pass);
+  COW-shared, an mmu_notifier_get by its put, and a reclaim or a
+  khugepaged scan is often preceded by the aging of the same page (a
+  device's recent access keeps the page on the first pass; once aged, only
+  ->test_young tells the scan that the device used the page since), an OOM
+  reap by the registration of a userptr notifier that refuses its
+  non-blockable range;
+- CPU 0 is sometimes a thread of the process rather than a driver's user
+  (the drivers stay attached: most core races are between the process and
+  a kernel thread); of two drivers, the second is sometimes attached to a
+  second process sharing the file, and then often re-registers on CPU 1
+  while CPU 0's driver does;
 - a driver CPU sometimes starts by detaching and re-attaching (removing and
   re-inserting) its driver, so that registration races with invalidations;
   a signal goes mostly to a CPU that registers (mm_take_all_locks);
@@ -302,6 +310,12 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 # kswapd ages a page before it reclaims it: a device's recent
                 # access (its young bit) keeps the page on the first pass
                 ops.append(Op("age", op.args))
+                nops += 1
+            if name == "scan" and rng.random() < 0.4:
+                # khugepaged's question matters once the page was aged: a
+                # CPU pte's young bit answers it otherwise, and only a use
+                # through a driver's translation since then shows it is hot
+                ops.append(Op("age", (op.args[0][0],)))  # type: ignore[index]
                 nops += 1
             ops.append(op)
             if name == "access" and rng.random() < 0.3:
