@@ -52,11 +52,18 @@ class Plan:
     ``dfs_preemptions`` preemptions (0 executions skips a phase).  The DFS is
     unbounded optimal DPOR by default: each of its executions is a new
     Mazurkiewicz trace, where a bounded search (plain bounded DFS, see
-    mmemu/engine/_dpor.py) spends a small budget on one corner of the tree."""
+    mmemu/engine/_dpor.py) spends a small budget on one corner of the tree.
 
-    pct_executions: int = 40
+    The split is measured (benchmarks/fuzz.py, docs/performance.md): PCT
+    finds shallow races in a few runs whatever the workload, but not a
+    race that needs its two CPUs interleaved at two precise points, which
+    the DFS reaches in a two-CPU workload after 74 (an interval notifier
+    re-inserted during a truncate) to 148 (GRU's fault against a
+    truncate's range) executions; 60 DFS executions missed both."""
+
+    pct_executions: int = 20
     pct_depth: int = 3
-    dfs_executions: int = 60
+    dfs_executions: int = 150
     dfs_preemptions: int | None = None
 
     def phases(self, seed: int) -> list[tuple[str, Any, int]]:

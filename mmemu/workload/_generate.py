@@ -73,7 +73,7 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
     "process": (("cpufault", 4.0), ("munmap", 3.0), ("mprotect", 1.5), ("madvise", 1.5),
                 ("fork", 1.0), ("exit", 1.2), ("read", 1.5), ("userptr", 0.3)),
     "kernel": (("reclaim", 3.0), ("migrate", 2.5), ("truncate", 2.0), ("age", 1.5),
-               ("ksm", 1.2), ("idle", 0.8), ("scan", 0.8), ("oomreap", 1.5),
+               ("ksm", 1.2), ("idle", 0.8), ("scan", 1.2), ("oomreap", 1.5),
                ("signal", 0.4)),
 }
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
@@ -89,10 +89,10 @@ KILL = 0.25
 CPU0_PROCESS = 0.35
 #: how often the second of two drivers is attached to a second process that
 #: maps the same file (``kvm@2``)
-SECOND_PROCESS = 0.3
+SECOND_PROCESS = 0.5
 #: how often, with a second process, its driver re-registers on CPU 1 while
 #: CPU 0's re-registers (two mm_take_all_locks on two mms sharing the file)
-TWO_REGISTRANTS = 0.5
+TWO_REGISTRANTS = 0.6
 #: how often an OOM reap follows the registration of a userptr notifier that
 #: refuses non-blockable invalidations (two notifiers, one failing)
 USERPTR = 0.5
@@ -235,7 +235,9 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             # the second process's VM re-registers while the first's does
             ops += [Op("detach", (), 1), Op("attach", (), 1)]
             nops += 2
-        if role == "driver" and rng.random() < REATTACH:
+        # with a second process, the point is often its registration racing
+        # the first's: CPU 0 re-registers twice as often
+        if role == "driver" and rng.random() < REATTACH * (1 + (second_process and c == 0)):
             # the driver goes away and comes back before it faults: its
             # registration then races with whatever the other CPUs invalidate
             d = rng.randrange(ndrivers)
@@ -311,7 +313,7 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 # access (its young bit) keeps the page on the first pass
                 ops.append(Op("age", op.args))
                 nops += 1
-            if name == "scan" and rng.random() < 0.4:
+            if name == "scan" and rng.random() < 0.5:
                 # khugepaged's question matters once the page was aged: a
                 # CPU pte's young bit answers it otherwise, and only a use
                 # through a driver's translation since then shows it is hot
