@@ -301,13 +301,27 @@ def insert_sequence(node: _Node, v: list[_Step], gen: int, pend: dict[int, Acc])
     unless a CPU asleep there starts it (explored already) or a branch of
     its wakeup tree covers it.  ``pend``: the pending step at the node of
     each CPU asleep or in the tree, in execution ``gen``.  Returns 1 when
-    ``v`` cannot start at the node (a tree miss, which must not happen)."""
+    no CPU of ``v`` can start it at the node (a wake-up condition the race
+    analysis does not see made it infeasible: counted as a tree miss)."""
     for q in node.sleep:
+        if node.extra.get(q) is _RESTORED:
+            # its branch failed at once (or is not known): it covers only
+            # the sequences that start with it
+            if v[0].tid == q:
+                return 0
+            continue
         a = pend.get(q)
         if a is None or _without_initial(q, a, v) is not None:
             return 0  # a sleeping CPU starts it: explored already
     if v[0].tid not in node.enabled:
-        return 1
+        # v is one linearisation of a partial order: start it with a weak
+        # initial whose CPU can run at the node, if there is one
+        for k, st in enumerate(v):
+            if st.tid in node.enabled and _without_initial(st.tid, st.acc, v) is not None:
+                v = [st] + v[:k] + v[k + 1:]
+                break
+        else:
+            return 1  # no CPU of it can start here: infeasible
     _insert(node.wut, v, gen, pend)
     return 0
 
@@ -318,7 +332,7 @@ def insert_sequence(node: _Node, v: list[_Step], gen: int, pend: dict[int, Acc])
 class _Node:
     """A choice point of the current execution."""
 
-    __slots__ = ("j", "enabled", "chosen", "prev", "preempts", "sleep", "wut",
+    __slots__ = ("j", "enabled", "chosen", "prev", "preempts", "sleep", "extra", "wut",
                  "backtrack", "done", "follow", "after")
 
     def __init__(self, j: int, enabled: tuple[int, ...], chosen: int, prev: int | None,
@@ -330,6 +344,9 @@ class _Node:
         self.preempts = preempts      # preemptions before this choice
         #: CPUs asleep here (on arrival, plus the branches explored since)
         self.sleep: set[int] = set()
+        #: of the sleeping CPUs: the accesses their step touched (``touch``)
+        #: beyond the declared ones when it ran, in stable names
+        self.extra: dict[int, Acc] = {}
         #: "dpor": the wakeup tree's branches still to explore
         self.wut: list[_Wu] = []
         #: the other reductions: CPUs to try, CPUs tried
@@ -349,6 +366,7 @@ class _Node:
         return {"j": self.j, "e": list(self.enabled), "c": self.chosen,
                 "d": sorted(self.done), "b": sorted(self.backtrack),
                 "p": self.prev, "n": self.preempts, "s": sorted(self.sleep),
+                "x": sorted(self.extra),
                 "w": [k.to_json() for k in self.wut],
                 "f": [k.to_json() for k in self.follow] if self.follow else None}
 
@@ -378,6 +396,8 @@ def _node_from_json(d: dict[str, Any]) -> _Node:
     n.done = set(d["d"])
     n.backtrack = set(d["b"])
     n.sleep = {int(q) for q in d.get("s", ())}
+    # what the sleepers touched is not saved: assume it conflicts with anything
+    n.extra = {int(q): _RESTORED for q in d.get("x", ())}
     n.wut = [_wu_from_json(k) for k in d.get("w", ())]
     f = d.get("f")
     n.follow = [_wu_from_json(k) for k in f] if f else None
@@ -390,12 +410,15 @@ def _node_from_json(d: dict[str, Any]) -> _Node:
 class _Run:
     """What the chooser tracks within one execution."""
 
-    __slots__ = ("seen", "sleep", "follow", "skip", "cnt", "last_write", "reads_since",
-                 "h1", "h2")
+    __slots__ = ("seen", "sleep", "extra", "follow", "skip", "cnt", "last_write",
+                 "reads_since", "h1", "h2")
 
     def __init__(self) -> None:
         self.seen = 0          # events already looked at
         self.sleep: dict[int, Acc] = {}
+        #: sleeping CPUs whose step touched more than it declared: that
+        #: more, in stable names (see _Node.extra)
+        self.extra: dict[int, Acc] = {}
         self.follow: list[_Wu] | None = None
         self.skip = -1         # event index whose tree step was taken at its choice
         # the Mazurkiewicz trace so far, hashed (bounded search)
@@ -544,15 +567,21 @@ class DFS(Strategy):
                 t = ev[0]
                 if sleep:
                     acc = (ev[2], ev[3])
-                    for q in [q for q, a in sleep.items() if q == t or _dependent(a, acc)]:
+                    extra = st.extra
+                    sacc = _stable_acc(acc) if extra else acc
+                    for q in [q for q, a in sleep.items()
+                              if q == t or _dependent(a, acc)
+                              or (q in extra and _dependent(extra[q], sacc))]:
                         del sleep[q]
+                        extra.pop(q, None)
                 if st.follow is not None and k != st.skip:
+                    # a step where only one CPU could run: the tree's
+                    # branches of other CPUs are infeasible here
                     kids = st.follow
-                    if kids and kids[0].tid == t:
-                        st.follow = kids[0].kids or None
-                    else:
+                    nxt = next((x for x in kids if x.tid == t), None)
+                    if nxt is None or nxt is not kids[0]:
                         self.tree_misses += 1
-                        st.follow = None
+                    st.follow = (nxt.kids or None) if nxt is not None else None
                 if bounded:
                     # every state the run passes is cached; one an
                     # equivalent prefix reached with no more preemptions was
@@ -604,6 +633,7 @@ class DFS(Strategy):
                     # entering the new branch: what was explored here sleeps
                     st.sleep = {q: (cpus[q].pending[1], cpus[q].pending[2])
                                 for q in node.sleep}
+                    st.extra = {q: x for q, x in node.extra.items() if q in node.sleep}
                     st.follow = node.follow
                     node.follow = None
                     st.skip = j
@@ -631,15 +661,33 @@ class DFS(Strategy):
                     st.follow = self.split_follow or None
                     st.skip = j
             elif st.follow:
-                kid = st.follow[0]
-                if kid.tid in enabled and kid.tid not in sleep:
+                kids = st.follow
+                st.follow = None
+                feasible = [k for k in kids if k.tid in enabled and k.tid not in sleep]
+                if feasible:
+                    kid = feasible[0]
                     pick = cpus[kid.tid]
-                    siblings = st.follow[1:]
+                    siblings = feasible[1:]
                     st.follow = kid.kids or None
                     st.skip = j
-                else:
+                if len(feasible) < len(kids):
+                    # A branch of the tree whose CPU cannot run here: a
+                    # wake-up condition that needs more than the one waker
+                    # the race analysis knows of (a grace period waits for
+                    # every reader) made its sequence infeasible.  What it
+                    # stood for is covered the source-DPOR way: every CPU
+                    # that can run here gets a branch of its own.
                     self.tree_misses += 1
-                    st.follow = None
+                    have = {k.tid for k in feasible}
+                    for q in enabled:
+                        if q not in have and q not in sleep:
+                            if pick is None:
+                                pick = cpus[q]
+                                st.skip = j
+                            else:
+                                siblings.append(_Wu(q, (cpus[q].pending[1], cpus[q].pending[2]),
+                                                    self._gen))
+                            have.add(q)
             if pick is None:
                 if prev is not None and prev.state == RUNNABLE and prev.id not in sleep:
                     pick = prev
@@ -659,6 +707,8 @@ class DFS(Strategy):
                               for q in enabled if q != pick.id}
             if sleepy:
                 node.sleep = set(sleep)
+                if st.extra:
+                    node.extra = dict(st.extra)
             node.wut = siblings
             if every and c >= len(prefix) and (frontier is None or c < frontier):
                 node.backtrack = set(enabled)
@@ -790,8 +840,11 @@ class DFS(Strategy):
                 stack.pop()
                 continue
             if optimal:
+                while node.wut and node.wut[0].tid not in node.enabled:
+                    self.tree_misses += 1  # cannot be taken here (see choose)
+                    node.wut.pop(0)
                 if node.wut:
-                    self._to_sleep(node)
+                    self._to_sleep(node, sim)
                     kid = node.wut.pop(0)
                     node.chosen = kid.tid
                     node.follow = kid.kids or None
@@ -816,7 +869,7 @@ class DFS(Strategy):
                         self.skipped += 1
                         continue
                 if sleepy:
-                    self._to_sleep(node)
+                    self._to_sleep(node, sim)
                 node.chosen = q
                 self.branch = idx
                 self.branch_event = node.j
@@ -826,9 +879,25 @@ class DFS(Strategy):
         self.branch = -1
 
     @staticmethod
-    def _to_sleep(node: _Node) -> None:
-        """The branch explored at ``node`` is done: its CPU sleeps there."""
+    def _to_sleep(node: _Node, sim: Simulation) -> None:
+        """The branch explored at ``node`` is done: its CPU sleeps there.
+        The step it ran there (event ``node.j`` of the execution that just
+        ended) may have touched more than it declared: the later branches
+        must wake it on those objects too, compared by stable names since
+        each execution builds its objects afresh."""
         node.sleep.add(node.chosen)
+        if sim.failure is not None and not sim.deadlocked and sim.failure_step - 1 == node.j:
+            # Its step there failed and ended that execution, so nothing was
+            # explored after it: "this step first, then whatever is
+            # independent of it" was never run, and a sleep set must not
+            # claim it.  It sleeps only until the next step (as if that
+            # step conflicted with everything), which keeps the branch of
+            # the same failure from being run twice at this node.
+            node.extra[node.chosen] = _RESTORED
+            return
+        more = sim.touched.get(node.j)
+        if more is not None and node.j < len(sim.events) and sim.events[node.j][0] == node.chosen:
+            node.extra[node.chosen] = _stable_acc(more)
 
     # --------------------------------------------------------- race analysis
 
@@ -965,14 +1034,20 @@ class DFS(Strategy):
                 if p >= 0 and p in allowed and events[p][0] != t and c[events[p][0]] < local[p]:
                     races.append((p, j + len(virtual), c))
                     virtual.append((t, acc))
-                continue
-            if state != RUNNABLE:
+                if state != RUNNABLE or failed is None:
+                    continue
+                # it could take the lock now; its other races are those of
+                # any acquisition (with the partner, above), but the step
+                # that failed may have hidden what it does next (below)
+                cands = []
+            elif state != RUNNABLE:
                 continue  # waits for a wake-up: could not have run earlier
-            try:
-                cands = _candidates(last_write, reads_since, events, t, acc[0], acc[1])
-            except TypeError:
-                cands = _candidates(last_write, reads_since, events, t, keyed(acc[0]),
-                                    keyed(acc[1]))
+            else:
+                try:
+                    cands = _candidates(last_write, reads_since, events, t, acc[0], acc[1])
+                except TypeError:
+                    cands = _candidates(last_write, reads_since, events, t, keyed(acc[0]),
+                                        keyed(acc[1]))
             if failed is not None and events[failed][0] != t:
                 # A CPU failed in its step ``failed``: what this CPU would do
                 # next is unknown (it may conflict with anything before the

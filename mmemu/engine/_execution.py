@@ -212,6 +212,9 @@ class Simulation:
         #: must know beyond the accesses: ("woken", waker event) for the step
         #: a wake_all made runnable, and the lock operations of _locks.py
         self.ops: list[Any] = []
+        #: per event index, when recording: the accesses ``touch`` added to
+        #: it (reads, writes), beyond those declared at its yield point
+        self.touched: dict[int, tuple[tuple[Hashable, ...], tuple[Hashable, ...]]] = {}
         #: the strategy ended this execution early (not a failure)
         self.abandoned = False
         #: the execution ended because no CPU could run
@@ -1050,14 +1053,23 @@ def touch(*, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = ()) ->
     yield point (the allocator only knows which page it hands out when the
     step runs).
 
-    Partial-order reduction stays sound only if the declared accesses already
-    conflict with every step that could change what the step ends up
-    touching (``alloc_page`` declares the free list, which every alloc and free
-    writes); ``touch`` then adds the actual objects to the recorded event, so
-    the race analysis of later steps sees them.
+    ``touch`` adds the objects to the recorded event, so the race analysis
+    of later steps sees them.  Sleep sets see them too: a CPU whose step was
+    explored at a choice point sleeps there in the later branches with its
+    declared accesses *and* those its step touched when it ran, the latter
+    compared by stable names (``__mmemu_name__``, else the type), which can
+    only wake it more often.  So a touched access that no declared access
+    covers (a watch that records which callbacks run) is still ordered.
+    Declaring what can be declared keeps the reduction tight
+    (``alloc_page`` declares the free list, which every alloc and free
+    writes, and touches the page it hands out).
     """
     sim = _current
     if sim is None or sim.running is None or not sim.record or not sim.events:
         return
-    cpu, label, r, w, pre = sim.events[-1]
-    sim.events[-1] = (cpu, label, r + tuple(reads), w + tuple(writes), pre)
+    r_more, w_more = tuple(reads), tuple(writes)
+    j = len(sim.events) - 1
+    cpu, label, r, w, pre = sim.events[j]
+    sim.events[j] = (cpu, label, r + r_more, w + w_more, pre)
+    tr, tw = sim.touched.get(j, ((), ()))
+    sim.touched[j] = (tr + r_more, tw + w_more)

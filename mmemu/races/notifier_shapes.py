@@ -102,8 +102,10 @@ class NotifierWatch:
     its mm (hlist notifiers and interval notifiers alike).  A callback that
     starts after the driver freed its notifier, or a free while a callback
     runs, is ``NotifierUseAfterFree``.  The watch itself is the access key:
-    every callback entry and exit touches it, and the free writes it, so the
-    search orders the free against each callback.
+    every callback entry and exit reads it and the free writes it, so the
+    search orders the free against each callback, and leaves callbacks on
+    different CPUs unordered (the watch's own bookkeeping is instrumentation,
+    not kernel state).
     """
 
     driver: Driver
@@ -125,7 +127,7 @@ class NotifierWatch:
             return
 
         async def watched(*args: Any) -> Any:
-            touch(writes=(self,))
+            touch(reads=(self,))
             if self.freed:
                 current_simulation().fail(NotifierUseAfterFree(
                     f"{field} of {self.driver.name} called after the driver freed its notifier "
@@ -137,7 +139,7 @@ class NotifierWatch:
             ret = await fn(*args)
             # the callback's last step: it reads whether the notifier is
             # still on its list (so the search orders the unhash against it)
-            touch(reads=(list_key,), writes=(self,))
+            touch(reads=(list_key, self))
             self.running.remove(field)
             if not hashed() and current_simulation().running is not self.detacher:
                 reach(UNHASHED_CALL)
