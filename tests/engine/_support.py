@@ -53,6 +53,8 @@ class Lock:
 
 
 def name_of(obj: Hashable) -> str:
+    if isinstance(obj, tuple):  # (srcu_struct, cpu): a per-CPU key
+        return "(" + ", ".join(name_of(o) for o in obj) + ")"
     return getattr(obj, "__mmemu_name__", None) or str(obj)
 
 

@@ -141,6 +141,27 @@ def test_reductions_find_every_trace_of_the_full_search(seed: int, program: Prog
             assert res.traces == len(full)
 
 
+# Programs the random ones missed at first (shrunk): a CPU deadlocking on a
+# lock it holds ends the execution at once, so as a sleeping CPU it must not
+# stand for "its step first, then the rest" (the rest never ran); and a
+# writer enabled on the rwlock when another CPU failed must be ordered after
+# the failing step, like any CPU that could run.
+FOUND: list[Program] = [
+    [[("lock", "A", [("lock", "A", [])])], [("read", [])], [("write", [("write", [])])]],
+    [[("lock", "A", [("lock", "A", [("w", "y")])])], [("w", "z"), ("read", [])],
+     [("write", [("if", "x", [("w", "x")], [("r", "x")])]),
+      ("write", [("write", [("r", "x")])])]],
+]
+
+
+@pytest.mark.parametrize("program", FOUND, ids=[f"found{k}" for k in range(len(FOUND))])
+def test_failing_cpus_do_not_hide_other_failures(program: Program) -> None:
+    sc = scenario(program)
+    full = _classes(sc, "none")
+    for reduction in ("dpor", "source", "sleep"):
+        assert _classes(sc, reduction) == full, reduction
+
+
 def test_the_random_programs_exercise_locks_branches_and_failures() -> None:
     text = repr([p for _s, p, _n in SMALL])
     for word in ("'lock'", "'try'", "'read'", "'write'", "'if'"):
