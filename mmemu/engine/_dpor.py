@@ -304,7 +304,7 @@ def insert_sequence(node: _Node, v: list[_Step], gen: int, pend: dict[int, Acc])
     no CPU of ``v`` can start it at the node (a wake-up condition the race
     analysis does not see made it infeasible: counted as a tree miss)."""
     for q in node.sleep:
-        if node.extra.get(q) is _RESTORED:
+        if _is_restored(node.extra.get(q)):
             # its branch failed at once (or is not known): it covers only
             # the sequences that start with it
             if v[0].tid == q:
@@ -333,7 +333,7 @@ class _Node:
     """A choice point of the current execution."""
 
     __slots__ = ("j", "enabled", "chosen", "prev", "preempts", "sleep", "extra", "wut",
-                 "backtrack", "done", "follow", "after")
+                 "backtrack", "done", "follow", "after", "chosen_extra")
 
     def __init__(self, j: int, enabled: tuple[int, ...], chosen: int, prev: int | None,
                  preempts: int) -> None:
@@ -347,6 +347,9 @@ class _Node:
         #: of the sleeping CPUs: the accesses their step touched (``touch``)
         #: beyond the declared ones when it ran, in stable names
         self.extra: dict[int, Acc] = {}
+        #: a parallel split's coordinator: what ``extra`` will get for the
+        #: chosen CPU once its branch is done (reported by the unit that ran it)
+        self.chosen_extra: Acc | None = None
         #: "dpor": the wakeup tree's branches still to explore
         self.wut: list[_Wu] = []
         #: the other reductions: CPUs to try, CPUs tried
@@ -382,9 +385,17 @@ class _Everything:
     def __iter__(self) -> Any:
         return iter(("<restored step>",))
 
+    def __reduce__(self) -> str:
+        return "_ALL"  # the one instance, in another process too (``is`` tests)
+
 
 _ALL = _Everything()
 _RESTORED: Acc = ((), _ALL)  # type: ignore[assignment]
+
+
+def _is_restored(acc: Acc | None) -> bool:
+    """Stands ``acc`` for unknown accesses (conflicting with everything)?"""
+    return acc is not None and acc[1] is _ALL  # type: ignore[comparison-overlap]
 
 
 def _wu_from_json(d: list[Any]) -> _Wu:
@@ -495,6 +506,10 @@ class DFS(Strategy):
         self.split_follow: list[_Wu] | None = None
         self.log: list[tuple[Any, ...]] | None = None
         self.top: list[tuple[Any, ...]] | None = None
+        #: the sleepers' extras at the branch (see _Node.extra), and what
+        #: the branch CPU's own step adds once its branch is done
+        self.split_extra: dict[int, Acc] = {}
+        self.branch_extra: Acc | None = None
         #: per execution, an accessed object's number in ``log``
         self._ids: dict[Hashable, int] = {}
         self._since_save = 0
@@ -658,6 +673,7 @@ class DFS(Strategy):
                     # node before it sleeps, and its wakeup subtree is followed
                     st.sleep = sleep = {q: (cpus[q].pending[1], cpus[q].pending[2])
                                         for q in self.split_sleep}
+                    st.extra = {q: x for q, x in self.split_extra.items() if q in sleep}
                     st.follow = self.split_follow or None
                     st.skip = j
             elif st.follow:
@@ -807,8 +823,17 @@ class DFS(Strategy):
             # a parallel unit's first execution: the coordinator's nodes below
             # the unit's branch, as a single DFS would have created them
             self.top = [(nd.j, nd.enabled, nd.chosen, nd.prev, nd.preempts, sorted(nd.sleep),
-                         tuple(w.to_wire() for w in nd.wut))
+                         tuple(w.to_wire() for w in nd.wut), dict(nd.extra),
+                         self._step_extra(nd.j, nd.chosen, sim))
                         for nd in self.stack[len(self.prefix):self.frozen]]
+            if self.prefix and len(self.stack) >= len(self.prefix):
+                nd = self.stack[len(self.prefix) - 1]
+                self.branch_extra = self._step_extra(nd.j, nd.chosen, sim)
+        if self.log is not None:
+            # a unit may hand the rest of its subtree back (``rest``): the
+            # coordinator must learn what each chosen step touched
+            for nd in self.stack[len(self.prefix):]:
+                nd.chosen_extra = self._step_extra(nd.j, nd.chosen, sim)
         if self.reduction in ("source", "dpor") and not self.bounded:
             self._analyse(sim)
         elif not sim.abandoned:
@@ -886,18 +911,26 @@ class DFS(Strategy):
         must wake it on those objects too, compared by stable names since
         each execution builds its objects afresh."""
         node.sleep.add(node.chosen)
-        if sim.failure is not None and not sim.deadlocked and sim.failure_step - 1 == node.j:
+        x = DFS._step_extra(node.j, node.chosen, sim)
+        if x is not None:
+            node.extra[node.chosen] = x
+
+    @staticmethod
+    def _step_extra(j: int, q: int, sim: Simulation) -> Acc | None:
+        """What a sleeping CPU ``q``, whose step at event ``j`` of ``sim``
+        was explored, must be woken by besides its declared accesses."""
+        if sim.failure is not None and not sim.deadlocked and sim.failure_step - 1 == j:
             # Its step there failed and ended that execution, so nothing was
             # explored after it: "this step first, then whatever is
             # independent of it" was never run, and a sleep set must not
             # claim it.  It sleeps only until the next step (as if that
             # step conflicted with everything), which keeps the branch of
             # the same failure from being run twice at this node.
-            node.extra[node.chosen] = _RESTORED
-            return
-        more = sim.touched.get(node.j)
-        if more is not None and node.j < len(sim.events) and sim.events[node.j][0] == node.chosen:
-            node.extra[node.chosen] = _stable_acc(more)
+            return _RESTORED
+        more = sim.touched.get(j)
+        if more is not None and j < len(sim.events) and sim.events[j][0] == q:
+            return _stable_acc(more)
+        return None
 
     # --------------------------------------------------------- race analysis
 
@@ -1212,7 +1245,9 @@ class DFS(Strategy):
         nodes = self.stack[len(self.prefix):self.branch + 1]
         follow = self.stack[self.branch].follow or []
         return ([(nd.j, nd.enabled, nd.chosen, nd.prev, nd.preempts, sorted(nd.sleep),
-                  tuple(w.to_wire() for w in nd.wut)) for nd in nodes],
+                  tuple(w.to_wire() for w in nd.wut), dict(nd.extra),
+                  nd.chosen_extra if k < len(nodes) - 1 else None)
+                 for k, nd in enumerate(nodes)],
                 tuple(w.to_wire() for w in follow))
 
     # ----------------------------------------------------------- checkpoints

@@ -159,6 +159,7 @@ def _make(spec: dict[str, Any]) -> Strategy:
         if split["sleep"] is not None:
             d.split_sleep = tuple(split["sleep"])
             d.split_follow = [wu_from_wire(w) for w in split["follow"]]
+            d.split_extra = {int(q): x for q, x in split.get("extra") or ()}
             d.branch_event = split["j"]
     return d
 
@@ -247,7 +248,8 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
             out["rest"] = (strat.rest() if done == cap < unit["hi"] - unit["lo"]
                            and out["failure"] is None and not strat.exhausted else None)
             out["exhausted"] = out["exhausted"] or out["rest"] is not None
-            out.update(log=strat.log, dfs_exhausted=bool(strat.exhausted), top=strat.top or [], tree_misses=strat.tree_misses,
+            out.update(log=strat.log, dfs_exhausted=bool(strat.exhausted), top=strat.top or [],
+                       branch_extra=strat.branch_extra, tree_misses=strat.tree_misses,
                        traces=sorted(strat._traces))
     return out
 
@@ -895,13 +897,13 @@ class _SplitRun:
             if res.get("dfs_exhausted") and not cut:
                 # the failure was the unit's last execution: a single DFS
                 # reports exhausted when nothing is left after it anywhere
-                self.search.commit(key, res["top"], res["log"], None)
+                self.search.commit(key, res["top"], res["log"], None, res.get("branch_extra"))
                 self.exhausted = self.search.next_unit() is None
             return False
         if not res["exhausted"] and res.get("rest") is None:
             self.over_budget = True  # the budget ran out inside this unit
             return False
-        self.search.commit(key, res["top"], res["log"], res.get("rest"))
+        self.search.commit(key, res["top"], res["log"], res.get("rest"), res.get("branch_extra"))
         return True
 
     def workers(self) -> tuple[tuple[str, int, int], ...]:

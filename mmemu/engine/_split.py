@@ -57,9 +57,26 @@ from ._dpor import _Node, _Step, insert_sequence, wu_from_wire
 
 #: a unit's description: (node index, prefix of choices ending with the
 #: branch's CPU, CPUs asleep at the branch, wakeup subtree (wire form),
-#: event index of the branch's choice point).  Hashable: equal descriptions
-#: explore the same executions.
-UnitKey = tuple[int, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int]
+#: event index of the branch's choice point, what the sleepers' steps touched
+#: beyond their declared accesses (``_Node.extra``, as (CPU, accesses)
+#: pairs)).  Hashable: equal descriptions explore the same executions.
+UnitKey = tuple[int, tuple[int, ...], tuple[int, ...], tuple[Any, ...], int,
+                tuple[tuple[int, Any], ...]]
+
+
+def _extras(node: _Node, sleep: Sequence[int]) -> tuple[tuple[int, Any], ...]:
+    return tuple((q, node.extra[q]) for q in sleep if q in node.extra)
+
+
+def _node(d: Sequence[Any]) -> _Node:
+    """A top node described by a unit (``DFS.top``, ``DFS.rest``)."""
+    j, enabled, chosen, prev, preempts, sleep, wut, extra, chosen_extra = d
+    node = _Node(j, tuple(enabled), chosen, prev, preempts)
+    node.sleep = set(sleep)
+    node.wut = [wu_from_wire(w) for w in wut]
+    node.extra = dict(extra)
+    node.chosen_extra = chosen_extra
+    return node
 
 
 class SplitSearch:
@@ -81,7 +98,7 @@ class SplitSearch:
         None when the search is exhausted."""
         if not self.started:
             self.started = True
-            return (-1, (), (), (), 0)
+            return (-1, (), (), (), 0, ())
         if self._resume is not None:
             key, self._resume = self._resume, None
             return key
@@ -92,10 +109,14 @@ class SplitSearch:
                 # as DFS._advance: the branch explored here sleeps, the next
                 # branch of the wakeup tree is taken
                 node.sleep.add(node.chosen)
+                if node.chosen_extra is not None:
+                    node.extra[node.chosen] = node.chosen_extra
                 kid = node.wut.pop(0)
                 node.chosen = kid.tid
-                return (len(top) - 1, tuple(n.chosen for n in top), tuple(sorted(node.sleep)),
-                        tuple(k.to_wire() for k in kid.kids), node.j)
+                node.chosen_extra = None  # known once this unit reports
+                sleep = tuple(sorted(node.sleep))
+                return (len(top) - 1, tuple(n.chosen for n in top), sleep,
+                        tuple(k.to_wire() for k in kid.kids), node.j, _extras(node, sleep))
             top.pop()
         self.exhausted = True
         return None
@@ -111,16 +132,23 @@ class SplitSearch:
             node = self.top[idx]
             sleep = set(node.sleep)
             sleep.add(node.chosen)
+            # what the branches before each kid touched is known only for
+            # the current one: a guess that turns out wrong is run again
+            extra = dict(node.extra)
+            if node.chosen_extra is not None:
+                extra[node.chosen] = node.chosen_extra
             for kid in node.wut:
                 if len(out) >= limit:
                     return out
-                out.append((idx, path[:idx] + (kid.tid,), tuple(sorted(sleep)),
-                            tuple(k.to_wire() for k in kid.kids), node.j))
+                s = tuple(sorted(sleep))
+                out.append((idx, path[:idx] + (kid.tid,), s,
+                            tuple(k.to_wire() for k in kid.kids), node.j,
+                            tuple((q, extra[q]) for q in s if q in extra)))
                 sleep.add(kid.tid)
         return out
 
     def commit(self, key: UnitKey, top: Sequence[Any], log: Sequence[Any],
-               rest: Sequence[Any] | None) -> None:
+               rest: Sequence[Any] | None, branch_extra: Any = None) -> None:
         """Apply the result of unit ``key`` (the current one): the top nodes
         its first execution created, its logged reversals in order, and
         ``rest``, the rest of its subtree if it stopped early (its stack
@@ -128,11 +156,10 @@ class SplitSearch:
         adopts: see ``DFS.rest``)."""
         k = key[0]
         del self.top[k + 1:]
-        for j, enabled, chosen, prev, preempts, sleep, wut in top:
-            node = _Node(j, tuple(enabled), chosen, prev, preempts)
-            node.sleep = set(sleep)
-            node.wut = [wu_from_wire(w) for w in wut]
-            self.top.append(node)
+        if k >= 0:
+            self.top[k].chosen_extra = branch_extra
+        for d in top:
+            self.top.append(_node(d))
         gens: dict[int, int] = {}
         for idx, g, steps, pend in log:
             gen = gens.get(g)
@@ -154,19 +181,17 @@ class SplitSearch:
                 node, v, gen, {q: a for q, a in pend.items() if q in want})
         if rest is not None:
             nodes, follow = rest
-            for j, enabled, chosen, prev, preempts, sleep, wut in nodes:
-                node = _Node(j, tuple(enabled), chosen, prev, preempts)
-                node.sleep = set(sleep)
-                node.wut = [wu_from_wire(w) for w in wut]
-                self.top.append(node)
+            for d in nodes:
+                self.top.append(_node(d))
             last = self.top[-1]
+            sleep = tuple(sorted(last.sleep))
             self._resume = (len(self.top) - 1, tuple(n.chosen for n in self.top),
-                            tuple(sorted(last.sleep)), tuple(follow), last.j)
+                            sleep, tuple(follow), last.j, _extras(last, sleep))
 
 
 def unit_strategy(spec: dict[str, Any], key: UnitKey) -> dict[str, Any]:
     """The strategy description of unit ``key`` (see ``_parallel._make``)."""
-    k, prefix, sleep, follow, j = key
+    k, prefix, sleep, follow, j, extra = key
     return dict(spec, split={"prefix": list(prefix), "sleep": list(sleep) if k >= 0 else None,
                              "follow": follow, "frozen": len(prefix),
-                             "j": j if k >= 0 else None})
+                             "j": j if k >= 0 else None, "extra": list(extra)})
