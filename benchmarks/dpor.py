@@ -2,10 +2,11 @@
 literature next to their published counts, the cost of an unbounded-DPOR
 execution against a Random one, and the main job's wall time.
 
-Run:  python benchmarks/dpor.py [--quick] [--no-main-job] [--jobs N]
+Run:  python benchmarks/dpor.py [--quick] [--no-main-job] [--only-parallel] [--jobs N]
 
-Everything is measured in this one process (the main job in child
-processes: one with ``--jobs 1``, one with ``--jobs N``), so ratios are
+Everything is measured in this one run (the main job in child processes:
+one plain ``mmemu run``, one with ``--jobs N``; the exact split of single
+suites with a worker pool started beforehand), so ratios are
 meaningful even on a loaded machine.  CPU seconds are printed beside wall
 seconds: on a busy machine the CPU figure is what one idle core would take.
 This is a script, not a test: it prints numbers and asserts nothing.
@@ -13,6 +14,7 @@ This is a script, not a test: it prints numbers and asserts nothing.
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -95,18 +97,75 @@ def cost_per_execution(quick: bool) -> None:
 def main_job(jobs: int) -> None:
     print()
     print("The main job (mmemu run: every suite, exhaustive unless the suite declares a bound)")
+    counts = {}
     for j in (1, jobs) if jobs > 1 else (1,):
         t0 = time.perf_counter()
-        cmd = [sys.executable, "-m", "mmemu.cli", "run", "--json", "--jobs", str(j)]
+        cmd = [sys.executable, "-m", "mmemu.cli", "run", "--json"]
+        if j > 1:
+            cmd += ["--jobs", str(j)]  # N runs at a time, each whole in one worker
         before = os.times()
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         after = os.times()
         wall = time.perf_counter() - t0
         cpu = (after.children_user - before.children_user) + \
             (after.children_system - before.children_system)
-        rows = [line for line in out.stdout.splitlines() if line.startswith("{")]
-        print(f"  --jobs {j}: exit {out.returncode}, {len(rows)} runs, wall {wall:.1f} s, "
-              f"cpu {cpu:.1f} s (all processes)", flush=True)
+        rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        counts[j] = [(r["suite"], json.dumps(r["params"], sort_keys=True), r["executions"])
+                     for r in rows]
+        print(f"  {'one process' if j == 1 else f'--jobs {j}':>11}: exit {out.returncode}, "
+              f"{len(rows)} runs, {sum(r['executions'] for r in rows)} executions, "
+              f"wall {wall:.1f} s, cpu {cpu:.1f} s (all processes)", flush=True)
+    if len(counts) == 2:
+        print(f"  same runs and executions per run: {counts[1] == counts[jobs]}")
+
+
+#: suites the exact split is measured on (unbounded optimal DPOR)
+SPLIT_SUITES = [("migrate:fault-vs-migration", {}),
+                ("notifier:exit-vs-reclaim", {"api": "modern", "driver": "hmm"}),
+                ("cow:wp-fault-vs-guest-read", {"api": "modern", "driver": "kvm"})]
+
+
+def split(jobs: int) -> None:
+    """One suite split over ``jobs`` workers against one process, CPU of
+    every process counted (the pool is started before timing)."""
+    from mmemu.engine import _parallel
+
+    print()
+    print(f"One suite split exactly over --jobs {jobs} (optimal DPOR) against one process")
+    print(f"{'suite':<44} {'executions':>10} {'1 proc s':>9} {'split s':>8} {'speed-up':>8} "
+          f"{'cpu ratio':>9} {'units':>6} {'discarded':>9} same")
+    _parallel.explore_parallel("demo:lost-update-locked", strategy=mmemu.DFS(), jobs=jobs)
+    for name, params in SPLIT_SUITES:
+        t0, c0 = time.perf_counter(), time.process_time()
+        one = mmemu.explore(name, strategy=mmemu.DFS(), executions=10**6, params=params)
+        t1, c1 = time.perf_counter() - t0, time.process_time() - c0
+        before = _worker_cpu(jobs)
+        t0, c0 = time.perf_counter(), time.process_time()
+        par = _parallel.explore_parallel(name, strategy=mmemu.DFS(), executions=10**6, params=params,
+                                         jobs=jobs)
+        t2, c2 = time.perf_counter() - t0, time.process_time() - c0
+        c2 += _worker_cpu(jobs) - before
+        same = (par.executions, par.blocked, par.traces) == (one.executions, one.blocked,
+                                                               one.traces)
+        label = name + ("" if not params else f" [{params.get('driver')}]")
+        print(f"{label:<44} {one.executions:>10} {t1:>9.2f} {t2:>8.2f} {t1 / t2:>7.2f}x "
+              f"{c2 / c1:>8.2f}x {sum(u for _w, u, _e in par.workers):>6} "
+              f"{par.discarded:>9} {same}", flush=True)
+
+
+def _worker_cpu(jobs: int) -> float:
+    """CPU seconds of the kept worker pool's processes so far (Linux /proc)."""
+    from mmemu.engine import _parallel
+
+    pool = _parallel._POOLS.get(jobs)
+    total = 0.0
+    for pid in list(getattr(pool, "_processes", {}) or {}):
+        try:
+            fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def run() -> None:
@@ -114,8 +173,13 @@ def run() -> None:
     jobs = 2
     if "--jobs" in sys.argv:
         jobs = int(sys.argv[sys.argv.index("--jobs") + 1])
+    if "--only-parallel" in sys.argv:
+        split(jobs)
+        main_job(jobs)
+        return
     programs(quick)
     cost_per_execution(quick)
+    split(jobs)
     if "--no-main-job" not in sys.argv:
         main_job(jobs)
 

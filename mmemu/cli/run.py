@@ -124,7 +124,8 @@ def run(
     api: Annotated[str | None, Parameter(help="notifier API generation: 2.6.27 or modern "
                                               "(restricts the suites' api axis, or sets it)")] = None,
     json_: Annotated[bool, Parameter(name="--json", help="one JSON object per line per run")] = False,
-    jobs: Annotated[int | None, Parameter(help="worker processes (same seed, same failure for any N)")] = None,
+    jobs: Annotated[int | None, Parameter(help="worker processes: N runs at a time, or one run split "
+                                                "(same results for any N)")] = None,
     shard: Annotated[str | None, Parameter(help="run slice K/N only; 'mmemu merge' adds up the --json outputs")] = None,
     dask: Annotated[str | None, Parameter(help="run on the Dask scheduler at ADDRESS (pip install 'mmemu[dask]')")] = None,
     workload: Annotated[str | None, Parameter(help="explore this workload instead of suites: "
@@ -179,22 +180,47 @@ def run(
     failed = False
     interrupted = False
     stop = _StopRequest()
+    # --jobs N with several runs: N runs at a time, each explored whole in
+    # one worker (as without --jobs: same results); one run is split instead
+    together = (parallel.get("jobs", 1) > 1 and shard is None and dask is None
+                and len(plan) > 1)
+    whole = None
     try:
         stop.__enter__()
+        if together:
+            from mmemu.engine._parallel import explore_runs
+
+            whole = explore_runs(
+                [dict(scenario=sc.name, strategy=st.strategy, executions=st.executions,
+                      seed=st.seed, max_preemptions=st.max_preemptions, params=params,
+                      mutants=mutant, coverage=coverage) for sc, params, st in plan],
+                parallel["jobs"],
+                deadline=None if time_limit is None else time.time() + time_limit,
+                should_stop=lambda: stop.requested)
         for sc, params, st in plan:
             # --time: the runs share one deadline; a run started late gets
             # what is left, and runs after it are not started (and counted)
             left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                skipped += 1
-                continue
             label = sc.name + params_label(params)
-            with _RunProgress(err, label, describe_settings(st), st.executions, stop) as progress:
-                res = explore(sc.name, strategy=st.strategy, executions=st.executions,
-                              seed=st.seed, max_preemptions=st.max_preemptions, params=params,
-                              mutants=mutant, progress=progress.update, coverage=coverage,
-                              time_limit=left, **parallel)
-                progress.finish(res)
+            if whole is not None:
+                got = next(whole)
+                if got is None:
+                    skipped += 1
+                    continue
+                res = got
+                with _RunProgress(err, label, describe_settings(st), st.executions) as progress:
+                    progress.finish(res)
+            else:
+                if left is not None and left <= 0:
+                    skipped += 1
+                    continue
+                with _RunProgress(err, label, describe_settings(st), st.executions,
+                                  stop) as progress:
+                    res = explore(sc.name, strategy=st.strategy, executions=st.executions,
+                                  seed=st.seed, max_preemptions=st.max_preemptions,
+                                  params=params, mutants=mutant, progress=progress.update,
+                                  coverage=coverage, time_limit=left, **parallel)
+                    progress.finish(res)
             runs.append((res, st))
             if json_:
                 row = _result_json(res, ",".join(mutant) or None)
@@ -222,6 +248,8 @@ def run(
                 err.print(f"  {res.scenario}: {res.failure.kind}: {res.failure.replay_command()}",
                           markup=False)
     finally:
+        if whole is not None:
+            whole.close()  # ends the workers if the runs did not all finish
         stop.__exit__()
     if not json_:
         results = [r for r, _ in runs]

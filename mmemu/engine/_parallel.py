@@ -64,13 +64,14 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as cf
+import gc
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -283,6 +284,10 @@ def _worker_init() -> None:
     # The parent handles Ctrl-C for everyone (see the module docstring).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     load_builtin()
+    # Everything imported so far lives as long as the worker: keep it out
+    # of the collector's passes (each full pass would walk it all again)
+    gc.collect()
+    gc.freeze()
 
 
 def _chunk_size(budget: int, jobs: int) -> int:
@@ -771,6 +776,53 @@ def explore_parallel(
         return result
     bound = spec.get("max_preemptions") if spec["name"] == "dfs" else None
     return check_vacuity(result, thorough=as_thorough_as_the_suite(scenario, bound))
+
+
+def _explore_whole(kwargs: dict[str, Any]) -> Result | None:
+    """One run of ``explore_runs``, in a worker: a whole exploration, as
+    ``explore`` without ``jobs`` runs it.  ``deadline`` (wall clock, shared
+    by the runs) becomes its time limit; None: it had run out already."""
+    from ._explore import explore
+
+    load_builtin()
+    kw = dict(kwargs)
+    deadline = kw.pop("deadline", None)
+    if deadline is not None:
+        left = deadline - time.time()
+        if left <= 0:
+            return None
+        kw["time_limit"] = left
+    return explore(kw.pop("scenario"), **kw)
+
+
+def explore_runs(runs: Sequence[dict[str, Any]], jobs: int, deadline: float | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> Generator[Result | None, None, None]:
+    """Explore several runs at once, ``jobs`` at a time, each whole in one
+    worker process (exactly what ``explore(**run)`` without ``jobs`` does),
+    and yield their results in the order of ``runs`` (None: not started,
+    ``deadline`` -- a ``time.time()`` value -- had passed).  ``mmemu run
+    --jobs N`` with several runs: their executions are independent, so this
+    is exact and keeps every worker busy.  ``should_stop`` is polled while
+    waiting (True: KeyboardInterrupt); closing the generator early ends the
+    workers."""
+    backend = _Processes(jobs, shared=True)
+    futs = [backend.pool.submit(_explore_whole, dict(r, deadline=deadline)) for r in runs]
+    done = False
+    try:
+        for fut in futs:
+            while True:
+                try:
+                    res: Result | None = fut.result(timeout=0.2)
+                    break
+                except cf.TimeoutError:
+                    if should_stop is not None and should_stop():
+                        raise KeyboardInterrupt from None
+            yield res
+        done = True
+    finally:
+        if not done:
+            backend.cancel(futs)
+        backend.close(kill=not done)
 
 
 class _SplitRun:

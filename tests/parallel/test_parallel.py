@@ -222,6 +222,25 @@ def test_run_prints_the_per_worker_split(capsys: pytest.CaptureFixture[str]) -> 
     assert sum(int(e) for _u, e in parts) == 4, line  # all of the single DFS's executions
 
 
+@pytest.mark.skipif("cow:wp-fault-vs-guest-read" not in REGISTERED, reason="needs the cow suites")
+def test_run_with_jobs_explores_several_runs_at_once_with_the_same_results(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs 2 with several runs: each run whole in one worker, results in
+    order; the same rows and the same failure tokens as one process."""
+    args = ["run", "cow:wp-fault-vs-guest-read", "--api", "modern", "--mutant",
+            "memory:cow-no-notify", "--json"]
+    code1, out1, _ = _cli(capsys, *args)
+    code2, out2, _ = _cli(capsys, *args, "--jobs", 2)
+    assert code1 == code2 == 1
+    rows1 = [json.loads(ln) for ln in out1.splitlines() if ln.startswith("{")]
+    rows2 = [json.loads(ln) for ln in out2.splitlines() if ln.startswith("{")]
+    assert len(rows1) > 1
+    for a, b in zip(rows1, rows2, strict=True):
+        assert (a["params"], a["executions"], a["exhausted"]) == \
+            (b["params"], b["executions"], b["exhausted"])
+        assert (a["failure"] or {}).get("schedule") == (b["failure"] or {}).get("schedule")
+
+
 @pytest.mark.parametrize("bad", ["2/2", "x", "1/0", "-1/3", "1-2", "1/2/3"])
 def test_bad_shard_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], bad: str) -> None:
     code, out, err = _cli(capsys, "run", "demo:lost-update", "--shard", bad)
