@@ -36,7 +36,6 @@ MUTANTS = [
     ("notifier:munmap-vs-fault", "kvm:no-retry", "FreedPageStillMapped"),
     ("notifier:reclaim-vs-fault", "kvm:seq-outside-lock", "FreedPageStillMapped"),
     ("notifier:reclaim-vs-fault", "kvm:no-retry", "IncoherentTranslation"),
-    ("notifier:migrate-vs-fault", "kvm:seq-outside-lock", "FreedPageStillMapped"),
     ("notifier:exit-vs-reclaim", "mmu_notifier:release-after-unhash", "FreedPageStillMapped"),
 ]
 
