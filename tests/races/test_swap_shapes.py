@@ -36,20 +36,22 @@ def test_the_suite_passes_and_reaches_its_goals(api: str) -> None:
     assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
 
 
-def test_the_slot_is_gone_and_the_loser_backs_out() -> None:
-    out = force(SUITE, SLOT_FREED, params=OLD)
-    assert out.failure is None, out.failure.report()
-    read = labels(out, "read")
-    assert "do_swap_page: pte_same? (no page)" in read
-    assert "out_nomap: pte_unmap_unlock" not in read
+SLOT_GONE_BACK_OUT = "do_swap_page: pte_same? (no page)"
+OUT_NOMAP = "out_nomap: pte_unmap_unlock"
 
 
-def test_the_loser_holding_the_page_keeps_it_in_the_swap_cache_and_backs_off() -> None:
-    out = force(SUITE, PAGE_HELD, params=OLD)
+@pytest.mark.parametrize("order,way_out,not_taken", [
+    # the winner freed the slot: the loser's read_swap_cache_async fails
+    (SLOT_FREED, SLOT_GONE_BACK_OUT, OUT_NOMAP),
+    # the loser holds the page: it stays in the swap cache, pte_same fails
+    (PAGE_HELD, OUT_NOMAP, SLOT_GONE_BACK_OUT),
+])
+def test_the_loser_backs_out_each_way(order: list[tuple[str, str]], way_out: str,
+                                      not_taken: str) -> None:
+    out = force(SUITE, order, params=OLD)
     assert out.failure is None, out.failure.report()
     read = labels(out, "read")
-    assert "out_nomap: pte_unmap_unlock" in read
-    assert "do_swap_page: pte_same? (no page)" not in read
+    assert way_out in read and not_taken not in read
 
 
 def test_without_the_recheck_the_loser_maps_the_page_again() -> None:
