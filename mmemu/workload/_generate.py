@@ -91,7 +91,8 @@ CPU0_PROCESS = 0.35
 #: maps the same file (``kvm@2``)
 SECOND_PROCESS = 0.5
 #: how often, with a second process, its driver re-registers on CPU 1 while
-#: CPU 0's re-registers (two mm_take_all_locks on two mms sharing the file)
+#: the first process's re-registers on CPU 0 (two mm_take_all_locks on two
+#: mms sharing the file)
 TWO_REGISTRANTS = 0.6
 #: how often an OOM reap follows the registration of a userptr notifier that
 #: refuses non-blockable invalidations (two notifiers, one failing)
@@ -215,14 +216,16 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     lifecycle = exit_ok and ncpus >= 2 and rng.random() < LIFECYCLE
     exited = lifecycle
     second_process = any(driver_process(d)[1] for d in drivers)
-    registering_cpu0 = False
+    # the two processes' VMs re-register at once, on CPU 0 and CPU 1: two
+    # mm_take_all_locks on two mms that share the file
+    two_registrants = second_process and ncpus >= 2 and rng.random() < TWO_REGISTRANTS
     cpus: list[tuple[Op, ...]] = []
     for c in range(ncpus):
         # CPU 0 uses a driver, CPU 1 invalidates (a kernel thread or a thread
         # of the process): every workload of two CPUs or more has a race
         # between the two sides; further CPUs take any role
         if c == 0:
-            role = "driver" if rng.random() >= CPU0_PROCESS else "process"
+            role = "driver" if rng.random() >= CPU0_PROCESS or two_registrants else "process"
         elif c == 1:
             role = _pick(rng, [rw for rw in ROLE_WEIGHTS if rw[0] != "driver"])
             if lifecycle:
@@ -231,18 +234,16 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             role = _pick(rng, ROLE_WEIGHTS)
         nops = _count(rng, settings.ops)
         ops: list[Op] = []
-        if c == 1 and second_process and registering_cpu0 and rng.random() < TWO_REGISTRANTS:
-            # the second process's VM re-registers while the first's does
-            ops += [Op("detach", (), 1), Op("attach", (), 1)]
-            nops += 2
-        # with a second process, the point is often its registration racing
-        # the first's: CPU 0 re-registers twice as often
-        if role == "driver" and rng.random() < REATTACH * (1 + (second_process and c == 0)):
+        reattach: int | None = None
+        if two_registrants and c < 2:
+            reattach = c  # d0 is the first process's driver, d1 the second's
+        elif role == "driver" and rng.random() < REATTACH:
             # the driver goes away and comes back before it faults: its
             # registration then races with whatever the other CPUs invalidate
-            d = rng.randrange(ndrivers)
-            cls = cls_of(d)
-            if getattr(cls, "interval_notifier", False) and api == "modern":
+            reattach = rng.randrange(ndrivers)
+        if reattach is not None:
+            d = reattach
+            if getattr(cls_of(d), "interval_notifier", False) and api == "modern":
                 ops += [Op("remove", (), d), Op("insert", (page_range(),), d)]
             else:
                 ops += [Op("detach", (), d), Op("attach", (), d)]
@@ -348,8 +349,6 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
         if lifecycle and c == 1:
             ops.append(Op("exit"))
         cpus.append(tuple(ops))
-        registering_cpu0 = registering_cpu0 or (c == 0 and any(
-            o.name == "attach" for o in ops))
     return Workload(tuple(cpus), drivers, api if api != "2.6.27" else None, vmas)
 
 
