@@ -99,7 +99,7 @@ TWO_REGISTRANTS = 0.6
 USERPTR = 0.5
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
-LIFECYCLE = 0.15
+LIFECYCLE = 0.3
 
 
 @attrs.frozen

@@ -48,13 +48,13 @@ def test_fuzz_is_deterministic_from_its_seed_in_one_process_or_two() -> None:
     """The same seed finds the same workload, shrinks it to the same minimal
     one and gives the same token, whether one process explores the
     workloads or two worker processes do."""
-    # seed 0: workload #2 is the first to fail (two workers explore #0..#3)
-    kw = {"seed": 0, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
+    # seed 5: workload #1 is the first to fail (two workers explore #0..#3)
+    kw = {"seed": 5, "workloads": 4, "cpus": 2, "ops": 3, "mutants": ["kvm:no-retry"],
           "plan": SMALL}
     one = fuzz(["kvm"], **kw)  # type: ignore[arg-type]
     two = fuzz(["kvm"], jobs=2, **kw)  # type: ignore[arg-type]
     assert one.failure is not None and two.failure is not None
-    assert one.index == two.index == 2
+    assert one.index == two.index == 1
     assert str(one.original) == str(two.original)
     assert str(one.workload) == str(two.workload)
     assert one.failure.schedule == two.failure.schedule
