@@ -510,6 +510,8 @@ class DFS(Strategy):
         #: the branch CPU's own step adds once its branch is done
         self.split_extra: dict[int, Acc] = {}
         self.branch_extra: Acc | None = None
+        #: a unit's last execution (for ``rest``)
+        self._last_sim: Simulation | None = None
         #: per execution, an accessed object's number in ``log``
         self._ids: dict[Hashable, int] = {}
         self._since_save = 0
@@ -830,10 +832,9 @@ class DFS(Strategy):
                 nd = self.stack[len(self.prefix) - 1]
                 self.branch_extra = self._step_extra(nd.j, nd.chosen, sim)
         if self.log is not None:
-            # a unit may hand the rest of its subtree back (``rest``): the
-            # coordinator must learn what each chosen step touched
-            for nd in self.stack[len(self.prefix):]:
-                nd.chosen_extra = self._step_extra(nd.j, nd.chosen, sim)
+            # a unit may hand the rest of its subtree back (``rest``), which
+            # tells what each chosen step of this execution touched
+            self._last_sim = sim
         if self.reduction in ("source", "dpor") and not self.bounded:
             self._analyse(sim)
         elif not sim.abandoned:
@@ -1244,9 +1245,13 @@ class DFS(Strategy):
         later execution compares them by nothing else."""
         nodes = self.stack[len(self.prefix):self.branch + 1]
         follow = self.stack[self.branch].follow or []
+        last = self._last_sim
+        assert last is not None
+        # the last node's chosen CPU is the branch about to be taken: what
+        # its step touches is known only once it has run
         return ([(nd.j, nd.enabled, nd.chosen, nd.prev, nd.preempts, sorted(nd.sleep),
                   tuple(w.to_wire() for w in nd.wut), dict(nd.extra),
-                  nd.chosen_extra if k < len(nodes) - 1 else None)
+                  self._step_extra(nd.j, nd.chosen, last) if k < len(nodes) - 1 else None)
                  for k, nd in enumerate(nodes)],
                 tuple(w.to_wire() for w in follow))
 
