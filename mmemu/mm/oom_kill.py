@@ -44,6 +44,7 @@ from typing import Any
 import mmemu
 from mmemu.engine._execution import step
 from mmemu.kernel.locking import down_read_trylock, up_read
+from mmemu.lowlevel import reach
 from mmemu.mm.memory import tlb_finish_mmu, tlb_gather_mmu, unmap_page_range
 from mmemu.mm.mmap import VM_SHARED, MmStruct
 from mmemu.mm.mmu_notifier import (
@@ -54,6 +55,10 @@ from mmemu.mm.mmu_notifier import (
 )
 
 MAX_OOM_REAP_RETRIES = 2
+
+#: coverage goals (see mmemu.races.oom_shapes)
+OOM_TRYLOCK_FAILED = "oom_reaper: mmap_sem busy (down_read_trylock failed)"
+OOM_GAVE_UP = "oom_reaper: unable to reap (every attempt failed)"
 
 
 async def __oom_reap_task_mm(mm: MmStruct) -> bool:
@@ -78,6 +83,7 @@ async def __oom_reap_task_mm(mm: MmStruct) -> bool:
 async def oom_reap_task_mm(mm: MmStruct) -> bool:
     """One attempt (steps 1-3): False if it must be retried."""
     if not await down_read_trylock(mm.mmap_sem, label="1. down_read_trylock(mmap_sem)"):
+        reach(OOM_TRYLOCK_FAILED)
         return False
     ret = await __oom_reap_task_mm(mm)
     await up_read(mm.mmap_sem, label="3. up_read(mmap_sem)")
@@ -94,8 +100,9 @@ async def oom_reap_task(mm: MmStruct, *, retries: int = MAX_OOM_REAP_RETRIES) ->
                 return True
             if attempts >= retries:
                 await step("3. oom_reaper: unable to reap; MMF_OOM_SKIP")
+                reach(OOM_GAVE_UP)
                 return False
             await step("3. schedule_timeout_idle(HZ/10)")
 
 
-__all__ = ["MAX_OOM_REAP_RETRIES", "__oom_reap_task_mm", "oom_reap_task", "oom_reap_task_mm"]
+__all__ = ["MAX_OOM_REAP_RETRIES", "OOM_GAVE_UP", "OOM_TRYLOCK_FAILED", "__oom_reap_task_mm", "oom_reap_task", "oom_reap_task_mm"]
