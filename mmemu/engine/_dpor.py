@@ -1042,10 +1042,19 @@ class DFS(Strategy):
             thread_events[t].append(j)
             _note_accesses(last_write, reads_since, t, j, reads, writes)
             # the trace hash: the event (CPU, n-th step) and the events it
-            # directly depends on; a sum, so the order of events is irrelevant
-            h = hash((t, lj, tuple(sorted({(events[i][0], local[i]) for i in cands}))))
-            h1 = (h1 + _mix(h & _MASK)) & _MASK
-            h2 = (h2 + _mix((h ^ 0x5BD1E9955BD1E995) & _MASK)) & _MASK
+            # directly depends on; a sum, so the order of events is irrelevant.
+            # (A tuple's hash is already well mixed (xxHash's rounds), so it
+            # is summed as it is; the second sum hashes it once more.)
+            if not cands:
+                deps: tuple[tuple[int, int], ...] = ()
+            elif len(cands) == 1:
+                i = cands[0]
+                deps = ((events[i][0], local[i]),)
+            else:
+                deps = tuple(sorted({(events[i][0], local[i]) for i in cands}))
+            h = hash((t, lj, deps))
+            h1 = (h1 + h) & _MASK
+            h2 = (h2 + hash((h, 0x5BD1E995))) & _MASK
             hsum.append((h1, h2))
         if not sim.abandoned:
             self._traces.add((len(events), h1, h2))

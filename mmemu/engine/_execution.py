@@ -190,6 +190,9 @@ class Simulation:
         self.data: dict[str, Any] = {}
         self.cpu_list: list[CPU] = []
         self.runnable: list[CPU] = []
+        #: the ids of ``runnable`` as a tuple, while it has not changed
+        #: (None: rebuild); every change of ``runnable`` resets it
+        self._run_ids: tuple[int, ...] | None = None
         self.running: CPU | None = None
         self.steps = 0
         self.preemptions = 0
@@ -296,6 +299,44 @@ class Simulation:
     def current(self) -> CPU | None:
         return self.running
 
+    def dispose(self) -> None:
+        """Drop what this finished execution recorded, once nobody needs it.
+
+        The model's objects refer to the execution (``Kernel.sim``, every
+        ``CPU.sim``) and to each other in cycles, so without this the whole
+        execution -- its event log above all, a few tuples per step -- is
+        freed only by Python's cyclic garbage collector, which then spends
+        about a sixth of an exploration's time tracing it.  Cleared here, the
+        log, the CPUs and the scenario's data are freed by reference counting
+        at once; only the model's own small object graph is left to the
+        collector.  Nothing may use the Simulation afterwards.
+        """
+        for c in self.cpu_list:
+            c.sim = None  # type: ignore[assignment]
+            c.pending = ("<disposed>", _EMPTY, _EMPTY)
+            c.held = []
+            c.labels = []
+            c.data = {}
+            c.op = c.lock_wait = c.until = None
+            c.exc = None
+        self.cpu_list = []
+        self.runnable = []
+        self._run_ids = None
+        self.unfinished = []
+        self.events = []
+        self.enabled = []
+        self.ops = []
+        self.touched = {}
+        self.choices = []
+        self.spans = []
+        self.annotations = []
+        self.data = {}
+        self.reached = {}
+        self._waiters = {}
+        self._cpu_exit_hooks = []
+        self._end_hooks = []
+        self.running = None
+
     # ---------------------------------------------------------- the scheduler
 
     def _pick(self, prev: CPU | None) -> CPU | None:
@@ -307,7 +348,10 @@ class Simulation:
         preempted = False
         if self.record:
             # before the chooser, which may use them (sim.enabled[-1])
-            self.enabled.append((run[0].id,) if n == 1 else tuple([c.id for c in run]))
+            ids = self._run_ids
+            if ids is None:
+                ids = self._run_ids = tuple([c.id for c in run])
+            self.enabled.append(ids)
         watch = self.watch
         if n == 1 and (not watch or run[0].id not in watch):
             nxt = run[0]
@@ -460,6 +504,7 @@ class Simulation:
         cpu.task = current_task()
         cpu.state = RUNNABLE
         self.runnable.append(cpu)  # trio starts tasks in any order: sorted below
+        self._run_ids = None
         self._parked += 1
         if self._parked == self._started and self._main_waiting:
             self._main_waiting = False
@@ -506,6 +551,7 @@ class Simulation:
     def _cpu_exit(self, cpu: CPU) -> None:
         if cpu.state == RUNNABLE:
             self.runnable.remove(cpu)
+            self._run_ids = None
         cpu.state = DONE
         self._live -= 1
         if not self.aborting:
@@ -540,6 +586,7 @@ class Simulation:
                      reads: tuple[Hashable, ...], writes: tuple[Hashable, ...], why: str) -> None:
         cpu.state = BLOCKED
         self.runnable.remove(cpu)
+        self._run_ids = None
         cpu.pending = (label, reads, writes)
         cpu.channel = channels[0]
         cpu.why = why
@@ -601,11 +648,13 @@ class Simulation:
         while i and run[i - 1].id > cid:
             i -= 1
         run.insert(i, c)
+        self._run_ids = None
 
     def _disable(self, c: CPU) -> None:
         """Take a runnable CPU off the runnable set (its next step cannot run)."""
         c.state = BLOCKED
         self.runnable.remove(c)
+        self._run_ids = None
 
     async def _yield_or_wait(self, cpu: CPU) -> None:
         """The current CPU reached a yield point whose step may not be
@@ -721,6 +770,7 @@ class _CpuNursery:
             cpu.scope = w.scope
             cpu.state = RUNNABLE
             sim.runnable.append(cpu)  # ids increase: stays sorted
+        sim._run_ids = None
         sim._live += len(pending)
         sim._main_task = current_task()
         try:
@@ -744,6 +794,7 @@ class _CpuNursery:
                 await sim._park_main()
             # Every CPU now sits at its <start> yield point: make the first choice.
             sim.runnable.sort(key=_cpu_id)
+            sim._run_ids = None
             try:
                 first = sim._pick(None)
             except _Aborted:

@@ -52,7 +52,7 @@ from ._registry import Scenario, get_mutant, get_scenario, is_registered, resolv
 from ._report import Trace, build_trace, render_timeline
 from ._schedule import Schedule
 from ._settings import UNSET, Settings, given, resolve_settings
-from ._strategies import DFS, Guided, Strategy, make_strategy
+from ._strategies import DFS, PCT, Guided, Strategy, make_strategy
 from ._watchdog import WATCHDOG, Hang
 
 
@@ -447,6 +447,22 @@ def _resolve(scenario: ScenarioFn | Scenario | str) -> tuple[ScenarioFn, str, Sc
     return scenario, scenario_name(scenario), None
 
 
+#: the ``end`` of the engine's strategies other than DFS (they keep nothing)
+_OWN_ENDS = (Strategy.end, PCT.end)
+
+
+def _disposes(strat: Strategy) -> bool:
+    """May an execution be disposed of (``Simulation.dispose``) once the
+    strategy's ``end`` has seen it?  Yes for the engine's own strategies,
+    which keep nothing of it; a strategy that overrides ``end`` may keep the
+    Simulation, so its executions are left to the garbage collector."""
+    end = type(strat).end
+    if isinstance(strat, DFS):
+        # a unit of a parallel split keeps its last execution (DFS.rest)
+        return end is DFS.end and strat.log is None
+    return end in _OWN_ENDS
+
+
 def _check_mutants(mutants: Iterable[str]) -> tuple[str, ...]:
     out = []
     for m in mutants:
@@ -510,6 +526,7 @@ async def explore_async(
     # The time budget is checked between executions only: what ran is
     # complete, and the result says it stopped on time, not exhausted.
     deadline = time.monotonic() + time_limit if time_limit is not None else None
+    disposable = _disposes(strat)
     watch = WATCHDOG.guard(s.step_timeout)  # hangs and Ctrl-C: see _watchdog
     watch.__enter__()
     try:
@@ -529,6 +546,8 @@ async def explore_async(
             if sim.abandoned:
                 if sim.interrupted:
                     raise KeyboardInterrupt
+                if disposable:
+                    sim.dispose()
                 continue
             done += 1
             cov.add(sim.reached)
@@ -537,6 +556,8 @@ async def explore_async(
             if sim.failure is None:
                 if sim.interrupted:
                     raise KeyboardInterrupt
+                if disposable:
+                    sim.dispose()
                 continue
             raw = runner.raw(sim)
             assert raw.kind is not None

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -264,3 +266,57 @@ def test_an_exception_from_the_chooser_unwinds_the_execution_and_reaches_the_cal
         mmemu.explore("demo:lost-update-locked", strategy=GivesUp(), executions=3)
     # and the engine is usable afterwards
     assert mmemu.explore("demo:lost-update-locked", strategy="dfs").exhausted
+
+
+class _Logged:
+    """An object only the event log refers to (a step's declared access)."""
+
+
+def _cyclic_scenario(alive: list[Any]) -> Any:
+    async def scenario(sim: Any) -> None:
+        # the model's objects refer to the execution, as Kernel.sim does:
+        # the Simulation is in a reference cycle
+        sim.data["model"] = {"sim": sim}
+
+        async def cpu() -> None:
+            tok = _Logged()
+            alive.append(weakref.ref(tok))
+            await mmemu.step("touch", reads=(tok,))
+            await mmemu.step("again", writes=("x",))
+
+        async with sim.cpus() as cpus:
+            cpus.start(cpu)
+            cpus.start(cpu)
+
+    return scenario
+
+
+@pytest.mark.parametrize("strategy", [DFS(), DFS(reduction="none")], ids=["dpor", "none"])
+def test_an_execution_is_freed_without_the_cycle_collector(strategy: Any) -> None:
+    """The engine's strategies keep nothing of an execution once they have
+    seen it: its event log is released at once (Simulation.dispose), not
+    left to Python's cycle collector with the rest of the execution."""
+    alive: list[Any] = []
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        res = mmemu.explore(_cyclic_scenario(alive), strategy=strategy, executions=20)
+        live = [r for r in alive if r() is not None]
+    finally:
+        if was:
+            gc.enable()
+    assert res.executions > 1 and not res.failures
+    assert alive and not live
+
+
+def test_a_strategy_that_overrides_end_may_keep_the_execution() -> None:
+    kept: list[Any] = []
+
+    class Keep(DFS):
+        def end(self, sim: Any) -> None:
+            kept.append(sim)
+            super().end(sim)
+
+    res = mmemu.explore(_cyclic_scenario([]), strategy=Keep(), executions=20)
+    assert res.executions == len(kept) > 1
+    assert all(len(s.events) == 6 and s.cpu_list[0].sim is s for s in kept)
