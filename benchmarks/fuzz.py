@@ -11,12 +11,17 @@ mutant: the workload index that failed, the seconds (wall and CPU) and
 executions until it was found (the search),
 the seconds including the workload and schedule shrinking (wall, and the
 process's CPU: on a shared machine the wall time is the CPU time times the
-load), and the minimal workload -- checked to pass without the mutant (a
+load), the workloads drawn until the failing one (or in all, for a miss),
+and the minimal workload -- checked to pass without the mutant (a
 failure that does not need the mutant is a bug of the model, listed at the
-end, and the mutant counts as missed for that seed).  ``--seeds`` repeats
-the search with several seeds and prints the median.
+end, and the mutant counts as missed for that seed).  ``--no-shrink``
+checks the workload as drawn instead (about half the CPU per find).
+``--seeds`` repeats the search with several seeds and prints the median
+over every seed, a miss counting as later than any find ("-" when the
+median is a miss).
 
 Run: python benchmarks/fuzz.py [--limit 60] [--seeds 1] [--only kvm:no-count ...]
+     [--skip M ...] [--no-shrink]
 """
 
 from __future__ import annotations
@@ -97,6 +102,21 @@ def targets(core: bool = True) -> list[tuple[str, str, str | None]]:
     return out
 
 
+def _median_or_miss(values: list[float | None]) -> float | None:
+    """The median of per-seed times, a miss (None) counting as later than
+    any find; None when the median itself is a miss."""
+    ordered = sorted(values, key=lambda v: (v is None, v or 0.0))
+    mid = ordered[(len(ordered) - 1) // 2]
+    if len(ordered) % 2 == 1 or mid is None:
+        return mid
+    upper = ordered[len(ordered) // 2]
+    return None if upper is None else (mid + upper) / 2
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=float, default=60.0,
@@ -104,7 +124,11 @@ def main() -> None:
     ap.add_argument("--wall", action="store_true",
                     help="--limit is wall-clock seconds (fuzz(time=...)), not CPU")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per mutant (median shown)")
-    ap.add_argument("--only", nargs="*", default=None, help="these mutants only")
+    ap.add_argument("--only", nargs="*", default=None,
+                    help="these mutants only, in this order")
+    ap.add_argument("--skip", nargs="*", default=(), help="all but these mutants")
+    ap.add_argument("--no-shrink", action="store_true",
+                    help="do not shrink what was found: check the drawn workload")
     ap.add_argument("--plan", default=None,
                     help="explore each workload by this plan instead of the default: "
                          "PCT_EXECUTIONS,PCT_DEPTH,DFS_EXECUTIONS,DFS_PREEMPTIONS "
@@ -113,22 +137,28 @@ def main() -> None:
                     help="only the mutants a driver suite catches or a driver carries")
     args = ap.parse_args()
     rows = [t for t in targets(core=not args.drivers_only)
-            if args.only is None or t[0] in args.only]
+            if (args.only is None or t[0] in args.only) and t[0] not in args.skip]
+    if args.only is not None:
+        rows.sort(key=lambda t: args.only.index(t[0]))
     plan = Plan()
     if args.plan is not None:
         pe, pd, de, dp = args.plan.split(",")
         plan = Plan(int(pe), int(pd), int(de), None if dp == "none" else int(dp))
     print(f"plan: {plan}")
     print(f"{'mutant':40} {'driver':6} {'api':7} {'found':>9} {'found s':>8} {'cpu s':>6} "
-          f"{'execs':>7} {'total s':>8} {'cpu s':>6}  minimal workload")
+          f"{'execs':>7} {'drawn':>5} {'total s':>8} {'cpu s':>6}  minimal workload")
     missed = 0
     model_bugs: list[tuple[str, str]] = []
     for mutant, driver, api in rows:
-        found_s: list[float] = []
+        # per seed: CPU (or wall) seconds to the first failure, or None
+        # (missed within the limit); the median counts a miss as "after the
+        # limit", so it is a real median over every seed, not over the finds
+        found_s: list[float | None] = []
+        found_cpu_s: list[float | None] = []
         total_s: list[float] = []
         cpu_s: list[float] = []
-        found_cpu_s: list[float] = []
         execs: list[int] = []
+        drawn: list[int] = []
         last: Any = None
         for seed in range(args.seeds):
             t0 = time.perf_counter()
@@ -147,37 +177,45 @@ def main() -> None:
 
             if args.wall:
                 res = fuzz([driver], seed=seed, time=args.limit, mutants=[mutant], api=api,
-                           plan=plan, progress=progress)
+                           plan=plan, progress=progress, shrink=not args.no_shrink)
             else:
                 res = fuzz([driver], seed=seed, workloads=10**6, mutants=[mutant], api=api,
-                           plan=plan, progress=progress, should_stop=should_stop)
+                           plan=plan, progress=progress, should_stop=should_stop,
+                           shrink=not args.no_shrink)
             total_s.append(time.perf_counter() - t0)
             cpu_s.append(time.process_time() - c0)
+            # workloads drawn until the failing one (its index + 1), or all
+            drawn.append(res.index + 1 if res.index is not None else res.workloads)
             if res.failure is None or res.workload is None:
+                found_s.append(None)
+                found_cpu_s.append(None)
+                execs.append(res.executions)
                 continue
             # found because of the mutant?  The minimal workload must pass
             # without it (else the fuzzer found a bug of the model itself)
             again, _n, _i = explore_plan(res.workload, plan, 0)
             if again is not None and again.kind == res.failure.kind:
                 model_bugs.append((mutant, str(res.workload)))
+                found_s.append(None)
+                found_cpu_s.append(None)
+                execs.append(res.executions)
                 continue
             found_s.append(res.found_s or 0.0)
             found_cpu_s.append(found_cpu[0] if found_cpu else 0.0)
             execs.append(res.found_executions or 0)
             last = res
-        if not found_s:
+        hits = sum(1 for f in found_s if f is not None)
+        med_cpu = _median_or_miss(found_cpu_s)
+        med_wall = _median_or_miss(found_s)
+        if med_cpu is None:
             missed += 1
-            print(f"{mutant:40} {driver:6} {api or '-':7} {'MISSED':>9} {'-':>8} {'-':>6} "
-                  f"{'-':>7} "
-                  f"{statistics.median(total_s):>8.1f} {statistics.median(cpu_s):>6.1f}",
-                  flush=True)
-            continue
-        where = f"#{last.index}" if args.seeds == 1 else f"{len(found_s)}/{args.seeds}"
+        where = (f"#{last.index}" if args.seeds == 1 and last is not None
+                 else "MISSED" if args.seeds == 1 else f"{hits}/{args.seeds}")
         print(f"{mutant:40} {driver:6} {api or '-':7} {where:>9} "
-              f"{statistics.median(found_s):>8.1f} {statistics.median(found_cpu_s):>6.1f} "
-              f"{int(statistics.median(execs)):>7} "
+              f"{_fmt(med_wall):>8} {_fmt(med_cpu):>6} "
+              f"{int(statistics.median(execs)):>7} {int(statistics.median(drawn)):>5} "
               f"{statistics.median(total_s):>8.1f} {statistics.median(cpu_s):>6.1f}  "
-              f"{last.workload}  ({last.failure.kind})",
+              + (f"{last.workload}  ({last.failure.kind})" if last is not None else ""),
               flush=True)
     print(f"{len(rows) - missed}/{len(rows)} mutants found within {args.limit:g}s "
           f"({'wall' if args.wall else 'CPU'})")

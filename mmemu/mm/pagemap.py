@@ -136,10 +136,13 @@ async def page_unfreeze_refs(page: Page, count: int, *,
 
     Wakes lookups that wait on the page's slot after a failed step 2.
     """
-    from mmemu.mm.filemap import slot_key
+    from mmemu.mm.filemap import page_index, page_mapping, slot_key
 
-    mapping = page.mapping
-    slot = slot_key(mapping, page.index) if mapping is not None else None
+    # the slot the lookups wait on: a swap-cache page's is its swap slot in
+    # swapper_space (page->mapping is then the anon_vma), as find_get_page
+    # on swapper_space (lookup_swap_cache) waits there
+    mapping = page_mapping(page)
+    slot = slot_key(mapping, page_index(page)) if mapping is not None else None
     writes = (page._count,) if slot is None else (page._count, slot)
     await step(label, writes=writes)
     sim = current_simulation()

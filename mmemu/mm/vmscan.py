@@ -241,6 +241,11 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
             offset = page.private
             assert isinstance(offset, int)
             await __delete_from_swap_cache(page)
+            # (in that step) the page-state checker's DataLoss: a page dirtied
+            # since pageout wrote it to its slot leaves the swap cache to be
+            # freed -- its new data is in no slot and no page any more
+            from mmemu.mm.filemap import _page_removed
+            _page_removed(mapping, page)
             reach("vmscan: __remove_mapping froze and freed the page")
             await spin_unlock(mapping.tree_lock)
             await swap_free(offset, label="__remove_mapping: swap_free (the cache's slot)")

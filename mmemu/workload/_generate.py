@@ -31,7 +31,11 @@ draws find it):
   device's recent access keeps the page on the first pass; once aged, only
   ->test_young tells the scan that the device used the page since), an OOM
   reap by the registration of a userptr notifier that refuses its
-  non-blockable range;
+  non-blockable range, the reclaim of an anonymous page by the process
+  touching it again (a swap-in, which races with the other CPUs' faults of
+  the swapped-out pte), the idle marking of a page by a use of it just
+  before (which the marking must fold into PG_young); a reclaim or
+  migration often takes a page an earlier CPU DMAs into;
 - CPU 0 is sometimes a thread of the process rather than a driver's user
   (the drivers stay attached: most core races are between the process and
   a kernel thread); of two drivers, the second is sometimes attached to a
@@ -39,6 +43,9 @@ draws find it):
   while CPU 0's driver does;
 - a driver CPU sometimes starts by detaching and re-attaching (removing and
   re-inserting) its driver, so that registration races with invalidations;
+  with an interval-notifier driver, two drivers are often two of its
+  instances on one mm and CPU 0 often re-inserts one of them: an insert
+  during an invalidation that hits the other is deferred;
   a signal goes mostly to a CPU that registers (mm_take_all_locks);
 - the *lifecycle* shape: CPU 0 ends with the driver's detach and CPU 1
   with the process's exit (->release against mmu_notifier_unregister);
@@ -71,9 +78,10 @@ ROLES: dict[str, tuple[tuple[str, float], ...]] = {
     "driver": (("fault", 3.0), ("access", 2.0), ("detach", 0.6), ("attach", 0.5),
                ("insert", 0.5), ("remove", 0.4), ("get", 0.8), ("put", 0.3)),
     "process": (("cpufault", 4.0), ("munmap", 3.0), ("mprotect", 1.5), ("madvise", 1.5),
-                ("fork", 1.0), ("exit", 1.2), ("read", 1.5), ("userptr", 0.3)),
+                ("fork", 1.0), ("exit", 1.2), ("read", 1.5), ("userptr", 0.3),
+                ("dma", 1.0)),
     "kernel": (("reclaim", 3.0), ("migrate", 2.5), ("truncate", 2.0), ("age", 1.5),
-               ("ksm", 1.2), ("idle", 0.8), ("scan", 1.2), ("oomreap", 1.5),
+               ("ksm", 1.2), ("idle", 1.5), ("scan", 1.2), ("oomreap", 1.5),
                ("signal", 0.4)),
 }
 ROLE_WEIGHTS = (("driver", 1.0), ("process", 1.2), ("kernel", 1.5))
@@ -97,6 +105,14 @@ TWO_REGISTRANTS = 0.6
 #: how often an OOM reap follows the registration of a userptr notifier that
 #: refuses non-blockable invalidations (two notifiers, one failing)
 USERPTR = 0.5
+#: how often two drivers of a modern workload are two instances of its
+#: first driver's class on one mm when that class uses interval notifiers
+TWO_INTERVALS = 0.5
+#: how often, then, CPU 0 starts by removing and re-inserting one of them
+INTERVAL_CHURN = 0.6
+#: how often the reclaim of an anonymous page is followed by the process
+#: touching it again (a swap-in)
+SWAPIN = 0.5
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
 LIFECYCLE = 0.3
@@ -167,7 +183,15 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     pool = [d for d in settings.drivers if api in classes[d].apis]
     ndrivers = 1 if settings.max_drivers < 2 or rng.random() < 0.67 else 2
     drivers = tuple(rng.choice(pool) for _ in range(ndrivers))
-    if ndrivers == 2 and rng.random() < SECOND_PROCESS:
+    # two interval notifiers on one mm, one of which CPU 0 removes and
+    # re-inserts: the insert can land while another CPU's invalidation hits
+    # the other one (invalidate_seq odd: the insert is deferred)
+    two_intervals = (ndrivers == 2 and api == "modern"
+                     and getattr(classes[drivers[0]], "interval_notifier", False)
+                     and rng.random() < TWO_INTERVALS)
+    if two_intervals:
+        drivers = (drivers[0], drivers[0])
+    elif ndrivers == 2 and rng.random() < SECOND_PROCESS:
         # two VMs (devices) on two processes backed by one shared file
         drivers = (drivers[0], drivers[1] + "@2")
     nvmas = rng.choice((1, 2, 2, 3))
@@ -185,6 +209,10 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     flo = first + rng.randrange(vmas[fv][1] - width + 1)
     focus = list(range(flo, flo + width))
     anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
+
+    def p_anon(p: int | tuple[int, int] | str) -> bool:
+        return p in anon
+
     # the KSM page must be mapped at setup
     ksm_pages = [q for q in anon if not vma_fresh(vmas, q)]
 
@@ -220,12 +248,17 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     # mm_take_all_locks on two mms that share the file
     two_registrants = second_process and ncpus >= 2 and rng.random() < TWO_REGISTRANTS
     cpus: list[tuple[Op, ...]] = []
+
+    def ops_of_others() -> list[Op]:
+        return [o for ops in cpus for o in ops]
+
     for c in range(ncpus):
         # CPU 0 uses a driver, CPU 1 invalidates (a kernel thread or a thread
         # of the process): every workload of two CPUs or more has a race
         # between the two sides; further CPUs take any role
         if c == 0:
-            role = "driver" if rng.random() >= CPU0_PROCESS or two_registrants else "process"
+            role = "driver" if rng.random() >= CPU0_PROCESS or two_registrants \
+                or two_intervals else "process"
         elif c == 1:
             role = _pick(rng, [rw for rw in ROLE_WEIGHTS if rw[0] != "driver"])
             if lifecycle:
@@ -235,8 +268,12 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
         nops = _count(rng, settings.ops)
         ops: list[Op] = []
         reattach: int | None = None
+        #: the pages a re-inserted interval notifier covers
+        inserted: tuple[int, int] | None = None
         if two_registrants and c < 2:
             reattach = c  # d0 is the first process's driver, d1 the second's
+        elif two_intervals and c == 0 and rng.random() < INTERVAL_CHURN:
+            reattach = rng.randrange(2)
         elif role == "driver" and rng.random() < REATTACH:
             # the driver goes away and comes back before it faults: its
             # registration then races with whatever the other CPUs invalidate
@@ -244,7 +281,8 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
         if reattach is not None:
             d = reattach
             if getattr(cls_of(d), "interval_notifier", False) and api == "modern":
-                ops += [Op("remove", (), d), Op("insert", (page_range(),), d)]
+                inserted = page_range()
+                ops += [Op("remove", (), d), Op("insert", (inserted,), d)]
             else:
                 ops += [Op("detach", (), d), Op("attach", (), d)]
             nops += 2
@@ -252,10 +290,12 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
             d = rng.randrange(ndrivers)
             name = _pick(rng, ROLES[role]) if rng.random() < 0.85 else \
                 _pick(rng, ROLES[_pick(rng, ROLE_WEIGHTS)])
+            first_fault = False
             if role == "driver" and not any(o.name == "fault" for o in ops) and \
                     rng.random() < 0.85:
                 # a device maps something before anything else it does
                 name = "fault"
+                first_fault = reattach is not None
             spec = OPERATIONS[name]
             if spec.apis is not None and api not in spec.apis:
                 continue
@@ -268,7 +308,20 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                     continue
                 exited = True
             args: list[int | tuple[int, int] | str] = []
-            if name == "ksm":
+            if first_fault and reattach is not None:
+                # the device that came back maps something: the re-attached
+                # driver, inside the interval it re-inserted
+                d = reattach
+                if inserted is not None:
+                    inside = [q for q in focus if inserted[0] <= q <= inserted[1]]
+                    args = [rng.choice(inside) if inside and rng.random() < 0.8
+                            else rng.randint(*inserted)]
+            pinned = [o.args[0] for o in ops_of_others() if o.name == "dma"]
+            if name in ("reclaim", "migrate") and pinned and rng.random() < 0.6:
+                # reclaim or migration meets a page a device DMAs into (a
+                # pinned page that is dirtied when the pin is dropped)
+                args = [rng.choice(pinned)]
+            elif name == "ksm":
                 # merge an anonymous (mostly focus) page into another
                 # anonymous page, the KSM page
                 p = page()
@@ -313,6 +366,17 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 # kswapd ages a page before it reclaims it: a device's recent
                 # access (its young bit) keeps the page on the first pass
                 ops.append(Op("age", op.args))
+                nops += 1
+            if name == "reclaim" and p_anon(op.args[0]) and rng.random() < SWAPIN:
+                # the process touches the page reclaim swapped out: a swap-in
+                # (do_swap_page), which races with any other fault of it
+                ops.append(op)
+                op = Op("cpufault", (op.args[0], rng.choice("rw")))
+                nops += 1
+            if name == "idle" and rng.random() < 0.4:
+                # the process used the page before it is marked idle: the
+                # marking must fold that use into PG_young first
+                ops.append(Op("cpufault", (op.args[0], "r")))
                 nops += 1
             if name == "scan" and rng.random() < 0.5:
                 # khugepaged's question matters once the page was aged: a

@@ -37,11 +37,12 @@ from mmemu.mm.khugepaged import khugepaged_scan_referenced
 from mmemu.mm.ksm import ksm_merge_page
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.filemap import add_to_page_cache, find_get_page
-from mmemu.mm.memory import fault_in, i_size_pages
+from mmemu.mm.memory import fault_in, get_user_pages, i_size_pages
 from mmemu.mm.mmap import EINTR, PAGE_SIZE, do_munmap, find_vma, mmput
 from mmemu.mm.mmu_notifier import MmuNotifierOps, mmu_notifier_get, mmu_notifier_put
 from mmemu.mm.mprotect import PROT_NONE, PROT_READ, PROT_WRITE, sys_mprotect
 from mmemu.mm.page import (
+    PG_dirty,
     PG_uptodate,
     get_page_unless_zero,
     page_site,
@@ -49,10 +50,11 @@ from mmemu.mm.page import (
     unlock_page,
 )
 from mmemu.mm.pagemap import page_cache_alloc
-from mmemu.mm.page_idle import page_idle_bitmap_read, page_idle_bitmap_write
+from mmemu.mm.page_idle import page_idle_bitmap_read, page_idle_bitmap_write, page_is_idle
 from mmemu.mm.rmap import page_referenced
 from mmemu.mm.truncate import vmtruncate
 from mmemu.mm.vmscan import PageLRU, isolate_lru_page, putback_lru_page, reclaim_page
+from mmemu.races.aging_shapes import PageNeverIdle
 from mmemu.races.notifier_shapes import SignalIgnored
 from mmemu.workload._text import Op
 from mmemu.workload._world import World
@@ -407,6 +409,33 @@ async def _userptr(w: World, c: int, op: Op) -> None:
 
 
 
+async def _dma(w: World, c: int, op: Op) -> None:
+    """A device driver of the process DMAs into page p: get_user_pages for
+    write pins the page (FOLL_TOUCH dirties it then), the device writes it,
+    and the driver releases it dirty the way kvm_release_pfn_dirty does
+    (kvm_set_pfn_dirty: SetPageDirty without the page lock, then put_page).
+    The pin does not keep reclaim from unmapping the page, and the write
+    lands whenever the device is done: __remove_mapping's comment ('Must be
+    careful with the order of the tests') is about exactly this holder."""
+    (p,) = op.args
+    assert isinstance(p, int)
+    who = str(op)
+    mm = w.mm
+    if not await w.mmget_not_zero(who):
+        return
+    await down_read(mm.mmap_sem, label=f"{who}: down_read(mmap_sem)")
+    page = await get_user_pages(mm, w.addr(p), write=True)
+    await up_read(mm.mmap_sem, label=f"{who}: up_read(mmap_sem)")
+    await w.mmput()
+    if page is None:
+        return
+    w.ran("dma")
+    await step(f"{who}: the device wrote page{page.pfn}: SetPageDirty",
+               writes=(page.flags_key,))
+    page.flags |= PG_dirty
+    await put_page(page, label=f"{who}: put_page (the get_user_pages pin)")
+
+
 async def _fork(w: World, c: int, op: Op) -> None:
     """The process forks: dup_mm copies its mm (dup_mmap, copy_page_range
     write-protects the parent's private ptes inside a notifier bracket).
@@ -462,7 +491,8 @@ async def _ksm(w: World, c: int, op: Op) -> None:
 async def _idle(w: World, c: int, op: Op) -> None:
     """Idle page tracking on the page mapped at p: mark it idle, then read
     the bit back (each clears the accessed bits of the ptes and, through
-    ->clear_young, of the secondary MMUs)."""
+    ->clear_young, of the secondary MMUs).  The marking must leave the page
+    idle (``PageNeverIdle``, the aging suite's failure)."""
     (p,) = op.args
     assert isinstance(p, int)
     who = str(op)
@@ -474,6 +504,18 @@ async def _idle(w: World, c: int, op: Op) -> None:
         return
     w.ran("idle")
     await page_idle_bitmap_write(page)
+    # The write's postcondition, tested in its last step (set_page_idle:
+    # nothing ran in between): the page is idle now.  Only a use *after*
+    # the marking may clear PG_idle; accessed bits from before it are
+    # folded into PG_young first (page_idle_clear_pte_refs, then
+    # set_page_idle).  A mark that a use from before already undid makes a
+    # page nobody touched since read back as used.
+    if not page_is_idle(page):
+        current_simulation().fail(PageNeverIdle(
+            f"page{page.pfn}: page_idle_bitmap_write returned with PG_idle clear: an "
+            f"accessed bit from before the marking cleared the new mark (references must "
+            f"be cleared before set_page_idle), so a page nobody used since reads back as "
+            f"used", details=page.dump()))
     if not await page_idle_bitmap_read(page):
         w.ran("idle: referenced")
     await put_page(page, label=f"{who}: put_page(page{page.pfn})")
@@ -537,6 +579,11 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
            "the process read()s the file page that page p maps (a lockless pagecache "
            "lookup; a miss reads the page in; a page not yet uptodate is waited for on its "
            "lock); nothing for an anonymous page", _read),
+    OpSpec("dma", ("page",), "process",
+           "get_user_pages(write) ... SetPageDirty; put_page",
+           "a device driver of the process DMAs into page p: get_user_pages pins it for "
+           "write, the device writes it, the driver sets PG_dirty without the page lock "
+           "(as kvm_release_pfn_dirty does) and drops the pin", _dma),
     OpSpec("munmap", ("range",), "process", "do_munmap",
            "munmap pages lo-hi (a partial range splits the vma)", _munmap),
     OpSpec("fork", (), "process", "dup_mm -> dup_mmap, copy_page_range",

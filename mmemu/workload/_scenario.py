@@ -103,8 +103,9 @@ async def run_workload(sim: Any) -> None:
     own ``check()``, the notifier checker's end-of-run coherence of every
     driver's caches with the CPU page tables (IncoherentTranslation), and
     that a driver the workload detached keeps no translation
-    (IncoherentWorld), and that no process maps the file beyond its end
-    (MappedBeyondEof).
+    (IncoherentWorld), that no process maps the file beyond its end
+    (MappedBeyondEof), and that no page of the setup is lost from the LRU
+    (LostFromLru).
     """
     text = sim.params.get("workload")
     if not text:
@@ -119,6 +120,7 @@ async def run_workload(sim: Any) -> None:
             cpus.start(_run_cpu, world, c, ops, name=_cpu_name(ops))
     world.check_detached()
     world.check_truncated()
+    world.check_lru()
 
 
 def workload_params(workload: Workload | str, *, drivers: Iterable[str] | None = None,

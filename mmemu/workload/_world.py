@@ -87,6 +87,11 @@ class MappedBeyondEof(InvariantViolation):
     MAP_PRIVATE vma) -- in every mm, so that a later touch gets SIGBUS."""
 
 
+class LostFromLru(InvariantViolation):
+    """At the end of a workload, a page that was on the LRU is still in use
+    but on no LRU list: reclaim and migration can never take it again."""
+
+
 class World:
     """The state one execution of a workload acts on (see the module docstring)."""
 
@@ -118,6 +123,9 @@ class World:
         self.notifiers: list[Any] = []
         #: page number -> the KSM page there (built for ksm(p,q) operations)
         self.ksm_pages: dict[int, Page] = {}
+        #: the pages the setup put on the LRU, with their allocation number
+        #: (``Page.gen``: a page freed and allocated again is another page)
+        self.lru_pages: list[tuple[Page, int]] = []
 
     # ------------------------------------------------------------ building
 
@@ -193,6 +201,7 @@ class World:
             set_pte_at(mm, addr, pte.replace(young=False))
             if not PageLRU(pte.page):
                 await lru_cache_add(pte.page)
+                self.lru_pages.append((pte.page, pte.page.gen))
 
     def mm_of(self, i: int) -> MmStruct:
         """The mm driver ``i`` is attached to (``@2``: the second process)."""
@@ -307,6 +316,29 @@ class World:
                                 details=pte.page.dump())
                 vma = vma.vm_next
 
+    def check_lru(self) -> None:
+        """A page the setup put on the LRU is, at the end, either free
+        (allocated again or not) or still on the LRU (``LostFromLru``).
+
+        In the model only isolate_lru_page takes a page off the LRU (with a
+        reference; reclaim, aging, migration, page_idle do not otherwise),
+        and its owner either frees the page (reclaim, a successful
+        migration: the last put clears PG_lru) or puts it back
+        (putback_lru_page sets PG_lru, then drops the isolation reference).
+        Once every operation has ended nobody holds a page isolated, so a
+        page in use off the LRU was lost to reclaim for good.  Pages the
+        workload allocated (faults, COW copies, swap-ins) are left out: the
+        model's faults do not put new pages on the LRU (lru_cache_add of a
+        new page is not modelled)."""
+        for page, gen in self.lru_pages:
+            if page.free or page.gen != gen or PageLRU(page):
+                continue
+            raise LostFromLru(
+                f"page{page.pfn} is in use (count {page._count.counter}) but on no LRU list "
+                f"after every operation ended: whoever isolated it did not put it back "
+                f"(putback_lru_page must SetPageLRU before dropping its reference); reclaim "
+                f"and migration can never take it again", details=page.dump())
+
     def check_detached(self) -> None:
         """A driver the workload detached keeps no translation: no
         invalidation will ever reach it again.
@@ -329,4 +361,4 @@ class World:
                         f"will ever reach it", details=e.page.dump())
 
 
-__all__ = ["IncoherentWorld", "MappedBeyondEof", "World"]
+__all__ = ["IncoherentWorld", "LostFromLru", "MappedBeyondEof", "World"]

@@ -135,7 +135,9 @@ def test_shrink_candidates_renumber_cpus_drivers_and_pages() -> None:
 def test_fuzz_shrinks_to_the_minimal_workload_and_reports_it() -> None:
     res = fuzz([FIX + "PinCacheDriver"], seed=7, workloads=2, plan=SMALL)
     assert res.failure is not None and res.workload is not None and res.original is not None
-    assert res.failure.kind == "IncoherentTranslation"
+    # the side cache's stale pfn: a translation to a page the pte no
+    # longer maps, or writable where the pte is read-only
+    assert res.failure.kind in ("IncoherentTranslation", "SecondaryWriteToReadOnly")
     assert res.workload.size() < res.original.size()
     assert len(res.workload.cpus) == 2 and res.workload.ops == 2
     text = res.report()

@@ -76,10 +76,35 @@ def test_two_drivers_of_different_classes_are_both_checked(who: str, mutant: str
     ("vmas=s1; cpu0: migrate(0); cpu1: read(0)", "migrate:newpage-unlocked"),
     # a private copy made between truncate's two unmaps (MappedBeyondEof)
     ("vmas=P1; cpu0: cpufault(0,w); cpu1: truncate(0)", "truncate:single-unmap"),
+    # aging isolates and puts back a setup page: it must be on the LRU at
+    # the end (LostFromLru)
+    ("vmas=a1; cpu0: fault(0,w); cpu1: age(0)", "vmscan:putback-no-lru"),
+    # the marking leaves the page idle although the CPU used it just before
+    ("api=modern vmas=a1; cpu0: cpufault(0,r) idle(0)", "page_idle:set-idle-before-clear"),
+    # two faults of one swapped-out pte (the process's swap-in after reclaim)
+    ("vmas=a1; cpu0: fault(0,r); cpu1: reclaim(0) cpufault(0,w)", "memory:swap-no-pte-same"),
 ])
 def test_new_call_sites_as_operations(wl: str, mutant: str) -> None:
     assert _dfs(wl, bound=1).ok
     res = _dfs(wl, bound=1, mutants=(mutant,))
+    assert res.failure is not None, mutant
+
+
+@pytest.mark.parametrize("wl, mutant", [
+    # a device's pin dirties the page between reclaim's PageDirty test and
+    # its freeze: the swap-cache page is freed with the data (DataLoss)
+    ("vmas=a1; cpu0: dma(0); cpu1: reclaim(0)", "vmscan:dirty-before-freeze"),
+    # a mirror re-inserted while a truncate's invalidation hits the other
+    # one: the insert is deferred and its first read_begin waits
+    ("drivers=hmm,hmm api=modern vmas=s1; cpu0: remove insert(0) fault(0,r); cpu1: truncate(0)",
+     "mmu_notifier:interval-no-defer"),
+])
+def test_shapes_that_need_two_preemptions(wl: str, mutant: str) -> None:
+    # unbounded optimal DPOR exhausts the correct model (211-521
+    # executions) and meets the mutant's failure within 14-74
+    res = _dfs(wl, bound=None)
+    assert res.ok and res.exhausted, res.failure.report() if res.failure else ""
+    res = _dfs(wl, bound=None, mutants=(mutant,))
     assert res.failure is not None, mutant
 
 
