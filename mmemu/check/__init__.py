@@ -45,12 +45,28 @@ def boot_checked(sim: Any, **kw: Any) -> Any:
 
     kernel = boot(sim, **kw)
     for spec in INSTALLERS:
-        modname, _, fname = spec.partition(":")
-        try:
-            mod = importlib.import_module(modname)
-        except ModuleNotFoundError as exc:
-            if exc.name != modname:
-                raise
-            continue
-        getattr(mod, fname)(kernel)
+        install = _RESOLVED.get(spec, _UNRESOLVED)
+        if install is _UNRESOLVED:
+            install = _RESOLVED[spec] = _resolve(spec)
+        if install is not None:
+            install(kernel)
     return kernel
+
+
+_UNRESOLVED: Any = object()
+#: installer spec -> its function (None: its module does not exist); every
+#: execution boots a kernel, and importing by name each time cost ~1% of a
+#: short suite's exploration
+_RESOLVED: dict[str, Callable[[Any], Any] | None] = {}
+
+
+def _resolve(spec: str) -> Callable[[Any], Any] | None:
+    modname, _, fname = spec.partition(":")
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name != modname:
+            raise
+        return None
+    fn: Callable[[Any], Any] = getattr(mod, fname)
+    return fn

@@ -280,14 +280,58 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _worker_init() -> None:
+def _worker_init(main: int) -> None:
     # The parent handles Ctrl-C for everyone (see the module docstring).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(main)
     load_builtin()
     # Everything imported so far lives as long as the worker: keep it out
     # of the collector's passes (each full pass would walk it all again)
     gc.collect()
     gc.freeze()
+
+
+#: how often a worker looks whether its parent is still there (seconds),
+#: where it cannot wait for it (no pidfd)
+PARENT_POLL = 0.5
+
+
+def _die_with_parent(main: int) -> None:
+    """End this worker process soon after ``main``, the process whose pool
+    it serves.
+
+    A parent that is killed (SIGKILL, or SIGTERM / SIGHUP with their default
+    action) runs no atexit handler and never shuts its pool down, and a pool
+    worker waits on its task queue forever: it holds that queue's write end
+    itself, so no end-of-file ever comes.  Nor does the fork server end (its
+    children hold its liveness pipe), so watching the parent would not do.
+    A daemon thread watches ``main`` instead and exits the worker when it is
+    gone: with a pidfd where the system has them (readable once the process
+    has exited; immune to pid reuse), else by polling.
+    """
+    try:
+        fd = os.pidfd_open(main) if hasattr(os, "pidfd_open") else -1
+    except ProcessLookupError:
+        os._exit(1)
+    except OSError:
+        fd = -1
+
+    def watch() -> None:
+        if fd >= 0:
+            import select
+
+            select.select([fd], [], [])
+            os._exit(1)
+        while True:
+            time.sleep(PARENT_POLL)
+            try:
+                os.kill(main, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except OSError:
+                pass  # alive, another user's: not ours to judge
+
+    threading.Thread(target=watch, name="mmemu parent watch", daemon=True).start()
 
 
 def _chunk_size(budget: int, jobs: int) -> int:
@@ -450,7 +494,7 @@ class _Processes(_Backend):
         if pool is None or getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread",
                                                                           False):
             pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(),
-                                          initializer=_worker_init)
+                                          initializer=_worker_init, initargs=(os.getpid(),))
             if shared:
                 _POOLS[jobs] = pool
         self.pool = pool

@@ -376,3 +376,35 @@ def test_ctrl_c_stops_every_worker() -> None:
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.1)
     assert not [p for p in workers if _alive(p)], "orphan worker processes"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_workers_die_with_a_killed_parent(sig: int) -> None:
+    """A parent killed without a chance to clean up (SIGTERM's and SIGHUP's
+    default action, SIGKILL) runs no atexit handler: its workers must still
+    end, not block forever on their task queue as orphans."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mmemu", "run", "demo:lost-update-locked", "--strategy", "random",
+         "--executions", "100000000", "--jobs", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        workers: set[int] = set()
+        while time.monotonic() < deadline and len(workers) < 3:  # forkserver + 2 workers
+            time.sleep(0.2)
+            workers = _descendants(proc.pid)
+        assert len(workers) >= 3, "the workers did not start"
+        time.sleep(0.5)
+        proc.send_signal(sig)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in workers):
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for p in left:  # do not leave them behind even when the test fails
+        os.kill(p, signal.SIGKILL)
+    assert not left, "orphan worker processes"
