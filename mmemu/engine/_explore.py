@@ -23,6 +23,7 @@ trace, the report and the token.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
@@ -623,6 +624,7 @@ def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
     exploration that finds nothing and misses one fails with VacuousSuite.  ``jobs``, ``shard`` or ``dask`` spread
     the executions over processes (``mmemu.parallel.explore_parallel``).
     """
+    refuse_while_a_worker_starts()
     if any(kwargs.get(k) is not None for k in ("jobs", "shard", "dask")):
         from ._parallel import explore_parallel
 
@@ -631,6 +633,26 @@ def explore(scenario: ScenarioFn | Scenario | str, **kwargs: Any) -> Result:
         kwargs.pop(k, None)
     result: Result = trio.run(_call_explore, scenario, kwargs)
     return result
+
+
+#: what a worker process that imports a script's unguarded explorations says
+UNGUARDED_MAIN = ("a worker process of a parallel exploration imports the main module: a script "
+                  "that explores with jobs must keep its code under "
+                  "`if __name__ == \"__main__\":`")
+
+
+def refuse_while_a_worker_starts() -> None:
+    """Refuse to explore while this process is a starting worker.
+
+    Worker processes (forkserver, spawn) import the main module before they
+    serve.  A script whose explorations are not under ``if __name__ ==
+    "__main__":`` would run every one of them again in each worker first --
+    minutes for a big suite, which looks like a hang -- and then fail on the
+    nested pool.  Raised there, the worker fails at once and the parent
+    reports it in one line (``_parallel``: a pool that broke).
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise ModelError(UNGUARDED_MAIN)
 
 
 async def _call_explore(scenario: Any, kwargs: dict[str, Any]) -> Result:

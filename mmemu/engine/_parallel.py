@@ -88,7 +88,9 @@ from ._explore import (
     as_thorough_as_the_suite,
     check_vacuity,
     exploration_goals,
+    UNGUARDED_MAIN,
     failure_kind,
+    refuse_while_a_worker_starts,
 )
 from ._registry import Scenario, load_builtin, resolve_scenario
 from ._settings import UNSET, Settings, given, resolve_settings
@@ -507,7 +509,12 @@ class _Processes(_Backend):
         return set(done)
 
     def result(self, fut: Any) -> dict[str, Any]:
-        res: dict[str, Any] = fut.result()
+        try:
+            res: dict[str, Any] = fut.result()
+        except cf.process.BrokenProcessPool:
+            raise ModelError(
+                "a worker process ended abruptly (killed, out of memory, or it failed while "
+                "starting: " + UNGUARDED_MAIN + ")") from None
         return res
 
     def cancel(self, futs: Iterable[Any]) -> set[Any]:
@@ -642,6 +649,7 @@ def explore_parallel(
     ``jobs``, ``shard`` or backend (see the module docstring for PCT and the
     DFS reductions).  Must not be called from inside a trio run.
     """
+    refuse_while_a_worker_starts()
     if not stop_on_failure:
         raise ModelError("a parallel exploration stops at its first failure "
                          "('stop_on_failure=False' is not supported)")

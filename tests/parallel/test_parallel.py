@@ -408,3 +408,27 @@ def test_workers_die_with_a_killed_parent(sig: int) -> None:
     for p in left:  # do not leave them behind even when the test fails
         os.kill(p, signal.SIGKILL)
     assert not left, "orphan worker processes"
+
+
+_UNGUARDED = """
+import mmemu
+a = mmemu.explore("demo:lost-update-locked", strategy=mmemu.DFS())
+b = mmemu.explore("demo:lost-update-locked", strategy=mmemu.DFS(), jobs=2)
+print("never", a.executions, b.executions)
+"""
+
+
+def test_a_script_without_a_main_guard_fails_at_once_in_one_line(tmp_path: Path) -> None:
+    """Workers import the main module: a script's explorations outside
+    ``if __name__ == "__main__":`` would all run again in each worker before
+    it could serve (minutes for a big suite: a hang, seemingly) and then
+    break the pool.  The worker refuses at once; the parent says why."""
+    script = tmp_path / "unguarded.py"
+    script.write_text(_UNGUARDED)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode != 0 and "never" not in done.stdout
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("mmemu.engine._errors.ModelError: a worker process ended abruptly"), \
+        done.stderr
+    assert 'if __name__ == "__main__":' in last
