@@ -170,7 +170,7 @@ def run(
     if not planned:
         raise UsageError("no suite takes that combination of --driver/--api")
     if workload is None:  # a workload's operations decide what it exercises
-        _check_mutants_exercised(mutant, planned)
+        _check_mutants_exercised(mutant, planned, err)
     # Every setting is resolved (and checked) before the first run starts:
     # a bad MMEMU_* value is one line and exit 2, not a failure halfway.
     plan = [(sc, params, run_settings(sc, strategy=strategy, executions=executions, seed=seed,
@@ -351,12 +351,14 @@ def totals_line(runs: Sequence[tuple[Result, Settings]], *, interrupted: bool) -
 
 
 def _check_mutants_exercised(mutants: Sequence[str],
-                             planned: Sequence[tuple[Scenario, dict[str, Any]]]) -> None:
-    """Each mutant must be one a planned run exercises: a selected suite
-    lists it among the mutants it catches, for parameters the mutant
-    applies to.  Otherwise the run would pass having tested nothing the
-    mutant changes (``mmemu run mm:reclaim-vs-gup --mutant
-    filemap:no-recheck``): one line, exit 2."""
+                             planned: Sequence[tuple[Scenario, dict[str, Any]]],
+                             err: Console) -> None:
+    """Say so before the runs start when no selected suite lists a mutant
+    among those it catches, for parameters the mutant applies to.  The run
+    still goes ahead -- asking whether a suite catches a mutant it does not
+    declare is a fair question -- and it ends with exit 2 if no execution
+    exercised the mutant (``_unexercised_mutants``): a run that tested
+    nothing the mutant changes never passes quietly."""
     for m in mutants:
         mt = get_mutant(m)
         if any(m in sc.catches and mt.applies_to(params) for sc, params in planned):
@@ -365,7 +367,8 @@ def _check_mutants_exercised(mutants: Sequence[str],
         catchers = [s.name for s in all_scenarios() if m in s.catches]
         where = (f"the suites that do: {', '.join(catchers)}" if catchers
                  else "no registered suite does")
-        raise UsageError(f"mutant {m} is not exercised by the selected suites ({names}); {where}")
+        err.print(f"note: no selected suite ({names}) declares that it catches mutant {m} "
+                  f"({where}); running anyway", markup=False)
 
 
 def _unexercised_mutants(mutants: Sequence[str], results: Sequence[Result]) -> str | None:
@@ -380,7 +383,7 @@ def _unexercised_mutants(mutants: Sequence[str], results: Sequence[Result]) -> s
     notes = []
     for m in missing:
         catchers = [s.name for s in all_scenarios() if m in s.catches]
-        notes.append(f"{m} (suites that exercise it: {', '.join(catchers) or 'none registered'})")
+        notes.append(f"{m} (suites that catch it: {', '.join(catchers) or 'none registered'})")
     return (f"mutant{'s' if len(missing) > 1 else ''} never exercised by the selected suites "
             f"({ran}), so this run tested nothing: {'; '.join(notes)}")
 
