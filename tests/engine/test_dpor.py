@@ -154,6 +154,47 @@ FOUND: list[Program] = [
 ]
 
 
+# Four CPUs, shrunk from a random program (seed 1082 of 4 CPUs x 4
+# operations): the reversal of a release and a trylock (CPU 3's trylock
+# failing inside CPU 0's section) must carry the steps that came AFTER the
+# trylock in the execution and do not happen after the release (CPU 2's
+# write of x before CPU 1's).  With notdep cut at the trylock, the reversal
+# was judged covered by CPU 1's sleeping write -- which covers only the
+# order with CPU 1's write first -- and one of 56 traces was never run.
+NOTDEP_TO_THE_END: Program = [
+    [("lock", "B", [("w", "z")])],
+    [("lock", "B", []), ("w", "x")],
+    [("w", "x")],
+    [("w", "z"), ("try", "B", [("w", "x")])],
+]
+
+# Shrunk from seed 1168 of the same campaign: the race of CPU 3's release
+# and CPU 1's trylock is old (both steps in the prefix the next execution
+# replays), but the steps after it changed (CPU 2 reads y before CPU 0
+# writes it): reversed with the new tail, it gives the one trace of 14 in
+# which the trylock fails and CPU 2 does not read x.  Only new races were
+# reversed, so it was never run.
+OLD_RACE_NEW_TAIL: Program = [
+    [("w", "y")],
+    [("try", "B", [("if", "y", [], [])])],
+    [("if", "y", [("if", "x", [], [])], [])],
+    [("w", "x"), ("lock", "B", [])],
+]
+
+
+@pytest.mark.parametrize("program,traces", [(NOTDEP_TO_THE_END, 56), (OLD_RACE_NEW_TAIL, 14)],
+                         ids=["notdep-to-the-end", "old-race-new-tail"])
+def test_a_reversal_keeps_the_independent_steps_after_the_race(program: Program,
+                                                               traces: int) -> None:
+    sc = scenario(program)
+    full = _classes(sc, "sleep")
+    assert len(full) == traces
+    dfs = RecordingDFS(reduction="dpor")
+    res = mmemu.explore(sc, strategy=dfs, executions=1000, stop_on_failure=False, shrink=False)
+    assert set(dfs.classes) == full
+    assert res.executions == traces and res.blocked == 0  # still one run per trace
+
+
 @pytest.mark.parametrize("program", FOUND, ids=[f"found{k}" for k in range(len(FOUND))])
 def test_failing_cpus_do_not_hide_other_failures(program: Program) -> None:
     sc = scenario(program)
