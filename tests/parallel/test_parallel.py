@@ -351,8 +351,10 @@ def _alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_ctrl_c_stops_every_worker() -> None:
+def _run_and_signal(sig: int) -> tuple[subprocess.Popen[str], set[int], str]:
+    """Start ``mmemu run --jobs 2`` (a long Random run), wait for its fork
+    server and two workers, send ``sig`` to it; its descendants then and
+    its stderr."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "mmemu", "run", "demo:lost-update-locked", "--strategy", "random",
          "--executions", "100000000", "--jobs", "2"],
@@ -365,17 +367,32 @@ def test_ctrl_c_stops_every_worker() -> None:
             workers = _descendants(proc.pid)
         assert len(workers) >= 3, "the workers did not start"
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=20)
+        proc.send_signal(sig)
+        _out, err = proc.communicate(timeout=20)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err, err
-    deadline = time.monotonic() + 10
+    return proc, workers, err
+
+
+def _orphans(workers: set[int], wait: float) -> list[int]:
+    """Those of ``workers`` still alive after up to ``wait`` seconds (killed
+    then, so that a failing test leaves nothing behind)."""
+    deadline = time.monotonic() + wait
     while time.monotonic() < deadline and any(_alive(p) for p in workers):
         time.sleep(0.1)
-    assert not [p for p in workers if _alive(p)], "orphan worker processes"
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    return left
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_stops_every_worker() -> None:
+    proc, workers, err = _run_and_signal(signal.SIGINT)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    assert not _orphans(workers, 10), "orphan worker processes"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -384,30 +401,9 @@ def test_workers_die_with_a_killed_parent(sig: int) -> None:
     """A parent killed without a chance to clean up (SIGTERM's and SIGHUP's
     default action, SIGKILL) runs no atexit handler: its workers must still
     end, not block forever on their task queue as orphans."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mmemu", "run", "demo:lost-update-locked", "--strategy", "random",
-         "--executions", "100000000", "--jobs", "2"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        workers: set[int] = set()
-        while time.monotonic() < deadline and len(workers) < 3:  # forkserver + 2 workers
-            time.sleep(0.2)
-            workers = _descendants(proc.pid)
-        assert len(workers) >= 3, "the workers did not start"
-        time.sleep(0.5)
-        proc.send_signal(sig)
-        proc.wait(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and any(_alive(p) for p in workers):
-        time.sleep(0.1)
-    left = [p for p in workers if _alive(p)]
-    for p in left:  # do not leave them behind even when the test fails
-        os.kill(p, signal.SIGKILL)
-    assert not left, "orphan worker processes"
+    proc, workers, _err = _run_and_signal(sig)
+    assert proc.returncode == -sig
+    assert not _orphans(workers, 15), "orphan worker processes"
 
 
 _UNGUARDED = """
