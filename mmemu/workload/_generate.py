@@ -211,7 +211,9 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     anon = [q for q in range(npages) if vma_kind(vmas, q) == "a"]
 
     def p_anon(p: int | tuple[int, int] | str) -> bool:
-        return p in anon
+        # an anonymous page the setup mapped and put on the LRU (reclaim
+        # can take it; a page the workload faults in is on no LRU)
+        return p in ksm_pages
 
     # the KSM page must be mapped at setup
     ksm_pages = [q for q in anon if not vma_fresh(vmas, q)]
