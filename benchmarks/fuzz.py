@@ -20,8 +20,8 @@ checks the workload as drawn instead (about half the CPU per find).
 over every seed, a miss counting as later than any find ("-" when the
 median is a miss).
 
-Run: python benchmarks/fuzz.py [--limit 60] [--seeds 1] [--only kvm:no-count ...]
-     [--skip M ...] [--no-shrink]
+Run: python benchmarks/fuzz.py [--limit 60] [--seeds 1] [--first-seed 0]
+     [--only kvm:no-count ...] [--skip M ...] [--no-shrink]
 """
 
 from __future__ import annotations
@@ -124,6 +124,8 @@ def main() -> None:
     ap.add_argument("--wall", action="store_true",
                     help="--limit is wall-clock seconds (fuzz(time=...)), not CPU")
     ap.add_argument("--seeds", type=int, default=1, help="seeds per mutant (median shown)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="the seeds are FIRST_SEED, FIRST_SEED+1, ...")
     ap.add_argument("--only", nargs="*", default=None,
                     help="these mutants only, in this order")
     ap.add_argument("--skip", nargs="*", default=(), help="all but these mutants")
@@ -160,7 +162,7 @@ def main() -> None:
         execs: list[int] = []
         drawn: list[int] = []
         last: Any = None
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             t0 = time.perf_counter()
             c0 = time.process_time()
             # the budget is CPU seconds of this process (the search runs in

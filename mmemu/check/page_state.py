@@ -148,6 +148,13 @@ class PageStateChecker:
         #: file pages a dirty pte was cleared from, and where (the bit is owed
         #: to the page until PG_dirty is set or truncation cancels it)
         self.dirty_owed: dict[Page, str] = {}
+        #: pages truncation is removing (cancel_dirty_page ran, the removal
+        #: follows under the same page lock): their data is thrown away on
+        #: purpose, even if something dirtied them since -- 2.6.27's
+        #: __do_fault calls set_page_dirty after unlock_page, so a write
+        #: fault's dirty bit can land between cancel_dirty_page and the
+        #: removal (found by `vmas=S1; cpu0: cpufault(0,w); cpu1: truncate(0)`)
+        self.truncating: dict[Page, bool] = {}
 
     # ------------------------------------------------------------- interface
 
@@ -189,6 +196,8 @@ class PageStateChecker:
         """Called inside the step that takes ``page`` out of ``mapping``'s tree
         (truncation has cancelled the dirty bit before: dirty_cancelled)."""
         owed = self.dirty_owed.pop(page, None)
+        if self.truncating.pop(page, False):
+            return
         if page.flags & PG_dirty:
             self._fail(DataLoss,
                 f"page{page.pfn} ({mapping.name}[{page.index}]) left the pagecache at "
@@ -201,8 +210,10 @@ class PageStateChecker:
                 f"without set_page_dirty: the process's writes are lost (data loss)", page)
 
     def dirty_cancelled(self, page: Page) -> None:
-        """cancel_dirty_page: truncation drops the data on purpose."""
+        """cancel_dirty_page: truncation drops the data on purpose (and
+        removes the page next)."""
         self.dirty_owed.pop(page, None)
+        self.truncating[page] = True
 
     def pte_changed(self, mm: Any, address: int, old: Any, new: Any) -> None:
         """A pte hook (``kernel.pte_hooks``): a dirty pte of a file page that is

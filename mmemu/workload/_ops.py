@@ -37,13 +37,15 @@ from mmemu.mm.khugepaged import khugepaged_scan_referenced
 from mmemu.mm.ksm import ksm_merge_page
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.filemap import add_to_page_cache, find_get_page
-from mmemu.mm.memory import fault_in, get_user_pages, i_size_pages
+from mmemu.mm.memory import fault_in, get_user_pages, i_size_pages, set_page_dirty
 from mmemu.mm.mmap import EINTR, PAGE_SIZE, do_munmap, find_vma, mmput
 from mmemu.mm.mmu_notifier import MmuNotifierOps, mmu_notifier_get, mmu_notifier_put
 from mmemu.mm.mprotect import PROT_NONE, PROT_READ, PROT_WRITE, sys_mprotect
 from mmemu.mm.page import (
     PG_dirty,
     PG_uptodate,
+    PageAnon,
+    lock_page,
     get_page_unless_zero,
     page_site,
     put_page,
@@ -412,8 +414,9 @@ async def _userptr(w: World, c: int, op: Op) -> None:
 async def _dma(w: World, c: int, op: Op) -> None:
     """A device driver of the process DMAs into page p: get_user_pages for
     write pins the page (FOLL_TOUCH dirties it then), the device writes it,
-    and the driver releases it dirty the way kvm_release_pfn_dirty does
-    (kvm_set_pfn_dirty: SetPageDirty without the page lock, then put_page).
+    and the driver releases it dirty: an anonymous page the way
+    kvm_release_pfn_dirty does (kvm_set_pfn_dirty: SetPageDirty without the
+    page lock), a file page with set_page_dirty_lock; then put_page.
     The pin does not keep reclaim from unmapping the page, and the write
     lands whenever the device is done: __remove_mapping's comment ('Must be
     careful with the order of the tests') is about exactly this holder."""
@@ -430,9 +433,21 @@ async def _dma(w: World, c: int, op: Op) -> None:
     if page is None:
         return
     w.ran("dma")
-    await step(f"{who}: the device wrote page{page.pfn}: SetPageDirty",
-               writes=(page.flags_key,))
-    page.flags |= PG_dirty
+    if PageAnon(page):
+        # guest RAM, a DMA buffer: kvm_set_pfn_dirty's SetPageDirty, no lock
+        await step(f"{who}: the device wrote page{page.pfn}: SetPageDirty",
+                   writes=(page.flags_key,))
+        page.flags |= PG_dirty
+    else:
+        # a file page (MAP_SHARED): set_page_dirty_lock, as dio_bio_complete
+        # and bio_set_pages_dirty do -- under the page lock, so it cannot
+        # land between truncation's cancel_dirty_page and the removal
+        # (set_page_dirty on an unlocked file page races with truncate:
+        # page-writeback.c's comment on set_page_dirty_lock)
+        await lock_page(page, label=f"{who}: set_page_dirty_lock: lock_page")
+        await set_page_dirty(page, label=f"{who}: the device wrote page{page.pfn}: "
+                                         f"set_page_dirty")
+        await unlock_page(page, label=f"{who}: set_page_dirty_lock: unlock_page")
     await put_page(page, label=f"{who}: put_page (the get_user_pages pin)")
 
 
