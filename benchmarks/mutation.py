@@ -61,7 +61,7 @@ EXCLUDE = [
     r"LockdepGraph\..*", r"_graph", r"_held", r"_sync_engine_view", r"_check_exit", r"_site",
     r"_lockdep_\w+", r"in_atomic", r"might_sleep", r"_owner_title",
     # mm/: the checker interface (mm reports, the checkers judge)
-    r"_checker", r"_lookup_returned", r"_page_added", r"_free_hook", r"_end_check",
+    r"_checker", r"_lookup_returned", r"_page_added", r"_swap_page_\w+", r"_free_hook", r"_end_check",
     r"install_\w*checks?", r"_check_\w+", r"\w*_check", r"_dumper", r"\w*dump\w*", r"_where",
 ]
 

@@ -32,6 +32,12 @@ the structures they count):
 - ``BadMapCount``: ``mm->map_count`` equals the number of vmas on the
   mm's list, and the ``vm_next`` chain from ``mm->mmap`` is that list in
   address order (validate_mm walks the list and counts).
+- ``BadNrPages``: every address_space's ``nrpages`` (a file's pagecache,
+  and swapper_space: the swap cache) equals the pages in its radix tree.
+  The kernel trusts it: truncate_inode_pages_range returns at once when it
+  is 0, and clear_inode has ``BUG_ON(inode->i_data.nrpages)`` (2.6.27) for
+  an inode whose pages were all truncated; the swap cache's is
+  total_swapcache_pages.
 
 Not modelled: the per-task rss caches of SPLIT_RSS_COUNTING (34e55232e59f,
 2.6.34) -- the model updates the mm's counters directly.
@@ -61,6 +67,10 @@ class BadMapCount(InvariantViolation):
     (validate_mm)."""
 
 
+class BadNrPages(InvariantViolation):
+    """An address_space's nrpages disagrees with the pages in its tree."""
+
+
 def _name(obj: Any) -> str:
     return str(getattr(obj, "__mmemu_name__", obj))
 
@@ -75,6 +85,22 @@ class CounterChecker:
         self.check_map_count()
         self.check_mapcount()
         self.check_rss()
+        self.check_nrpages()
+
+    # -------------------------------------------------------------- nrpages
+
+    def check_nrpages(self) -> None:
+        for mapping in self.kernel.mappings:
+            tree = getattr(mapping, "page_tree", None)
+            if tree is None:
+                continue
+            held = sum(1 for p in tree.values() if p is not None)
+            if mapping.nrpages != held:
+                raise BadNrPages(
+                    f"at the end: {mapping.name}->nrpages is {mapping.nrpages} but its radix "
+                    f"tree holds {held} page(s): an insertion or removal without its nrpages "
+                    f"update (truncate_inode_pages skips a mapping whose nrpages is 0; "
+                    f"clear_inode: BUG_ON(nrpages))", details=mapping.dump())
 
     # ------------------------------------------------------------ map_count
 
@@ -174,4 +200,4 @@ def _hook(kernel: Any) -> CounterChecker:
     return chk
 
 
-__all__ = ["BadMapCount", "BadRssCounter", "CounterChecker", "MapcountMismatch", "install"]
+__all__ = ["BadMapCount", "BadNrPages", "BadRssCounter", "CounterChecker", "MapcountMismatch", "install"]

@@ -33,6 +33,16 @@ What it checks, and when:
   (set_page_dirty in zap_pte_range / try_to_unmap_one / KSM): a page whose
   dirty pte was cleared without it, and that then leaves the pagecache
   without PG_dirty and without truncation, is ``DataLoss`` too;
+- whenever reclaim takes an anonymous page out of the swap cache to free it
+  (``swap_page_removed``, from __remove_mapping): if a swap pte still refers
+  to its slot, the slot must hold the page's data -- the page is not dirty,
+  and no dirty pte of it was cleared since pageout last wrote it
+  (``swap_page_written``), nor since add_to_swap gave it a new slot
+  (``swap_page_new``) -- else ``DataLoss``: the next swap-in reads the
+  data from before the process's writes.  try_to_unmap_one moves a dirty
+  pte's bit to the page (set_page_dirty) before it puts the swap entry in;
+  a page swapped in by a write fault is mapped dirty while the page itself
+  is clean (do_swap_page), so that bit is all that says the slot is stale;
 - whenever find_get_page / find_get_pages / find_lock_page decides to return
   a page (the pagecache calls ``lookup_returned`` inside that step): the page
   is not free and belongs to the (mapping, index) asked for
@@ -155,6 +165,10 @@ class PageStateChecker:
         #: fault's dirty bit can land between cancel_dirty_page and the
         #: removal (found by `vmas=S1; cpu0: cpufault(0,w); cpu1: truncate(0)`)
         self.truncating: dict[Page, bool] = {}
+        #: anonymous swap-cache pages with data newer than their swap slot's:
+        #: a dirty pte of theirs was cleared, and where (pageout's write
+        #: to the slot, or the page's free, forgets it)
+        self.swap_unwritten: dict[Page, str] = {}
 
     # ------------------------------------------------------------- interface
 
@@ -209,6 +223,34 @@ class PageStateChecker:
                 f"{page_site()} clean, but a dirty pte mapping it was cleared at {owed} "
                 f"without set_page_dirty: the process's writes are lost (data loss)", page)
 
+    def swap_page_removed(self, page: Page, offset: int, slot_users: int) -> None:
+        """Called inside the step in which reclaim takes ``page`` out of the
+        swap cache (slot ``offset``) to free it; ``slot_users``: the
+        references to the slot besides the cache's own (swap ptes)."""
+        unwritten = self.swap_unwritten.pop(page, None)
+        if slot_users <= 0:
+            return  # nobody will read the slot: the data is garbage
+        if page.flags & PG_dirty:
+            self._fail(DataLoss,
+                f"page{page.pfn} (swap slot {offset}) left the swap cache at {page_site()} "
+                f"while dirty: its data was never written to the slot, which "
+                f"{slot_users} swap pte(s) will read back (data loss)", page)
+        if unwritten is not None:
+            self._fail(DataLoss,
+                f"page{page.pfn} (swap slot {offset}) left the swap cache at {page_site()} "
+                f"clean, but its data has not been written to the slot since {unwritten} "
+                f"(a dirty pte cleared without set_page_dirty, or a new slot never "
+                f"written): the {slot_users} swap pte(s) of the slot read back stale data "
+                f"(data loss)", page)
+
+    def swap_page_new(self, page: Page) -> None:
+        """add_to_swap gave ``page`` a new slot, not yet written."""
+        self.swap_unwritten[page] = f"{page_site()} (add_to_swap: a new swap slot)"
+
+    def swap_page_written(self, page: Page) -> None:
+        """pageout wrote ``page`` to its swap slot."""
+        self.swap_unwritten.pop(page, None)
+
     def dirty_cancelled(self, page: Page) -> None:
         """cancel_dirty_page: truncation drops the data on purpose (and
         removes the page next)."""
@@ -221,9 +263,19 @@ class PageStateChecker:
         if old is None or not old.present or not old.dirty:
             return
         page = old.page
-        if page is None or page.mapping is None or getattr(page.mapping, "page_tree", None) is None:
-            return  # anonymous: the dirty bit matters only with a swap cache
+        if page is None:
+            return
         if new is not None and new.present and new.page is page and new.dirty:
+            return
+        if page.flags & PG_anon:
+            # anonymous: the dirty bit matters only with a swap slot behind
+            # the page (PG_dirty or not: pageout clears both)
+            if page.flags & PG_swapcache:
+                self.swap_unwritten.setdefault(
+                    page, f"{page_site()} ({getattr(mm, '__mmemu_name__', 'mm')} pte "
+                          f"{address:#x})")
+            return
+        if page.mapping is None or getattr(page.mapping, "page_tree", None) is None:
             return
         if page.flags & PG_dirty:
             return
@@ -239,6 +291,7 @@ class PageStateChecker:
         self.allocated.append(page)
 
     def on_free(self, page: Page) -> None:
+        self.swap_unwritten.pop(page, None)
         for m in self.kernel.mappings:
             tree = getattr(m, "page_tree", None)
             if tree is None:

@@ -783,7 +783,12 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
     if reuse:
         await step("do_wp_page: reuse, ptep_set_access_flags", writes=(k, old_page.flags_key))
         set_pte_at(mm, address, orig.replace(write=True, dirty=True, young=True))
-        old_page.flags |= PG_dirty
+        if not PageAnon(old_page):
+            # the shared file page: dirty_page -> set_page_dirty_balance.  An
+            # anonymous page reused in place stays clean: only the pte's
+            # dirty bit says that a swap-cache page's slot is now stale
+            # (try_to_unmap_one hands it to the page: set_page_dirty).
+            old_page.flags |= PG_dirty
         await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
         return VM_FAULT_WRITE
     # copy on write

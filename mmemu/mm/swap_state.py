@@ -40,7 +40,15 @@ from typing import TYPE_CHECKING
 
 from mmemu.engine._execution import current_simulation, span, step
 from mmemu.kernel.locking import spin_lock, spin_unlock
-from mmemu.mm.filemap import AddressSpace, find_get_page, nrpages_key, radix_tree_store, slot_key, tree_key
+from mmemu.mm.filemap import (
+    AddressSpace,
+    _checker,
+    find_get_page,
+    nrpages_key,
+    radix_tree_store,
+    slot_key,
+    tree_key,
+)
 from mmemu.mm.page import (
     PG_dirty,
     PG_swapcache,
@@ -55,7 +63,7 @@ from mmemu.mm.page import (
     put_page,
     unlock_page,
 )
-from mmemu.mm.swapfile import get_swap_page, swap_duplicate_async, swap_free, swap_info
+from mmemu.mm.swapfile import get_swap_page, swap_count, swap_duplicate_async, swap_free, swap_info
 
 if TYPE_CHECKING:
     from mmemu.mm.init import Kernel
@@ -114,6 +122,35 @@ async def add_to_swap_cache(page: Page, offset: int) -> int:
     return err
 
 
+# ----------------------------------------------------- checker interface
+#
+# The page-state checker (kernel.data["page_state"], see mmemu.check) keeps
+# which swap-cache pages hold data their slot does not: a page given a new
+# slot, until pageout writes it; a page whose dirty pte was cleared.
+
+
+def _swap_page_new(page: Page) -> None:
+    """``page`` got a new (never written) slot: its data is only in the page."""
+    chk = _checker()
+    if chk is not None:
+        chk.swap_page_new(page)
+
+
+def _swap_page_written(page: Page) -> None:
+    """pageout wrote ``page`` to its slot."""
+    chk = _checker()
+    if chk is not None:
+        chk.swap_page_written(page)
+
+
+def _swap_page_removed(page: Page, offset: int) -> None:
+    """Called inside the step in which reclaim took ``page`` out of the swap
+    cache to free it: will swap ptes read the slot back?"""
+    chk = _checker()
+    if chk is not None:
+        chk.swap_page_removed(page, offset, swap_count(offset) - 1)
+
+
 async def add_to_swap(page: Page) -> bool:
     """Give a locked anonymous page a swap slot and put it in the swap
     cache, dirty (it must be written before it can be freed).  False: swap
@@ -131,6 +168,7 @@ async def add_to_swap(page: Page) -> bool:
             if err == 0:
                 await step("add_to_swap: SetPageDirty", writes=(page.flags_key,))
                 page.flags |= PG_dirty
+                _swap_page_new(page)
                 return True
             # -EEXIST: raced with a "speculative" read_swap_cache_async
             await swap_free(offset, label="add_to_swap: -EEXIST: swap_free")

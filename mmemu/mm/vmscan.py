@@ -236,16 +236,17 @@ async def __remove_mapping(mapping: AddressSpace, page: Page) -> bool:
                                       label="cannot_free: spin_unlock(tree_lock)")
                     return False
         if page.flags & PG_swapcache:
-            from mmemu.mm.swap_state import __delete_from_swap_cache
+            from mmemu.mm.swap_state import __delete_from_swap_cache, _swap_page_removed
             from mmemu.mm.swapfile import swap_free
             offset = page.private
             assert isinstance(offset, int)
             await __delete_from_swap_cache(page)
-            # (in that step) the page-state checker's DataLoss: a page dirtied
-            # since pageout wrote it to its slot leaves the swap cache to be
-            # freed -- its new data is in no slot and no page any more
-            from mmemu.mm.filemap import _page_removed
-            _page_removed(mapping, page)
+            # (in that step) the page-state checker's DataLoss: a page whose
+            # data is newer than its slot's (dirtied since pageout wrote it,
+            # a dirty pte cleared without set_page_dirty, a new slot never
+            # written) leaves the swap cache to be freed while swap ptes
+            # still refer to the slot -- its data is in no slot and no page
+            _swap_page_removed(page, offset)
             reach("vmscan: __remove_mapping froze and freed the page")
             await spin_unlock(mapping.tree_lock)
             await swap_free(offset, label="__remove_mapping: swap_free (the cache's slot)")
@@ -338,6 +339,8 @@ async def shrink_page_list(page_list: list[Page]) -> tuple[int, list[Page]]:
                 await step("pageout: swap_writepage (the I/O is not modelled): clean",
                            writes=(page.flags_key,))
                 page.flags &= ~PG_dirty
+                from mmemu.mm.swap_state import _swap_page_written
+                _swap_page_written(page)
                 dirty = False
             if dirty or mapping is None or not await __remove_mapping(mapping, page):
                 await unlock_page(page, label="keep_locked: unlock_page")

@@ -39,6 +39,9 @@ from mmemu.mm.memory import (
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
 from mmemu.mm.swap_state import swapper_space
 from mmemu.mm.swapfile import swap_info
+from mmemu.lowlevel import reach
+from mmemu.mm.page import Page
+from mmemu.mm.rmap import page_referenced
 from mmemu.mm.vmscan import lru_cache_add, reclaim_page
 from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
@@ -101,15 +104,16 @@ async def swapin_vs_guest_swapin(sim: Any) -> None:
               f"{pte.page._mapcount.counter} (expected 0)", details=pte.page.dump())
 
 
-async def _swapped_out(sim: Any) -> tuple[MmStruct, int, int]:
+async def _swapped_out(sim: Any, *, slots: int | None = 1) -> tuple[MmStruct, int, int]:
     """Setup: an anonymous page written once, then swapped out by reclaim
-    to a swap device of one slot (the pte holds the only reference to the
-    slot; the page is free).  With one slot in use the device is full
+    to a swap device of ``slots`` slots (the pte holds the only reference to
+    the slot; the page is free).  With one slot in use the device is full
     (vm_swap_full()), so a swap-in's remove_exclusive_swap_page takes the
     page out of the swap cache and frees the slot at once when nobody else
-    holds it."""
+    holds it; ``slots=None`` keeps the kernel's roomy default."""
     kernel = boot_checked(sim, npages=6)
-    kernel.data["swap_slots"] = 1
+    if slots is not None:
+        kernel.data["swap_slots"] = slots
     mm = mm_alloc(kernel)
     await down_write(mm.mmap_sem)
     vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
@@ -222,4 +226,98 @@ async def fault_vs_fault(sim: Any) -> None:
     _check_swapped_in(sim, mm, addr, slot)
 
 
-__all__ = ["fault_vs_fault", "swapin_vs_guest_swapin"]
+#: goals of swap:write-vs-reclaim
+SWAPPED_OUT_DIRTY = "swap: reclaim unmapped a dirty pte of a swap-cache page and wrote it out"
+REFERENCED_KEPT = "swap: the write made the page young again: reclaim kept it"
+
+
+async def _kswapd(mm: MmStruct, page: Page) -> None:
+    """kswapd's two passes over one page: shrink_active_list ages it
+    (page_referenced clears the accessed bits), then shrink_inactive_list
+    reclaims it."""
+    await page_referenced(page, False)
+    mapped_dirty = False
+    pte_hooks = mm.kernel.pte_hooks
+
+    def watch(mm: Any, address: int, old: Any, new: Any) -> None:
+        nonlocal mapped_dirty
+        if old is not None and old.present and old.page is page and old.dirty \
+                and (new is None or not new.present):
+            mapped_dirty = True
+
+    pte_hooks.append(watch)
+    try:
+        freed = await reclaim_page(page)
+    finally:
+        pte_hooks.remove(watch)
+    if freed and mapped_dirty:
+        reach(SWAPPED_OUT_DIRTY)
+    elif not freed:
+        reach(REFERENCED_KEPT)
+
+
+@mmemu.scenario("swap:write-vs-reclaim", axes={"api": ["2.6.27"]},
+                reaches=[SWAPPED_OUT_DIRTY, REFERENCED_KEPT, WP_TRYLOCK_FAILED],
+                max_preemptions=1,
+                bound_reason="unbounded: 8,968 traces (102 s); 42 executions at one "
+                             "preemption reach its three goals, and the lost dirty bit "
+                             "needs none (the write, then kswapd)")
+async def write_vs_reclaim(sim: Any) -> None:
+    """A process writes a page it swapped in by reading, while kswapd ages
+    and reclaims it.
+
+    Setup: an anonymous page swapped out and read back in (a roomy swap
+    device: the page stays in the swap cache, clean -- the slot holds its
+    data -- and its pte is read-only; the model puts it on the LRU as
+    read_swap_cache_async's lru_cache_add_active does).
+
+    CPU0 (write fault: do_wp_page)             CPU1 (kswapd)
+    1. PTL; the pte is read-only               A. page_referenced: clear the
+    2. trylock_page: can_share_swap_page          pte's accessed bit
+       (mapcount 1, the slot's only user       B. isolate; lock_page
+       the swap cache): reuse in place;        C. try_to_unmap_one: young?
+       else copy (COW)                            keep it; else clear the pte:
+    3. the pte writable, young and DIRTY;         a dirty pte moves its bit to
+       the page stays clean (2.6.27 dirties       the page (set_page_dirty);
+       only a shared file page here)              the swap entry goes in
+                                               D. PageDirty: pageout (writes
+                                                  the slot; instant here)
+                                               E. __remove_mapping: freeze,
+                                                  out of the swap cache; free
+
+    There are 3 critical interleavings that matter:
+    - 1-3 before A: the page's newest data is only in the page, and only
+      the pte's dirty bit says so; C must hand it to the page so that D
+      writes the slot before E frees the page.  Without it (the source
+      mutant of try_to_unmap_one dropping ``page.flags |= PG_dirty``) E
+      frees a clean page whose slot holds the data from before the write,
+      and the next swap-in reads that back: DataLoss (the page-state
+      checker's swap rule);
+    - 1-3 between A and C: the write made the pte young again, C keeps the
+      page (SWAP_FAIL) and it goes back to the LRU;
+    - 2 while CPU1 holds the page lock (B-E): the trylock fails and the
+      write copies the page (COW); C then finds the pte mapping the copy
+      and E frees the swap-cache page with no swap pte left to read its
+      slot.
+    Harmless: the write after C (it faults on the swap entry and swaps the
+    page in again, from the swap cache or from the written slot).
+
+    2.6.27 only: the modern do_wp_page (wp_can_reuse_anon_folio) frees the
+    swap slot when it reuses the page (folio_free_swap), so no swap pte can
+    read a stale slot.
+    """
+    mm, addr, slot = await _swapped_out(sim, slots=None)
+    await fault_in(mm, addr, False)
+    pte = pte_get(mm, addr)
+    assert pte is not None and pte.page is not None
+    page = pte.page
+    sim.check(swapper_space().page_tree.get(slot) is page,
+              "setup: the read swap-in did not leave the page in the swap cache")
+    await lru_cache_add(page)
+    async with sim.cpus() as cpus:
+        cpus.start(fault_in, mm, addr, True, name="write")
+        cpus.start(_kswapd, mm, page, name="kswapd")
+
+
+__all__ = ["REFERENCED_KEPT", "SWAPPED_OUT_DIRTY", "fault_vs_fault", "swapin_vs_guest_swapin",
+           "write_vs_reclaim"]

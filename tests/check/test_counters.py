@@ -183,3 +183,40 @@ def test_source_of_the_mutated_lines_is_still_there() -> None:
     assert "mm.anon_rss += 1" in inspect.getsource(memory.do_anonymous_page)
     assert "mm.map_count += 1" in inspect.getsource(mmap._link_list)
     assert "if not migration:" in inspect.getsource(rmap.__try_to_unmap_one)
+
+
+# -------------------------------------------------------------- nrpages
+
+
+def test_an_nrpages_that_drifted_is_flagged() -> None:
+    async def body(kernel: Any, mm: Any) -> None:
+        from mmemu.mm.filemap import AddressSpace
+        mapping = AddressSpace(kernel, "file", i_size=PAGE_SIZE)
+        mapping.nrpages += 1  # a broken add_to_page_cache: counted, never inserted
+
+    f = run(body).failure
+    assert f is not None and f.kind == "BadNrPages", f
+    assert "file->nrpages is 1 but its radix tree holds 0 page(s)" in f.message
+
+
+def test_swap_cache_nrpages_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """__delete_from_swap_cache without its nrpages update (the source
+    mutant swap_state:__delete_from_swap_cache:seq-update:1)."""
+    from mmemu.mm import swap_state
+    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+
+    async def body(kernel: Any, mm: Any) -> None:
+        vma = await _anon_vma(mm)
+        await fault_in(mm, vma.vm_start, write=True)
+        pte = pte_get(mm, vma.vm_start)
+        assert pte is not None and pte.page is not None
+        set_pte_at(mm, vma.vm_start, pte.replace(young=False))
+        await lru_cache_add(pte.page)
+        assert await reclaim_page(pte.page)
+
+    assert run(body).failure is None
+    fn = swap_state.__delete_from_swap_cache
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, ("    sp.nrpages -= 1\n", "")).__code__)
+    f = run(body).failure
+    assert f is not None and f.kind == "BadNrPages", f
+    assert "swapper_space->nrpages is 1 but its radix tree holds 0" in f.message

@@ -209,3 +209,55 @@ def test_unfreeze_to_the_frozen_count_is_fine() -> None:
         await page_unfreeze_refs(page, 1)
 
     assert run(body).failure is None
+
+
+# ------------------------------------------------- DataLoss: the swap cache
+
+
+def _swap_data_loss(monkeypatch: pytest.MonkeyPatch, *, clean_pte: bool,
+                    add_clean: bool) -> Any:
+    """Reclaim an anonymous page to swap; ``clean_pte``: its pte is made
+    clean before (setup: nothing is owed, the page is not in the swap cache
+    yet); ``add_clean``: add_to_swap forgets SetPageDirty (the source mutant
+    swap_state:add_to_swap:seq-update:1)."""
+    import mmemu
+    from mmemu.check import boot_checked
+    from mmemu.kernel.locking import down_write, up_write
+    from mmemu.mm import swap_state
+    from mmemu.mm.memory import fault_in, pte_get, set_pte_at
+    from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
+    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+    from tests.check.test_pte_vma import _mutant
+
+    if add_clean:
+        fn = swap_state.add_to_swap
+        monkeypatch.setattr(fn, "__code__", _mutant(
+            fn, ("                page.flags |= PG_dirty\n", "")).__code__)
+
+    async def scenario(sim: Any) -> None:
+        kernel = boot_checked(sim, npages=6)
+        mm = mm_alloc(kernel)
+        await down_write(mm.mmap_sem)
+        vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
+        await up_write(mm.mmap_sem)
+        await fault_in(mm, vma.vm_start, write=True)
+        pte = pte_get(mm, vma.vm_start)
+        assert pte is not None and pte.page is not None
+        set_pte_at(mm, vma.vm_start, pte.replace(young=False, dirty=not clean_pte))
+        await lru_cache_add(pte.page)
+        async with sim.cpus() as cpus:
+            cpus.start(reclaim_page, pte.page, name="kswapd")
+
+    return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=0), executions=5).failure
+
+
+def test_swap_out_writes_the_new_slot(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _swap_data_loss(monkeypatch, clean_pte=True, add_clean=False) is None
+    assert _swap_data_loss(monkeypatch, clean_pte=False, add_clean=False) is None
+
+
+def test_a_new_slot_never_written_is_data_loss(monkeypatch: pytest.MonkeyPatch) -> None:
+    f = _swap_data_loss(monkeypatch, clean_pte=True, add_clean=True)
+    assert f is not None and f.kind == "DataLoss", f
+    assert "left the swap cache" in f.message and "a new slot never written" in f.message
+    assert "add_to_swap: a new swap slot" in f.message

@@ -65,3 +65,58 @@ def test_the_missing_recheck_is_caught(api: str) -> None:
                                                      "BadSwapEntry", "BadPageState"),
                   params={"api": api})
 
+
+
+# ----------------------------------------------- swap:write-vs-reclaim
+
+WRITE = "swap:write-vs-reclaim"
+PAGEOUT = "pageout: swap_writepage (the I/O is not modelled): clean"
+
+
+def test_write_vs_reclaim_passes_and_reaches_its_goals() -> None:
+    from mmemu.engine._registry import get_scenario
+    from mmemu.mm.memory import WP_TRYLOCK_FAILED
+    from mmemu.races.swap_shapes import REFERENCED_KEPT, SWAPPED_OUT_DIRTY
+    res = explore(WRITE, bound=1)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
+    assert all(res.coverage.executions_reaching(g)
+               for g in (SWAPPED_OUT_DIRTY, REFERENCED_KEPT, WP_TRYLOCK_FAILED))
+    doc = get_scenario(WRITE).doc
+    assert "There are 3 critical interleavings" in doc and "Harmless" in doc
+
+
+def test_a_write_before_kswapd_is_written_to_the_slot() -> None:
+    out = force(WRITE, [("write", "do_wp_page: reuse, ptep_set_access_flags"),
+                        ("kswapd", "page_referenced: TestClearPageReferenced")])
+    assert out.failure is None, out.failure.report()
+    kswapd = labels(out, "kswapd")
+    # the dirty pte's bit went to the page, so pageout wrote the slot
+    assert PAGEOUT in kswapd and "C. free the page (free_hot_cold_page)" in kswapd
+
+
+def test_a_write_between_aging_and_unmap_keeps_the_page() -> None:
+    out = force(WRITE, [("kswapd", "page_referenced: TestClearPageReferenced"),
+                        ("kswapd", "page_referenced_one: pte_unmap_unlock"),
+                        ("write", "do_wp_page: reuse, ptep_set_access_flags"),
+                        ("kswapd", "3. referenced or mlocked: SWAP_FAIL")])
+    assert out.failure is None, out.failure.report()
+    assert PAGEOUT not in labels(out, "kswapd")
+
+
+def test_the_lost_dirty_bit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """try_to_unmap_one that does not hand a dirty pte's bit to an
+    anonymous page (the source mutant rmap:__try_to_unmap_one:seq-update:1
+    of benchmarks/mutation.py, made here in process)."""
+    from mmemu.mm import rmap
+    from tests.check.test_pte_vma import _mutant
+    fn = rmap.__try_to_unmap_one
+    edit = ("            if pteval.dirty:\n                page.flags |= PG_dirty\n"
+            "            swap_duplicate(offset)",
+            "            swap_duplicate(offset)")
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    res = explore(WRITE, bound=1)
+    f = res.failure
+    assert f is not None and f.kind == "DataLoss", f and f.report()
+    assert f.preemptions <= 2
+    assert "a dirty pte cleared without set_page_dirty" in f.message
