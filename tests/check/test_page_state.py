@@ -221,12 +221,10 @@ def _swap_data_loss(monkeypatch: pytest.MonkeyPatch, *, clean_pte: bool,
     yet); ``add_clean``: add_to_swap forgets SetPageDirty (the source mutant
     swap_state:add_to_swap:seq-update:1)."""
     import mmemu
-    from mmemu.check import boot_checked
-    from mmemu.kernel.locking import down_write, up_write
     from mmemu.mm import swap_state
-    from mmemu.mm.memory import fault_in, pte_get, set_pte_at
-    from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
-    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+    from mmemu.mm.memory import pte_get, set_pte_at
+    from mmemu.mm.vmscan import reclaim_page
+    from mmemu.races.migrate_shapes import _anon_page
     from tests.check.test_pte_vma import _mutant
 
     if add_clean:
@@ -235,18 +233,12 @@ def _swap_data_loss(monkeypatch: pytest.MonkeyPatch, *, clean_pte: bool,
             fn, ("                page.flags |= PG_dirty\n", "")).__code__)
 
     async def scenario(sim: Any) -> None:
-        kernel = boot_checked(sim, npages=6)
-        mm = mm_alloc(kernel)
-        await down_write(mm.mmap_sem)
-        vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-        await up_write(mm.mmap_sem)
-        await fault_in(mm, vma.vm_start, write=True)
-        pte = pte_get(mm, vma.vm_start)
-        assert pte is not None and pte.page is not None
-        set_pte_at(mm, vma.vm_start, pte.replace(young=False, dirty=not clean_pte))
-        await lru_cache_add(pte.page)
+        _kernel, mm, addr, page = await _anon_page(sim)  # written, on the LRU
+        pte = pte_get(mm, addr)
+        assert pte is not None
+        set_pte_at(mm, addr, pte.replace(young=False, dirty=not clean_pte))
         async with sim.cpus() as cpus:
-            cpus.start(reclaim_page, pte.page, name="kswapd")
+            cpus.start(reclaim_page, page, name="kswapd")
 
     return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=0), executions=5).failure
 
