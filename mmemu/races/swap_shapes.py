@@ -259,7 +259,7 @@ async def _kswapd(mm: MmStruct, page: Page) -> None:
 @mmemu.scenario("swap:write-vs-reclaim", axes={"api": ["2.6.27"]},
                 reaches=[SWAPPED_OUT_DIRTY, REFERENCED_KEPT, WP_TRYLOCK_FAILED],
                 max_preemptions=1,
-                bound_reason="unbounded: 8,968 traces (102 s); 42 executions at one "
+                bound_reason="unbounded: 8,968 traces, 102 s (main 4208360); 42 executions at one "
                              "preemption reach its three goals, and the lost dirty bit "
                              "needs none (the write, then kswapd)")
 async def write_vs_reclaim(sim: Any) -> None:
