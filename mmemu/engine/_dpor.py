@@ -1053,8 +1053,9 @@ class DFS(Strategy):
             _note_accesses(last_write, reads_since, t, j, reads, writes)
             # the trace hash: the event (CPU, n-th step) and the events it
             # directly depends on; a sum, so the order of events is irrelevant.
-            # (A tuple's hash is already well mixed (xxHash's rounds), so it
-            # is summed as it is; the second sum hashes it once more.)
+            # Each term is mixed before it is summed: the sum of the raw
+            # tuple hashes collided (three_on_one(3): 1,661 "traces" for
+            # 1,680 distinct ones, tests/engine/test_dpor.py).
             if not cands:
                 deps: tuple[tuple[int, int], ...] = ()
             elif len(cands) == 1:
@@ -1063,8 +1064,8 @@ class DFS(Strategy):
             else:
                 deps = tuple(sorted({(events[i][0], local[i]) for i in cands}))
             h = hash((t, lj, deps))
-            h1 = (h1 + h) & _MASK
-            h2 = (h2 + hash((h, 0x5BD1E995))) & _MASK
+            h1 = (h1 + _mix(h & _MASK)) & _MASK
+            h2 = (h2 + _mix((h ^ 0x5BD1E9955BD1E995) & _MASK)) & _MASK
             hsum.append((h1, h2))
         if not sim.abandoned:
             self._traces.add((len(events), h1, h2))
