@@ -170,7 +170,7 @@ def run(
     if not planned:
         raise UsageError("no suite takes that combination of --driver/--api")
     if workload is None:  # a workload's operations decide what it exercises
-        _check_mutants_exercised(mutant, planned, err)
+        _note_undeclared_mutants(mutant, planned, err)
     # Every setting is resolved (and checked) before the first run starts:
     # a bad MMEMU_* value is one line and exit 2, not a failure halfway.
     plan = [(sc, params, run_settings(sc, strategy=strategy, executions=executions, seed=seed,
@@ -350,7 +350,7 @@ def totals_line(runs: Sequence[tuple[Result, Settings]], *, interrupted: bool) -
     return line + (" (interrupted)" if interrupted else "")
 
 
-def _check_mutants_exercised(mutants: Sequence[str],
+def _note_undeclared_mutants(mutants: Sequence[str],
                              planned: Sequence[tuple[Scenario, dict[str, Any]]],
                              err: Console) -> None:
     """Say so before the runs start when no selected suite lists a mutant
