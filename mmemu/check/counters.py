@@ -38,6 +38,14 @@ the structures they count):
   is 0, and clear_inode has ``BUG_ON(inode->i_data.nrpages)`` (2.6.27) for
   an inode whose pages were all truncated; the swap cache's is
   total_swapcache_pages.
+- ``BadSwapCount``: every swap slot's count (``swap_map[offset]``) is the
+  number of swap ptes, in every mm, that hold the slot plus one if its page
+  is in the swap cache; a swap pte's slot is never free.  (2.6.27 keeps the
+  same rule: get_swap_page gives the cache its count, swap_duplicate adds
+  one per pte, swap_free drops them; swapoff's try_to_unuse relies on it,
+  and a slot whose count never reaches 0 is a leak of swap space that
+  nothing but swapoff would notice -- "swap_free: Unused swap offset" is
+  printed only for a count that goes below zero.)
 
 Not modelled: the per-task rss caches of SPLIT_RSS_COUNTING (34e55232e59f,
 2.6.34) -- the model updates the mm's counters directly.
@@ -71,6 +79,11 @@ class BadNrPages(InvariantViolation):
     """An address_space's nrpages disagrees with the pages in its tree."""
 
 
+class BadSwapCount(InvariantViolation):
+    """A swap slot's count disagrees with the swap ptes and the swap cache
+    that hold it (a leaked slot, or a swap pte holding a freed one)."""
+
+
 def _name(obj: Any) -> str:
     return str(getattr(obj, "__mmemu_name__", obj))
 
@@ -86,6 +99,38 @@ class CounterChecker:
         self.check_mapcount()
         self.check_rss()
         self.check_nrpages()
+        self.check_swap_map()
+
+    # ------------------------------------------------------------- swap_map
+
+    def check_swap_map(self) -> None:
+        from mmemu.mm.memory import populated_ptes, pte_get
+
+        si = self.kernel.data.get("swap_info")
+        if si is None:
+            return  # no swap slot was ever used
+        holders: dict[int, list[str]] = {}
+        for mm in self.kernel.mms:
+            for address in populated_ptes(mm, 0, 1 << 48):
+                pte = pte_get(mm, address)
+                if pte is not None and pte.swp is not None and pte.swp.type == "swap":
+                    holders.setdefault(pte.swp.offset, []).append(f"{_name(mm)}@{address:#x}")
+        sp = self.kernel.data.get("swapper_space")
+        cached = {} if sp is None else {o: p for o, p in sp.page_tree.items() if p is not None}
+        for offset in sorted(set(si.swap_map) | set(holders) | set(cached)):
+            ptes = holders.get(offset, [])
+            want = len(ptes) + int(offset in cached)
+            have = si.swap_map.get(offset, 0)
+            if have != want:
+                shown = ", ".join(ptes) or "none"
+                cache = (f"page{cached[offset].pfn} in the swap cache" if offset in cached
+                         else "no page in the swap cache")
+                what = ("a slot reference was never dropped (leaked swap space)" if have > want
+                        else "a swap pte holds a slot reference that was dropped (the slot "
+                             "can be given to another page, whose data the pte will read)")
+                raise BadSwapCount(
+                    f"at the end: swap slot {offset} has count {have} but {len(ptes)} swap "
+                    f"pte(s) ({shown}) and {cache} hold it: {what}")
 
     # -------------------------------------------------------------- nrpages
 
@@ -200,4 +245,4 @@ def _hook(kernel: Any) -> CounterChecker:
     return chk
 
 
-__all__ = ["BadMapCount", "BadNrPages", "BadRssCounter", "CounterChecker", "MapcountMismatch", "install"]
+__all__ = ["BadMapCount", "BadNrPages", "BadSwapCount", "BadRssCounter", "CounterChecker", "MapcountMismatch", "install"]

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import current_simulation, step
+from mmemu.engine._execution import current_simulation, reach, step
 from mmemu.mm.page import Page, PageLocked, page_site
 
 if TYPE_CHECKING:
@@ -143,12 +143,35 @@ def can_share_swap_page(page: Page) -> bool:
     return count == 1
 
 
+#: goals a suite can declare (``reaches=``): free_swap_and_cache's three outcomes
+FREE_SWAP_TRYLOCK_FAILED = "swapfile: free_swap_and_cache found the swap-cache page locked (left it)"
+FREE_SWAP_DELETED = "swapfile: free_swap_and_cache took the page out of the swap cache"
+FREE_SWAP_BUSY = "swapfile: free_swap_and_cache left a busy page in the swap cache"
+
+
 async def free_swap_and_cache(entry: SwpEntry, *, label: str | None = None) -> None:
-    """A zapped pte held ``entry``: drop its slot reference; if only the
-    swap cache still holds the slot, look its page up and, if nobody but
-    the cache and us holds it (page_count == 2), take it out of the cache
-    (trylock: a locked page is somebody else's business now)."""
+    """A zapped pte held ``entry`` (zap_pte_range, under the PTL): drop its
+    slot reference; if only the swap cache still holds the slot, look its
+    page up and, if nobody but the cache and us holds it (page_count == 2)
+    or swap is more than half full (vm_swap_full), take it out of the cache
+    and mark it dirty (its slot is gone: the data now lives only in the
+    page).  2.6.27::
+
+        1. swap_info_get (swap_lock); swap_entry_free(p, offset) == 1?
+           find_get_page(&swapper_space, entry.val); TestSetPageLocked:
+           a locked page is somebody else's business (reclaim, a swap-in):
+           page_cache_release, done; spin_unlock(&swap_lock)
+        2. PageSwapCache && !PageWriteback && (page_count == 2 ||
+           vm_swap_full())?  delete_from_swap_cache; SetPageDirty
+        3. unlock_page; page_cache_release
+
+    The model takes 1 in separate steps (the slot's count under one step,
+    then the lookup and the trylock: swap_lock is not a lock of its own
+    here, and nothing else the model does under it could run between).
+    Not modelled: PageWriteback (the swap I/O completes at once).
+    """
     from mmemu.mm.filemap import find_get_page
+    from mmemu.mm.memory import vm_swap_full
     from mmemu.mm.page import PG_dirty, PG_swapcache, put_page, trylock_page, unlock_page
     from mmemu.mm.swap_state import delete_from_swap_cache, swapper_space
     offset = entry.offset
@@ -161,13 +184,17 @@ async def free_swap_and_cache(entry: SwpEntry, *, label: str | None = None) -> N
     if page is None:
         return
     if not await trylock_page(page, label="free_swap_and_cache: trylock_page"):
+        reach(FREE_SWAP_TRYLOCK_FAILED)
         await put_page(page, label="free_swap_and_cache: page_cache_release (locked)")
         return
-    await step("free_swap_and_cache: PageSwapCache && page_count == 2?",
-               reads=(page._count, page.flags_key))
-    if page.flags & PG_swapcache and page._count.counter == 2:
+    await step("free_swap_and_cache: PageSwapCache && (page_count == 2 || vm_swap_full)?",
+               reads=(page._count, page.flags_key, si))
+    if page.flags & PG_swapcache and (page._count.counter == 2 or vm_swap_full()):
         await delete_from_swap_cache(page)
         page.flags |= PG_dirty
+        reach(FREE_SWAP_DELETED)
+    else:
+        reach(FREE_SWAP_BUSY)
     await unlock_page(page, label="free_swap_and_cache: unlock_page")
     await put_page(page, label="free_swap_and_cache: page_cache_release")
 
@@ -188,7 +215,7 @@ async def remove_exclusive_swap_page(page: Page) -> None:
         await delete_from_swap_cache(page)
 
 
-__all__ = ["BadSwapEntry", "SwapInfo", "can_share_swap_page", "free_swap_and_cache",
+__all__ = ["FREE_SWAP_BUSY", "FREE_SWAP_DELETED", "FREE_SWAP_TRYLOCK_FAILED", "BadSwapEntry", "SwapInfo", "can_share_swap_page", "free_swap_and_cache",
            "get_swap_page", "page_swapcount", "remove_exclusive_swap_page", "swap_count",
            "swap_duplicate", "swap_duplicate_async", "swap_free", "swap_free_locked",
            "swap_info"]

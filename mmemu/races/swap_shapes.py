@@ -38,7 +38,13 @@ from mmemu.mm.memory import (
 )
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
 from mmemu.mm.swap_state import swapper_space
-from mmemu.mm.swapfile import swap_info
+from mmemu.mm.swapfile import (
+    FREE_SWAP_BUSY,
+    FREE_SWAP_DELETED,
+    FREE_SWAP_TRYLOCK_FAILED,
+    swap_info,
+)
+from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.lowlevel import reach
 from mmemu.mm.page import Page
 from mmemu.mm.rmap import page_referenced
@@ -128,6 +134,25 @@ async def _swapped_out(sim: Any, *, slots: int | None = 1) -> tuple[MmStruct, in
     swp = pte_get(mm, addr)
     assert swp is not None and swp.swp is not None
     return mm, addr, swp.swp.offset
+
+
+async def _swapped_in_by_read(sim: Any, *, old: bool = False) -> tuple[MmStruct, int, Page]:
+    """Setup: an anonymous page swapped out to a roomy device and read back
+    in: it stays in the swap cache, clean, with its slot (the cache's
+    count); its pte is present and read-only (``old``: not young, so that
+    reclaim takes it), and the page is on the LRU, as read_swap_cache_async's
+    lru_cache_add_active puts it."""
+    mm, addr, slot = await _swapped_out(sim, slots=None)
+    await fault_in(mm, addr, False)
+    pte = pte_get(mm, addr)
+    assert pte is not None and pte.page is not None
+    page = pte.page
+    sim.check(swapper_space().page_tree.get(slot) is page,
+              "setup: the read swap-in did not leave the page in the swap cache")
+    if old:
+        set_pte_at(mm, addr, pte.replace(young=False))
+    await lru_cache_add(page)
+    return mm, addr, page
 
 
 def _check_swapped_in(sim: Any, mm: MmStruct, addr: int, slot: int) -> None:
@@ -306,18 +331,97 @@ async def write_vs_reclaim(sim: Any) -> None:
     swap slot when it reuses the page (folio_free_swap), so no swap pte can
     read a stale slot.
     """
-    mm, addr, slot = await _swapped_out(sim, slots=None)
-    await fault_in(mm, addr, False)
-    pte = pte_get(mm, addr)
-    assert pte is not None and pte.page is not None
-    page = pte.page
-    sim.check(swapper_space().page_tree.get(slot) is page,
-              "setup: the read swap-in did not leave the page in the swap cache")
-    await lru_cache_add(page)
+    mm, addr, page = await _swapped_in_by_read(sim)
     async with sim.cpus() as cpus:
         cpus.start(fault_in, mm, addr, True, name="write")
         cpus.start(_kswapd, mm, page, name="kswapd")
 
 
-__all__ = ["REFERENCED_KEPT", "SWAPPED_OUT_DIRTY", "fault_vs_fault", "swapin_vs_guest_swapin",
-           "write_vs_reclaim"]
+#: goal of swap:dontneed-vs-reclaim
+ZAPPED_SWAP_PTE = "swap: MADV_DONTNEED zapped a swap pte (free_swap_and_cache)"
+
+
+async def _dontneed(mm: MmStruct, addr: int) -> None:
+    """MADV_DONTNEED of the page (mmap_sem for read): zap_pte_range under
+    the PTL; a swap pte goes to free_swap_and_cache."""
+    zapped_swap = False
+    pte_hooks = mm.kernel.pte_hooks
+
+    def watch(m: Any, address: int, old: Any, new: Any) -> None:
+        nonlocal zapped_swap
+        if m is mm and old is not None and old.swp is not None and old.swp.type == "swap" \
+                and new is None:
+            zapped_swap = True
+
+    pte_hooks.append(watch)
+    try:
+        ret = await sys_madvise(mm, addr, PAGE_SIZE, MADV_DONTNEED)
+    finally:
+        pte_hooks.remove(watch)
+    assert ret == 0, ret
+    if zapped_swap:
+        reach(ZAPPED_SWAP_PTE)
+
+
+@mmemu.scenario("swap:dontneed-vs-reclaim", axes={"api": ["2.6.27"]},
+                reaches=[ZAPPED_SWAP_PTE, FREE_SWAP_TRYLOCK_FAILED, FREE_SWAP_DELETED,
+                         FREE_SWAP_BUSY])
+async def dontneed_vs_reclaim(sim: Any) -> None:
+    """MADV_DONTNEED of a page that sits in the swap cache, while kswapd
+    reclaims it.
+
+    Setup: an anonymous page swapped out and read back in (a roomy swap
+    device: the page stays in the swap cache, clean, and keeps its slot,
+    whose count is the cache's; the pte is present, old, read-only), on
+    the LRU.
+
+    CPU0 (madvise(MADV_DONTNEED):              CPU1 (kswapd: shrink_page_list)
+    zap_pte_range, under the PTL)              A. isolate_lru_page (a reference);
+    1. the pte is present: clear it, drop         trylock_page
+       the rmap, free the page at the tlb      B. try_to_unmap_one: the pte
+       flush (only the cache holds it then)       becomes swap entry `slot`
+    2. the pte is a swap entry:                   (swap_duplicate: count 2)
+       free_swap_and_cache: swap_entry_free    C. clean: no pageout;
+       (count 2 -> 1: only the cache);            __remove_mapping: freeze the
+       find_get_page (a reference);               count at 2 (cache + ours):
+       trylock_page                               out of the swap cache,
+    3. locked: put it back, done; else            swap_free; free the page.
+       page_count == 2 (cache + ours)?            The freeze fails (a third
+       delete_from_swap_cache (frees the          reference): unlock; putback
+       slot), SetPageDirty; unlock; put           (drops A's)
+
+    There are 3 critical interleavings that matter:
+    - 2 after B while CPU1 holds the page lock: the trylock fails and the
+      zap leaves the page to reclaim, dropping its lookup reference (if it
+      did not, the page would leak; if it went on, it would unlock
+      reclaim's lock: "unlock_page of an unlocked page" when reclaim
+      unlocks);
+    - 2's lookup reference taken before C's freeze: the freeze fails,
+      reclaim unlocks and puts the page back; then the trylock succeeds
+      with the count at 2 and the zap takes the page out of the swap cache
+      itself (slot and page freed, the goal "took the page out of the
+      swap cache");
+    - the trylock between reclaim's unlock and its putback: count 3, the
+      page stays in the swap cache with its slot (a later reclaim frees
+      it; nothing maps it).
+    Harmless: 1 before B (reclaim finds the page unmapped and frees it
+    with its slot); reclaim done before 2 (swap_entry_free drops the last
+    count: no page to look up).
+
+    At the end (the counters checker's BadSwapCount): every slot's count
+    is the swap ptes that hold it (none are left) plus the swap cache's;
+    the page-state checker: no page reference leaked or dropped twice.
+
+    2.6.27 only: the modern free_swap_and_cache (__try_to_reclaim_swap) is
+    the same protocol with folios, not modelled separately.
+    """
+    mm, addr, page = await _swapped_in_by_read(sim, old=True)
+    async with sim.cpus() as cpus:
+        cpus.start(_dontneed, mm, addr, name="madvise")
+        cpus.start(reclaim_page, page, name="kswapd")
+    after = pte_get(mm, addr)
+    sim.check(after is None, f"after MADV_DONTNEED the pte is {after!r}, not none")
+
+
+__all__ = ["REFERENCED_KEPT", "SWAPPED_OUT_DIRTY", "ZAPPED_SWAP_PTE", "dontneed_vs_reclaim",
+           "fault_vs_fault", "swapin_vs_guest_swapin", "write_vs_reclaim"]

@@ -203,16 +203,9 @@ def test_swap_cache_nrpages_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     """__delete_from_swap_cache without its nrpages update (the source
     mutant swap_state:__delete_from_swap_cache:seq-update:1)."""
     from mmemu.mm import swap_state
-    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
 
     async def body(kernel: Any, mm: Any) -> None:
-        vma = await _anon_vma(mm)
-        await fault_in(mm, vma.vm_start, write=True)
-        pte = pte_get(mm, vma.vm_start)
-        assert pte is not None and pte.page is not None
-        set_pte_at(mm, vma.vm_start, pte.replace(young=False))
-        await lru_cache_add(pte.page)
-        assert await reclaim_page(pte.page)
+        await _swap_out(kernel, mm)
 
     assert run(body).failure is None
     fn = swap_state.__delete_from_swap_cache
@@ -220,3 +213,72 @@ def test_swap_cache_nrpages_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     f = run(body).failure
     assert f is not None and f.kind == "BadNrPages", f
     assert "swapper_space->nrpages is 1 but its radix tree holds 0" in f.message
+
+
+# ------------------------------------------------------------- swap_map
+
+
+async def _swap_out(kernel: Any, mm: Any) -> tuple[Any, int]:
+    """An anonymous page written, then swapped out: its pte holds slot
+    ``offset``, whose count (1) is that pte's."""
+    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+    vma = await _anon_vma(mm)
+    await fault_in(mm, vma.vm_start, write=True)
+    pte = pte_get(mm, vma.vm_start)
+    assert pte is not None and pte.page is not None
+    set_pte_at(mm, vma.vm_start, pte.replace(young=False))
+    await lru_cache_add(pte.page)
+    assert await reclaim_page(pte.page)
+    swp = pte_get(mm, vma.vm_start)
+    assert swp is not None and swp.swp is not None
+    return vma, swp.swp.offset
+
+
+def test_swap_counts_of_the_correct_paths_are_silent() -> None:
+    """Swap-out, swap-in by a read (the page stays in the swap cache with
+    its slot), and a zap of the pte: the counts agree at every end."""
+    from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
+
+    async def body(kernel: Any, mm: Any) -> None:
+        vma, _ = await _swap_out(kernel, mm)
+        await fault_in(mm, vma.vm_start, write=False)
+
+    async def zapped(kernel: Any, mm: Any) -> None:
+        vma, _ = await _swap_out(kernel, mm)
+        assert await sys_madvise(mm, vma.vm_start, PAGE_SIZE, MADV_DONTNEED) == 0
+
+    assert run(body).failure is None
+    assert run(zapped).failure is None
+
+
+def test_a_leaked_swap_slot_reference_is_flagged() -> None:
+    """A zap that forgets free_swap_and_cache: the slot stays in use with
+    no swap pte and no swap-cache page."""
+    from mmemu.mm.memory import pte_clear
+
+    async def body(kernel: Any, mm: Any) -> None:
+        vma, _ = await _swap_out(kernel, mm)
+        await spin_lock(mm.page_table_lock)
+        await mmemu.step("zap without free_swap_and_cache", writes=(pte_key(mm, vma.vm_start),))
+        pte_clear(mm, vma.vm_start)
+        await spin_unlock(mm.page_table_lock)
+
+    f = run(body).failure
+    assert f is not None and f.kind == "BadSwapCount", f
+    assert "swap slot 1 has count 1 but 0 swap pte(s) (none) and no page in the swap " \
+           "cache hold it: a slot reference was never dropped" in f.message
+
+
+def test_a_swap_pte_holding_a_freed_slot_is_flagged() -> None:
+    """A slot reference dropped twice: the pte still holds swap entry 1,
+    whose slot is free."""
+    from mmemu.mm.swapfile import swap_free
+
+    async def body(kernel: Any, mm: Any) -> None:
+        _, offset = await _swap_out(kernel, mm)
+        await swap_free(offset)
+
+    f = run(body).failure
+    assert f is not None and f.kind == "BadSwapCount", f
+    assert "swap slot 1 has count 0 but 1 swap pte(s)" in f.message
+    assert "a swap pte holds a slot reference that was dropped" in f.message

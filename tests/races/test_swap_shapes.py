@@ -120,3 +120,74 @@ def test_the_lost_dirty_bit_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     assert f is not None and f.kind == "DataLoss", f and f.report()
     assert f.preemptions <= 2
     assert "a dirty pte cleared without set_page_dirty" in f.message
+
+
+# ----------------------------------------------- swap:dontneed-vs-reclaim
+
+DONTNEED = "swap:dontneed-vs-reclaim"
+# kswapd has put the swap entry in the pte (and still holds the page lock)
+UNMAPPED = ("kswapd", "6. pte_unmap_unlock")
+# the zap's lookup of the swap-cache page holds a reference
+LOOKED_UP = ("madvise", "3. recheck: page still in the slot?")
+DELETED = "delete_from_swap_cache: swap_free"
+
+
+def test_dontneed_vs_reclaim_passes_and_reaches_its_goals() -> None:
+    from mmemu.engine._registry import get_scenario
+    res = explore(DONTNEED, bound=None)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
+    doc = get_scenario(DONTNEED).doc
+    assert "There are 3 critical interleavings" in doc and "Harmless" in doc
+
+
+def test_the_zap_leaves_a_locked_page_to_reclaim() -> None:
+    out = force(DONTNEED, [UNMAPPED, ("madvise", "free_swap_and_cache: trylock_page"),
+                           ("madvise", "free_swap_and_cache: page_cache_release (locked)")])
+    assert out.failure is None, out.failure.report()
+    assert "C. free the page (free_hot_cold_page)" in labels(out, "kswapd")
+    assert DELETED not in labels(out, "madvise")
+
+
+def test_the_zap_frees_the_page_reclaim_gave_up() -> None:
+    """The zap's reference makes reclaim's freeze fail; once reclaim has put
+    the page back, the zap's trylock succeeds at count 2 and the zap takes
+    the page out of the swap cache itself."""
+    out = force(DONTNEED, [UNMAPPED, LOOKED_UP,
+                           ("kswapd", "putback: put_page (isolation reference)"),
+                           ("madvise", "free_swap_and_cache: trylock_page")])
+    assert out.failure is None, out.failure.report()
+    assert "C. free the page (free_hot_cold_page)" not in labels(out, "kswapd")
+    assert DELETED in labels(out, "madvise")
+
+
+def test_the_zap_leaves_a_busy_page_in_the_swap_cache() -> None:
+    """The trylock between reclaim's unlock and its putback: count 3."""
+    out = force(DONTNEED, [UNMAPPED, LOOKED_UP, ("kswapd", "keep_locked: unlock_page"),
+                           ("madvise", "free_swap_and_cache: trylock_page"),
+                           ("madvise", "free_swap_and_cache: page_cache_release")])
+    assert out.failure is None, out.failure.report()
+    assert DELETED not in labels(out, "madvise")
+
+
+@pytest.mark.parametrize("edit,kinds", [
+    # the dropped put_page after a failed trylock (swapfile:...:get-put:1)
+    (('        await put_page(page, label="free_swap_and_cache: page_cache_release (locked)")\n',
+      ""), ("PageLeak",)),
+    # the failed trylock ignored (swapfile:...:recheck:2): the zap unlocks
+    # reclaim's lock
+    (('    if not await trylock_page(page, label="free_swap_and_cache: trylock_page"):',
+      '    if not await trylock_page(page, label="free_swap_and_cache: trylock_page") and False:'),
+     ("BadPageState",)),
+])
+def test_free_swap_and_cache_mutants_are_caught(monkeypatch: pytest.MonkeyPatch,
+                                                 edit: tuple[str, str],
+                                                 kinds: tuple[str, ...]) -> None:
+    from mmemu.mm import swapfile
+    from tests.check.test_pte_vma import _mutant
+    fn = swapfile.free_swap_and_cache
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    res = explore(DONTNEED, bound=None)
+    f = res.failure
+    assert f is not None and f.kind in kinds, f and f.report()
+    assert f.preemptions <= 2, f.report()
