@@ -11,7 +11,16 @@ draws find it):
 - the API generation, among those some allowed driver supports; one driver
   (or, a third of the time, two -- possibly the same class twice, on the
   same mm);
-- one to three vmas of one to three pages (kinds anonymous / shared file /
+- a third of the time a *duel* (``DUEL``): one page of one vma, a user of
+  it (a device's fault, the process's fault, read or DMA) against one
+  kernel path on it (reclaim, migration, truncate, zap, mprotect, KSM,
+  aging, fork...), with their pairings, sometimes a second user on a
+  third CPU.  Small enough for the plan to explore most of its schedules:
+  inside a larger workload the same two operations meet in a corner of
+  the schedule tree the budget rarely reaches (a migration entry met by a
+  fault, two faults of one swapped-out pte, a DMA dirtying a page under
+  reclaim);
+- otherwise, one to three vmas of one to three pages (kinds anonymous / shared file /
   private file);
 - two CPUs as often as three (most races take two; a small workload is
   explored more completely within the same budget), each with one to three
@@ -57,7 +66,7 @@ draws find it):
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import attrs
 
@@ -116,6 +125,24 @@ SWAPIN = 0.5
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
 LIFECYCLE = 0.3
+#: how often a workload is a *duel*: two CPUs (sometimes three), one
+#: operation each (with its pairings) on one page of one vma of a kind both
+#: operations need -- a user of the page against a kernel path that moves,
+#: frees, swaps or write-protects it.  A duel is explored to the end (or
+#: nearly) within the plan's budget, where the same two operations inside a
+#: larger workload are one corner of a tree the budget does not cover
+DUEL = 0.35
+#: how often a duel has a second user of the page on a third CPU
+DUEL_THIRD = 0.3
+#: a duel's kernel side: (operation, weight, page kinds it acts on)
+DUEL_MOVERS: tuple[tuple[str, float, str], ...] = (
+    ("reclaim", 3.0, "asp"), ("migrate", 2.5, "asp"), ("truncate", 1.5, "sp"),
+    ("madvise", 1.0, "asp"), ("munmap", 1.0, "asp"), ("mprotect", 1.0, "asp"),
+    ("ksm", 1.5, "a"), ("age", 0.8, "asp"), ("idle", 1.0, "asp"), ("scan", 0.8, "asp"),
+    ("fork", 0.8, "ap"))
+#: a duel's user side: (operation, weight, page kinds it uses)
+DUEL_USERS: tuple[tuple[str, float, str], ...] = (
+    ("fault", 3.0, "asp"), ("cpufault", 2.5, "asp"), ("read", 1.5, "sp"), ("dma", 1.5, "asp"))
 
 
 @attrs.frozen
@@ -175,6 +202,116 @@ def _count(rng: random.Random, most: int, *, least: int = 1, decay: float = 0.55
     return int(_pick(rng, [(str(n), decay ** (n - least)) for n in sizes]))
 
 
+def _paired(rng: random.Random, op: Op, *, swappable: bool,
+            cow_page: Callable[[], int] | None) -> tuple[list[Op], int]:
+    """``op`` with the operations that only make sense with it (see the
+    module docstring), in order, and how many of them count against the
+    CPU's number of operations.  ``swappable``: its page is an anonymous
+    page reclaim can swap out; ``cow_page()``: a page for the write after a
+    fork (None: no room for it)."""
+    name, d = op.name, op.driver
+    before: list[Op] = []
+    after: list[Op] = []
+    grow = 0
+    if name == "oomreap" and rng.random() < USERPTR:
+        # a userptr notifier that refuses the reaper's non-blockable range,
+        # next to the drivers' (the core ends exactly the notifiers that
+        # started)
+        before.append(Op("userptr"))
+    if name == "reclaim" and rng.random() < 0.4:
+        # kswapd ages a page before it reclaims it: a device's recent access
+        # (its young bit) keeps the page on the first pass
+        before.append(Op("age", op.args))
+    if name == "reclaim" and swappable and rng.random() < SWAPIN:
+        # the process touches the page reclaim swapped out: a swap-in
+        # (do_swap_page), which races with any other fault of it
+        after.append(Op("cpufault", (op.args[0], rng.choice("rw"))))
+    if name == "idle" and rng.random() < 0.4:
+        # the process used the page before it is marked idle: the marking
+        # must fold that use into PG_young first
+        before.append(Op("cpufault", (op.args[0], "r")))
+    if name == "scan" and rng.random() < 0.5:
+        # khugepaged's question matters once the page was aged: a CPU pte's
+        # young bit answers it otherwise, and only a use through a driver's
+        # translation since then shows it is hot
+        before.append(Op("age", (op.args[0][0],)))  # type: ignore[index]
+    if name == "fault" and rng.random() < 0.7:
+        # use what was faulted in, writing through a write fault's (an
+        # operation more: a fault is there to be used)
+        after.append(Op("access", op.args if op.args[1] == "w" else op.args[:1], d))
+    grow = len(before) + len(after)
+    if name == "get" and rng.random() < 0.7:
+        # and that device unbinds again
+        after.append(Op("put", (), d))
+    if name == "fork" and cow_page is not None and rng.random() < 0.6:
+        # then write to a page the fork made COW-shared
+        after.append(Op("cpufault", (cow_page(), "w")))
+    return before + [op] + after, grow
+
+
+def _duel(rng: random.Random, api: str, drivers: tuple[str, ...],
+          classes: Sequence[type[Driver]], settings: GenSettings) -> Workload:
+    """A duel (see DUEL): one page ``p`` of one vma, a user of it on one CPU
+    and a kernel path on it on the other, in either order, each with its
+    pairings (a reclaim of an anonymous page often swaps it in again: two
+    faults on one swapped-out pte; a DMA into it dirties it under reclaim's
+    feet)."""
+    def usable(name: str) -> bool:
+        spec = OPERATIONS[name]
+        return (spec.apis is None or api in spec.apis) and \
+            (not spec.driver_op or any(applicable(spec, c) for c in classes))
+
+    movers = [(n, w, k) for n, w, k in DUEL_MOVERS if usable(n)]
+    mover = _pick(rng, [(n, w) for n, w, _k in movers])
+    mover_kinds = next(k for n, _w, k in movers if n == mover)
+    users = [(n, w, k) for n, w, k in DUEL_USERS
+             if usable(n) and set(k) & set(mover_kinds)]
+    user_kinds = {n: k for n, _w, k in users}
+    user = _pick(rng, [(n, w) for n, w, _k in users])
+    kind = rng.choice([k for k in mover_kinds if k in user_kinds[user]])
+    npages = 2 if mover == "ksm" else rng.choice((1, 1, 2))
+    # ksm merges pages the setup mapped; otherwise the vma is sometimes fresh
+    fresh = mover != "ksm" and rng.random() < FRESH
+    vmas = ((kind.upper() if fresh else kind, npages),)
+    p = rng.randrange(npages)
+    swappable = kind == "a" and not fresh
+
+    def span() -> tuple[int, int]:
+        return (p, p) if rng.random() < 0.6 else (0, npages - 1)
+
+    margs: tuple[int | tuple[int, int] | str, ...] = (p,)
+    if mover in ("madvise", "munmap", "scan"):
+        margs = (span(),)
+    elif mover == "mprotect":
+        margs = (span(), rng.choice(("r", "r", "rw", "none")))
+    elif mover == "truncate":
+        margs = (rng.randint(0, p),)  # the file vma maps the file from 0
+    elif mover == "ksm":
+        margs = (p, 1 - p)
+    elif mover == "fork":
+        margs = ()
+    kernel, _grow = _paired(rng, Op(mover, margs), swappable=swappable,
+                            cow_page=(lambda: p) if kind == "a" else None)
+
+    def a_user(name: str) -> list[Op]:
+        d = 0
+        if OPERATIONS[name].driver_op:
+            d = rng.choice([i for i, c in enumerate(classes)
+                            if applicable(OPERATIONS[name], c)])
+        args: tuple[int | tuple[int, int] | str, ...] = (p,)
+        if name in ("fault", "cpufault"):
+            args = (p, rng.choice("rww"))
+        return _paired(rng, Op(name, args, d), swappable=swappable, cow_page=None)[0]
+
+    cpus = [a_user(user), kernel]
+    if rng.random() < 0.5:
+        cpus.reverse()
+    if settings.cpus >= 3 and rng.random() < DUEL_THIRD:
+        cpus.append(a_user(_pick(rng, [(n, w) for n, w, k in users if kind in k])))
+    return Workload(tuple(tuple(c) for c in cpus), drivers,
+                    api if api != "2.6.27" else None, vmas)
+
+
 def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     """Workload number ``index`` of the run seeded with ``seed``."""
     rng = random.Random(f"mmemu-fuzz:{seed}:{index}")
@@ -194,6 +331,9 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     elif ndrivers == 2 and rng.random() < SECOND_PROCESS:
         # two VMs (devices) on two processes backed by one shared file
         drivers = (drivers[0], drivers[1] + "@2")
+    if settings.cpus >= 2 and rng.random() < DUEL:
+        return _duel(rng, api, drivers, [classes[driver_process(d)[0]] for d in drivers],
+                     settings)
     nvmas = rng.choice((1, 2, 2, 3))
     # a vma is sometimes fresh (capitals: not faulted in at setup), so that
     # first touches race with each other
@@ -358,50 +498,16 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
                 elif kind == "cpu":
                     args.append(rng.randrange(ncpus))
             op = Op(name, tuple(args), d if spec.driver_op else 0)
-            if name == "oomreap" and rng.random() < USERPTR:
-                # a userptr notifier that refuses the reaper's non-blockable
-                # range, next to the drivers' (the core ends exactly the
-                # notifiers that started)
-                ops.append(Op("userptr"))
-                nops += 1
-            if name == "reclaim" and rng.random() < 0.4:
-                # kswapd ages a page before it reclaims it: a device's recent
-                # access (its young bit) keeps the page on the first pass
-                ops.append(Op("age", op.args))
-                nops += 1
-            if name == "reclaim" and p_anon(op.args[0]) and rng.random() < SWAPIN:
-                # the process touches the page reclaim swapped out: a swap-in
-                # (do_swap_page), which races with any other fault of it
-                ops.append(op)
-                op = Op("cpufault", (op.args[0], rng.choice("rw")))
-                nops += 1
-            if name == "idle" and rng.random() < 0.4:
-                # the process used the page before it is marked idle: the
-                # marking must fold that use into PG_young first
-                ops.append(Op("cpufault", (op.args[0], "r")))
-                nops += 1
-            if name == "scan" and rng.random() < 0.5:
-                # khugepaged's question matters once the page was aged: a
-                # CPU pte's young bit answers it otherwise, and only a use
-                # through a driver's translation since then shows it is hot
-                ops.append(Op("age", (op.args[0][0],)))  # type: ignore[index]
-                nops += 1
-            ops.append(op)
             if name == "access" and rng.random() < 0.3:
                 op = attrs.evolve(op, args=(op.args[0], "w"))
-                ops[-1] = op
-            if name == "fault" and rng.random() < 0.7:
-                # use what was faulted in, writing through a write fault's (an
-                # operation more: a fault is there to be used)
-                ops.append(Op("access", op.args if op.args[1] == "w" else op.args[:1], d))
-                nops += 1
-            if name == "get" and rng.random() < 0.7:
-                # and that device unbinds again
-                ops.append(Op("put", (), d))
-            if name == "fork" and len(ops) < nops + 1 and anon and rng.random() < 0.6:
-                # then write to a page the fork made COW-shared
+            def cow_page() -> int:
                 p = page()
-                ops.append(Op("cpufault", (p if p in anon else rng.choice(anon), "w")))
+                return p if p in anon else rng.choice(anon)
+
+            paired, grow = _paired(rng, op, swappable=bool(op.args) and p_anon(op.args[0]),
+                                   cow_page=cow_page if anon and len(ops) < nops else None)
+            ops += paired
+            nops += grow
         registering = [i for i, o in enumerate(cpus)
                        if any(x.name in ("attach", "insert") for x in o)]
         if c >= 1 and registering and rng.random() < KILL:
