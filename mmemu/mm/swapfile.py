@@ -202,8 +202,21 @@ async def free_swap_and_cache(entry: SwpEntry, *, label: str | None = None) -> N
 async def remove_exclusive_swap_page(page: Page) -> None:
     """A swapped-in page whose slot only the cache still holds leaves the
     swap cache (vm_swap_full or mlocked, in do_swap_page).  Caller holds the
-    page lock."""
-    from mmemu.mm.page import PG_swapcache
+    page lock.  2.6.27 (remove_exclusive_swap_page_count(page, 2))::
+
+        1. PageSwapCache, !PageWriteback, page_count == 2 (the cache's and
+           the caller's)?  swap_info_get (swap_lock): swap_map[offset] == 1
+           (only the cache holds the slot)?
+        2. tree_lock: page_count still 2?  __delete_from_swap_cache;
+           SetPageDirty -- the slot goes, so the page is now the only copy
+           of its data and must be written again before reclaim frees it
+        3. swap_free(entry); page_cache_release (the cache's references)
+
+    (delete_from_swap_cache does 2 without its SetPageDirty, and 3; the
+    dirty bit follows in a step of its own, still under the page lock that
+    every reader of it for this page -- reclaim, free_swap_and_cache --
+    takes first.)"""
+    from mmemu.mm.page import PG_dirty, PG_swapcache
     from mmemu.mm.swap_state import delete_from_swap_cache
     si = swap_info()
     offset = page.private
@@ -213,6 +226,8 @@ async def remove_exclusive_swap_page(page: Page) -> None:
                reads=(page._count, si.key(offset)))
     if page._count.counter == 2 and swap_count(offset) == 1:
         await delete_from_swap_cache(page)
+        await step("remove_exclusive_swap_page: SetPageDirty", writes=(page.flags_key,))
+        page.flags |= PG_dirty
 
 
 __all__ = ["FREE_SWAP_BUSY", "FREE_SWAP_DELETED", "FREE_SWAP_TRYLOCK_FAILED", "BadSwapEntry", "SwapInfo", "can_share_swap_page", "free_swap_and_cache",

@@ -191,3 +191,49 @@ def test_free_swap_and_cache_mutants_are_caught(monkeypatch: pytest.MonkeyPatch,
     f = res.failure
     assert f is not None and f.kind in kinds, f and f.report()
     assert f.preemptions <= 2, f.report()
+
+
+def test_a_page_swapped_in_from_a_full_device_is_dirty() -> None:
+    """remove_exclusive_swap_page frees the slot of a page swapped in from a
+    full device and marks the page dirty (2.6.27's SetPageDirty under
+    tree_lock): it is now the only copy of its data, so reclaim writes it to
+    a new slot even if add_to_swap's own SetPageDirty were missing."""
+    import mmemu
+    from mmemu.mm.memory import fault_in, pte_get, set_pte_at
+    from mmemu.mm.page import PG_dirty, PG_swapcache
+    from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+    from mmemu.races.swap_shapes import _swapped_out
+    from tests.check.test_pte_vma import _mutant
+    from mmemu.mm import swap_state
+
+    seen: list[int] = []
+
+    async def scenario(sim: object) -> None:
+        mm, addr, _ = await _swapped_out(sim, slots=1)
+
+        async def body() -> None:
+            await fault_in(mm, addr, False)
+            pte = pte_get(mm, addr)
+            assert pte is not None and pte.page is not None and not pte.dirty
+            seen.append(pte.page.flags)
+            set_pte_at(mm, addr, pte.replace(young=False))
+            await lru_cache_add(pte.page)
+            assert await reclaim_page(pte.page)
+
+        async with sim.cpus() as cpus:  # type: ignore[attr-defined]
+            cpus.start(body, name="cpu0")
+
+    def run() -> mmemu.Result:
+        return mmemu.explore(scenario, strategy=mmemu.DFS(max_preemptions=0), executions=5)
+
+    assert run().failure is None
+    assert seen and all(f & PG_dirty and not f & PG_swapcache for f in seen)
+    # add_to_swap without its SetPageDirty (swap_state:add_to_swap:seq-update:1)
+    # is then harmless here: the page is dirty already, pageout writes the slot
+    fn = swap_state.add_to_swap
+    orig = fn.__code__
+    try:
+        fn.__code__ = _mutant(fn, ("                page.flags |= PG_dirty\n", "")).__code__
+        assert run().failure is None
+    finally:
+        fn.__code__ = orig
