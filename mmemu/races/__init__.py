@@ -34,6 +34,7 @@ from mmemu.races import mprotect  # noqa: E402,F401
 from mmemu.races import notifier  # noqa: E402,F401
 from mmemu.races import notifier_shapes  # noqa: E402,F401
 from mmemu.races import oom_shapes  # noqa: E402,F401
+from mmemu.races import exit_shapes  # noqa: E402,F401
 from mmemu.races import pagecache  # noqa: E402,F401
 from mmemu.races import pagecache_shapes  # noqa: E402,F401
 from mmemu.races import swap  # noqa: E402,F401
