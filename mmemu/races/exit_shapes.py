@@ -29,13 +29,10 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.check.shadow_tlb import ShadowTLB, register_tlb
-from mmemu.kernel.locking import down_write, up_write
 from mmemu.engine._execution import reach, step
 from mmemu.kernel.signal import current
-from mmemu.mm.memory import fault_in, pte_get
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, exit_mmap, mm_alloc
+from mmemu.mm.mmap import MmStruct, exit_mmap
 from mmemu.mm.mmu_notifier import (
     MmuNotifier,
     MmuNotifierOps,
@@ -43,6 +40,7 @@ from mmemu.mm.mmu_notifier import (
     mmu_notifier_register,
     mmu_notifier_unregister,
 )
+from mmemu.races.mm import written_anon_page
 
 #: goals of notifier:exit-vs-release-in-flight
 EARLY_RETURN = "exit-vs-release: exit's ->release returned early (the detach is tearing down)"
@@ -135,19 +133,11 @@ async def exit_vs_release_in_flight(sim: Any) -> None:
     after (its exit then never called a notifier unregister had taken), and
     its synchronize_rcu played the same part.
     """
-    kernel = boot_checked(sim, npages=4, api="modern")
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    addr = vma.vm_start
-    await fault_in(mm, addr, write=True)
-    pte = pte_get(mm, addr)
-    assert pte is not None and pte.page is not None
+    kernel, mm, addr, page = await written_anon_page(sim, npages=4, api="modern")
     dev = HandoffDevice()
     register_tlb(kernel, dev.tlb)
     sim.check(await mmu_notifier_register(dev.mn, mm) == 0, "setup: register failed")
-    dev.tlb.install(addr, pte.page, writable=True)
+    dev.tlb.install(addr, page, writable=True)
     async with sim.cpus() as cpus:
         cpus.start(exit_mmap, mm, name="exit")
         cpus.start(_detach, dev, mm, name="close")

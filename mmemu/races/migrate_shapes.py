@@ -25,18 +25,16 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.driver import supports_api
-from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
-from mmemu.mm.memory import fault_in, is_migration_entry, pte_get
+from mmemu.mm.memory import is_migration_entry, pte_get
 from mmemu.mm.migrate import ANON_BUSY, ANON_MIGRATED, REMOVE_PTE_UNLOCKED, migrate_pages
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap, mm_alloc
+from mmemu.mm.mmap import PAGE_SIZE
 from mmemu.mm.page import Page
 from mmemu.mm.page_alloc import alloc_page, alloc_page_setup
 from mmemu.mm.truncate import NO_REMAP_CHECK, vmtruncate
 from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page
-from mmemu.races.mm import check_page_refs, mapped_file_page
+from mmemu.races.mm import check_page_refs, mapped_file_page, written_anon_page
 from mmemu.races.notifier import DRIVER_AXES, goals, guest, guest_fault
 
 #: truncate_complete_page found the page mapped again (here: by migration's
@@ -60,16 +58,9 @@ async def _migrate(page: Page, newpage: Page | None = None) -> int:
 
 async def _anon_page(sim: Any) -> tuple[Any, Any, int, Page]:
     """Setup: an mm with one written anonymous page, on the LRU."""
-    kernel = boot_checked(sim, npages=8)
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    await fault_in(mm, vma.vm_start, write=True)
-    pte = pte_get(mm, vma.vm_start)
-    assert pte is not None and pte.page is not None
-    await lru_cache_add(pte.page)
-    return kernel, mm, vma.vm_start, pte.page
+    kernel, mm, addr, page = await written_anon_page(sim, npages=8)
+    await lru_cache_add(page)
+    return kernel, mm, addr, page
 
 
 @mmemu.scenario("migrate:anon-vs-zap", catches=[REMOVE_PTE_UNLOCKED],

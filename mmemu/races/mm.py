@@ -29,6 +29,23 @@ from mmemu.mm.page_alloc import alloc_page_setup
 # ------------------------------------------------------------------ setup
 
 
+async def written_anon_page(sim: Any, *, npages: int = 6,
+                            api: str | None = None) -> tuple[Kernel, MmStruct, int, Page]:
+    """Setup: a checked kernel (``api``: the notifier generation, default
+    the scenario's), one mm with a one-page anonymous vma, and its page
+    written once (do_anonymous_page: the pte is present, writable, dirty)."""
+    kernel = boot_checked(sim, npages=npages) if api is None else \
+        boot_checked(sim, npages=npages, api=api)
+    mm = mm_alloc(kernel)
+    await down_write(mm.mmap_sem)
+    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
+    await up_write(mm.mmap_sem)
+    await fault_in(mm, vma.vm_start, write=True)
+    pte = pte_get(mm, vma.vm_start)
+    assert pte is not None and pte.page is not None
+    return kernel, mm, vma.vm_start, pte.page
+
+
 async def file_with_pages(kernel: Kernel, name: str, npages: int, *,
                           cached: int | None = None) -> tuple[AddressSpace, list[Page]]:
     """Setup helper: a file of ``npages`` pages, the first ``cached`` of them

@@ -23,9 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.check import boot_checked
 from mmemu.driver import supports_api
-from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.memory import (
     SWAP_NO_PTE_SAME,
     SWAPIN_PTE_CHANGED,
@@ -36,7 +34,7 @@ from mmemu.mm.memory import (
     pte_get,
     set_pte_at,
 )
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, MmStruct, do_mmap, mm_alloc
+from mmemu.mm.mmap import PAGE_SIZE, MmStruct
 from mmemu.mm.swap_state import swapper_space
 from mmemu.mm.swapfile import (
     FREE_SWAP_BUSY,
@@ -49,6 +47,7 @@ from mmemu.lowlevel import reach
 from mmemu.mm.page import Page
 from mmemu.mm.rmap import page_referenced
 from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+from mmemu.races.mm import written_anon_page
 from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
 @mmemu.scenario("swap:swapin-vs-guest-swapin", axes=DRIVER_AXES, filter=supports_api,
@@ -117,20 +116,14 @@ async def _swapped_out(sim: Any, *, slots: int | None = 1) -> tuple[MmStruct, in
     (vm_swap_full()), so a swap-in's remove_exclusive_swap_page takes the
     page out of the swap cache and frees the slot at once when nobody else
     holds it; ``slots=None`` keeps the kernel's roomy default."""
-    kernel = boot_checked(sim, npages=6)
+    kernel, mm, addr, page = await written_anon_page(sim)
     if slots is not None:
         kernel.data["swap_slots"] = slots
-    mm = mm_alloc(kernel)
-    await down_write(mm.mmap_sem)
-    vma = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE)
-    await up_write(mm.mmap_sem)
-    addr = vma.vm_start
-    await fault_in(mm, addr, write=True)
     pte = pte_get(mm, addr)
-    assert pte is not None and pte.page is not None
+    assert pte is not None
     set_pte_at(mm, addr, pte.replace(young=False))  # old: reclaim takes it
-    await lru_cache_add(pte.page)
-    sim.check(await reclaim_page(pte.page), "setup: reclaim did not swap the page out")
+    await lru_cache_add(page)
+    sim.check(await reclaim_page(page), "setup: reclaim did not swap the page out")
     swp = pte_get(mm, addr)
     assert swp is not None and swp.swp is not None
     return mm, addr, swp.swp.offset
