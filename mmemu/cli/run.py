@@ -329,6 +329,8 @@ def split_line(res: Result) -> str:
     executions; pid 12: ...; 3 speculative executions discarded``."""
     parts = [f"{w}: {_plural(u, 'unit')}, {_plural(e, 'execution')}" for w, u, e in res.workers]
     text = "split: " + "; ".join(parts)
+    if res.steals:
+        text += f"; {_plural(res.steals, 'steal')}"
     if res.discarded:
         text += f"; {_plural(res.discarded, 'speculative execution')} discarded"
     return text

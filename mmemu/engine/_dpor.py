@@ -211,7 +211,7 @@ class _Wu:
     """A node of a wakeup tree: a step of a CPU and what may follow it.
     ``gen``: the execution whose objects ``acc`` refers to."""
 
-    __slots__ = ("tid", "acc", "gen", "_sacc", "kids")
+    __slots__ = ("tid", "acc", "gen", "_sacc", "kids", "_wire")
 
     def __init__(self, tid: int, acc: Acc, gen: int, kids: list[_Wu] | None = None,
                  sacc: Acc | None = None) -> None:
@@ -220,6 +220,9 @@ class _Wu:
         self.gen = gen
         self._sacc: Acc | None = sacc
         self.kids: list[_Wu] = kids if kids is not None else []
+        #: ``to_wire``'s answer, kept until ``_insert`` adds below this node
+        #: (a parallel split's coordinator describes waiting branches often)
+        self._wire: tuple[Any, ...] | None = None
 
     @property
     def sacc(self) -> Acc:
@@ -234,7 +237,10 @@ class _Wu:
         """Plain data for another process: the CPU, the stable names of the
         step's accesses (all a later execution compares it by) and the
         subtree."""
-        return (self.tid, self.sacc, tuple(k.to_wire() for k in self.kids))
+        w = self._wire
+        if w is None:
+            w = self._wire = (self.tid, self.sacc, tuple(k.to_wire() for k in self.kids))
+        return w
 
 
 def wu_from_wire(d: Sequence[Any]) -> _Wu:
@@ -286,6 +292,7 @@ def _insert(kids: list[_Wu], seq: list[_Step], gen: int, pend: dict[int, Acc]) -
             if rest is not None:
                 if not kid.kids:
                     return False  # a leaf: what it starts covers seq
+                kid._wire = None  # something may be added below it
                 path.add(kid.tid)
                 kids = kid.kids
                 seq = rest
@@ -1264,6 +1271,15 @@ class DFS(Strategy):
         if not (set(cand_set) & node.backtrack):
             q = t if t in cand_set else min(cand_set)
             node.backtrack.add(q)
+
+    def can_cede(self) -> bool:
+        """A parallel unit, between executions: does a wakeup-tree branch
+        wait in its own part of the stack besides the one it takes next?
+        (Work stealing hands ``rest`` back only then: the coordinator gets
+        a branch to give to an idle worker.)"""
+        if self.exhausted:
+            return False
+        return any(nd.wut for nd in self.stack[len(self.prefix):self.branch + 1])
 
     def rest(self) -> tuple[list[tuple[Any, ...]], tuple[Any, ...]]:
         """What is left of a parallel unit's subtree, for the coordinator:

@@ -265,6 +265,9 @@ class Result:
     #: ... and the executions of speculative units it had to discard (a
     #: unit's description changed before its turn; not in ``executions``)
     discarded: int = 0
+    #: ... and how many of its units handed the rest of their subtree back
+    #: early because a worker was idle (work stealing)
+    steals: int = 0
 
     @property
     def failure(self) -> Failure | None:

@@ -18,7 +18,13 @@ merged deterministically:
   ``_split.py``.  The coordinator (``_SplitRun``) applies the units in
   single-DFS order and speculates on the next ones; the result is the
   single DFS's (executions, blocked, traces, first failure) for any number
-  of workers and any backend.
+  of workers and any backend.  Work stealing: a pool of worker processes
+  shares a *stop board* (``STOP_SLOTS`` integers of shared memory) with
+  the coordinator; a unit polls its slot after each execution.  When a
+  worker is idle and no branch waits, the unit in order is asked to cede
+  (it hands the rest of its subtree back once a branch besides its next
+  one waits in it); a speculative unit that can no longer be used is asked
+  to stop at once.
 - DFS with another reduction or a preemption bound: one unit (the
   reductions' state spans the whole tree), exact.
 - DFS with ``reduction="none"``, and any DFS under ``--shard``: a unit is a
@@ -65,6 +71,7 @@ from __future__ import annotations
 import atexit
 import concurrent.futures as cf
 import gc
+import itertools
 import multiprocessing
 import os
 import signal
@@ -99,11 +106,18 @@ from ._split import SplitSearch, UnitKey, unit_strategy
 from ._strategies import DFS, PCT, Random, Strategy, make_strategy
 from ._watchdog import WATCHDOG, Hang
 
-#: the exact split (optimal DPOR, see _split.py): a unit runs at most this
+#: the exact split (optimal DPOR, see _split.py), on a backend that cannot
+#: ask a running unit to stop (Dask, one process): a unit runs at most this
 #: many executions, then hands the rest of its subtree back.  A unit costs
 #: about one execution more than its executions (a trio run, a runner, a
-#: race analysis from scratch, IPC).
+#: race analysis from scratch, IPC).  Worker processes are asked instead
+#: (work stealing, see ``_SplitRun``): their units run uncapped.
 UNIT_EXECUTIONS = 32
+#: slots of the stop board a process pool shares with its workers: a unit
+#: numbered ``uid`` is asked to stop when slot ``uid % STOP_SLOTS`` holds
+#: ``uid`` (two requests for one slot at once: the older is lost, which
+#: costs parallelism, never exactness)
+STOP_SLOTS = 1024
 #: choice-point prefixes per shard the DFS split aims for
 PREFIXES_PER_SHARD = 32
 #: deepest split tried (2 CPUs: up to 2**12 prefixes)
@@ -207,6 +221,33 @@ async def _watched(step_timeout: float, fn: Callable[..., Awaitable[Any]], *args
         return await fn(*args)
 
 
+#: in a worker process: the pool's stop board (``STOP_SLOTS`` integers in
+#: shared memory, written by the coordinator, see ``_Processes.request_stop``)
+_BOARD: Any = None
+
+
+def _stop_requested(unit: dict[str, Any]) -> Callable[[], int] | None:
+    """How a unit of the exact split learns that the coordinator asked it to
+    stop: the callable gives 0 (not asked), ``CEDE`` or ``ABANDON`` (None:
+    it cannot be asked)."""
+    uid = unit.get("uid")
+    board = _BOARD
+    if uid is None or board is None:
+        return None
+    slot = int(uid) % STOP_SLOTS
+
+    def asked() -> int:
+        v = board[slot]
+        return CEDE if v == uid else ABANDON if v == -uid else 0
+    return asked
+
+
+#: stop requests: hand the rest of the subtree back once a branch besides
+#: the next one waits in it (work stealing); stop at once (the result will
+#: be discarded: speculation that can no longer come true)
+CEDE, ABANDON = 1, 2
+
+
 async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
     fn = resolve_scenario(unit["scenario"])
     runner = _Runner(fn, unit["scenario"], dict(unit["params"]), tuple(unit["mutants"]),
@@ -219,6 +260,8 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
                            "worker": _worker_name()}
     index = unit["lo"]
     cap = min(unit["hi"] - unit["lo"], unit.get("cap") or (1 << 62))
+    asked = _stop_requested(unit)
+    ceded = stopped = False
     while done < cap:
         chooser = strat.begin(index)
         index += 1
@@ -240,7 +283,16 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
             out["failure"] = {"at": at, "choices": list(sim.choices),
                               "kind": failure_kind(sim.failure)}
             break
+        if asked is not None and isinstance(strat, DFS):
+            how = asked()
+            if how == ABANDON or (how == CEDE and strat.can_cede()):
+                # work stealing: another worker is idle; hand the rest of
+                # this subtree back now (its waiting branches go to it)
+                ceded = how == CEDE
+                stopped = True
+                break
     out["executions"] = done
+    out["ceded"] = ceded
     out["coverage"] = cov.to_json()
     out["exhausted"] = bool(strat.exhausted) and out["failure"] is None
     out["elapsed_s"] = time.perf_counter() - t0
@@ -248,8 +300,9 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
         out["blocked"] = strat.blocked
         if strat.log is not None:
             # dfs_exhausted: nothing left below, failure or not
-            out["rest"] = (strat.rest() if done == cap < unit["hi"] - unit["lo"]
-                           and out["failure"] is None and not strat.exhausted else None)
+            stopped = stopped or done == cap < unit["hi"] - unit["lo"]
+            out["rest"] = (strat.rest() if stopped and out["failure"] is None
+                           and not strat.exhausted else None)
             out["exhausted"] = out["exhausted"] or out["rest"] is not None
             out.update(log=strat.log, dfs_exhausted=bool(strat.exhausted), top=strat.top or [],
                        branch_extra=strat.branch_extra, tree_misses=strat.tree_misses,
@@ -282,7 +335,13 @@ def run_unit(unit: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def _worker_init(main: int) -> None:
+def _started() -> None:
+    """A no-op a new pool runs once per worker (see ``_Processes``)."""
+
+
+def _worker_init(main: int, board: Any = None) -> None:
+    global _BOARD
+    _BOARD = board
     # The parent handles Ctrl-C for everyone (see the module docstring).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(main)
@@ -422,7 +481,15 @@ class _Backend:
     def close(self, *, kill: bool) -> None:
         pass
 
+    def request_stop(self, fut: Any, how: int = CEDE) -> None:
+        """Ask the unit of ``fut`` (a unit of the exact split, with a
+        ``uid``) to stop at an execution boundary and hand the rest of its
+        subtree back: ``CEDE``, once a branch besides its next one waits in
+        it; ``ABANDON``, at once.  Only where ``stops``."""
+
     slots = 1
+    #: ``request_stop`` reaches a running unit (work stealing)
+    stops = False
 
 
 class _Inline(_Backend):
@@ -489,26 +556,49 @@ atexit.register(_close_pools)
 
 
 class _Processes(_Backend):
+    stops = True
+
     def __init__(self, jobs: int, *, shared: bool = False) -> None:
         self.slots = jobs
         self.shared = shared
         pool = _POOLS.get(jobs) if shared else None
         if pool is None or getattr(pool, "_broken", False) or getattr(pool, "_shutdown_thread",
                                                                           False):
-            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=mp_context(),
-                                          initializer=_worker_init, initargs=(os.getpid(),))
+            ctx = mp_context()
+            # the stop board: shared memory the workers map at start-up
+            board = ctx.RawArray("q", STOP_SLOTS)
+            pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx,
+                                          initializer=_worker_init,
+                                          initargs=(os.getpid(), board))
+            pool._mmemu_board = board  # type: ignore[attr-defined]
+            # the pool starts a worker only when no other is idle: start
+            # them all now, or the first (busy) one takes every unit while
+            # the next is still importing
+            for _ in range(jobs):
+                pool.submit(_started)
             if shared:
                 _POOLS[jobs] = pool
         self.pool = pool
+        self.board: Any = getattr(pool, "_mmemu_board", None)
+        self._uids: dict[Any, int] = {}
 
     def submit(self, unit: dict[str, Any]) -> Any:
-        return self.pool.submit(run_unit, unit)
+        fut = self.pool.submit(run_unit, unit)
+        if "uid" in unit:
+            self._uids[fut] = int(unit["uid"])
+        return fut
+
+    def request_stop(self, fut: Any, how: int = CEDE) -> None:
+        uid = self._uids.get(fut)
+        if uid is not None and self.board is not None:
+            self.board[uid % STOP_SLOTS] = uid if how == CEDE else -uid
 
     def wait(self, pending: set[Any], timeout: float) -> set[Any]:
         done, _ = cf.wait(pending, timeout=timeout, return_when=cf.FIRST_COMPLETED)
         return set(done)
 
     def result(self, fut: Any) -> dict[str, Any]:
+        self._uids.pop(fut, None)
         try:
             res: dict[str, Any] = fut.result()
         except cf.process.BrokenProcessPool:
@@ -518,7 +608,10 @@ class _Processes(_Backend):
         return res
 
     def cancel(self, futs: Iterable[Any]) -> set[Any]:
-        return {f for f in futs if f.cancel()}
+        gone = {f for f in futs if f.cancel()}
+        for f in gone:
+            self._uids.pop(f, None)
+        return gone
 
     def close(self, *, kill: bool) -> None:
         if not kill:
@@ -877,6 +970,10 @@ def explore_runs(runs: Sequence[dict[str, Any]], jobs: int, deadline: float | No
         backend.close(kill=not done)
 
 
+#: unit numbers for the stop board (unique in this process)
+_UIDS = itertools.count(1)
+
+
 class _SplitRun:
     """The coordinator of an exact optimal-DPOR split (see _split.py): runs
     the units in single-DFS order, speculating on the next ones while idle
@@ -903,6 +1000,9 @@ class _SplitRun:
         #: speculative units whose description changed before their turn:
         #: their executions were not used (units, executions)
         self.discarded = [0, 0]
+        #: committed units that handed their subtree's rest back because an
+        #: idle worker asked (work stealing)
+        self.steals = 0
 
     def run(self, deadline: float | None) -> None:
         backend = self.backend
@@ -910,6 +1010,8 @@ class _SplitRun:
         futs: dict[Any, UnitKey] = {}
         ready: dict[UnitKey, dict[str, Any]] = {}
         stale: set[Any] = set()
+        #: units asked to stop (work stealing), so each is asked once
+        asked: set[Any] = set()
         # in flight at once: every slot, plus one queued so none idles on
         # IPC; one process (or the inline backend) does not speculate
         cap = backend.slots + 1 if backend.slots > 1 else 1
@@ -928,8 +1030,19 @@ class _SplitRun:
                     if key not in ready and key not in futs.values():
                         futs[self._submit(key, left)] = key
             if current not in ready:
+                if backend.stops and len(futs) < cap:
+                    # Work stealing: a worker is idle and no branch waits in
+                    # the top nodes.  The unit in order is asked to hand the
+                    # rest of its subtree back at its next execution that
+                    # leaves a waiting branch besides the one it takes next;
+                    # its committed rest then offers those branches here.
+                    for f, k in futs.items():
+                        if k == current and f not in asked:
+                            asked.add(f)
+                            backend.request_stop(f)
                 for fut in backend.wait(set(futs), 0.2):
                     key = futs.pop(fut)
+                    asked.discard(fut)
                     if fut in stale:
                         stale.discard(fut)
                         self._discard(backend.result(fut))
@@ -950,25 +1063,38 @@ class _SplitRun:
             if drop:
                 for f in backend.cancel(drop):
                     del futs[f]
-                stale.update(f for f in drop if f in futs)
+                for f in drop:
+                    if f in futs:
+                        # running: stop it at its next execution (its result
+                        # is discarded whatever it holds)
+                        stale.add(f)
+                        backend.request_stop(f, ABANDON)
         else:
             self.exhausted = True
         if futs:
             for f in backend.cancel(list(futs)):
                 del futs[f]
-            if futs and (self.best is not None or self.time_limited):
+            if futs and (self.best is not None or self.time_limited) and not backend.stops:
                 self.kill = True  # speculation past a failure may run long
                 return
-            # speculation that came to nothing: let it end (the workers
-            # stay for the next exploration)
+            # speculation that came to nothing: stop it and let it end (the
+            # workers stay for the next exploration)
+            for f in futs:
+                backend.request_stop(f, ABANDON)
             while futs:
                 for fut in backend.wait(set(futs), 0.2):
                     futs.pop(fut)
                     self._discard(backend.result(fut))
 
     def _submit(self, key: UnitKey, left: int) -> Any:
+        # Where a running unit can be asked to stop, units run uncapped: the
+        # unit in order hands its rest back when a worker is idle, and a
+        # speculative one whose description changed is stopped at once
+        # (measured: capping speculative units at UNIT_EXECUTIONS instead
+        # cost more in unit overhead than it saved in discarded work)
         unit = dict(self.base, strategy=unit_strategy(self.spec, key), lo=0, hi=left,
-                    order=0, cap=UNIT_EXECUTIONS)
+                    order=0, cap=None if self.backend.stops else UNIT_EXECUTIONS,
+                    uid=next(_UIDS))
         return self.backend.submit(unit)
 
     def _discard(self, res: dict[str, Any]) -> None:
@@ -991,6 +1117,7 @@ class _SplitRun:
                 fail = res["failure"] = None
             res["exhausted"] = False
         self.results.append(res)
+        self.steals += bool(res.get("ceded"))
         self.executed += n
         self.blocked += int(res.get("blocked", 0))
         self.traces.update(tuple(t) for t in res.get("traces", ()))
@@ -1038,7 +1165,7 @@ def _finish_split(split: _SplitRun, scenario: Any, ref: str, prm: dict[str, Any]
                     elapsed_s=time.perf_counter() - t0, interrupted=interrupted, coverage=cov,
                     time_limited=split.time_limited, blocked=split.blocked,
                     traces=len(split.traces), workers=split.workers(),
-                    discarded=split.discarded[1])
+                    discarded=split.discarded[1], steals=split.steals)
     return check_vacuity(result, thorough=as_thorough_as_the_suite(scenario, None))
 
 

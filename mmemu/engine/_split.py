@@ -17,12 +17,15 @@ as plain data:
   coordinator compares steps exactly as the inserting execution would
   (``_dpor.insert_sequence``, the same code): same execution, the objects;
   another, the pending step or the stable names (as ``_dpor._insert``);
-- ``rest``: after ``UNIT_EXECUTIONS`` executions a unit stops and hands
-  back the rest of its subtree (``DFS.rest``): its stack down to the branch
-  it was about to take, with sleep sets and wakeup trees (their steps as
-  stable names, all a later execution compares them by).  The coordinator
-  adopts those nodes as top nodes and takes that branch next.  So units
-  stay small however deep the tree, and waiting branches appear early;
+- ``rest``: a unit that stops early hands back the rest of its subtree
+  (``DFS.rest``): its stack down to the branch it was about to take, with
+  sleep sets and wakeup trees (their steps as stable names, all a later
+  execution compares them by).  The coordinator adopts those nodes as top
+  nodes and takes that branch next, and the branches waiting in them can
+  go to idle workers.  A unit stops early when the coordinator asks it to
+  (work stealing: a worker is idle and nothing waits in the top nodes; see
+  ``_parallel._SplitRun``) or, on a backend that cannot ask (Dask), after
+  ``UNIT_EXECUTIONS`` executions;
 - ``top``: top nodes a unit's first execution created above its own part
   (none when units own everything below their branch, as here; kept for
   a split at a fixed depth).

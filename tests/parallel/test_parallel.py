@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 import mmemu
+from benchmarks import dpor_programs as bp
 from mmemu.cli import main
 from mmemu.engine import DFS, ModelError, all_scenarios
 from mmemu.parallel import explore_parallel, merge_results
@@ -135,6 +136,29 @@ def test_dpor_split_over_two_workers_is_one_dfs(sc: str, params: dict[str, Any],
     assert sum(e for _w, _u, e in two.workers) == two.executions
 
 
+_LASTZERO = bp.lastzero(7)
+
+
+async def lastzero7(sim: Any) -> None:
+    """lastzero(7) (benchmarks/dpor_programs.py): 320 executions, a
+    lopsided tree (the first branches of the root hold most of it)."""
+    await _LASTZERO(sim)
+
+
+def test_work_stealing_keeps_the_split_exact() -> None:
+    """The root unit is asked to cede at once (nothing else waits), so the
+    other worker starts on branches stolen from it; whoever runs what, the
+    executions, blocked executions and traces are the single DFS's."""
+    kw: dict[str, Any] = dict(strategy=DFS(), executions=10**6, shrink=False)
+    single = mmemu.explore(lastzero7, **kw)
+    two = explore_parallel(lastzero7, jobs=2, **kw)
+    assert single.executions == 320 and single.exhausted
+    assert (two.executions, two.blocked, two.traces, two.exhausted) == \
+        (single.executions, single.blocked, single.traces, True)
+    assert two.steals >= 1
+    assert sum(e for _w, _u, e in two.workers) == two.executions
+
+
 def test_dfs_split_finds_the_first_failure_of_one_dfs() -> None:
     single = mmemu.explore("demo:lost-update", strategy=DFS(reduction="none"), executions=1000)
     two = explore_parallel("demo:lost-update", strategy=DFS(reduction="none"), executions=1000,
@@ -214,12 +238,18 @@ def test_merge_refuses_a_missing_shard() -> None:
 
 
 def test_run_prints_the_per_worker_split(capsys: pytest.CaptureFixture[str]) -> None:
-    code, _out, err = _cli(capsys, "run", "demo:lost-update-locked", "--jobs", 2)
+    single = mmemu.explore("cow:wp-fault-vs-guest-read", strategy=DFS(), executions=10**6,
+                           params={"api": "modern", "driver": "gru"})
+    code, _out, err = _cli(capsys, "run", "cow:wp-fault-vs-guest-read", "--api", "modern",
+                           "--driver", "gru", "--jobs", 2)
     assert code == 0
     line = next(ln.strip() for ln in err.splitlines() if ln.strip().startswith("split: "))
     parts = re.findall(r"(\d+) units?, (\d+) executions?", line)
     assert parts and all(int(u) >= 1 for u, _e in parts), line
-    assert sum(int(e) for _u, e in parts) == 4, line  # all of the single DFS's executions
+    # all of the single DFS's executions, and the root unit ceded work at
+    # once (it is asked to as soon as it starts: nothing else waits)
+    assert sum(int(e) for _u, e in parts) == single.executions > 1, line
+    assert re.search(r"; \d+ steals?", line), line
 
 
 @pytest.mark.skipif("cow:wp-fault-vs-guest-read" not in REGISTERED, reason="needs the cow suites")

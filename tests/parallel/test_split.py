@@ -65,6 +65,41 @@ class Scrambled(_parallel._Backend):
         return gone
 
 
+class ScrambledStealing(Scrambled):
+    """As ``Scrambled``, and units can be asked to stop (work stealing):
+    units run uncapped, the coordinator's requests are honoured, and a
+    third of the units are asked to cede as they start, as if a worker had
+    gone idle then (seeded)."""
+
+    stops = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.board = [0] * _parallel.STOP_SLOTS
+        self.uids: dict[object, int] = {}
+        self.asked = 0
+
+    def submit(self, unit: dict[str, Any]) -> Any:
+        fut = super().submit(unit)
+        self.uids[fut] = int(unit["uid"])
+        return fut
+
+    def request_stop(self, fut: Any, how: int = _parallel.CEDE) -> None:
+        uid = self.uids[fut]
+        self.board[uid % _parallel.STOP_SLOTS] = uid if how == _parallel.CEDE else -uid
+
+    def wait(self, pending: set[Any], timeout: float) -> set[Any]:
+        for fut in pending:
+            if self.rng.random() < 1 / 3:
+                self.asked += 1
+                self.request_stop(fut)
+        _parallel._BOARD = self.board
+        try:
+            return super().wait(pending, timeout)
+        finally:
+            _parallel._BOARD = None
+
+
 async def racy(sim: Any) -> None:
     """Three CPUs: private steps, then an unlocked read-modify-write of x;
     a lost update where CPU 0 writes last fails (the 12th execution)."""
@@ -110,17 +145,22 @@ def _register() -> list[str]:
     return names
 
 
-def test_split_search_is_the_single_dfs(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", [Scrambled, ScrambledStealing])
+def test_split_search_is_the_single_dfs(monkeypatch: pytest.MonkeyPatch,
+                                        backend: type[Scrambled]) -> None:
     backends: list[Scrambled] = []
 
     def make() -> Scrambled:
-        backends.append(Scrambled())
+        backends.append(backend())
         return backends[-1]
 
     monkeypatch.setattr(_parallel, "_Inline", make)
     monkeypatch.setattr(_parallel, "UNIT_EXECUTIONS", 3)
-    discarded = failures = 0
-    for name in _register():
+    discarded = failures = steals = 0
+    names = _register()
+    if backend is ScrambledStealing:
+        names = names[::2] + ["splittest:racy"]  # every other program: test time
+    for name in names:
         kw: dict[str, Any] = dict(strategy=DFS(), executions=10**6, shrink=False)
         one = mmemu.explore(name, **kw)
         split = _parallel.explore_parallel(name, jobs=1, **kw)
@@ -131,8 +171,12 @@ def test_split_search_is_the_single_dfs(monkeypatch: pytest.MonkeyPatch) -> None
         assert sum(u for _w, u, _e in split.workers) >= 1
         discarded += split.discarded
         failures += one.failure is not None
+        steals += split.steals
     # the scrambled order did make speculation fail (and be re-run), and
     # the first failure was compared at least on the racy program
     assert discarded > 0
     assert failures >= 1
-    assert sum(b.units for b in backends) > 100
+    assert sum(b.units for b in backends) > (100 if backend is Scrambled else 40)
+    if backend is ScrambledStealing:
+        # units did hand their subtree's rest back when asked
+        assert steals > 10, steals
