@@ -119,6 +119,7 @@ REPLACE_NO_PTE_SAME = mmemu.register_mutant(
 PINNED = "ksm: write_protect_page found the page pinned (no merge)"
 MERGED = "ksm: replace_page merged the page into the KSM page"
 PIN_CHECKED = "ksm: write_protect_page compared the page's count with its mappings"
+MERGE_TRYLOCK_FAILED = "ksm: try_to_merge_one_page found the page locked (no merge this pass)"
 
 
 def pages_identical(page: Page, kpage: Page) -> bool:
@@ -232,6 +233,7 @@ async def try_to_merge_one_page(vma: VmAreaStruct, page: Page, kpage: Page) -> i
     err = -EFAULT
     with span("try_to_merge_one_page"):
         if not await trylock_page(page, label="try_to_merge_one_page: trylock_page(page)"):
+            reach(MERGE_TRYLOCK_FAILED)
             return err
         orig_pte = await write_protect_page(vma, page)
         if orig_pte is not None and pages_identical(page, kpage):
@@ -278,5 +280,5 @@ async def ksm_make_stable(vma: VmAreaStruct, page: Page) -> int:
     return ret
 
 
-__all__ = ["CHANGE_PTE_OUTSIDE_RANGE", "REPLACE_NO_NOTIFY", "REPLACE_NO_PTE_SAME", "ksm_make_stable", "ksm_merge_page",
+__all__ = ["MERGE_TRYLOCK_FAILED", "CHANGE_PTE_OUTSIDE_RANGE", "REPLACE_NO_NOTIFY", "REPLACE_NO_PTE_SAME", "ksm_make_stable", "ksm_merge_page",
            "pages_identical", "replace_page", "try_to_merge_one_page", "write_protect_page"]

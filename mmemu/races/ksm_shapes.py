@@ -23,10 +23,11 @@ from typing import Any
 
 import mmemu
 from mmemu.engine import InvariantViolation
-from mmemu.mm.ksm import MERGED, REPLACE_NO_PTE_SAME, ksm_merge_page
+from mmemu.mm.ksm import MERGE_TRYLOCK_FAILED, MERGED, REPLACE_NO_PTE_SAME, ksm_merge_page
 from mmemu.mm.memory import COW_COPIED, WP_TRYLOCK_FAILED, fault_in, pte_get
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
 from mmemu.mm.mmap import PAGE_SIZE
+from mmemu.mm.vmscan import lru_cache_add, reclaim_page
 from mmemu.races.ksm import ksm_setup
 from mmemu.races.mm import check_page_refs
 
@@ -135,4 +136,53 @@ async def merge_vs_zap(sim: Any) -> None:
     check_page_refs(sim, kernel)
 
 
-__all__ = ["WritableKsmPage", "merge_vs_write_fault", "merge_vs_zap"]
+#: goal of ksm:merge-vs-reclaim
+RECLAIMED = "vmscan: __remove_mapping froze and freed the page"
+
+
+@mmemu.scenario("ksm:merge-vs-reclaim", reaches=[MERGED, MERGE_TRYLOCK_FAILED, RECLAIMED])
+async def merge_vs_reclaim(sim: Any) -> None:
+    """ksmd merges a page while kswapd reclaims it.
+
+    Setup: the merge candidate is clean, old and on the LRU (reclaim takes
+    it: add_to_swap gives it a slot, try_to_unmap puts the swap entry in
+    its pte).
+
+    CPU0 (ksmd)                                CPU1 (kswapd: shrink_page_list)
+    0. down_read; follow_page (ref);           A. isolate (ref); trylock_page
+       trylock_page: locked?  no merge         B. add_to_swap; try_to_unmap:
+       this pass (ksmd never waits)               the pte becomes a swap entry
+    W1-W3. PTL: the pte maps the page?         C. pageout (the slot is written);
+       clear; pin check (count == mapcount        __remove_mapping: freeze at 2
+       + 2: ours and follow_page's); read-        (cache + ours): out of the
+       only                                       swap cache, free
+    R1-R4. PTL: pte_same?  the pte maps        D. busy (a reference more): unlock,
+       kpage; the page's rmap and reference       putback
+       dropped
+    5. unlock_page; put_page; up_read
+
+    There are 3 critical interleavings that matter:
+    - A's trylock first: 0's trylock fails and ksmd leaves the page
+      alone (without that test -- the source mutant skipping it -- ksmd
+      write-protects a page reclaim is unmapping and unlocks reclaim's
+      lock: "unlock_page of an unlocked page");
+    - 0's reference before C's freeze: the freeze fails (count 3) and
+      reclaim keeps the page (ksmd may merge it once reclaim unlocked);
+    - B before 0: follow_page finds a swap entry, nothing to merge.
+    Harmless: the merge entirely before A (reclaim finds the page
+    unmapped and frees it with its new slot), or reclaim entirely before 0.
+
+    2.6.32's ksm in the "2.6.27" generation, as the other KSM suites.
+    """
+    _, mm, a1, kpage = await ksm_setup(sim, clean_old=True)
+    pte = pte_get(mm, a1)
+    assert pte is not None and pte.page is not None
+    page = pte.page
+    await lru_cache_add(page)
+    async with sim.cpus() as cpus:
+        cpus.start(ksm_merge_page, mm, a1, kpage, name="ksmd")
+        cpus.start(reclaim_page, page, name="kswapd")
+
+
+__all__ = ["RECLAIMED", "WritableKsmPage", "merge_vs_reclaim", "merge_vs_write_fault",
+           "merge_vs_zap"]

@@ -70,3 +70,40 @@ def test_without_pte_same_the_forced_write_between_is_caught() -> None:
     out = force("ksm:merge-vs-write-fault", _WRITE_BETWEEN,
                 mutants=["ksm:replace-no-pte-same"])
     assert out.failure is not None and out.failure.kind == "BadPageState", out
+
+
+# ----------------------------------------------------- ksm:merge-vs-reclaim
+
+RECLAIM = "ksm:merge-vs-reclaim"
+
+
+def test_merge_vs_reclaim_passes_and_reaches_its_goals() -> None:
+    from mmemu.engine._registry import get_scenario
+    res = explore(RECLAIM, bound=None)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
+    doc = get_scenario(RECLAIM).doc
+    assert "There are 3 critical interleavings" in doc and "Harmless" in doc
+
+
+def test_ksmd_leaves_a_page_reclaim_has_locked() -> None:
+    out = force(RECLAIM, [("kswapd", "trylock_page(page1)"),
+                          ("ksmd", "try_to_merge_one_page: trylock_page(page)")])
+    assert out.failure is None, out.failure.report()
+    ksmd = labels(out, "ksmd")
+    assert "try_to_merge_one_page: unlock_page(page)" not in ksmd
+
+
+def test_ksmd_ignoring_the_failed_trylock_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The source mutant ksm:try_to_merge_one_page:recheck:2, made in
+    process: ksmd merges a page reclaim holds locked and unlocks it."""
+    from mmemu.mm import ksm
+    from tests.check.test_pte_vma import _mutant
+    fn = ksm.try_to_merge_one_page
+    edit = ('        if not await trylock_page(page, label="try_to_merge_one_page: trylock_page(page)"):',
+            '        if not await trylock_page(page, label="try_to_merge_one_page: trylock_page(page)") and False:')
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    res = explore(RECLAIM, bound=None)
+    f = res.failure
+    assert f is not None and f.kind == "BadPageState", f and f.report()
+    assert f.preemptions <= 2, f.report()
