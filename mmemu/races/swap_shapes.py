@@ -47,6 +47,7 @@ from mmemu.lowlevel import reach
 from mmemu.mm.page import Page
 from mmemu.mm.rmap import page_referenced
 from mmemu.mm.vmscan import lru_cache_add, reclaim_page
+from mmemu.mm.fork import dup_mm
 from mmemu.races.mm import written_anon_page
 from mmemu.races.notifier import DRIVER_AXES, guest, guest_fault
 
@@ -330,6 +331,91 @@ async def write_vs_reclaim(sim: Any) -> None:
         cpus.start(_kswapd, mm, page, name="kswapd")
 
 
+#: goals of swap:fork-swapin-vs-write
+CHILD_SHARES = "swap: the child swapped in the page the parent left in the swap cache"
+PARENT_COPIED = "swap: the parent's write copied the page (the child's swap pte still needs it)"
+
+
+async def _write_copied(mm: MmStruct, addr: int, page: Page) -> None:
+    await fault_in(mm, addr, True)
+    pte = pte_get(mm, addr)
+    if pte is not None and pte.present and pte.page is not page:
+        reach(PARENT_COPIED)
+
+
+async def _child_swapin(child: MmStruct, addr: int, page: Page) -> None:
+    await fault_in(child, addr, False)
+    pte = pte_get(child, addr)
+    if pte is not None and pte.present and pte.page is page:
+        reach(CHILD_SHARES)
+
+
+@mmemu.scenario("swap:fork-swapin-vs-write", axes={"api": ["2.6.27", "modern"]},
+                reaches=[PARENT_COPIED, CHILD_SHARES])
+async def fork_swapin_vs_write(sim: Any) -> None:
+    """After fork, an anonymous page both processes map is swapped out; the
+    parent swaps it back in by reading, then writes it while the child
+    swaps it in.
+
+    Setup: parent and child map the page read-only (fork's COW); reclaim
+    puts a swap entry in both ptes (the slot's count is 2); the parent's
+    read fault brings the page into the swap cache and maps it read-only
+    (the slot: the cache's count and the child's).
+
+    CPU0 (parent: write fault, do_wp_page)     CPU1 (child: read fault, do_swap_page)
+    1. PTL; the pte is read-only               1. lookup_swap_cache: the page
+    2. may the page be reused in place?           (a reference)
+       2.6.27: trylock_page;                   2. lock_page; PTL; pte_same?
+       can_share_swap_page: mapcount +         3. set_pte_at (read-only);
+       swapcount - 1 == 1 (the child's            page_add_anon_rmap; swap_free
+       swap pte counts);                          (the child's slot reference)
+       modern: wp_can_reuse_anon_folio:        4. unlock_page
+       refcount <= 1 + swapcache, trylock,
+       folio_free_swap (fails while the
+       child's swap pte holds the slot),
+       refcount == 1
+    3. no: copy the page (COW) and map the
+       copy writable
+
+    There are 2 critical interleavings that matter:
+    - 2 before the child's 1: the page's only pte is the parent's, but the
+      child's swap pte still reaches it through the slot: the reuse test
+      must count that (2.6.27's swapcount; today's refcount test after a
+      folio_free_swap that cannot free a slot still in use) and copy.  A
+      reuse here (the modern final test made ``== 2``, a source mutant of
+      benchmarks/mutation.py) maps the page writable in the parent, and the
+      child's swap-in then maps the same page: the parent's writes show in
+      the child (BadPtePermission: a writable pte to a page two ptes map);
+    - 2 while the child holds the page lock (2-4): the trylock fails and
+      the parent copies.
+    Harmless: the child's swap-in entirely before 1 (mapcount 2: copy).
+
+    At the end: the parent writes to a page of its own; the child maps the
+    page that was swapped out (or nothing else).
+    """
+    kernel, mm, addr, page = await written_anon_page(sim, npages=8)
+    child = await dup_mm(mm)
+    for m in (mm, child):
+        pte = pte_get(m, addr)
+        assert pte is not None and pte.page is page
+        set_pte_at(m, addr, pte.replace(young=False))  # old: reclaim takes it
+    await lru_cache_add(page)
+    sim.check(await reclaim_page(page), "setup: reclaim did not swap the shared page out")
+    await fault_in(mm, addr, False)
+    pte = pte_get(mm, addr)
+    assert pte is not None and pte.page is not None
+    swapped = pte.page
+    sim.check(swapper_space().page_tree.get(swapped.private) is swapped,
+              "setup: the parent's read swap-in did not leave the page in the swap cache")
+    async with sim.cpus() as cpus:
+        cpus.start(_write_copied, mm, addr, swapped, name="parent")
+        cpus.start(_child_swapin, child, addr, swapped, name="child")
+    mine, theirs = pte_get(mm, addr), pte_get(child, addr)
+    assert mine is not None and theirs is not None
+    sim.check(mine.write and mine.page is not theirs.page,
+              f"after the parent's write fault its pte is {mine!r} and the child's {theirs!r}")
+
+
 #: goal of swap:dontneed-vs-reclaim
 ZAPPED_SWAP_PTE = "swap: MADV_DONTNEED zapped a swap pte (free_swap_and_cache)"
 
@@ -416,5 +502,5 @@ async def dontneed_vs_reclaim(sim: Any) -> None:
     sim.check(after is None, f"after MADV_DONTNEED the pte is {after!r}, not none")
 
 
-__all__ = ["REFERENCED_KEPT", "SWAPPED_OUT_DIRTY", "ZAPPED_SWAP_PTE", "dontneed_vs_reclaim",
+__all__ = ["CHILD_SHARES", "PARENT_COPIED", "fork_swapin_vs_write", "REFERENCED_KEPT", "SWAPPED_OUT_DIRTY", "ZAPPED_SWAP_PTE", "dontneed_vs_reclaim",
            "fault_vs_fault", "swapin_vs_guest_swapin", "write_vs_reclaim"]

@@ -237,3 +237,47 @@ def test_a_page_swapped_in_from_a_full_device_is_dirty() -> None:
         assert run().failure is None
     finally:
         fn.__code__ = orig
+
+
+# ---------------------------------------------- swap:fork-swapin-vs-write
+
+FORK = "swap:fork-swapin-vs-write"
+
+
+@pytest.mark.parametrize("api", ["2.6.27", "modern"])
+def test_fork_swapin_vs_write_passes_and_reaches_its_goals(api: str) -> None:
+    res = explore(FORK, params={"api": api}, bound=None)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
+
+
+@pytest.mark.parametrize("api,fn_name,edit", [
+    # today's final refcount test made == 2 (memory:_wp_can_reuse_anon_folio:wrong-count:1)
+    ("modern", "_wp_can_reuse_anon_folio",
+     ("reuse = not PageKsm(page) and page._count.counter == 1",
+      "reuse = not PageKsm(page) and page._count.counter == 2")),
+])
+def test_a_reuse_the_childs_swap_pte_still_reaches_is_caught(
+        monkeypatch: pytest.MonkeyPatch, api: str, fn_name: str, edit: tuple[str, str]) -> None:
+    from mmemu.mm import memory
+    from tests.check.test_pte_vma import _mutant
+    fn = getattr(memory, fn_name)
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    res = explore(FORK, params={"api": api}, bound=None)
+    f = res.failure
+    assert f is not None, "the parent reused a page the child's swap pte still reaches"
+    assert f.preemptions <= 2, f.report()
+
+
+def test_can_share_swap_page_must_count_the_childs_swap_pte(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """2.6.27's can_share_swap_page without the swap count (mapcount only)."""
+    from mmemu.mm import swapfile
+    from tests.check.test_pte_vma import _mutant
+    fn = swapfile.can_share_swap_page
+    edit = ("        count += page_swapcount(page) - 1\n", "        pass\n")
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    res = explore(FORK, params={"api": "2.6.27"}, bound=None)
+    f = res.failure
+    assert f is not None, "the parent reused a page the child's swap pte still reaches"
+    assert f.preemptions <= 2, f.report()
