@@ -2,7 +2,8 @@
 loss (page_state), secondary-MMU use-after-free (shadow_tlb), ptes against
 their vmas (pte_vma), the mmu-notifier contract on both sides (notifier),
 mapcounts, rss counters and map_count against what they count (counters),
-page aging that ignores a secondary MMU's accessed bit (young).
+page aging that ignores a secondary MMU's accessed bit (young), lock-guarded
+data accessed without its lock (lockset).
 Lockdep lives with the locks (mmemu.kernel.locking); coverage goals with
 the engine (mmemu.engine._coverage).
 
@@ -27,6 +28,7 @@ INSTALLERS: list[str] = [
     "mmemu.check.notifier:install",
     "mmemu.check.counters:install",
     "mmemu.check.young:install",
+    "mmemu.check.lockset:install",
 ]
 
 

@@ -117,7 +117,7 @@ class CPU:
     __slots__ = (
         "id", "name", "sim", "task", "state", "pending", "channel", "why",
         "held", "labels", "exc", "data", "scope", "op", "lock_wait", "until",
-        "channels",
+        "channels", "blocked_on",
     )
 
     def __init__(self, sim: Simulation, cpu_id: int, name: str) -> None:
@@ -149,6 +149,9 @@ class CPU:
         self.until: Callable[[], bool] | None = None
         #: while BLOCKED on several channels: all of them
         self.channels: tuple[Hashable, ...] = ()
+        #: the channels of the last block, which its pending step "writes"
+        #: only for the search's sake (read by step hooks, which clear it)
+        self.blocked_on: tuple[Hashable, ...] = ()
 
     @property
     def title(self) -> str:
@@ -246,6 +249,9 @@ class Simulation:
         self._main_waiting = False
         self._cpu_exit_hooks: list[Callable[[CPU], None]] = []
         self._end_hooks: list[Callable[[Simulation], None]] = []
+        #: see on_step; empty in most executions, so step() pays one test
+        self._step_hooks: list[Callable[[CPU, str, tuple[Hashable, ...],
+                                         tuple[Hashable, ...]], None]] = []
         # Ctrl-C / a cancellation that trio tried to deliver to the
         # scenario's task while CPUs ran; acted upon when the execution ends
         self._ki_deferred = False
@@ -285,6 +291,15 @@ class Simulation:
     def on_cpu_exit(self, hook: Callable[[CPU], None]) -> None:
         """Call ``hook(cpu)`` when a CPU finishes normally (lockdep: held locks)."""
         self._cpu_exit_hooks.append(hook)
+
+    def on_step(self, hook: Callable[[CPU, str, tuple[Hashable, ...], tuple[Hashable, ...]],
+                                     None]) -> None:
+        """Call ``hook(cpu, label, reads, writes)`` each time the scheduler
+        has chosen ``cpu`` to run its next step (numbered ``steps - 1``):
+        the accesses that step declared (a woken step's wait channels left
+        out), with whatever ``cpu`` holds while it runs it (lockset
+        checking).  A hook may fail the execution."""
+        self._step_hooks.append(hook)
 
     def at_end(self, hook: Callable[[Simulation], None]) -> None:
         """Call ``hook(sim)`` after the scenario returned without failing (leak checks)."""
@@ -335,6 +350,7 @@ class Simulation:
         self._waiters = {}
         self._cpu_exit_hooks = []
         self._end_hooks = []
+        self._step_hooks = []
         self.running = None
 
     # ---------------------------------------------------------- the scheduler
@@ -389,6 +405,18 @@ class Simulation:
             self.fail(Livelock(
                 f"execution exceeded max_steps={self.max_steps} steps "
                 f"(a CPU spinning?); {nxt.title} was about to run {nxt.pending[0]!r}"))
+        if self._step_hooks:
+            self._at_yield = True
+            label, reads, writes = nxt.pending
+            chans = nxt.blocked_on
+            if chans:
+                # a woken step "writes" its wait channels so that the search
+                # orders it after its waker; the hooks see the code's own writes
+                nxt.blocked_on = ()
+                writes = tuple([w for w in writes if w not in chans])
+            for hook in self._step_hooks:
+                hook(nxt, label, reads, writes)
+            self._at_yield = False
         self.running = nxt
         return nxt
 
@@ -589,6 +617,7 @@ class Simulation:
         self._run_ids = None
         cpu.pending = (label, reads, writes)
         cpu.channel = channels[0]
+        cpu.blocked_on = channels
         cpu.why = why
         for ch in channels:
             self._waiters.setdefault(ch, []).append(cpu)

@@ -388,6 +388,81 @@ def might_sleep(what: str) -> None:
             f"{cpu.title} calls {what} (which may sleep) at #{sim.steps - 1} while {why}"))
 
 
+# ------------------------------------------------------- lock-guarded data
+#
+# The kernel documents which lock protects which field ("anon_vma->lock
+# protects the list", "the PTL protects the pte", "mmap_sem protects the
+# vma list") and, since the lockdep era, asserts it (lockdep_assert_held,
+# i_mmap_assert_locked, mmap_assert_locked; Clang's __guarded_by context
+# analysis in recent kernels).  Here the emulated code states the same
+# facts once, next to the data, with ``guarded_by``; the lockset checker
+# (mmemu.check.lockset) holds every access a step declares to them.
+
+
+class Guard:
+    """``lock_of(obj)`` guards the field ``field`` of ``cls`` objects.
+
+    ``lock_of`` returns the lock, or None when the access needs no lock at
+    this moment (the object is private to its last user: an mm whose
+    mm_users reached 0).  ``reads``: whether a read needs the lock too (a
+    pte is read locklessly by the MMU and gup-fast; only its writers must
+    hold the PTL).  A read may hold a rwsem for read; a write must hold the
+    lock exclusively."""
+
+    __slots__ = ("cls", "field", "lock_of", "reads", "why")
+
+    def __init__(self, cls: type, field: str, lock_of: Callable[[Any], Any], reads: bool,
+                 why: str) -> None:
+        self.cls = cls
+        self.field = field
+        self.lock_of = lock_of
+        self.reads = reads
+        self.why = why
+
+
+#: (class, field) -> its guard; see guarded_by
+GUARDS: dict[tuple[type, str], Guard] = {}
+
+
+def guarded_by(cls: type, field: str, lock_of: Callable[[Any], Any], *, reads: bool = True,
+               why: str = "") -> Guard:
+    """Declare that ``lock_of(obj)`` protects the access key ``(obj, field, ...)``
+    of every ``cls`` object (a step's ``reads``/``writes`` entry)."""
+    g = GUARDS[(cls, field)] = Guard(cls, field, lock_of, reads, why)
+    _GUARD_CACHE.clear()
+    return g
+
+
+_GUARD_CACHE: dict[tuple[type, str], Guard | None] = {}
+
+
+def guard_of(obj: Any, field: str) -> Guard | None:
+    """The guard of ``(obj, field)``: ``obj``'s class or one of its bases."""
+    t = type(obj)
+    try:
+        return _GUARD_CACHE[(t, field)]
+    except KeyError:
+        pass
+    g = None
+    for base in t.__mro__:
+        g = GUARDS.get((base, field))
+        if g is not None:
+            break
+    _GUARD_CACHE[(t, field)] = g
+    return g
+
+
+def held_mode(cpu: CPU, lock: Any) -> str | None:
+    """How ``cpu`` holds ``lock``: "write" (exclusively), "read", or None."""
+    mode = None
+    for h in cpu.data.get("held", ()):
+        if h.lock is lock:
+            if not h.read:
+                return "write"
+            mode = "read"
+    return mode
+
+
 # ------------------------------------------------------------------ spinlock
 
 
@@ -658,5 +733,5 @@ __all__ = [
     "mutex_is_locked", "mutex_lock", "mutex_trylock", "mutex_unlock", "rwsem_is_locked",
     "rwsem_is_write_locked_by", "spin_is_locked", "spin_lock", "spin_lock_nest_lock", "spin_lock_nested",
     "spin_trylock", "spin_unlock", "up_read", "up_write", "wait_event", "wait_for_completion",
-    "wake_up", "wake_up_all", "fail",
+    "wake_up", "wake_up_all", "fail", "GUARDS", "Guard", "guard_of", "guarded_by", "held_mode",
 ]

@@ -40,7 +40,7 @@ from typing import Any
 
 import mmemu
 from mmemu.engine._execution import block, current_simulation, reach, span, step, wake_all
-from mmemu.kernel.locking import SpinLock, spin_lock, spin_unlock
+from mmemu.kernel.locking import SpinLock, guarded_by, spin_lock, spin_unlock
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from mmemu.mm.page import (
     PG_swapcache,
@@ -179,6 +179,17 @@ def _checker() -> Any:
     if kernel is None:
         return None
     return kernel.data.get("page_state")
+
+
+# rmap's file list is walked and changed under i_mmap_lock (i_mmap_rwsem);
+# the radix tree is changed under tree_lock and read locklessly under RCU,
+# so only its writers are held to the lock
+guarded_by(AddressSpace, "i_mmap", lambda mapping: mapping.i_mmap_lock,
+           why="i_mmap_lock protects the file's vma list")
+guarded_by(AddressSpace, "page_tree", lambda mapping: mapping.tree_lock, reads=False,
+           why="tree_lock serialises changes of the radix tree")
+guarded_by(AddressSpace, "slot", lambda mapping: mapping.tree_lock, reads=False,
+           why="tree_lock serialises changes of the radix tree")
 
 
 def _lookup_returned(fn: str, mapping: AddressSpace, index: int, page: Page) -> None:

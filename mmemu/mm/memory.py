@@ -38,7 +38,13 @@ from typing import TYPE_CHECKING, Any
 import mmemu
 from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import current_cpu, current_simulation, reach, span, step, wake_all
-from mmemu.kernel.locking import SINGLE_DEPTH_NESTING, spin_lock, spin_lock_nested, spin_unlock
+from mmemu.kernel.locking import (
+    SINGLE_DEPTH_NESTING,
+    guarded_by,
+    spin_lock,
+    spin_lock_nested,
+    spin_unlock,
+)
 from mmemu.mm import mmu_notifier
 from mmemu.mm.mmap import (
     PAGE_SHIFT,
@@ -194,6 +200,12 @@ def is_swap_pte(pte: Pte | None) -> bool:
 
 def pte_key(mm: MmStruct, address: int) -> tuple[Hashable, ...]:
     return (mm, "pte", address & ~(PAGE_SIZE - 1))
+
+
+# A pte is changed only under its page table lock (the model has one per
+# mm, as 2.6.27 without split PTLs); the MMU and gup-fast read it without.
+guarded_by(MmStruct, "pte", lambda mm: mm.page_table_lock, reads=False,
+           why="the PTL serialises pte updates")
 
 
 def pmd_key(mm: MmStruct, address: int) -> tuple[Hashable, ...]:

@@ -41,6 +41,7 @@ from mmemu.kernel.locking import (
     SETUP,
     RwSemaphore,
     SpinLock,
+    guarded_by,
     spin_lock,
     spin_unlock,
 )
@@ -197,6 +198,21 @@ class MmStruct:
     def vmas(self) -> list[VmAreaStruct]:
         """The vmas in address order (a copy: for setup code, checks and reports)."""
         return list(self._vmas)
+
+
+# Which lock guards which field (mmemu.check.lockset holds every declared
+# access to it).  rmap.c: "anon_vma->lock ... serialize access to the list";
+# the vma list and tree are changed under mmap_sem for write and read under
+# it; vma->anon_vma is set under page_table_lock (anon_vma_prepare: read
+# locklessly by faults, which is why only its writers are held to the lock).
+guarded_by(AnonVma, "head", lambda av: av.lock, why="anon_vma->lock protects the vma list")
+guarded_by(MmStruct, "mmap",
+           # exit_mmap and the last mmput run with mm_users at 0: nobody else
+           # may use the mm, and 2.6.27's exit_mmap takes no mmap_sem
+           lambda mm: mm.mmap_sem if mm.mm_users.counter > 0 else None,
+           why="mmap_sem protects the vma list")
+guarded_by(VmAreaStruct, "anon_vma", lambda vma: vma.vm_mm.page_table_lock, reads=False,
+           why="anon_vma_prepare sets vma->anon_vma under page_table_lock")
 
 
 # ------------------------------------------------------------------ helpers

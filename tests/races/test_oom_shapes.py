@@ -107,7 +107,7 @@ async def _never_gives_up(mm: Any, *, retries: int = oom_kill.MAX_OOM_REAP_RETRI
 
 @pytest.mark.parametrize("where, name, broken, kind", [
     ("mmemu.mm.oom_kill", "unmap_page_range", _no_zap, "OomReapIncomplete"),
-    ("mmemu.mm.oom_kill", "oom_reap_task_mm", _ignores_trylock, "UnlockNotOwner"),
+    ("mmemu.mm.oom_kill", "oom_reap_task_mm", _ignores_trylock, "DataRace"),
     ("mmemu.races.oom_shapes", "oom_reap_task", _never_done, "VacuousSuite"),
     ("mmemu.races.oom_shapes", "oom_reap_task", _never_gives_up, "Livelock"),
 ])

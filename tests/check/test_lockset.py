@@ -1,0 +1,153 @@
+"""The lockset checker: a field the kernel guards with a lock, touched by two
+CPUs, one of them without the lock, is a DataRace -- and nothing else is."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mmemu
+import pytest
+
+from mmemu.check import INSTALLERS, boot_checked
+from mmemu.kernel.locking import (
+    RwSemaphore,
+    SpinLock,
+    down_read,
+    down_write,
+    guarded_by,
+    spin_lock,
+    spin_unlock,
+    up_read,
+    up_write,
+)
+
+
+class Table:
+    """A made-up kernel object: ``entries`` under ``lock``, ``map`` under
+    the rwsem ``sem``, ``cache`` under ``lock`` for writers only."""
+
+    def __init__(self) -> None:
+        self.__mmemu_name__ = "table"
+        self.lock = SpinLock("table->lock")
+        self.sem = RwSemaphore("table->sem")
+
+
+guarded_by(Table, "entries", lambda t: t.lock, why="table->lock protects the entries")
+guarded_by(Table, "map", lambda t: t.sem)
+guarded_by(Table, "cache", lambda t: t.lock, reads=False)
+
+
+def two_cpus(first: Any, second: Any) -> Any:
+    async def scenario(sim: Any) -> None:
+        boot_checked(sim)
+        t = Table()
+        async with sim.cpus() as cpus:
+            cpus.start(first, t, name="first")
+            cpus.start(second, t, name="second")
+    return scenario
+
+
+async def locked_write(t: Table) -> None:
+    await spin_lock(t.lock)
+    await mmemu.step("insert", writes=((t, "entries"),))
+    await spin_unlock(t.lock)
+
+
+async def unlocked_write(t: Table) -> None:
+    await mmemu.step("insert without the lock", writes=((t, "entries"),))
+
+
+async def locked_read(t: Table) -> None:
+    await spin_lock(t.lock)
+    await mmemu.step("walk", reads=((t, "entries"),))
+    await spin_unlock(t.lock)
+
+
+async def unlocked_read(t: Table) -> None:
+    await mmemu.step("walk without the lock", reads=((t, "entries"),))
+
+
+def explore(scenario: Any) -> mmemu.Result:
+    return mmemu.explore(scenario, strategy=mmemu.DFS(), executions=1000)
+
+
+def test_boot_checked_installs_the_lockset_checker() -> None:
+    assert "mmemu.check.lockset:install" in INSTALLERS
+
+
+def test_both_sides_under_the_lock_pass_in_every_order() -> None:
+    r = explore(two_cpus(locked_write, locked_read))
+    assert r.failure is None and r.exhausted and r.executions == 2
+
+
+@pytest.mark.parametrize("first, second", [(unlocked_write, locked_read),
+                                           (locked_write, unlocked_read),
+                                           (unlocked_write, unlocked_write)])
+def test_one_side_without_the_lock_is_a_data_race(first: Any, second: Any) -> None:
+    f = explore(two_cpus(first, second)).failure
+    assert f is not None and f.kind == "DataRace", f
+    assert "data race on table->entries" in f.message
+    assert "without holding spinlock table->lock, which guards it " \
+           "(table->lock protects the entries)" in f.message
+    # both accesses are named: the one that lacked the lock and the other
+    assert "first" in f.message and "second" in f.message
+
+
+def test_a_key_only_one_cpu_ever_touches_needs_no_lock() -> None:
+    async def scenario(sim: Any) -> None:
+        boot_checked(sim)
+        t, private = Table(), Table()
+
+        async def builder() -> None:
+            # fills an object nobody else can see yet (fork's new vma)
+            await mmemu.step("fill the new object", writes=((private, "entries"),))
+            await locked_write(t)
+
+        async with sim.cpus() as cpus:
+            cpus.start(builder, name="builder")
+            cpus.start(locked_read, t, name="reader")
+    r = explore(scenario)
+    assert r.failure is None and r.exhausted
+
+
+async def read_sem(t: Table) -> None:
+    await down_read(t.sem)
+    await mmemu.step("find", reads=((t, "map"),))
+    await up_read(t.sem)
+
+
+async def write_under_read(t: Table) -> None:
+    await down_read(t.sem)
+    await mmemu.step("change under a read lock", writes=((t, "map"),))
+    await up_read(t.sem)
+
+
+async def write_sem(t: Table) -> None:
+    await down_write(t.sem)
+    await mmemu.step("change", writes=((t, "map"),))
+    await up_write(t.sem)
+
+
+def test_a_rwsem_guard_takes_readers_for_reads_and_a_writer_for_writes() -> None:
+    assert explore(two_cpus(read_sem, write_sem)).failure is None
+    assert explore(two_cpus(read_sem, read_sem)).failure is None
+    f = explore(two_cpus(read_sem, write_under_read)).failure
+    assert f is not None and f.kind == "DataRace", f
+    assert "holding only for read rwsem table->sem" in f.message
+
+
+def test_a_writers_only_guard_lets_readers_go_lockless() -> None:
+    async def lockless_reader(t: Table) -> None:
+        await mmemu.step("gup-fast style read", reads=((t, "cache"),))
+
+    async def locked_writer(t: Table) -> None:
+        await spin_lock(t.lock)
+        await mmemu.step("update", writes=((t, "cache"),))
+        await spin_unlock(t.lock)
+
+    async def lockless_writer(t: Table) -> None:
+        await mmemu.step("update without the lock", writes=((t, "cache"),))
+
+    assert explore(two_cpus(lockless_reader, locked_writer)).failure is None
+    f = explore(two_cpus(lockless_reader, lockless_writer)).failure
+    assert f is not None and f.kind == "DataRace", f
