@@ -182,8 +182,12 @@ async def _attach(w: World, c: int, op: Op, *, start: int | None = None,
             # mm_take_all_locks tests the signal once per vma: an mm whose
             # vmas are all unmapped registers.  (Nothing maps a vma in a
             # workload, so a vma there now was there during the register.)
+            # (under mmap_sem, as any reader of the vma list: the lockset
+            # checker holds the harness to the kernel's rules too)
+            await down_read(mm.mmap_sem, label=f"{who}: down_read(mmap_sem)")
             await step(f"{who}: the mm still has a vma?", reads=((mm, "mmap"),))
             pending = mm.mmap is not None
+            await up_read(mm.mmap_sem, label=f"{who}: up_read(mmap_sem)")
         if pending and ret != -EINTR:
             current_simulation().fail(SignalIgnored(
                 f"{d.name}: {op.name} returned {ret} although a signal was pending before it "

@@ -151,3 +151,23 @@ def test_a_writers_only_guard_lets_readers_go_lockless() -> None:
     assert explore(two_cpus(lockless_reader, locked_writer)).failure is None
     f = explore(two_cpus(lockless_reader, lockless_writer)).failure
     assert f is not None and f.kind == "DataRace", f
+
+
+def test_kvm_gup_without_mmap_sem_is_a_race_on_the_vma_list(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One of issue 11's survivors, the real KVM code mutated, in the real
+    suite: gfn_to_pfn's GUP walks the vma list that munmap is changing."""
+    from mmemu.drivers.kvm import KvmDriver
+    from tests.check.test_pte_vma import _munmap_vs_kvm_fault, _mutant
+
+    gup = _mutant(KvmDriver.gfn_to_pfn,
+                  ('await down_read(mm.mmap_sem, label="2. gfn_to_pfn: down_read(mmap_sem)")',
+                   "pass"),
+                  ('await up_read(mm.mmap_sem, label="2. gfn_to_pfn: up_read(mmap_sem)")',
+                   "pass"))
+    assert _munmap_vs_kvm_fault(without_lockset=False).failure is None
+    monkeypatch.setattr(KvmDriver, "gfn_to_pfn", gup)
+    f = _munmap_vs_kvm_fault(without_pte_vma=True, without_lockset=False).failure
+    assert f is not None and f.kind == "DataRace", f
+    assert "data race on mm1->mmap: cpu1 (kvm) reads it" in f.message
+    assert "without holding rwsem mm1->mmap_sem" in f.message
