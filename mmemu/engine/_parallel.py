@@ -90,6 +90,7 @@ from ._explore import (
     Failure,
     Result,
     _check_mutants,
+    _disposes,
     _resolve,
     _Runner,
     as_thorough_as_the_suite,
@@ -262,6 +263,13 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
     cap = min(unit["hi"] - unit["lo"], unit.get("cap") or (1 << 62))
     asked = _stop_requested(unit)
     ceded = stopped = False
+    # Executions are disposed of once the strategy has seen them, as in
+    # explore (else the cyclic collector frees them, at a sixth of the
+    # unit's time); a unit of the exact split keeps its last one for
+    # ``DFS.rest``, so it disposes of the one before.
+    keeps_last = isinstance(strat, DFS) and strat.log is not None and type(strat).end is DFS.end
+    disposable = _disposes(strat)
+    last: Any = None
     while done < cap:
         chooser = strat.begin(index)
         index += 1
@@ -269,7 +277,13 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
             break
         sim = await runner.run(chooser, record=strat.record)
         strat.end(sim)
+        if keeps_last:
+            if last is not None:
+                last.dispose()
+            last = sim
         if sim.abandoned:
+            if disposable:
+                sim.dispose()
             continue  # sleep-set blocked: not an execution (as in explore)
         done += 1
         index_done = done - 1
@@ -283,6 +297,8 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
             out["failure"] = {"at": at, "choices": list(sim.choices),
                               "kind": failure_kind(sim.failure)}
             break
+        if disposable:
+            sim.dispose()
         if asked is not None and isinstance(strat, DFS):
             how = asked()
             if how == ABANDON or (how == CEDE and strat.can_cede()):
