@@ -133,7 +133,8 @@ def main() -> None:
                     help="do not shrink what was found: check the drawn workload")
     ap.add_argument("--plan", default=None,
                     help="explore each workload by this plan instead of the default: "
-                         "PCT_EXECUTIONS,PCT_DEPTH,DFS_EXECUTIONS,DFS_PREEMPTIONS "
+                         "PCT_EXECUTIONS,PCT_DEPTH,DFS_EXECUTIONS,DFS_PREEMPTIONS"
+                         "[,BOUNDED_EXECUTIONS,BOUNDED_PREEMPTIONS] "
                          "(DFS_PREEMPTIONS 'none': unbounded)")
     ap.add_argument("--drivers-only", action="store_true",
                     help="only the mutants a driver suite catches or a driver carries")
@@ -144,8 +145,9 @@ def main() -> None:
         rows.sort(key=lambda t: args.only.index(t[0]))
     plan = Plan()
     if args.plan is not None:
-        pe, pd, de, dp = args.plan.split(",")
-        plan = Plan(int(pe), int(pd), int(de), None if dp == "none" else int(dp))
+        pe, pd, de, dp, *bounded = args.plan.split(",")
+        plan = Plan(int(pe), int(pd), int(de), None if dp == "none" else int(dp),
+                    *(int(b) for b in bounded))
     print(f"plan: {plan}")
     print(f"{'mutant':40} {'driver':6} {'api':7} {'found':>9} {'found s':>8} {'cpu s':>6} "
           f"{'execs':>7} {'drawn':>5} {'total s':>8} {'cpu s':>6}  minimal workload")

@@ -48,11 +48,26 @@ DEFAULT_TIME = 180.0
 @attrs.frozen
 class Plan:
     """How each workload is explored: ``pct_executions`` PCT runs of depth
-    ``pct_depth``, then up to ``dfs_executions`` runs of a DFS bounded at
-    ``dfs_preemptions`` preemptions (0 executions skips a phase).  The DFS is
-    unbounded optimal DPOR by default: each of its executions is a new
-    Mazurkiewicz trace, where a bounded search (plain bounded DFS, see
-    mmemu/engine/_dpor.py) spends a small budget on one corner of the tree.
+    ``pct_depth``, then up to ``bounded_executions`` runs of a DFS bounded at
+    ``bounded_preemptions`` preemptions, then up to ``dfs_executions`` runs
+    of a DFS bounded at ``dfs_preemptions`` (0 executions skips a phase).
+    The last DFS is unbounded optimal DPOR by default: each of its
+    executions is a new Mazurkiewicz trace.
+
+    The one-preemption phase is there because unbounded DPOR explores the
+    tree from its deep end: in a two-CPU workload whose operations are long
+    (a device's fault through gfn_to_pfn, then its access) it spends
+    hundreds of executions reordering the later steps before it preempts
+    early, while every schedule with one preemption -- 30 to 80 executions,
+    usually the whole set for two CPUs -- holds most races between two
+    operations: a fault that meets a migration entry while the page is
+    frozen (``migrate:plain-get``: 32-63 executions at one preemption,
+    178-513 or not within 2,000 unbounded), two faults of one swapped-out
+    pte (232 at one preemption in a three-CPU workload, none within 1,500
+    at two).  Races that need two precise switch points stay with the
+    unbounded DPOR.  A workload of more than ``bounded_max_ops`` operations
+    skips the bounded phase: one preemption among many operations is a set
+    of schedules far larger than the budget, spent on the tail of the tree.
 
     The split is measured (benchmarks/fuzz.py, docs/performance.md): PCT
     finds shallow races in a few runs whatever the workload, but not a
@@ -65,11 +80,18 @@ class Plan:
     pct_depth: int = 3
     dfs_executions: int = 150
     dfs_preemptions: int | None = None
+    bounded_executions: int = 80
+    bounded_preemptions: int = 1
+    #: the bounded phase only for workloads of at most this many operations
+    bounded_max_ops: int = 5
 
-    def phases(self, seed: int) -> list[tuple[str, Any, int]]:
+    def phases(self, seed: int, wl: Workload | None = None) -> list[tuple[str, Any, int]]:
         out: list[tuple[str, Any, int]] = []
         if self.pct_executions > 0:
             out.append(("pct", mmemu.PCT(self.pct_depth, seed), self.pct_executions))
+        if self.bounded_executions > 0 and (wl is None or wl.ops <= self.bounded_max_ops):
+            out.append(("bounded", mmemu.DFS(max_preemptions=self.bounded_preemptions),
+                        self.bounded_executions))
         if self.dfs_executions > 0:
             out.append(("dfs", mmemu.DFS(max_preemptions=self.dfs_preemptions),
                         self.dfs_executions))
@@ -161,7 +183,7 @@ def explore_plan(wl: Workload, plan: Plan, seed: int, *, mutants: Iterable[str] 
         if stop is not None and stop():
             raise KeyboardInterrupt
 
-    for phase, strategy, budget in plan.phases(seed):
+    for phase, strategy, budget in plan.phases(seed, wl):
         res = mmemu.explore(SCENARIO, strategy=strategy, executions=budget, seed=seed,
                             params=params, mutants=tuple(mutants), shrink=False,
                             progress=check)
@@ -182,7 +204,7 @@ def _replay_found(wl: Workload, plan: Plan, seed: int, found: Found,
     """Explore the phase that found the failure again, with schedule
     shrinking (unless interrupted), for the report and the token."""
     params = {"workload": str(wl)}
-    for phase, strategy, budget in plan.phases(seed):
+    for phase, strategy, budget in plan.phases(seed, wl):
         if phase != found.phase:
             continue
         res = mmemu.explore(SCENARIO, strategy=strategy, executions=budget, seed=seed,

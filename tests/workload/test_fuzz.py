@@ -16,7 +16,8 @@ from mmemu.workload._shrink import candidates, shrink_workload
 
 ROOT = Path(__file__).resolve().parents[2]
 FIX = "tests/workload/fixtures.py:"
-SMALL = Plan(pct_executions=30, pct_depth=3, dfs_executions=40, dfs_preemptions=None)
+SMALL = Plan(pct_executions=30, pct_depth=3, dfs_executions=40, dfs_preemptions=None,
+             bounded_executions=0)
 
 
 def test_generation_is_a_function_of_seed_and_index_in_any_process() -> None:
@@ -96,7 +97,8 @@ def test_dask_gives_the_same_workload() -> None:
 
 
 def test_fuzz_without_failure_reports_what_it_reached() -> None:
-    res = fuzz(["kvm"], seed=0, workloads=2, plan=Plan(pct_executions=10, dfs_executions=0))
+    res = fuzz(["kvm"], seed=0, workloads=2, plan=Plan(pct_executions=10, bounded_executions=0,
+                                                    dfs_executions=0))
     assert res.ok and res.workloads == 2 and res.executions == 20
     assert res.reached.get("event:workload: fault", 0) > 0
     assert res.reached.get("callback:kvm->invalidate_range_start", 0) > 0, res.reached
