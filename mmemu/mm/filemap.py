@@ -40,7 +40,7 @@ from typing import Any
 
 import mmemu
 from mmemu.engine._execution import block, current_simulation, reach, span, step, wake_all
-from mmemu.kernel.locking import SpinLock, guarded_by, spin_lock, spin_unlock
+from mmemu.kernel.locking import SpinLock, WaitQueueHead, guarded_by, spin_lock, spin_unlock
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from mmemu.mm.page import (
     PG_swapcache,
@@ -150,6 +150,13 @@ class AddressSpace:
         self.flags = 0
         self.nrpages = 0
         self.i_size = i_size
+        # Not kernel fields: the model's fairness assumption for the fault /
+        # truncate retry chase (see FAIR_FAULT_ROUNDS in mm/memory.py).
+        # ``truncating``: the first page index of each vmtruncate in progress
+        # on this file ((mapping, "truncating")); their end wakes
+        # ``truncate_wq``.
+        self.truncating: list[int] = []
+        self.truncate_wq = WaitQueueHead(f"{name}.truncate_wq")
         self.host = self  # mapping->host: the inode fields live here too
         kernel.mappings.append(self)
 

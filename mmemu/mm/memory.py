@@ -470,6 +470,56 @@ async def set_page_dirty(page: Page, *, label: str | None = None) -> None:
 # ------------------------------------------------------------------- faults
 
 
+#: The fault / truncate retry chase, and the model's fairness assumption.
+#:
+#: A fault that passed filemap_fault's first i_size check before a
+#: truncate's i_size_write reads the page in (page_cache_read) and looks it
+#: up again (2.6.27 ``goto retry_find``); truncate_inode_pages_range's
+#: second pass loops until it finds no page.  If truncate locks each page
+#: the fault has just read in before the fault does, and removes it, the
+#: fault finds it gone (find_lock_page: ->mapping NULL, look up again:
+#: none) and reads it in again, and the truncate finds a page again::
+#:
+#:     CPU0 (filemap_fault)               CPU1 (truncate_inode_pages, pass 2)
+#:     page_cache_read: add, unlock
+#:                                        pagevec_lookup: the page
+#:                                        lock_page; truncate_complete_page;
+#:                                        unlock_page
+#:     find_lock_page: lock_page,
+#:       ->mapping NULL: look up again,
+#:       none
+#:     page_cache_read: add, unlock       pagevec_lookup: ... (and so on)
+#:
+#: That is the kernel's code (2.6.27; the same loops until 5.15's
+#: invalidate_lock, 730633f0b7f9, serialised filling the page cache against
+#: truncation for the filesystems that take it), and the loop is endless
+#: only if the scheduler lets truncate win the page lock every time: each
+#: round the fault's lock_page could win, lock a page that is still in the
+#: cache, recheck i_size and return SIGBUS.  A fair scheduler ends it, and no
+#: round reaches a state an earlier round did not.  The engine schedules
+#: adversarially (it explores every order, forever if asked), so the model
+#: makes the fairness explicit: after FAIR_FAULT_ROUNDS pages read in and
+#: taken away, the fault waits for the truncations in progress on the file
+#: to end before it reads the page in again (_give_way_to_truncate; not
+#: kernel code).  Without it an unbounded search of a fault against a
+#: truncate ends in Livelock at max_steps on the correct model.
+FAIR_FAULT_ROUNDS = 1
+
+
+async def _give_way_to_truncate(mapping: Any, pgoff: int) -> None:
+    """The fairness assumption of FAIR_FAULT_ROUNDS: wait until no
+    vmtruncate that drops page ``pgoff`` is in progress on ``mapping``
+    (vmtruncate wakes ``mapping.truncate_wq`` when it ends)."""
+    from mmemu.kernel.locking import wait_event
+    if any(first <= pgoff for first in mapping.truncating):
+        reach("memory: filemap_fault gave way to truncate (the retry chase, fairness)")
+    # (the test is wait_event's first step: it declares the read)
+    await wait_event(mapping.truncate_wq,
+                     lambda: not any(first <= pgoff for first in mapping.truncating),
+                     label="fairness: wait for the truncation that keeps taking the page",
+                     reads=((mapping, "truncating"),))
+
+
 def i_size_pages(mapping: Any) -> int:
     """i_size in pages, rounded up (the caller's step reads ``(mapping, "i_size")``)."""
     host = getattr(mapping, "host", mapping)
@@ -494,8 +544,11 @@ async def filemap_fault(vma: VmAreaStruct, pgoff: int) -> tuple[int, Page | None
     if pgoff >= i_size_pages(mapping):
         return VM_FAULT_SIGBUS, None
     ret = 0
+    read_in = 0  # pages this fault read in (each found gone if it loops)
     while True:
         page = await filemap.find_lock_page(mapping, pgoff)
+        if page is None and read_in >= FAIR_FAULT_ROUNDS:
+            await _give_way_to_truncate(mapping, pgoff)
         if page is not None:
             # (PG_uptodate is stable under the page lock we hold: no step)
             if page.flags & PG_uptodate:
@@ -516,6 +569,7 @@ async def filemap_fault(vma: VmAreaStruct, pgoff: int) -> tuple[int, Page | None
             await step("readpage: SetPageUptodate", writes=(new.flags_key,))
             new.flags |= PG_uptodate
             await unlock_page(new, label="readpage done: unlock_page")
+            read_in += 1
         await put_page(new, label="page_cache_read: page_cache_release")
     await step("2. filemap_fault: recheck i_size under the page lock",
                reads=((mapping, "i_size"),))

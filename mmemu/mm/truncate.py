@@ -34,7 +34,7 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.engine._execution import current_simulation, reach, span, step
+from mmemu.engine._execution import current_simulation, reach, span, step, wake_all
 from mmemu.mm.filemap import (
     PAGE_CACHE_SIZE,
     PAGE_SHIFT,
@@ -197,24 +197,40 @@ async def vmtruncate(mapping: AddressSpace, offset: int) -> int:
     (Growing a file only sets i_size.)
     """
     with span("vmtruncate"):
-        await step("i_size_write(inode, offset)", writes=(mapping.i_size_key,))
+        # (the write of the model's ``truncating`` count is part of the step:
+        # see FAIR_FAULT_ROUNDS in mm/memory.py)
+        await step("i_size_write(inode, offset)",
+                   writes=(mapping.i_size_key, (mapping, "truncating")))
         growing = offset > mapping.i_size
         mapping.i_size = offset
         if growing:
             return 0
-        unmap = _unmap_mapping_range()
-        if unmap is not None:
-            await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
-        await truncate_inode_pages(mapping, offset)
-        # unmap_mapping_range is called twice, first simply for efficiency
-        # so that truncate_inode_pages does fewer single-page unmaps.  After
-        # the first call, and before truncate_inode_pages finishes, a private
-        # page may be COWed; the copy is not the pagecache page, so
-        # truncate_inode_pages' page_mapped() test does not see it: only this
-        # second call (even_cows) zaps it.
-        if unmap is not None and not mmemu.mutant(SINGLE_UNMAP):
-            await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
+        first = (offset + PAGE_CACHE_SIZE - 1) >> PAGE_SHIFT
+        mapping.truncating.append(first)
+        await _shrink(mapping, offset)
+        # wake a fault that gave way to this truncation (not kernel code)
+        await step("fairness: vmtruncate done, wake the faults that gave way",
+                   writes=((mapping, "truncating"), mapping.truncate_wq))
+        mapping.truncating.remove(first)
+        wake_all(mapping.truncate_wq)
     return 0
+
+
+async def _shrink(mapping: AddressSpace, offset: int) -> None:
+    """vmtruncate's part after the i_size write: unmap, drop the pages,
+    unmap again."""
+    unmap = _unmap_mapping_range()
+    if unmap is not None:
+        await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
+    await truncate_inode_pages(mapping, offset)
+    # unmap_mapping_range is called twice, first simply for efficiency
+    # so that truncate_inode_pages does fewer single-page unmaps.  After
+    # the first call, and before truncate_inode_pages finishes, a private
+    # page may be COWed; the copy is not the pagecache page, so
+    # truncate_inode_pages' page_mapped() test does not see it: only this
+    # second call (even_cows) zaps it.
+    if unmap is not None and not mmemu.mutant(SINGLE_UNMAP):
+        await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
 
 
 __all__ = ["NO_REMAP_CHECK", "SINGLE_UNMAP", "truncate_complete_page", "truncate_inode_pages", "truncate_inode_pages_range",

@@ -119,6 +119,19 @@ def test_migration_of_a_page_truncated_under_it_frees_it() -> None:
     assert res.ok and res.exhausted, res.failure.report() if res.failure else ""
 
 
+def test_the_fault_truncate_retry_chase_ends_under_a_fair_scheduler() -> None:
+    """2.6.27's filemap_fault reads in a page that truncate_inode_pages'
+    second pass takes away, and reads it in again: endless only if truncate
+    wins every page-lock race (mm/memory.py FAIR_FAULT_ROUNDS).  With the
+    model's fairness assumption the unbounded search of the correct model
+    ends (985 executions); without it, it ended in Livelock at max_steps
+    after 2,099 executions."""
+    res = _dfs("vmas=S1; cpu0: cpufault(0,w); cpu1: truncate(0)", executions=3000)
+    assert res.ok and res.exhausted, res.failure.report() if res.failure else ""
+    assert res.coverage is not None and res.coverage.executions_reaching(
+        "memory: filemap_fault gave way to truncate (the retry chase, fairness)") > 0
+
+
 def test_the_same_driver_class_twice_is_two_notifiers() -> None:
     # only the second instance faults: the failure names it
     wl = "drivers=kvm,kvm vmas=a2; cpu0: d1.fault(1,w) d1.access(1); cpu1: munmap(1)"
