@@ -3,8 +3,9 @@
 ``fuzz(...)`` runs workload after workload (``_generate.generate(seed, i)``
 for i = 0, 1, ...), each explored by the *plan*: a PCT phase (a few random
 schedules with priority-change points: shallow races with high probability
-whatever the workload's length) then a bounded DFS phase (every schedule
-with at most two preemptions, up to a cap).  It stops at the first failure,
+whatever the workload's length), for a small workload a DFS of the
+schedules with one preemption, then an unbounded optimal-DPOR DFS, each up
+to a cap (``Plan``).  It stops at the first failure,
 or when the budget -- a number of workloads or a time -- is spent.
 
 On a failure it shrinks the workload (``_shrink``) with the same plan: a
