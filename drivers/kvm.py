@@ -68,6 +68,7 @@ from mmemu.driver import (
     SpinLock,
     down_read,
     get_user_pages,
+    guarded_by,
     put_page,
     spin_lock,
     spin_unlock,
@@ -101,7 +102,9 @@ ZAP_FIRST_PAGE_ONLY = mmemu.register_mutant(
 SEQ_OUTSIDE_LOCK = mmemu.register_mutant(
     "kvm:seq-outside-lock",
     "kvm_mmu_notifier_invalidate_page bumps mmu_notifier_seq after dropping mmu_lock",
-    caught_as="FreedPageStillMapped (spte to a freed page)",
+    caught_as="DataRace (the lockset checker: mmu_notifier_seq written without "
+              "kvm->mmu_lock, which guards it) / FreedPageStillMapped (its consequence: "
+              "an spte to a freed page)",
     # ->invalidate_page exists only in the 2.6.27 generation
     applies=lambda params: params.get("api", "2.6.27") == "2.6.27")
 
@@ -391,6 +394,16 @@ def _vmas(mm: Any) -> list[Any]:
         out.append(vma)
         vma = getattr(vma, "vm_next", None)
     return out
+
+
+# virt/kvm/kvm_main.c: "mmu_notifier_seq and mmu_notifier_count are
+# protected by kvm->mmu_lock" -- written only under it; the fault path reads
+# mmu_notifier_seq before taking it on purpose (smp_rmb, then the recheck
+# under the lock), so only the writers are held to the lock
+guarded_by(KvmDriver, "mmu_notifier_seq", lambda kvm: kvm.mmu_lock, reads=False,
+           why="kvm->mmu_lock protects mmu_notifier_seq")
+guarded_by(KvmDriver, "mmu_notifier_count", lambda kvm: kvm.mmu_lock, reads=False,
+           why="kvm->mmu_lock protects mmu_notifier_count")
 
 
 __all__ = ["KvmBug", "KvmDriver", "Memslot", "NO_COUNT", "NO_RETRY", "SEQ_OUTSIDE_LOCK",

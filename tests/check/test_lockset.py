@@ -171,3 +171,28 @@ def test_kvm_gup_without_mmap_sem_is_a_race_on_the_vma_list(
     assert f is not None and f.kind == "DataRace", f
     assert "data race on mm1->mmap: cpu1 (kvm) reads it" in f.message
     assert "without holding rwsem mm1->mmap_sem" in f.message
+
+
+def test_kvm_bumping_the_seq_outside_mmu_lock_is_a_race_before_it_frees_a_mapped_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The catalogued kvm:seq-outside-lock: with the checker the unlocked
+    write of mmu_notifier_seq is reported where it happens; without it the
+    suite still finds the consequence, an spte left to a freed page."""
+    import mmemu.check as check
+
+    def run() -> mmemu.Failure | None:
+        return mmemu.explore("notifier:reclaim-vs-fault", params={"driver": "kvm"},
+                             mutants=["kvm:seq-outside-lock"]).failure
+
+    f = run()
+    assert f is not None and f.kind == "DataRace", f
+    assert "data race on kvm->mmu_notifier_seq" in f.message
+    assert "'A. kvm->mmu_notifier_seq++ (outside mmu_lock)' without holding spinlock " \
+           "kvm->mmu_lock" in f.message
+    monkeypatch.setattr(check, "INSTALLERS",
+                        [i for i in check.INSTALLERS if not i.startswith("mmemu.check.lockset:")])
+    f = run()
+    assert f is not None and f.kind == "FreedPageStillMapped", f
+    assert f.preemptions <= 2
+    tail = "\n".join(f.report().split("replay with:")[0].strip().splitlines()[-8:])
+    assert "kvm gfn 0" in tail and ("page0" in tail or "page1" in tail), tail

@@ -34,7 +34,8 @@ MUTANTS = [
     ("notifier:truncate-vs-fault", "kvm:no-count", "FreedPageStillMapped"),
     ("notifier:munmap-vs-fault", "kvm:no-count", "FreedPageStillMapped"),
     ("notifier:munmap-vs-fault", "kvm:no-retry", "FreedPageStillMapped"),
-    ("notifier:reclaim-vs-fault", "kvm:seq-outside-lock", "FreedPageStillMapped"),
+    # kvm:seq-outside-lock: the lockset checker reports the unlocked write
+    # first, its consequence is checked without it in tests/check/test_lockset.py
     ("notifier:reclaim-vs-fault", "kvm:no-retry", "IncoherentTranslation"),
     ("notifier:exit-vs-reclaim", "mmu_notifier:release-after-unhash", "FreedPageStillMapped"),
 ]
