@@ -41,7 +41,7 @@ from typing import Any
 from mmemu.check import install_once
 from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import CPU, Simulation
-from mmemu.kernel.locking import _GUARD_CACHE, Guard, guard_of, held_mode
+from mmemu.kernel.locking import _GUARD_CACHE, Guard, guard_of, held_mode, holds_class
 
 
 class DataRace(InvariantViolation):
@@ -112,7 +112,8 @@ class LocksetChecker:
             if lock is not None:
                 mode = held_mode(cpu, lock)
                 if mode is None or (write and mode != "write"):
-                    self._report(cpu, label, key, write, guard, lock, mode, st)
+                    if write or guard.reads_also is None or not holds_class(cpu, guard.reads_also):
+                        self._report(cpu, label, key, write, guard, lock, mode, st)
         st.last = here
 
     def _report(self, cpu: CPU, label: str, key: tuple[Any, ...], write: bool, guard: Guard,

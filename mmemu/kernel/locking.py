@@ -407,16 +407,21 @@ class Guard:
     mm_users reached 0).  ``reads``: whether a read needs the lock too (a
     pte is read locklessly by the MMU and gup-fast; only its writers must
     hold the PTL).  A read may hold a rwsem for read; a write must hold the
-    lock exclusively."""
+    lock exclusively.  ``reads_also``: the lockdep class of a lock that
+    serialises the writers of the part a lockless reader looks at, so that
+    holding it is enough for a read (mm_take_all_locks tests the LSB of
+    ``anon_vma->head.next`` without ``anon_vma->lock``: only holders of
+    ``mm_all_locks_mutex`` change that bit)."""
 
-    __slots__ = ("cls", "field", "lock_of", "reads", "why")
+    __slots__ = ("cls", "field", "lock_of", "reads", "reads_also", "why")
 
     def __init__(self, cls: type, field: str, lock_of: Callable[[Any], Any], reads: bool,
-                 why: str) -> None:
+                 why: str, reads_also: str | None = None) -> None:
         self.cls = cls
         self.field = field
         self.lock_of = lock_of
         self.reads = reads
+        self.reads_also = reads_also
         self.why = why
 
 
@@ -425,10 +430,10 @@ GUARDS: dict[tuple[type, str], Guard] = {}
 
 
 def guarded_by(cls: type, field: str, lock_of: Callable[[Any], Any], *, reads: bool = True,
-               why: str = "") -> Guard:
+               reads_also: str | None = None, why: str = "") -> Guard:
     """Declare that ``lock_of(obj)`` protects the access key ``(obj, field, ...)``
     of every ``cls`` object (a step's ``reads``/``writes`` entry)."""
-    g = GUARDS[(cls, field)] = Guard(cls, field, lock_of, reads, why)
+    g = GUARDS[(cls, field)] = Guard(cls, field, lock_of, reads, why, reads_also)
     _GUARD_CACHE.clear()
     return g
 
@@ -450,6 +455,11 @@ def guard_of(obj: Any, field: str) -> Guard | None:
             break
     _GUARD_CACHE[(t, field)] = g
     return g
+
+
+def holds_class(cpu: CPU, lock_cls: str) -> bool:
+    """Does ``cpu`` hold a lock of the lockdep class ``lock_cls``?"""
+    return any(h.lock.cls == lock_cls for h in cpu.data.get("held", ()))
 
 
 def held_mode(cpu: CPU, lock: Any) -> str | None:
@@ -733,5 +743,5 @@ __all__ = [
     "mutex_is_locked", "mutex_lock", "mutex_trylock", "mutex_unlock", "rwsem_is_locked",
     "rwsem_is_write_locked_by", "spin_is_locked", "spin_lock", "spin_lock_nest_lock", "spin_lock_nested",
     "spin_trylock", "spin_unlock", "up_read", "up_write", "wait_event", "wait_for_completion",
-    "wake_up", "wake_up_all", "fail", "GUARDS", "Guard", "guard_of", "guarded_by", "held_mode",
+    "wake_up", "wake_up_all", "fail", "GUARDS", "Guard", "guard_of", "guarded_by", "held_mode", "holds_class",
 ]

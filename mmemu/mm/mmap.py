@@ -205,7 +205,8 @@ class MmStruct:
 # the vma list and tree are changed under mmap_sem for write and read under
 # it; vma->anon_vma is set under page_table_lock (anon_vma_prepare: read
 # locklessly by faults, which is why only its writers are held to the lock).
-guarded_by(AnonVma, "head", lambda av: av.lock, why="anon_vma->lock protects the vma list")
+guarded_by(AnonVma, "head", lambda av: av.lock, reads_also="mm_all_locks_mutex",
+           why="anon_vma->lock protects the vma list")
 guarded_by(MmStruct, "mmap",
            # exit_mmap and the last mmput run with mm_users at 0: nobody else
            # may use the mm, and 2.6.27's exit_mmap takes no mmap_sem
