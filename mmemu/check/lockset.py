@@ -41,7 +41,7 @@ from typing import Any
 from mmemu.check import install_once
 from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import CPU, Simulation
-from mmemu.kernel.locking import _GUARD_CACHE, Guard, guard_of, held_mode, holds_class
+from mmemu.kernel.locking import Guard, guard_of, held_mode, holds_class
 
 
 class DataRace(InvariantViolation):
@@ -70,6 +70,15 @@ class _KeyState:
         self.last = last
 
 
+def _may_access(cpu: CPU, guard: Guard, lock: Any, write: bool) -> bool:
+    """A write needs ``lock`` exclusively; a read needs it in either mode,
+    or the guard's ``reads_also`` lock."""
+    mode = held_mode(cpu, lock)
+    if mode == "write" or (mode == "read" and not write):
+        return True
+    return not write and guard.reads_also is not None and holds_class(cpu, guard.reads_also)
+
+
 class LocksetChecker:
     """One per execution (installed by ``boot_checked``)."""
 
@@ -90,10 +99,7 @@ class LocksetChecker:
         obj, field = key[0], key[1]
         if type(field) is not str:
             return
-        try:
-            guard = _GUARD_CACHE[(type(obj), field)]
-        except KeyError:
-            guard = guard_of(obj, field)
+        guard = guard_of(obj, field)
         if guard is None:
             return
         sim = self.sim
@@ -109,18 +115,15 @@ class LocksetChecker:
             st.shared = True
         if write or guard.reads:
             lock = guard.lock_of(obj)
-            if lock is not None:
-                mode = held_mode(cpu, lock)
-                if mode is None or (write and mode != "write"):
-                    if write or guard.reads_also is None or not holds_class(cpu, guard.reads_also):
-                        self._report(cpu, label, key, write, guard, lock, mode, st)
+            if lock is not None and not _may_access(cpu, guard, lock, write):
+                self._report(cpu, label, key, write, guard, lock, st)
         st.last = here
 
     def _report(self, cpu: CPU, label: str, key: tuple[Any, ...], write: bool, guard: Guard,
-                lock: Any, mode: str | None, st: _KeyState) -> None:
+                lock: Any, st: _KeyState) -> None:
         sim = self.sim
         what = "writes" if write else "reads"
-        how = "without holding" if mode is None else "holding only for read"
+        how = "without holding" if held_mode(cpu, lock) is None else "holding only for read"
         who, other_label, other_step, other_write = st.last
         held = [h.describe() for h in cpu.data.get("held", ())]
         why = f" ({guard.why})" if guard.why else ""
