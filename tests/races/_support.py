@@ -34,3 +34,20 @@ def assert_caught(suite: str, mutant: str, kinds: str | tuple[str, ...], *,
     again = mmemu.replay(None, f.schedule)
     assert again.failure is not None and again.failure.kind == f.kind
     return f
+
+
+def assert_passes_and_reaches(suite: str, *, critical: int, params: dict[str, Any] | None = None,
+                              bound: int | None = None, goals: tuple[Any, ...] = ()) -> mmemu.Result:
+    """The correct model passes ``suite`` exhaustively within ``bound``, every
+    coverage goal is reached (and every one of ``goals`` in some execution),
+    and the suite's doc names its ``critical`` interleavings and the
+    harmless ones."""
+    from mmemu.engine._registry import get_scenario
+
+    res = explore(suite, params=params, bound=bound)
+    assert res.failure is None, res.failure.report()
+    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
+    assert all(res.coverage.executions_reaching(g) for g in goals)
+    doc = get_scenario(suite).doc
+    assert f"There are {critical} critical interleavings" in doc and "Harmless" in doc
+    return res

@@ -12,7 +12,7 @@ import pytest
 from mmemu.engine._registry import load_builtin
 from mmemu.testing import force
 
-from ._support import explore, labels
+from ._support import assert_passes_and_reaches, explore, labels
 
 load_builtin()
 
@@ -22,12 +22,7 @@ R3 = "R3. zap every translation"
 
 
 def test_the_suite_passes_and_reaches_its_goals() -> None:
-    from mmemu.engine._registry import get_scenario
-    res = explore(SUITE, bound=None)
-    assert res.failure is None, res.failure.report()
-    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
-    doc = get_scenario(SUITE).doc
-    assert "There are 2 critical interleavings" in doc and "Harmless" in doc
+    assert_passes_and_reaches(SUITE, critical=2)
 
 
 def test_exit_waits_for_the_detach_that_tears_down() -> None:

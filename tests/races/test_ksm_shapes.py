@@ -11,7 +11,7 @@ from mmemu.engine._registry import get_scenario, load_builtin
 
 from mmemu.testing import force
 
-from ._support import assert_caught, explore, labels
+from ._support import assert_caught, assert_passes_and_reaches, explore, labels
 
 load_builtin()
 
@@ -78,12 +78,7 @@ RECLAIM = "ksm:merge-vs-reclaim"
 
 
 def test_merge_vs_reclaim_passes_and_reaches_its_goals() -> None:
-    from mmemu.engine._registry import get_scenario
-    res = explore(RECLAIM, bound=None)
-    assert res.failure is None, res.failure.report()
-    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
-    doc = get_scenario(RECLAIM).doc
-    assert "There are 3 critical interleavings" in doc and "Harmless" in doc
+    assert_passes_and_reaches(RECLAIM, critical=3)
 
 
 def test_ksmd_leaves_a_page_reclaim_has_locked() -> None:

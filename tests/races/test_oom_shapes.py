@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 
 import mmemu
-from mmemu.engine._registry import get_scenario, load_builtin
+from mmemu.engine._registry import load_builtin
 from mmemu.kernel.locking import down_read_trylock, up_read
 from mmemu.mm import oom_kill
 from mmemu.mm.oom_kill import OOM_GAVE_UP, OOM_TRYLOCK_FAILED
 from mmemu.races.oom_shapes import REAPED
 from mmemu.testing import force
 
-from ._support import explore, labels
+from ._support import assert_passes_and_reaches, explore, labels
 
 load_builtin()
 
@@ -30,13 +30,8 @@ UP_WRITE = "munmap: up_write(mmap_sem)"
 
 
 def test_correct_model_passes_and_reaches_its_goals() -> None:
-    res = explore(SUITE, params=MODERN, bound=None)
-    assert res.failure is None, res.failure.report()
-    assert res.exhausted
-    assert not res.coverage.unreached, res.coverage.unreached
-    assert all(res.coverage.executions_reaching(g) for g in (REAPED, OOM_TRYLOCK_FAILED, OOM_GAVE_UP))
-    doc = get_scenario(SUITE).doc
-    assert "There are 2 critical interleavings" in doc and "Harmless" in doc
+    assert_passes_and_reaches(SUITE, critical=2, params=MODERN,
+                              goals=(REAPED, OOM_TRYLOCK_FAILED, OOM_GAVE_UP))
 
 
 def test_trylock_inside_munmap_retries_after_it() -> None:

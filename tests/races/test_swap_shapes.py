@@ -12,7 +12,7 @@ import pytest
 from mmemu.engine._registry import load_builtin
 from mmemu.testing import force
 
-from ._support import assert_caught, explore, labels
+from ._support import assert_caught, assert_passes_and_reaches, explore, labels
 
 load_builtin()
 
@@ -74,16 +74,10 @@ PAGEOUT = "pageout: swap_writepage (the I/O is not modelled): clean"
 
 
 def test_write_vs_reclaim_passes_and_reaches_its_goals() -> None:
-    from mmemu.engine._registry import get_scenario
     from mmemu.mm.memory import WP_TRYLOCK_FAILED
     from mmemu.races.swap_shapes import REFERENCED_KEPT, SWAPPED_OUT_DIRTY
-    res = explore(WRITE, bound=1)
-    assert res.failure is None, res.failure.report()
-    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
-    assert all(res.coverage.executions_reaching(g)
-               for g in (SWAPPED_OUT_DIRTY, REFERENCED_KEPT, WP_TRYLOCK_FAILED))
-    doc = get_scenario(WRITE).doc
-    assert "There are 3 critical interleavings" in doc and "Harmless" in doc
+    assert_passes_and_reaches(WRITE, critical=3, bound=1,
+                              goals=(SWAPPED_OUT_DIRTY, REFERENCED_KEPT, WP_TRYLOCK_FAILED))
 
 
 def test_a_write_before_kswapd_is_written_to_the_slot() -> None:
@@ -133,12 +127,7 @@ DELETED = "delete_from_swap_cache: swap_free"
 
 
 def test_dontneed_vs_reclaim_passes_and_reaches_its_goals() -> None:
-    from mmemu.engine._registry import get_scenario
-    res = explore(DONTNEED, bound=None)
-    assert res.failure is None, res.failure.report()
-    assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
-    doc = get_scenario(DONTNEED).doc
-    assert "There are 3 critical interleavings" in doc and "Harmless" in doc
+    assert_passes_and_reaches(DONTNEED, critical=3)
 
 
 def test_the_zap_leaves_a_locked_page_to_reclaim() -> None:
