@@ -89,6 +89,18 @@ def _rel(path: str) -> str:
     return path
 
 
+def read_ids(path: str) -> list[str]:
+    """Mutant ids (or globs) from a file, one a line; blank lines and what
+    follows a '#' are ignored, so a previous run's survivor list can be
+    annotated."""
+    ids = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            ids.append(line)
+    return ids
+
+
 def print_report(results: list[MutantResult], pending: int) -> None:
     per_file: dict[str, Counter[str]] = defaultdict(Counter)
     for r in results:
@@ -139,6 +151,9 @@ def main() -> int:
                     help="a file to mutate (repeatable; default: mm/, locking.py, drivers/)")
     ap.add_argument("--operator", action="append", default=[], choices=sorted(OPERATORS))
     ap.add_argument("--mutant", action="append", default=[], help="glob over mutant ids")
+    ap.add_argument("--mutants-from", action="append", default=[], metavar="FILE",
+                    help="a file of mutant ids or globs, one a line ('#' starts a comment); "
+                         "adds to --mutant (to re-run a previous run's survivors)")
     ap.add_argument("--suite", action="append", default=[],
                     help="only main-job runs of suites matching this glob (weakens the job)")
     ap.add_argument("--max-preemptions", type=int, default=None,
@@ -155,13 +170,21 @@ def main() -> int:
     ap.add_argument("--list", action="store_true", help="list the mutants only")
     args = ap.parse_args()
 
+    try:
+        select = args.mutant + [pattern for f in args.mutants_from for pattern in read_ids(f)]
+    except OSError as exc:
+        print(f"mutation.py: cannot read {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if args.mutants_from and not select:
+        print("mutation.py: --mutants-from names no mutant", file=sys.stderr)
+        return 2
     modules = [Path(m) for m in args.module] or default_modules()
     runs = main_job_runs(args.suite)
     started = time.perf_counter()
     if args.list:
         from mmemu.mutate import module_mutants
         todo = module_mutants([str(m) for m in modules], operators=args.operator or None,
-                              exclude=EXCLUDE, select=args.mutant)
+                              exclude=EXCLUDE, select=select)
         for _s, m in todo:
             print(f"{m.id}  [{_rel(m.path)}:{m.line}]  {m.operator}: {m.description}")
         print(f"{len(todo)} mutants")
@@ -178,7 +201,7 @@ def main() -> int:
     try:
         report = mutate_modules(
             [str(m) for m in modules], runs=runs, operators=args.operator or None,
-            exclude=EXCLUDE, select=args.mutant,
+            exclude=EXCLUDE, select=select,
             budget=Budget(timeout=args.timeout, fuzz=args.fuzz,
                           max_preemptions=args.max_preemptions),
             jobs=args.jobs, progress=lambda line: print(line, file=sys.stderr, flush=True),

@@ -49,7 +49,7 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
-from mmemu.engine._execution import current_simulation, span, step
+from mmemu.engine._execution import current_simulation, reach, span, step
 from mmemu.kernel.atomic import atomic_add_return
 from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
@@ -338,10 +338,20 @@ async def try_to_unmap(page: Page, migration: bool = False) -> int:
 # ------------------------------------------------------- page_referenced
 
 
+#: coverage events of page_referenced_one (goals of rmap:vma-change-vs-aging):
+#: the walk met a vma of the page's anon_vma / i_mmap that does not cover the
+#: page (the other half of a split) ...
+REFERENCED_VMA_NOT_COVERING = "rmap: page_referenced_one met a vma that does not cover the page"
+#: ... or one that covers it without a pte of it (a fork's child before
+#: copy_page_range, a new mapping of the file not yet faulted)
+REFERENCED_NO_PTE = "rmap: page_referenced_one found no pte of the page in a vma covering it"
+
+
 async def page_referenced_one(page: Page, vma: VmAreaStruct) -> int:
     mm = vma.vm_mm
     address = vma_address(page, vma)
     if address == -EFAULT:
+        reach(REFERENCED_VMA_NOT_COVERING)
         return 0
     ptl = mm.page_table_lock
     await spin_lock(ptl, label="page_referenced_one: spin_lock(ptl)")
@@ -353,6 +363,8 @@ async def page_referenced_one(page: Page, vma: VmAreaStruct) -> int:
             referenced = 1
         elif await ptep_clear_flush_young_notify(vma, address):
             referenced = 1
+    else:
+        reach(REFERENCED_NO_PTE)
     await spin_unlock(ptl, label="page_referenced_one: pte_unmap_unlock")
     return referenced
 
@@ -397,7 +409,7 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
 
 
 __all__ = [
-    "NO_I_MMAP_LOCK", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
+    "NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
     "page_add_new_anon_rmap", "page_mapped", "page_referenced", "page_remove_rmap",
     "try_to_unmap", "try_to_unmap_anon", "try_to_unmap_file", "try_to_unmap_one",
 ]

@@ -1,0 +1,138 @@
+"""Race suites for the rmap walkers against the changes of the vma lists they
+walk: kswapd's aging (page_referenced) while the process splits, forks or
+maps again the vma that maps its pages.
+
+Emulates: mm/rmap.c (page_referenced, page_referenced_anon/_file,
+page_referenced_one), mm/mmap.c (vma_adjust via mprotect's split_vma,
+__vma_link_file via mmap_region), kernel/fork.c (dup_mmap) (2.6.27)
+
+An rmap walk starts from the page, not from an mm: it takes the page's
+anon_vma->lock (anonymous page) or its mapping's i_mmap_lock (file page),
+walks the vmas on ``anon_vma->head`` / ``mapping->i_mmap``, and in each
+vma turns the page's index into an address (vma_address) from vm_start
+and vm_pgoff.  It holds no mmap_sem, so everything that changes those
+lists or a listed vma's range -- a split (vma_adjust), fork (dup_mmap's
+anon_vma_link and vma_prio_tree_add), a new mapping of the file
+(__vma_link_file) -- does so under the same locks, and a walker sees each
+change before or after, never half done.
+
+The checks at the end: the walker found the page's pte in the original mm
+whatever the order (page_referenced counted it, and its young bit is clear
+now), and every checker of ``boot_checked`` (the lockset checker holds
+every access to ``anon_vma->head`` and ``mapping->i_mmap`` to its lock).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mmemu
+from mmemu.check import boot_checked
+from mmemu.kernel.locking import down_write, up_write
+from mmemu.mm.fork import dup_mm
+from mmemu.mm.memory import fault_in, pte_get
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap
+from mmemu.mm.mprotect import PROT_READ, sys_mprotect
+from mmemu.mm.page import Page
+from mmemu.mm.rmap import REFERENCED_NO_PTE, REFERENCED_VMA_NOT_COVERING, page_referenced
+from mmemu.races.mm import file_with_pages, mm_with_file_vma
+
+#: the vma change CPU0 makes, one run each
+CHANGES = ["split", "fork", "mmap"]
+
+
+def _aging_goals(params: dict[str, Any]) -> list[str]:
+    """What only a walk after (part of) the change can meet."""
+    if params.get("change") == "split":
+        return [REFERENCED_VMA_NOT_COVERING]
+    return [REFERENCED_NO_PTE]
+
+
+async def _age(pages: list[Page], referenced: dict[int, int]) -> None:
+    """kswapd's shrink_active_list: page_referenced of each page in turn
+    (not holding the page lock: a file page is trylocked inside)."""
+    for page in pages:
+        referenced[page.pfn] = await page_referenced(page, False)
+
+
+@mmemu.scenario("rmap:vma-change-vs-aging", axes={"change": CHANGES}, reaches=_aging_goals)
+async def vma_change_vs_aging(sim: Any) -> None:
+    """kswapd ages the pages of a private file mapping while the process
+    changes the vmas that map them.
+
+    Setup: a two-page MAP_PRIVATE file vma; page 0 written (a COW copy: an
+    anonymous page, the vma gets its anon_vma), page 1 read (the
+    pagecache page itself).  Both ptes are young.
+
+    CPU0 (the process, mmap_sem for write)     CPU1 (kswapd: page_referenced
+    split: mprotect(page 1, PROT_READ):        of page 0, then of page 1)
+      S1. i_mmap_lock; anon_vma->lock          A1. anon_vma->lock; walk
+      S2. vma = [0, 1), new = [1, 2) on the        anon_vma->head: per vma,
+          mm's list, i_mmap and anon_vma->head     vma_address (or -EFAULT),
+      S3. unlock both; change_protection           PTL, clear the young bit
+    fork: dup_mmap:                            A2. trylock_page(page 1);
+      F1. anon_vma_link(child vma)                 i_mmap_lock; walk i_mmap
+      F2. i_mmap_lock; vma_prio_tree_add           the same way
+      F3. copy_page_range (both PTLs)
+    mmap: mmap the file's page 1 again at a
+      new address: __vma_link_file under
+      i_mmap_lock (no fault: no pte)
+
+    There are 2 critical interleavings that matter (per change):
+    - the walk (A1 or A2) before the change's list update: it sees the old
+      list; the one vma covers both pages and the walk clears both young
+      bits;
+    - the walk after it: split -- the page is found through the half that
+      covers it, the other half gives vma_address -EFAULT (goal); fork --
+      the child's vma is listed and its pte is none before F3 (goal: no
+      pte in a covering vma) or an old copy after it; mmap -- the new vma
+      covers page 1 and has no pte (the same goal).
+    Either way the walker finds the original mm's pte and clears its young
+    bit, because the list and the range it reads change only under the
+    lock it holds.  The lockset checker reports any access to
+    ``anon_vma->head`` or ``i_mmap`` without its lock once both CPUs have
+    touched it, which is how the mutation benchmark's dropped lock pairs of
+    vma_adjust, dup_mmap, __vma_link_file and page_referenced_file are
+    caught: in the model the list update is one step, so the walker's copy
+    of the list is never torn; the kernel's prio tree and list_add are
+    not.
+    Harmless: CPU0's change entirely before or after the walk of a page.
+    """
+    change = sim.params.get("change", "split")
+    kernel = boot_checked(sim, npages=8)
+    mapping, pages = await file_with_pages(kernel, "file", 2)
+    mm, vma = await mm_with_file_vma(kernel, mapping, 2, flags=VM_READ | VM_WRITE)
+    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
+    await fault_in(mm, a0, write=True)
+    await fault_in(mm, a1, write=False)
+    p0, p1 = pte_get(mm, a0), pte_get(mm, a1)
+    assert p0 is not None and p0.page is not None and p1 is not None and p1.page is not None
+    anon, filepage = p0.page, p1.page
+    assert filepage is pages[1] and anon is not pages[0] and p0.young and p1.young
+
+    async def remap() -> None:
+        await down_write(mm.mmap_sem)
+        await do_mmap(mm, 0, PAGE_SIZE, VM_READ, file=mapping, pgoff=1)
+        await up_write(mm.mmap_sem)
+
+    referenced: dict[int, int] = {}
+    async with sim.cpus() as cpus:
+        if change == "split":
+            cpus.start(sys_mprotect, mm, a1, PAGE_SIZE, PROT_READ, name="mprotect")
+        elif change == "fork":
+            cpus.start(dup_mm, mm, name="fork")
+        else:
+            cpus.start(remap, name="mmap")
+        cpus.start(_age, [anon, filepage], referenced, name="kswapd")
+    for page, address in ((anon, a0), (filepage, a1)):
+        pte = pte_get(mm, address)
+        sim.check(referenced.get(page.pfn, 0) >= 1,
+                  f"page_referenced(page{page.pfn}) returned {referenced.get(page.pfn)}, but "
+                  f"the young pte at {address:#x} mapped it: the walk missed the vma",
+                  details=page.dump())
+        sim.check(pte is not None and pte.page is page and not pte.young,
+                  f"after aging the pte at {address:#x} is {pte!r}: still young "
+                  f"(the walk did not reach it)")
+
+
+__all__ = ["CHANGES", "vma_change_vs_aging"]

@@ -1,0 +1,87 @@
+"""kswapd's aging walk against a split, a fork and a new mapping of the vma
+it walks (rmap:vma-change-vs-aging in mmemu/races/rmap_shapes.py): the
+correct model passes each change exhaustively and reaches what only a walk
+after the change meets; the walk is forced before and after the split; and
+each list update or walk without its lock (vma_adjust's i_mmap_lock and
+anon_vma->lock, __vma_link_file's and dup_mmap's i_mmap_lock,
+page_referenced_file's i_mmap_lock -- made here in process, the way the
+mutation benchmark's lock-pair operator makes them) is a DataRace within 2
+preemptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mmemu.engine._registry import load_builtin
+from mmemu.mm.rmap import REFERENCED_VMA_NOT_COVERING
+from mmemu.testing import force
+
+from ._support import assert_passes_and_reaches, explore, labels
+
+load_builtin()
+
+SUITE = "rmap:vma-change-vs-aging"
+SPLIT = "3. vma_adjust: vm_start/vm_end/vm_pgoff; __insert_vm_struct"
+WALK_ANON = "walk anon_vma->head"
+
+
+@pytest.mark.parametrize("change", ["split", "fork", "mmap"])
+def test_the_suite_passes_and_reaches_its_goals(change: str) -> None:
+    assert_passes_and_reaches(SUITE, critical=2, params={"change": change})
+
+
+def test_the_walk_before_the_split_sees_one_vma() -> None:
+    out = force(SUITE, [("kswapd", WALK_ANON), ("mprotect", SPLIT)], params={"change": "split"})
+    assert out.failure is None, out.failure.report()
+    assert "page_referenced_one: pte maps the page?" in labels(out, "kswapd")
+
+
+def test_the_walk_after_the_split_finds_the_page_through_its_half() -> None:
+    out = force(SUITE, [("mprotect", SPLIT), ("kswapd", WALK_ANON)], params={"change": "split"})
+    assert out.failure is None, out.failure.report()
+    # both pages: one half covers the page, the other does not (-EFAULT)
+    assert labels(out, "kswapd").count("page_referenced_one: pte maps the page?") == 2
+    res = explore(SUITE, params={"change": "split"}, bound=None)
+    assert res.coverage.executions_reaching(REFERENCED_VMA_NOT_COVERING) >= 1
+
+
+def _without(module: str, fn_name: str, *calls: str) -> Any:
+    """``module.fn_name`` recompiled without the given statements."""
+    import importlib
+
+    from tests.check.test_pte_vma import _mutant
+    fn = getattr(importlib.import_module(module), fn_name)
+    return fn, _mutant(fn, *((c, "pass") for c in calls))
+
+
+@pytest.mark.parametrize("change,module,fn_name,calls", [
+    ("split", "mmemu.mm.mmap", "vma_adjust", (
+        'await spin_lock(mapping.i_mmap_lock, label="1. vma_adjust: spin_lock(i_mmap_lock)")',
+        'await spin_unlock(mapping.i_mmap_lock,\n'
+        '                              label="4. vma_adjust: spin_unlock(i_mmap_lock)")')),
+    ("split", "mmemu.mm.mmap", "vma_adjust", (
+        'await spin_lock(anon_vma.lock, label="2. vma_adjust: spin_lock(anon_vma->lock)")',
+        'await spin_unlock(anon_vma.lock, label="4. vma_adjust: spin_unlock(anon_vma->lock)")')),
+    ("mmap", "mmemu.mm.mmap", "__vma_link_file", (
+        'await spin_lock(mapping.i_mmap_lock, label="vma_link: spin_lock(i_mmap_lock)")',
+        'await spin_unlock(mapping.i_mmap_lock, label="vma_link: spin_unlock(i_mmap_lock)")')),
+    ("fork", "mmemu.mm.fork", "dup_mmap", (
+        'await spin_lock(mapping.i_mmap_lock,\n'
+        '                                label="dup_mmap: spin_lock(i_mmap_lock)")',
+        'await spin_unlock(mapping.i_mmap_lock,\n'
+        '                                  label="dup_mmap: spin_unlock(i_mmap_lock)")')),
+    ("mmap", "mmemu.mm.rmap", "page_referenced", (
+        'await spin_lock(mapping.i_mmap_lock, label="page_referenced_file: spin_lock(i_mmap_lock)")',
+        'await spin_unlock(mapping.i_mmap_lock, label="page_referenced_file: spin_unlock(i_mmap_lock)")')),
+], ids=["vma_adjust-i_mmap", "vma_adjust-anon_vma", "vma_link_file", "dup_mmap", "page_referenced"])
+def test_a_dropped_lock_is_a_data_race(change: str, module: str, fn_name: str,
+                                       calls: tuple[str, ...],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    fn, mutant = _without(module, fn_name, *calls)
+    monkeypatch.setattr(fn, "__code__", mutant.__code__)
+    res = explore(SUITE, params={"change": change}, bound=None)
+    f = res.failure
+    assert f is not None and f.kind == "DataRace", f and f.report()
+    assert f.preemptions <= 2, f.report()
