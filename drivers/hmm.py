@@ -115,6 +115,8 @@ class HmmMirror(Driver):
             self.name = name
         super().__init__()
         self.lock = SpinLock("dmirror->lock", "dmirror->lock")
+        # the device page table is programmed and zapped under dmirror->lock
+        self.tlb.lock = self.lock
         self.start = start
         self.length = length
         self.notifier = MmuIntervalNotifier(

@@ -142,6 +142,10 @@ class KvmDriver(Driver):
         super().__init__()
         self.memslots: list[Memslot] = list(memslots or [])
         self.mmu_lock = SpinLock("kvm->mmu_lock", "kvm->mmu_lock")
+        # every spte is set and zapped under mmu_lock (the lockset checker
+        # holds the TLB's installs and zaps to it; the guest's own accesses
+        # are the hardware's and need no lock)
+        self.tlb.lock = self.mmu_lock
         self.mmu_notifier_seq = 0
         self.mmu_notifier_count = 0
         self.seq_key = (self, "mmu_notifier_seq")
@@ -401,9 +405,9 @@ def _vmas(mm: Any) -> list[Any]:
 # mmu_notifier_seq before taking it on purpose (smp_rmb, then the recheck
 # under the lock), so only the writers are held to the lock
 guarded_by(KvmDriver, "mmu_notifier_seq", lambda kvm: kvm.mmu_lock, reads=False,
-           why="kvm->mmu_lock protects mmu_notifier_seq")
+           stores=("mmu_notifier_seq",), why="kvm->mmu_lock protects mmu_notifier_seq")
 guarded_by(KvmDriver, "mmu_notifier_count", lambda kvm: kvm.mmu_lock, reads=False,
-           why="kvm->mmu_lock protects mmu_notifier_count")
+           stores=("mmu_notifier_count",), why="kvm->mmu_lock protects mmu_notifier_count")
 
 
 __all__ = ["KvmBug", "KvmDriver", "Memslot", "NO_COUNT", "NO_RETRY", "SEQ_OUTSIDE_LOCK",

@@ -111,7 +111,9 @@ from mmemu.kernel.atomic import (
     atomic_t,
 )
 from mmemu.kernel.locking import (
+    READ_ONCE,
     Completion,
+    GuardedList,
     Mutex,
     RwSemaphore,
     SpinLock,
@@ -639,11 +641,11 @@ _FRAMEWORK_NAMES = len(__all__)
 # helpers a fault path uses, and the mmu-notifier API of both generations
 # (a literal `__all__ +=`: mypy reads re-exports from it)
 __all__ += [
-    "Completion", "EAGAIN", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
+    "Completion", "EAGAIN", "GuardedList", "MMU_NOTIFY_CLEAR", "MMU_NOTIFY_EXCLUSIVE", "MMU_NOTIFY_MIGRATE",
     "MMU_NOTIFY_PROTECTION_PAGE", "MMU_NOTIFY_PROTECTION_VMA", "MMU_NOTIFY_RELEASE",
     "MMU_NOTIFY_SOFT_DIRTY", "MMU_NOTIFY_UNMAP", "MmuIntervalNotifier",
     "MmuIntervalNotifierOps", "MmuNotifier", "MmuNotifierOps", "MmuNotifierRange", "Mutex",
-    "PAGE_MASK", "PAGE_SHIFT", "PAGE_SIZE", "Page", "RwSemaphore", "SpinLock", "SrcuStruct",
+    "PAGE_MASK", "PAGE_SHIFT", "PAGE_SIZE", "Page", "READ_ONCE", "RwSemaphore", "SpinLock", "SrcuStruct",
     "TASK_SIZE", "VM_FAULT_ERROR", "VM_FAULT_SIGBUS", "VM_WRITE", "WaitQueueHead",
     "atomic_dec", "atomic_dec_and_test", "atomic_inc", "atomic_inc_not_zero",
     "atomic_inc_return", "atomic_read", "atomic_set", "atomic_t", "complete", "complete_all",

@@ -23,8 +23,10 @@ from mmemu.engine._execution import (
     touch,
     wake_all,
     wake_one,
+    wrote,
 )
 from mmemu.engine._locks import SETUP, Lock, RwLock
 
 __all__ = ["CPU", "Lock", "RwLock", "SETUP", "Simulation", "annotate", "block", "current_cpu",
-           "current_simulation", "fail", "reach", "recording", "touch", "wake_all", "wake_one"]
+           "current_simulation", "fail", "reach", "recording", "touch", "wake_all", "wake_one",
+           "wrote"]

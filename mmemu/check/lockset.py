@@ -95,6 +95,12 @@ class LocksetChecker:
             if type(key) is tuple and len(key) > 1:
                 self._access(cpu, label, key, False)
 
+    def on_write(self, cpu: CPU, key: Hashable, what: str) -> None:
+        """A store reported where it runs (guarded_by's ``stores``,
+        GuardedList): checked as a write by the step running it."""
+        if type(key) is tuple and len(key) > 1:
+            self._access(cpu, f"{what}, after {cpu.pending[0]}", key, True)
+
     def _access(self, cpu: CPU, label: str, key: tuple[Any, ...], write: bool) -> None:
         obj, field = key[0], key[1]
         if type(field) is not str:
@@ -143,6 +149,7 @@ def install(kernel: Any) -> LocksetChecker | None:
 def _hook(kernel: Any) -> LocksetChecker:
     chk = LocksetChecker(kernel.sim)
     kernel.sim.on_step(chk.on_step)
+    kernel.sim.on_write(chk.on_write)
     return chk
 
 

@@ -45,7 +45,8 @@ from typing import Any
 import attrs
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import _sim_or_none, current_simulation, reach
+from mmemu.engine._execution import _sim_or_none, current_simulation, reach, wrote
+from mmemu.kernel.locking import guarded_by
 from mmemu.mm.page import Page, page_site
 
 
@@ -99,6 +100,13 @@ class ShadowTLB:
         #: (None: unknown; the write check against the CPU pte is skipped)
         self.mm: Any = None
         self.address_of: Callable[[Hashable], int | None] | None = None
+        #: the lock the driver holds whenever it installs or zaps a
+        #: translation (KVM's ``mmu_lock``); None: the driver serialises
+        #: them otherwise (GRU's ms_range_active, an IOMMU's hardware).  Set,
+        #: the lockset checker holds every install and zap of a key that two
+        #: CPUs touched to it -- where the call runs, so a zap moved past the
+        #: unlock is seen.  The device's own accesses never need it.
+        self.lock: Any = None
 
     def __repr__(self) -> str:
         return f"<ShadowTLB {self.driver} {len(self.entries)} entries>"
@@ -140,17 +148,24 @@ class ShadowTLB:
                 f"{self.describe(key)} installs a translation to free page{page.pfn} at "
                 f"{page_site()} (freed at {_last_free_site(page)})",
                 details=page.dump()))
+        if self.lock is not None:
+            wrote((self, "entries", key), f"{self.describe(key)}: install")
         self.entries[key] = Translation(key, page, page.gen, page_site(), writable=writable)
         reach("secondary MMU: a translation was installed")
 
     def zap(self, key: Hashable) -> Translation | None:
         """Drop the translation of ``key`` (None if there was none)."""
+        if self.lock is not None:
+            wrote((self, "entries", key), f"{self.describe(key)}: zap")
         e = self.entries.pop(key, None)
         if e is not None:
             reach("secondary MMU: a live translation was zapped")
         return e
 
     def zap_all(self) -> list[Translation]:
+        if self.lock is not None:
+            for k in self.entries:
+                wrote((self, "entries", k), f"{self.describe(k)}: zap_all")
         out = [self.entries[k] for k in list(self.entries)]
         self.entries.clear()
         return out
@@ -211,6 +226,10 @@ class ShadowTLB:
     def mapping(self, page: Page) -> list[Translation]:
         """The live translations to ``page`` (same allocation)."""
         return [e for e in self.entries.values() if e.page is page and e.gen == page.gen]
+
+
+guarded_by(ShadowTLB, "entries", lambda tlb: tlb.lock, reads=False,
+           why="the driver's lock over its translations (ShadowTLB.lock)")
 
 
 # ------------------------------------------------------------ kernel hooks

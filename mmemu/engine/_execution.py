@@ -252,6 +252,8 @@ class Simulation:
         #: see on_step; empty in most executions, so step() pays one test
         self._step_hooks: list[Callable[[CPU, str, tuple[Hashable, ...],
                                          tuple[Hashable, ...]], None]] = []
+        #: see on_write; empty unless a checker watches stores
+        self._write_hooks: list[Callable[[CPU, Hashable, str], None]] = []
         # Ctrl-C / a cancellation that trio tried to deliver to the
         # scenario's task while CPUs ran; acted upon when the execution ends
         self._ki_deferred = False
@@ -300,6 +302,15 @@ class Simulation:
         out), with whatever ``cpu`` holds while it runs it (lockset
         checking).  A hook may fail the execution."""
         self._step_hooks.append(hook)
+
+    def on_write(self, hook: Callable[[CPU, Hashable, str], None]) -> None:
+        """Call ``hook(cpu, key, what)`` each time the running step reports
+        with ``wrote(key, what)`` that it stores to ``key`` now.  Where
+        ``on_step`` sees the accesses a step declared at its yield point,
+        this sees the store where it really happens: a store that the code
+        (or a mutant) moved past the unlock that followed its declaring
+        step is seen after the unlock.  A hook may fail the execution."""
+        self._write_hooks.append(hook)
 
     def at_end(self, hook: Callable[[Simulation], None]) -> None:
         """Call ``hook(sim)`` after the scenario returned without failing (leak checks)."""
@@ -351,6 +362,7 @@ class Simulation:
         self._cpu_exit_hooks = []
         self._end_hooks = []
         self._step_hooks = []
+        self._write_hooks = []
         self.running = None
 
     # ---------------------------------------------------------- the scheduler
@@ -1126,6 +1138,21 @@ def recording() -> bool:
     """Is the running execution recording a full trace (cheap guard)?"""
     sim = _current
     return sim is not None and sim.trace
+
+
+def wrote(key: Hashable, what: str) -> None:
+    """The running step stores to ``key`` now (``what`` names the store,
+    for reports); the ``on_write`` hooks see it.  Observation only: the
+    search does not (the step's declared accesses must cover the store, or
+    ``touch`` it).  Outside a CPU's step it does nothing."""
+    sim = _current
+    if sim is None or not sim._write_hooks:
+        return
+    cpu = sim.running
+    if cpu is None:
+        return
+    for hook in sim._write_hooks:
+        hook(cpu, key, what)
 
 
 def touch(*, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = ()) -> None:

@@ -48,6 +48,7 @@ and reports, each with both acquisition sites:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable
+import weakref
 from typing import Any
 
 from mmemu.engine._errors import InvariantViolation
@@ -63,6 +64,7 @@ from mmemu.engine._execution import (
     recording,
     step,
     wake_all,
+    wrote,
 )
 from mmemu.engine._locks import SETUP, Lock, RwLock
 
@@ -430,12 +432,152 @@ GUARDS: dict[tuple[type, str], Guard] = {}
 
 
 def guarded_by(cls: type, field: str, lock_of: Callable[[Any], Any], *, reads: bool = True,
-               reads_also: str | None = None, why: str = "") -> Guard:
+               reads_also: str | None = None, why: str = "",
+               stores: Iterable[str] = ()) -> Guard:
     """Declare that ``lock_of(obj)`` protects the access key ``(obj, field, ...)``
-    of every ``cls`` object (a step's ``reads``/``writes`` entry)."""
+    of every ``cls`` object (a step's ``reads``/``writes`` entry).
+
+    ``stores``: attributes of ``cls`` whose assignment is a write to
+    ``(obj, field)``, checked where the assignment runs (a ``GuardedList``
+    does the same for a list's changes).  The step's declared accesses say
+    what the step is *about* to do; the store is what it does, and a store
+    that runs after the unlock that followed its step is caught there."""
     g = GUARDS[(cls, field)] = Guard(cls, field, lock_of, reads, why, reads_also)
     _GUARD_CACHE.clear()
+    for attr in stores:
+        _guard_stores(cls, attr, field)
     return g
+
+
+class _Marked(tuple):  # type: ignore[type-arg]
+    """See READ_ONCE."""
+
+    __slots__ = ()
+
+
+def READ_ONCE(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The access key ``key`` read with READ_ONCE, as a lockless reader of a
+    guarded field does (``wait_event(wq, READ_ONCE(seq) != old)``).  It is
+    equal to ``key`` -- the search orders it as the same access -- but the
+    lockset checker leaves it alone, as KCSAN leaves marked accesses alone:
+    the reader is written to tolerate a concurrent writer."""
+    return _Marked(key)
+
+
+class _SlotStore:
+    """Stands in for a ``__slots__`` attribute of a guarded class: reads go
+    to the slot, each assignment is reported as a write to the guarded key."""
+
+    __slots__ = ("slot", "field", "what")
+
+    def __init__(self, slot: Any, field: str, what: str) -> None:
+        self.slot = slot
+        self.field = field
+        self.what = what
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        return self.slot.__get__(obj, owner)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        self.slot.__set__(obj, value)
+        wrote((obj, self.field), self.what)
+
+
+class _DictStore:
+    """As _SlotStore for a class whose instances have a ``__dict__``: no
+    ``__get__``, so reads find the value in the instance dict at full speed."""
+
+    __slots__ = ("name", "field", "what")
+
+    def __init__(self, name: str, field: str, what: str) -> None:
+        self.name = name
+        self.field = field
+        self.what = what
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.name] = value
+        wrote((obj, self.field), self.what)
+
+
+def _guard_stores(cls: type, attr: str, field: str) -> None:
+    what = f"{cls.__name__}.{attr} = ..."
+    current = cls.__dict__.get(attr)
+    if isinstance(current, (_SlotStore, _DictStore)):
+        return
+    if current is not None and hasattr(current, "__set__"):
+        setattr(cls, attr, _SlotStore(current, field, what))
+    elif current is None:
+        setattr(cls, attr, _DictStore(attr, field, what))
+    else:
+        raise TypeError(f"guarded_by: {cls.__name__}.{attr} is a class attribute, not a store")
+
+
+class GuardedList(list):  # type: ignore[type-arg]
+    """A list whose every change is a write to the guarded access key
+    ``(owner, field)``, reported where the change runs (see ``guarded_by``'s
+    ``stores``): ``self.list = GuardedList(self, "list")``.  Reads and
+    iteration are a plain list's.  The owner is held weakly (its class needs
+    a ``__weakref__`` slot if it has ``__slots__``), so no reference cycle
+    keeps an execution's objects alive."""
+
+    __slots__ = ("_owner", "_field")
+
+    def __init__(self, owner: Any, field: str, items: Iterable[Any] = ()) -> None:
+        super().__init__(items)
+        self._owner = weakref.ref(owner)
+        self._field = field
+
+    def _wrote(self, what: str) -> None:
+        owner = self._owner()
+        if owner is not None:
+            wrote((owner, self._field), f"{self._field}.{what}")
+
+    def append(self, x: Any) -> None:
+        self._wrote("append")
+        super().append(x)
+
+    def insert(self, i: Any, x: Any) -> None:
+        self._wrote("insert")
+        super().insert(i, x)
+
+    def remove(self, x: Any) -> None:
+        self._wrote("remove")
+        super().remove(x)
+
+    def pop(self, i: Any = -1) -> Any:
+        self._wrote("pop")
+        return super().pop(i)
+
+    def clear(self) -> None:
+        self._wrote("clear")
+        super().clear()
+
+    def extend(self, xs: Iterable[Any]) -> None:
+        self._wrote("extend")
+        super().extend(xs)
+
+    def sort(self, *a: Any, **kw: Any) -> None:
+        self._wrote("sort")
+        super().sort(*a, **kw)
+
+    def reverse(self) -> None:
+        self._wrote("reverse")
+        super().reverse()
+
+    def __setitem__(self, i: Any, x: Any) -> None:
+        self._wrote("__setitem__")
+        super().__setitem__(i, x)
+
+    def __delitem__(self, i: Any) -> None:
+        self._wrote("__delitem__")
+        super().__delitem__(i)
+
+    def __iadd__(self, xs: Iterable[Any]) -> GuardedList:  # type: ignore[misc]
+        self._wrote("+=")
+        super().__iadd__(xs)
+        return self
 
 
 _GUARD_CACHE: dict[tuple[type, str], Guard | None] = {}
@@ -743,5 +885,5 @@ __all__ = [
     "mutex_is_locked", "mutex_lock", "mutex_trylock", "mutex_unlock", "rwsem_is_locked",
     "rwsem_is_write_locked_by", "spin_is_locked", "spin_lock", "spin_lock_nest_lock", "spin_lock_nested",
     "spin_trylock", "spin_unlock", "up_read", "up_write", "wait_event", "wait_for_completion",
-    "wake_up", "wake_up_all", "fail", "GUARDS", "Guard", "guard_of", "guarded_by", "held_mode", "holds_class",
+    "wake_up", "wake_up_all", "fail", "GUARDS", "Guard", "GuardedList", "READ_ONCE", "guard_of", "guarded_by", "held_mode", "holds_class",
 ]

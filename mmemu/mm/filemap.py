@@ -40,7 +40,14 @@ from typing import Any
 
 import mmemu
 from mmemu.engine._execution import block, current_simulation, reach, span, step, wake_all
-from mmemu.kernel.locking import SpinLock, WaitQueueHead, guarded_by, spin_lock, spin_unlock
+from mmemu.kernel.locking import (
+    GuardedList,
+    SpinLock,
+    WaitQueueHead,
+    guarded_by,
+    spin_lock,
+    spin_unlock,
+)
 from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
 from mmemu.mm.page import (
     PG_swapcache,
@@ -138,7 +145,7 @@ class AddressSpace:
         self.kernel = kernel
         self.page_tree: dict[int, Page] = {}
         self.tree_lock = SpinLock(f"{name}.tree_lock", "tree_lock")
-        self.i_mmap: list[Any] = []
+        self.i_mmap: list[Any] = GuardedList(self, "i_mmap")
         self.i_mmap_lock = SpinLock(f"{name}.i_mmap_lock", "i_mmap_lock")
         # i_mmap_mutex since 3d48ae45e723 (v3.0), i_mmap_rwsem since
         # c8c06efa8b55 (v3.19): in the modern generation rmap walks and

@@ -39,6 +39,7 @@ from mmemu.engine._execution import _sim_or_none, current_simulation, reach, spa
 from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_t
 from mmemu.kernel.locking import (
     SETUP,
+    GuardedList,
     RwSemaphore,
     SpinLock,
     guarded_by,
@@ -102,7 +103,7 @@ class AnonVma:
     ``lock`` and so never sees it set.  Key: ``(anon_vma, "head")``.
     """
 
-    __slots__ = ("lock", "head", "head_next_lsb", "__mmemu_name__")
+    __slots__ = ("lock", "head", "head_next_lsb", "__mmemu_name__", "__weakref__")
 
     def __init__(self, name: str, *, sleeping: bool = False) -> None:
         self.__mmemu_name__ = name
@@ -110,7 +111,7 @@ class AnonVma:
         # a mutex since 2b575eb64f7a (v3.0), anon_vma->rwsem since
         # 5a505085f043 (v3.8): a blockable range_start under it may sleep
         self.lock.sleeps = sleeping
-        self.head: list[VmAreaStruct] = []
+        self.head: list[VmAreaStruct] = GuardedList(self, "head")
         self.head_next_lsb = False
 
     def __repr__(self) -> str:
@@ -206,12 +207,14 @@ class MmStruct:
 # it; vma->anon_vma is set under page_table_lock (anon_vma_prepare: read
 # locklessly by faults, which is why only its writers are held to the lock).
 guarded_by(AnonVma, "head", lambda av: av.lock, reads_also="mm_all_locks_mutex",
-           why="anon_vma->lock protects the vma list")
+           # the LSB mark: set and cleared under anon_vma->lock by
+           # vm_lock_anon_vma / vm_unlock_anon_vma
+           stores=("head_next_lsb",), why="anon_vma->lock protects the vma list")
 guarded_by(MmStruct, "mmap",
            # exit_mmap and the last mmput run with mm_users at 0: nobody else
            # may use the mm, and 2.6.27's exit_mmap takes no mmap_sem
            lambda mm: mm.mmap_sem if mm.mm_users.counter > 0 else None,
-           why="mmap_sem protects the vma list")
+           stores=("mmap", "map_count"), why="mmap_sem protects the vma list")
 guarded_by(VmAreaStruct, "anon_vma", lambda vma: vma.vm_mm.page_table_lock, reads=False,
            why="anon_vma_prepare sets vma->anon_vma under page_table_lock")
 

@@ -128,6 +128,9 @@ import mmemu
 from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import current_simulation, reach, step, touch
 from mmemu.kernel.locking import (
+    READ_ONCE,
+    GuardedList,
+    guarded_by,
     SpinLock,
     WaitQueueHead,
     down_write,
@@ -372,17 +375,17 @@ class MmuNotifierMm:
     """
 
     __slots__ = ("list", "lock", "has_itree", "invalidate_seq", "active_invalidate_ranges",
-                 "itree", "deferred_list", "wq", "__mmemu_name__")
+                 "itree", "deferred_list", "wq", "__mmemu_name__", "__weakref__")
 
     def __init__(self, mm_name: str) -> None:
         #: hlist order: hlist_add_head puts new entries first
-        self.list: list[MmuNotifier] = []
+        self.list: list[MmuNotifier] = GuardedList(self, "list")
         self.lock = SpinLock(f"{mm_name}.mmu_notifier_mm->lock", "mmu_notifier_mm->lock")
         self.has_itree = False
         self.invalidate_seq = 2
         self.active_invalidate_ranges = 0
-        self.itree: list[MmuIntervalNotifier] = []
-        self.deferred_list: list[MmuIntervalNotifier] = []
+        self.itree: list[MmuIntervalNotifier] = GuardedList(self, "itree")
+        self.deferred_list: list[MmuIntervalNotifier] = GuardedList(self, "itree")
         self.wq = WaitQueueHead(f"{mm_name}.notifier_subscriptions->wq")
         self.__mmemu_name__ = f"{mm_name}.mmu_notifier_mm"
 
@@ -517,6 +520,30 @@ class MmuIntervalNotifier:
                 f"seq {self.invalidate_seq}>")
 
 
+def _mmn_lock(mm: Any) -> Any:
+    mmn = mm.mmu_notifier_mm if mm is not None else None
+    return mmn.lock if mmn is not None else None
+
+
+# Which lock guards which field (mmemu.check.lockset): the hlist is changed
+# under mmu_notifier_mm->lock and walked under SRCU ("hlist_add_head_rcu
+# ... under the spinlock", mmu_notifier.c); a notifier's place in it
+# (hlist_unhashed, read locklessly by unregister) and mmu_notifier_get's
+# users count with it.  Modern: "subscriptions->lock protects
+# invalidate_seq, active_invalidate_ranges, the interval tree and the
+# deferred list" -- read and written only under it.
+guarded_by(MmuNotifierMm, "list", lambda mmn: mmn.lock, reads=False,
+           why="mmu_notifier_mm->lock serialises the hlist's writers")
+guarded_by(MmuNotifierMm, "itree", lambda mmn: mmn.lock,
+           stores=("invalidate_seq", "active_invalidate_ranges"),
+           why="subscriptions->lock protects the interval tree and its seq")
+guarded_by(MmuNotifier, "hlist", lambda mn: _mmn_lock(mn.mm), reads=False,
+           stores=("hashed", "users"),
+           why="mmu_notifier_mm->lock protects the notifier's hlist node and users")
+guarded_by(MmuIntervalNotifier, "in_tree", lambda sub: _mmn_lock(sub.mm), reads=False,
+           stores=("in_tree",), why="subscriptions->lock protects the interval tree")
+
+
 def itree_key(mmn: MmuNotifierMm) -> tuple[Any, str]:
     """Access key of the interval tree, its seq, count and deferred list."""
     return (mmn, "itree")
@@ -559,6 +586,11 @@ class non_block:
 
 def _mm_name(mm: Any) -> str:
     return str(getattr(mm, "__mmemu_name__", "mm"))
+
+
+def list_key(mmn: MmuNotifierMm) -> tuple[Any, str]:
+    """Access key of the notifier hlist (and of each notifier's place in it)."""
+    return (mmn, "list")
 
 
 def mm_key(mm: Any) -> tuple[Any, str]:
@@ -632,7 +664,7 @@ async def _walk(mm: Any, what: str) -> tuple[SrcuStruct, int, list[MmuNotifier]]
     ss = mmu_notifier_srcu()
     idx = await srcu_read_lock(ss)
     mmn = mm.mmu_notifier_mm
-    await step(f"{what}: hlist_for_each_entry_rcu", reads=(mmn,))
+    await step(f"{what}: hlist_for_each_entry_rcu", reads=(list_key(mmn),))
     return ss, idx, list(mmn.list)
 
 
@@ -735,7 +767,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
         # 3.7's loop: unhash one, drop the lock, ->release, retake the lock.
         await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
         while True:
-            await step("2. hlist_del_init_rcu (before ->release)", reads=(mmn,), writes=(mmn,))
+            await step("2. hlist_del_init_rcu (before ->release)", reads=(list_key(mmn),), writes=(list_key(mmn),))
             if not mmn.list:
                 break
             mn = mmn.list.pop(0)
@@ -751,14 +783,14 @@ async def __mmu_notifier_release(mm: Any) -> None:
         await synchronize_srcu(ss)
         return
     idx = await srcu_read_lock(ss)
-    await step("1. hlist_for_each_entry_rcu", reads=(mmn,))
+    await step("1. hlist_for_each_entry_rcu", reads=(list_key(mmn),))
     for mn in list(mmn.list):
         if mn.ops.release is not None:
             _check_live(mn, "release")
             await _call(mm, mn, "release", mn.ops.release, mm)
     await srcu_read_unlock(ss, idx)
     await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
-    await step("2. hlist_del_init_rcu (all)", reads=(mmn,), writes=(mmn,))
+    await step("2. hlist_del_init_rcu (all)", reads=(list_key(mmn),), writes=(list_key(mmn),))
     for mn in mmn.list:
         mn.hashed = False
     mmn.list.clear()
@@ -914,7 +946,8 @@ async def mn_itree_inv_end(mmn: MmuNotifierMm) -> None:
         await spin_unlock(mmn.lock, label="I3. spin_unlock(subscriptions->lock)")
         return
     mmn.invalidate_seq += 1
-    deferred, mmn.deferred_list = mmn.deferred_list, []
+    deferred = list(mmn.deferred_list)
+    mmn.deferred_list.clear()
     for sub in deferred:
         if not sub.in_tree:
             _itree_insert(mmn, sub)
@@ -1005,7 +1038,7 @@ async def mmu_interval_read_begin(sub: MmuIntervalNotifier) -> int:
         reach("mmu_interval_read_begin waited for an invalidation of its interval")
         await wait_event(mmn.wq, lambda: mmn.invalidate_seq != seq,
                          label="R1. wait_event(subscriptions->wq, invalidate_seq != seq)",
-                         reads=(key,))
+                         reads=(READ_ONCE(key),))
     return seq
 
 
@@ -1106,7 +1139,7 @@ async def mmu_interval_notifier_remove(sub: MmuIntervalNotifier) -> None:
             reach("mmu_interval_notifier_remove: waits for the invalidation in progress")
             await wait_event(mmn.wq, lambda: mmn.invalidate_seq != seq,
                              label="M2. wait_event(subscriptions->wq, invalidate_seq != seq)",
-                             reads=(key,))
+                             reads=(READ_ONCE(key),))
 
 
 # ----------------------------------------------------- modern: call sites
@@ -1173,7 +1206,7 @@ async def call_srcu(ss: SrcuStruct, arg: Any, func: Callable[[Any], None]) -> No
 async def find_get_mmu_notifier(mm: Any, ops: MmuNotifierOps) -> MmuNotifier | None:
     mmn: MmuNotifierMm = mm.mmu_notifier_mm
     await spin_lock(mmn.lock, label="G1. spin_lock(mmu_notifier_mm->lock)")
-    await step("G1. find_get_mmu_notifier: users++", reads=(mmn,), writes=(mmn,))
+    await step("G1. find_get_mmu_notifier: users++", reads=(list_key(mmn),), writes=(list_key(mmn),))
     found = None
     for mn in mmn.list:
         if mn.ops is ops and mn.mm is mm:
@@ -1237,7 +1270,7 @@ async def mmu_notifier_put(mn: MmuNotifier) -> None:
     mmn: MmuNotifierMm = mm.mmu_notifier_mm
     with mmemu.span("mmu_notifier_put"):
         await spin_lock(mmn.lock, label="P1. spin_lock(mmu_notifier_mm->lock)")
-        await step("P1. --users; P2. hlist_del_init_rcu", reads=(mmn,), writes=(mmn,))
+        await step("P1. --users; P2. hlist_del_init_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
         if mn.users <= 0:
             await spin_unlock(mmn.lock, label="P1. spin_unlock(mmu_notifier_mm->lock)")
             current_simulation().fail(MmuNotifierViolation(
@@ -1425,7 +1458,7 @@ async def do_mmu_notifier_register(mn: MmuNotifier | None, mm: Any, take_mmap_se
             mmn.has_itree = True
         else:
             await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")
-            await step("4. hlist_add_head_rcu", reads=(mmn,), writes=(mmn,))
+            await step("4. hlist_add_head_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
             mmn.list.insert(0, mn)
             mn.hashed = True
             mn.mm = mm
@@ -1493,7 +1526,7 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
         if mmn is None:
             return
         ss = mmu_notifier_srcu()
-        await step("1. hlist_unhashed(&mn->hlist)", reads=(mmn,))
+        await step("1. hlist_unhashed(&mn->hlist)", reads=(list_key(mmn),))
         _report(mm, "unregister_begin", mn)
         if mn.hashed:
             idx = await srcu_read_lock(ss)
@@ -1503,7 +1536,7 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
             await srcu_read_unlock(ss, idx)
             await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
             if mmemu.mutant(MUTANT_UNREGISTER_DEL_RCU):
-                await step("2. hlist_del_rcu", reads=(mmn,), writes=(mmn,))
+                await step("2. hlist_del_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
                 if not mn.hashed:
                     await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
                     current_simulation().fail(NotifierListCorruption(
@@ -1512,7 +1545,7 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
                         f"hlist_del_init_rcu: *pprev = next through a NULL pprev (BUG: unable "
                         f"to handle kernel NULL pointer dereference)"))
             else:
-                await step("2. hlist_del_init_rcu", reads=(mmn,), writes=(mmn,))
+                await step("2. hlist_del_init_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
             if mn.hashed:
                 mmn.list.remove(mn)
                 mn.hashed = False

@@ -56,6 +56,7 @@ from mmemu.mm.mmu_notifier import (
     MmuNotifierRange,
     NotifierUseAfterFree,
     itree_key,
+    list_key as notifier_list_key,
     mmu_interval_notifier_insert,
     mmu_notifier_range_blockable,
     mmu_notifier_register,
@@ -155,7 +156,8 @@ class NotifierWatch:
             if mn.owner is self.driver:
                 for field in MmuNotifierOps.__slots__:
                     if field not in ("alloc_notifier", "free_notifier"):
-                        self._wrap(mn.ops, field, lambda mn=mn: mn.hashed, mmn)
+                        self._wrap(mn.ops, field, lambda mn=mn: mn.hashed,
+                                   notifier_list_key(mmn))
                 if mn.ops.free_notifier is None:
                     self.owned.append(mn)
         for sub in list(mmn.itree):

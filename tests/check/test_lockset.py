@@ -10,6 +10,7 @@ import pytest
 
 from mmemu.check import INSTALLERS, boot_checked
 from mmemu.kernel.locking import (
+    GuardedList,
     RwSemaphore,
     SpinLock,
     down_read,
@@ -206,3 +207,106 @@ def test_mm_take_all_locks_may_test_the_anon_vma_mark_without_its_lock() -> None
     r = mmemu.explore("workload:run", strategy=mmemu.DFS(), executions=1000, params={
         "workload": "drivers=gru vmas=a1; cpu0: detach attach; cpu1: reclaim(0)"})
     assert r.failure is None and r.exhausted, r.failure
+
+
+class Counter:
+    """A made-up kernel object whose stores are checked where they run:
+    ``seq`` and the list ``waiters`` under ``lock``."""
+
+    __slots__ = ("lock", "seq", "waiters", "__mmemu_name__", "__weakref__")
+
+    def __init__(self) -> None:
+        self.__mmemu_name__ = "counter"
+        self.lock = SpinLock("counter->lock")
+        self.seq = 0
+        self.waiters: list[int] = GuardedList(self, "state")
+
+
+guarded_by(Counter, "state", lambda c: c.lock, stores=("seq",),
+           why="counter->lock protects seq and the waiters")
+
+
+async def bump_then_unlock(c: Counter) -> None:
+    await spin_lock(c.lock)
+    await mmemu.step("seq++", writes=((c, "state"),))
+    c.seq += 1
+    await spin_unlock(c.lock)
+
+
+async def bump_after_unlock(c: Counter) -> None:
+    # the step that declares the write runs under the lock; the store
+    # itself was moved past the unlock (a move-after-unlock mutant)
+    await spin_lock(c.lock)
+    await mmemu.step("seq++", writes=((c, "state"),))
+    await spin_unlock(c.lock)
+    c.seq += 1
+
+
+async def queue_after_unlock(c: Counter) -> None:
+    await spin_lock(c.lock)
+    await mmemu.step("queue", writes=((c, "state"),))
+    await spin_unlock(c.lock)
+    c.waiters.append(1)
+
+
+def counter_cpus(first: Any, second: Any) -> Any:
+    async def scenario(sim: Any) -> None:
+        boot_checked(sim)
+        c = Counter()
+        c.seq = 5  # the scenario's own code: no CPU, nothing checked
+        async with sim.cpus() as cpus:
+            cpus.start(first, c, name="first")
+            cpus.start(second, c, name="second")
+    return scenario
+
+
+def test_a_store_moved_past_the_unlock_is_a_race_where_it_runs() -> None:
+    assert explore(counter_cpus(bump_then_unlock, bump_then_unlock)).failure is None
+    for late in (bump_after_unlock, queue_after_unlock):
+        f = explore(counter_cpus(bump_then_unlock, late)).failure
+        assert f is not None and f.kind == "DataRace", f
+        assert "data race on counter->state: cpu1 (second) writes it" in f.message
+        assert "without holding spinlock counter->lock" in f.message
+        what = "Counter.seq = ..." if late is bump_after_unlock else "state.append"
+        assert what in f.message, f.message
+
+
+def test_guarded_stores_and_lists_behave_as_plain_ones() -> None:
+    c = Counter()
+    c.seq = 3
+    c.waiters.append(1)
+    c.waiters.insert(0, 0)
+    c.waiters += [2]
+    assert (c.seq, list(c.waiters)) == (3, [0, 1, 2])
+    c.waiters.remove(1)
+    assert c.waiters.pop() == 2 and list(c.waiters) == [0]
+    c.waiters.clear()
+    assert not c.waiters
+
+
+def test_a_driver_tlb_guarded_by_its_lock_zapped_after_the_unlock_is_a_race(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """KVM's sptes are set and zapped under mmu_lock (``tlb.lock``): the
+    zap of range_start moved past spin_unlock(mmu_lock) is reported at the
+    zap -- the guest's own accesses through the spte need no lock."""
+    from mmemu.drivers.kvm import KvmDriver
+
+    def run() -> mmemu.Failure | None:
+        return mmemu.explore("notifier:reclaim-vs-fault", params={"driver": "kvm"}).failure
+
+    assert run() is None
+    original = KvmDriver._unmap_gfns
+
+    async def unlocked_unmap(self: KvmDriver, gfns: Any, label: str) -> Any:
+        # zap with mmu_lock dropped around it, as a zap moved after the unlock
+        await spin_unlock(self.mmu_lock, label="spin_unlock(kvm->mmu_lock) early")
+        try:
+            return await original(self, gfns, label)
+        finally:
+            await spin_lock(self.mmu_lock, label="spin_lock(kvm->mmu_lock) again")
+
+    monkeypatch.setattr(KvmDriver, "_unmap_gfns", unlocked_unmap)
+    f = run()
+    assert f is not None and f.kind == "DataRace", f
+    assert "data race on kvm.tlb->entries" in f.message, f.message
+    assert ": zap" in f.message and "without holding spinlock kvm->mmu_lock" in f.message
