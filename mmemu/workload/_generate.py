@@ -11,15 +11,22 @@ draws find it):
 - the API generation, among those some allowed driver supports; one driver
   (or, a third of the time, two -- possibly the same class twice, on the
   same mm);
-- a third of the time a *duel* (``DUEL``): one page of one vma, a user of
-  it (a device's fault, the process's fault, read or DMA) against one
-  kernel path on it (reclaim, migration, truncate, zap, mprotect, KSM,
-  aging, fork...), with their pairings, sometimes a second user on a
-  third CPU.  Small enough for the plan to explore most of its schedules:
-  inside a larger workload the same two operations meet in a corner of
-  the schedule tree the budget rarely reaches (a migration entry met by a
-  fault, two faults of one swapped-out pte, a DMA dirtying a page under
-  reclaim);
+- every other workload (the odd numbers) a *duel*: one page of one vma,
+  a user of it (a device's fault, the process's fault, read or DMA)
+  against one kernel path on it (reclaim, migration, truncate, zap,
+  mprotect, KSM, aging, fork...), with their pairings, sometimes a second
+  user on a third CPU.  Small enough for the plan to explore most of its
+  schedules: inside a larger workload the same two operations meet in a
+  corner of the schedule tree the budget rarely reaches (a migration entry
+  met by a fault, two faults of one swapped-out pte, a DMA dirtying a page
+  under reclaim, a read meeting the migration of its page).  The duels are
+  not drawn at random but *enumerated* (``duel_cells``): every (API, user,
+  kernel path, page kind) cell once per round, in an order the seed
+  shuffles (common pairings earlier on average: a weighted shuffle), the
+  user's CPU first in one round and second in the next (the
+  DFS reaches different races first from either side).  A random draw met
+  a given cell once in 600-700 workloads; a round is about 100 duels per
+  API, so every cell comes within the first round whatever the seed;
 - otherwise, one to three vmas of one to three pages (kinds anonymous / shared file /
   private file);
 - two CPUs as often as three (most races take two; a small workload is
@@ -65,6 +72,7 @@ draws find it):
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Sequence
 
@@ -125,13 +133,13 @@ SWAPIN = 0.5
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
 LIFECYCLE = 0.3
-#: how often a workload is a *duel*: two CPUs (sometimes three), one
+#: every DUEL_EVERY-th workload is a *duel*: two CPUs (sometimes three), one
 #: operation each (with its pairings) on one page of one vma of a kind both
 #: operations need -- a user of the page against a kernel path that moves,
 #: frees, swaps or write-protects it.  A duel is explored to the end (or
 #: nearly) within the plan's budget, where the same two operations inside a
 #: larger workload are one corner of a tree the budget does not cover
-DUEL = 0.35
+DUEL_EVERY = 2
 #: how often a duel has a second user of the page on a third CPU
 DUEL_THIRD = 0.3
 #: a duel's kernel side: (operation, weight, page kinds it acts on)
@@ -249,26 +257,78 @@ def _paired(rng: random.Random, op: Op, *, swappable: bool,
     return before + [op] + after, grow
 
 
-def _duel(rng: random.Random, api: str, drivers: tuple[str, ...],
-          classes: Sequence[type[Driver]], settings: GenSettings) -> Workload:
-    """A duel (see DUEL): one page ``p`` of one vma, a user of it on one CPU
-    and a kernel path on it on the other, in either order, each with its
-    pairings (a reclaim of an anonymous page often swaps it in again: two
-    faults on one swapped-out pte; a DMA into it dirties it under reclaim's
-    feet)."""
-    def usable(name: str) -> bool:
-        spec = OPERATIONS[name]
-        return (spec.apis is None or api in spec.apis) and \
-            (not spec.driver_op or any(applicable(spec, c) for c in classes))
+@attrs.frozen
+class DuelCell:
+    """One pairing the duels enumerate: the user's operation against the
+    kernel path's, on a page of kind ``kind`` (a / s / p), in ``api``."""
 
-    movers = [(n, w, k) for n, w, k in DUEL_MOVERS if usable(n)]
-    mover = _pick(rng, [(n, w) for n, w, _k in movers])
-    mover_kinds = next(k for n, _w, k in movers if n == mover)
-    users = [(n, w, k) for n, w, k in DUEL_USERS
-             if usable(n) and set(k) & set(mover_kinds)]
-    user_kinds = {n: k for n, _w, k in users}
-    user = _pick(rng, [(n, w) for n, w, _k in users])
-    kind = rng.choice([k for k in mover_kinds if k in user_kinds[user]])
+    api: str
+    user: str
+    mover: str
+    kind: str
+
+
+def _usable(name: str, api: str, classes: Sequence[type[Driver]]) -> bool:
+    spec = OPERATIONS[name]
+    return (spec.apis is None or api in spec.apis) and \
+        (not spec.driver_op or any(applicable(spec, c) for c in classes))
+
+
+@functools.lru_cache(maxsize=32)
+def duel_cells(settings: GenSettings) -> tuple[DuelCell, ...]:
+    """Every (API, user, kernel path, page kind) a duel can be over the
+    settings' drivers, in a fixed order."""
+    classes = _classes(settings)
+    out: list[DuelCell] = []
+    for api in apis_of(settings):
+        pool = [c for c in classes.values() if api in c.apis]
+        for mover, _w, mkinds in DUEL_MOVERS:
+            if not _usable(mover, api, pool):
+                continue
+            for user, _w2, ukinds in DUEL_USERS:
+                if not _usable(user, api, pool):
+                    continue
+                out += [DuelCell(api, user, mover, k) for k in mkinds if k in ukinds]
+    return tuple(out)
+
+
+def duel_of(seed: int, index: int, settings: GenSettings) -> tuple[DuelCell, bool] | None:
+    """Workload ``index``'s duel cell and whether the user's CPU comes first,
+    or None if it is no duel.  Duel number k = index // DUEL_EVERY takes
+    cell k mod L of round k // L (L cells), the rounds' orders shuffled by
+    the seed; a cell's user goes first in every other round (which side
+    starts is drawn once per cell by the seed)."""
+    if settings.cpus < 2 or index % DUEL_EVERY != DUEL_EVERY - 1:
+        return None
+    cells = duel_cells(settings)
+    if not cells:
+        return None
+    rnd, pos = divmod(index // DUEL_EVERY, len(cells))
+    # a weighted shuffle (Efraimidis & Spirakis 2006: sort by u ** (1/w)):
+    # every cell once per round, the common pairings (a device's fault
+    # against reclaim) earlier in it on average than the rare ones
+    rng = random.Random(f"mmemu-fuzz-duels:{seed}:{rnd}")
+    keys = [rng.random() ** (1.0 / _duel_weight(cell)) for cell in cells]
+    order = sorted(range(len(cells)), key=lambda i: -keys[i])
+    c = order[pos]
+    first = random.Random(f"mmemu-fuzz-duel-side:{seed}:{c}").random() < 0.5
+    return cells[c], first != (rnd % 2 == 1)
+
+
+def _duel_weight(cell: DuelCell) -> float:
+    return dict((n, w) for n, w, _k in DUEL_USERS)[cell.user] * \
+        dict((n, w) for n, w, _k in DUEL_MOVERS)[cell.mover]
+
+
+def _duel(rng: random.Random, cell: DuelCell, user_first: bool, drivers: tuple[str, ...],
+          classes: Sequence[type[Driver]], settings: GenSettings) -> Workload:
+    """A duel (see DUEL_EVERY): one page ``p`` of one vma, a user of it on one
+    CPU and a kernel path on it on the other, each with its pairings (a
+    reclaim of an anonymous page often swaps it in again: two faults on one
+    swapped-out pte; a DMA into it dirties it under reclaim's feet)."""
+    api, mover, kind = cell.api, cell.mover, cell.kind
+    user = cell.user if _usable(cell.user, api, classes) else "cpufault"
+    users = [(n, w, k) for n, w, k in DUEL_USERS if _usable(n, api, classes)]
     npages = 2 if mover == "ksm" else rng.choice((1, 1, 2))
     # ksm merges pages the setup mapped; otherwise the vma is sometimes fresh
     fresh = mover != "ksm" and rng.random() < FRESH
@@ -304,7 +364,7 @@ def _duel(rng: random.Random, api: str, drivers: tuple[str, ...],
         return _paired(rng, Op(name, args, d), swappable=swappable, cow_page=None)[0]
 
     cpus = [a_user(user), kernel]
-    if rng.random() < 0.5:
+    if not user_first:
         cpus.reverse()
     if settings.cpus >= 3 and rng.random() < DUEL_THIRD:
         cpus.append(a_user(_pick(rng, [(n, w) for n, w, k in users if kind in k])))
@@ -316,7 +376,8 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     """Workload number ``index`` of the run seeded with ``seed``."""
     rng = random.Random(f"mmemu-fuzz:{seed}:{index}")
     classes = _classes(settings)
-    api = rng.choice(apis_of(settings))
+    duel = duel_of(seed, index, settings)
+    api = duel[0].api if duel is not None else rng.choice(apis_of(settings))
     pool = [d for d in settings.drivers if api in classes[d].apis]
     ndrivers = 1 if settings.max_drivers < 2 or rng.random() < 0.67 else 2
     drivers = tuple(rng.choice(pool) for _ in range(ndrivers))
@@ -331,9 +392,9 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     elif ndrivers == 2 and rng.random() < SECOND_PROCESS:
         # two VMs (devices) on two processes backed by one shared file
         drivers = (drivers[0], drivers[1] + "@2")
-    if settings.cpus >= 2 and rng.random() < DUEL:
-        return _duel(rng, api, drivers, [classes[driver_process(d)[0]] for d in drivers],
-                     settings)
+    if duel is not None:
+        return _duel(rng, duel[0], duel[1], drivers,
+                     [classes[driver_process(d)[0]] for d in drivers], settings)
     nvmas = rng.choice((1, 2, 2, 3))
     # a vma is sometimes fresh (capitals: not faulted in at setup), so that
     # first touches race with each other
@@ -524,4 +585,4 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     return Workload(tuple(cpus), drivers, api if api != "2.6.27" else None, vmas)
 
 
-__all__ = ["GenSettings", "ROLES", "apis_of", "generate"]
+__all__ = ["DuelCell", "GenSettings", "ROLES", "apis_of", "duel_cells", "duel_of", "generate"]
