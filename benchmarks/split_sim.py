@@ -1,6 +1,6 @@
 """The exact split's speed-up on an idle machine, measured in virtual time.
 
-Run:  python benchmarks/split_sim.py [--jobs N] [--quick] [SUITE ...]
+Run:  python benchmarks/split_sim.py [--jobs N] [--rounds R] [--quick] [SUITE ...]
 
 The shared 2-core machine this project is developed on is rarely idle, so
 wall-clock speed-ups of ``--jobs 2`` there say more about the other load
@@ -18,9 +18,9 @@ posted at virtual time T is seen by a unit's first check at or after T.
 So the figure is: what the split would take on N otherwise idle cores,
 against one process's CPU time for the same exploration (same run, same
 machine state), with the split's real choices (speculation, discards,
-steals).  The one process runs before and after the split; the baseline is
-the mean of the two, and "drift" their difference (a busy machine changes
-what the same work costs).  It leaves out what a real machine adds: process start-up (the pool
+steals).  The one process runs before and after each split (``--rounds R``
+splits, alternating); the figures are medians, and "drift" is the spread of
+the one-process runs (a busy machine changes what the same work costs).  It leaves out what a real machine adds: process start-up (the pool
 is kept between explorations), IPC latency, cache effects, and the
 coordinator competing with the workers for a core.  The benchmark also
 checks that the split's executions, blocked executions and traces equal the
@@ -217,10 +217,7 @@ def _single(sc: Any, params: dict[str, Any]) -> tuple[Any, float]:
     return one, time.process_time() - t0
 
 
-def measure(sc: Any, params: dict[str, Any], jobs: int) -> dict[str, Any]:
-    # one process before and after the split: the mean is the baseline (on
-    # a busy machine the CPU time of the same work drifts with the load)
-    one, before = _single(sc, params)
+def _split(sc: Any, params: dict[str, Any], jobs: int) -> tuple[Any, VirtualPool]:
     pools: list[VirtualPool] = []
 
     def make() -> VirtualPool:
@@ -236,17 +233,41 @@ def measure(sc: Any, params: dict[str, Any], jobs: int) -> dict[str, Any]:
     finally:
         _parallel._Inline = inline  # type: ignore[misc]
         _parallel._BOARD = None
-    _one, after = _single(sc, params)
-    single = (before + after) / 2
-    pool = pools[-1]
-    makespan = max([pool.now] + [w.clock for w in pool.workers])
+    return par, pools[-1]
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def measure(sc: Any, params: dict[str, Any], jobs: int, rounds: int = 1) -> dict[str, Any]:
+    # One process and the split alternate, the one process first and last:
+    # on a busy machine the CPU time of the same work drifts with the load,
+    # so the figures are medians (of ``rounds`` splits and ``rounds + 1``
+    # single runs), and "drift" is the spread of the single runs.
+    one, t = _single(sc, params)
+    singles = [t]
+    spans: list[float] = []
+    cpus: list[float] = []
+    for _ in range(rounds):
+        par, pool = _split(sc, params, jobs)
+        spans.append(max([pool.now] + [w.clock for w in pool.workers]))
+        cpus.append(pool.worker_cpu)
+        _one, t = _single(sc, params)
+        singles.append(t)
+    single = _median(singles)
+    makespan = _median(spans)
+    worker_cpu = _median(cpus)
     same = (par.executions, par.blocked, par.traces) == (one.executions, one.blocked, one.traces)
     return {"executions": one.executions, "single": single, "makespan": makespan,
             "speedup": single / makespan, "units": sum(u for _w, u, _e in par.workers),
             "steals": par.steals, "discarded": par.discarded, "same": same,
-            "coordinator": pool.coordinator_cpu, "busy": pool.worker_cpu / (jobs * makespan),
-            "cpu_ratio": pool.worker_cpu / single,
-            "split": [e for _w, _u, e in par.workers], "drift": abs(after - before) / single}
+            "coordinator": pool.coordinator_cpu, "busy": worker_cpu / (jobs * makespan),
+            "cpu_ratio": worker_cpu / single,
+            "split": [e for _w, _u, e in par.workers],
+            "drift": (max(singles) - min(singles)) / single}
 
 
 def run() -> None:
@@ -255,6 +276,11 @@ def run() -> None:
     if "--jobs" in args:
         k = args.index("--jobs")
         jobs = int(args[k + 1])
+        del args[k:k + 2]
+    rounds = 1
+    if "--rounds" in args:
+        k = args.index("--rounds")
+        rounds = int(args[k + 1])
         del args[k:k + 2]
     quick = "--quick" in args
     args = [a for a in args if a != "--quick"]
@@ -273,7 +299,7 @@ def run() -> None:
           f"{'speed-up':>8} {'cpu ratio':>9} {'busy':>5} {'units':>6} {'steals':>6} "
           f"{'discarded':>9} {'coord s':>7} {'drift':>5} same")
     for label, sc, params in todo:
-        r = measure(sc, params, jobs)
+        r = measure(sc, params, jobs, rounds)
         print(f"{label:<36} {r['executions']:>10} {r['single']:>12.2f} {r['makespan']:>8.2f} "
               f"{r['speedup']:>7.2f}x {r['cpu_ratio']:>8.2f}x {r['busy']:>5.0%} "
               f"{r['units']:>6} {r['steals']:>6} {r['discarded']:>9} "

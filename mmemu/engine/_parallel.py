@@ -179,6 +179,8 @@ def _make(spec: dict[str, Any]) -> Strategy:
             d.split_follow = [wu_from_wire(w) for w in split["follow"]]
             d.split_extra = {int(q): x for q, x in split.get("extra") or ()}
             d.branch_event = split["j"]
+        d.split_above = [(frozenset(int(q) for q in sleep), {int(q): x for q, x in extra})
+                         for sleep, extra in split.get("above") or ()]
     return d
 
 
@@ -275,7 +277,7 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
         index += 1
         if chooser is None:
             break
-        sim = await runner.run(chooser, record=strat.record)
+        sim = await runner.run(chooser, record=strat.record, trace=False)
         strat.end(sim)
         if keeps_last:
             if last is not None:
@@ -320,7 +322,8 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
             out["rest"] = (strat.rest() if stopped and out["failure"] is None
                            and not strat.exhausted else None)
             out["exhausted"] = out["exhausted"] or out["rest"] is not None
-            out.update(log=strat.log, dfs_exhausted=bool(strat.exhausted), top=strat.top or [],
+            out.update(log=strat.log, log_steps=strat.log_steps,
+                       dfs_exhausted=bool(strat.exhausted), top=strat.top or [],
                        branch_extra=strat.branch_extra, tree_misses=strat.tree_misses,
                        traces=sorted(strat._traces))
     return out
@@ -455,7 +458,7 @@ async def _dfs_prefixes(ref: str, params: dict[str, Any], mutants: tuple[str, ..
             chooser = lister.begin(n)
             if chooser is None:
                 break
-            sim = await runner.run(chooser, record=True)
+            sim = await runner.run(chooser, record=True, trace=False)
             lister.end(sim)
             n += 1
             # an execution with fewer choice points (it ended, or failed)
@@ -1108,7 +1111,8 @@ class _SplitRun:
         # speculative one whose description changed is stopped at once
         # (measured: capping speculative units at UNIT_EXECUTIONS instead
         # cost more in unit overhead than it saved in discarded work)
-        unit = dict(self.base, strategy=unit_strategy(self.spec, key), lo=0, hi=left,
+        unit = dict(self.base, strategy=unit_strategy(self.spec, key, self.search.above(key)),
+                    lo=0, hi=left,
                     order=0, cap=None if self.backend.stops else UNIT_EXECUTIONS,
                     uid=next(_UIDS))
         return self.backend.submit(unit)
@@ -1144,13 +1148,15 @@ class _SplitRun:
             if res.get("dfs_exhausted") and not cut:
                 # the failure was the unit's last execution: a single DFS
                 # reports exhausted when nothing is left after it anywhere
-                self.search.commit(key, res["top"], res["log"], None, res.get("branch_extra"))
+                self.search.commit(key, res["top"], res["log"], None, res.get("branch_extra"),
+                                   res.get("log_steps"))
                 self.exhausted = self.search.next_unit() is None
             return False
         if not res["exhausted"] and res.get("rest") is None:
             self.over_budget = True  # the budget ran out inside this unit
             return False
-        self.search.commit(key, res["top"], res["log"], res.get("rest"), res.get("branch_extra"))
+        self.search.commit(key, res["top"], res["log"], res.get("rest"), res.get("branch_extra"),
+                          res.get("log_steps"))
         return True
 
     def workers(self) -> tuple[tuple[str, int, int], ...]:

@@ -150,10 +150,28 @@ class SplitSearch:
                 sleep.add(kid.tid)
         return out
 
+    def above(self, key: UnitKey) -> list[tuple[list[int], list[tuple[int, Any]]]]:
+        """What unit ``key`` may know of the top nodes on its prefix: per
+        node, the CPUs asleep there and their extras (``DFS.split_above``).
+        Enough to leave out the reversals a sleeping CPU covers, and exact
+        whenever the unit is committed: a top node above the unit's branch
+        changes its sleep set only once everything below its chosen branch
+        is done, and the branch's own node is described by the key."""
+        k, _prefix, sleep, _follow, _j, extra = key
+        out: list[tuple[list[int], list[tuple[int, Any]]]] = []
+        for node in self.top[:max(k, 0)]:
+            s = sorted(node.sleep)
+            out.append((s, [(q, node.extra[q]) for q in s if q in node.extra]))
+        if k >= 0:
+            out.append((list(sleep), list(extra)))
+        return out
+
     def commit(self, key: UnitKey, top: Sequence[Any], log: Sequence[Any],
-               rest: Sequence[Any] | None, branch_extra: Any = None) -> None:
+               rest: Sequence[Any] | None, branch_extra: Any = None,
+               log_steps: dict[int, dict[int, tuple[int, Any, Any]]] | None = None) -> None:
         """Apply the result of unit ``key`` (the current one): the top nodes
-        its first execution created, its logged reversals in order, and
+        its first execution created, its logged reversals in order (their
+        steps described in ``log_steps``, see ``DFS.log_steps``), and
         ``rest``, the rest of its subtree if it stopped early (its stack
         down to the branch it was about to take, which the coordinator
         adopts: see ``DFS.rest``)."""
@@ -164,6 +182,8 @@ class SplitSearch:
         for d in top:
             self.top.append(_node(d))
         gens: dict[int, int] = {}
+        described = log_steps or {}
+        made: dict[int, dict[int, _Step]] = {}
         for idx, g, steps, pend in log:
             gen = gens.get(g)
             if gen is None:
@@ -171,17 +191,23 @@ class SplitSearch:
                 # object numbers with each other only
                 self._gens += 1
                 gen = gens[g] = self._gens
+                made[g] = {}
+            mine = made[g]
+            table = described[g]
             node = self.top[idx]
             v = []
-            for tid, acc, sacc in steps:
-                st = _Step(tid, acc)
-                st._sacc = sacc
+            for e in steps:
+                st = mine.get(e)
+                if st is None:
+                    tid, acc, sacc = table[e]
+                    st = mine[e] = _Step(tid, acc)
+                    st._sacc = sacc
                 v.append(st)
             # the pending steps DFS._pending_at would have given
             want = set(node.sleep)
             want.update(w.tid for w in node.wut)
             self.tree_misses += insert_sequence(
-                node, v, gen, {q: a for q, a in pend.items() if q in want})
+                node, v, gen, {q: table[e][1] for q, e in pend.items() if q in want})
         if rest is not None:
             nodes, follow = rest
             for d in nodes:
@@ -192,9 +218,12 @@ class SplitSearch:
                             sleep, tuple(follow), last.j, _extras(last, sleep))
 
 
-def unit_strategy(spec: dict[str, Any], key: UnitKey) -> dict[str, Any]:
-    """The strategy description of unit ``key`` (see ``_parallel._make``)."""
+def unit_strategy(spec: dict[str, Any], key: UnitKey,
+                  above: Sequence[Any] = ()) -> dict[str, Any]:
+    """The strategy description of unit ``key`` (see ``_parallel._make``);
+    ``above``: ``SplitSearch.above(key)``."""
     k, prefix, sleep, follow, j, extra = key
     return dict(spec, split={"prefix": list(prefix), "sleep": list(sleep) if k >= 0 else None,
                              "follow": follow, "frozen": len(prefix),
-                             "j": j if k >= 0 else None, "extra": list(extra)})
+                             "j": j if k >= 0 else None, "extra": list(extra),
+                             "above": list(above)})
