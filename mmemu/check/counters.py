@@ -47,6 +47,20 @@ the structures they count):
   nothing but swapoff would notice -- "swap_free: Unused swap offset" is
   printed only for a count that goes below zero.)
 
+- ``BadRmapList``: the lists the rmap walks start from agree with the
+  vmas: every vma of a live mm that has an ``anon_vma`` is on
+  ``anon_vma->head`` once, and every vma on a ``head`` points back to it
+  and is still on its mm's list; every file vma of a live mm is on its
+  mapping's ``i_mmap`` once, and every vma on an ``i_mmap`` maps that file
+  and is still on its mm's list.  A vma missing from a list hides its ptes
+  from reclaim, migration and truncation (a page freed, or a truncated page
+  left, mapped); a vma left on one after munmap is a use-after-free for the
+  next walk.  The kernel checked the first half in ``validate_anon_vma``
+  (RMAP_DEBUG, then CONFIG_DEBUG_VM; removed in 2007 for 2.6.23 because of
+  the walk's latency, so 2.6.27 checks nothing here); today's
+  ``validate_mm`` (CONFIG_DEBUG_VM_RB) verifies each vma's anon_vma
+  interval trees.
+
 Not modelled: the per-task rss caches of SPLIT_RSS_COUNTING (34e55232e59f,
 2.6.34) -- the model updates the mm's counters directly.
 """
@@ -79,6 +93,11 @@ class BadNrPages(InvariantViolation):
     """An address_space's nrpages disagrees with the pages in its tree."""
 
 
+class BadRmapList(InvariantViolation):
+    """An anon_vma's head or a mapping's i_mmap disagrees with the vmas
+    (a vma missing, listed twice, or listed after it was unmapped)."""
+
+
 class BadSwapCount(InvariantViolation):
     """A swap slot's count disagrees with the swap ptes and the swap cache
     that hold it (a leaked slot, or a swap pte holding a freed one)."""
@@ -96,6 +115,7 @@ class CounterChecker:
 
     def at_end(self, sim: Simulation) -> None:
         self.check_map_count()
+        self.check_rmap_lists()
         self.check_mapcount()
         self.check_rss()
         self.check_nrpages()
@@ -169,6 +189,46 @@ class CounterChecker:
                     f"at the end: {_name(mm)}'s vm_next chain from mm->mmap is [{shown}] but "
                     f"its vma tree holds [{listed}] (validate_mm walks the list)",
                     details=repr(mm))
+
+    # ------------------------------------------------------------ rmap lists
+
+    def check_rmap_lists(self) -> None:
+        live = [v for mm in self.kernel.mms for v in mm.vmas()]
+        live_set = set(live)
+        # the anon_vmas the vmas and the anonymous pages in use lead to, in
+        # the order met (a dict as an ordered set)
+        anon_vmas: dict[Any, None] = {}
+        for vma in live:
+            if vma.anon_vma is not None:
+                anon_vmas[vma.anon_vma] = None
+        for page in self.kernel.page_alloc.pages:
+            if not page.free and PageAnon(page) and page.mapping is not None:
+                anon_vmas[page.mapping] = None
+        lists = [(av, "head", av.head) for av in anon_vmas]
+        lists += [(m, "i_mmap", m.i_mmap) for m in self.kernel.mappings
+                  if getattr(m, "i_mmap", None) is not None]
+        for owner, field, listed in lists:
+            for vma in listed:
+                points = vma.anon_vma if field == "head" else vma.mapping
+                if points is not owner or vma not in live_set:
+                    why = (f"it points to {_name(points)}" if points is not owner else
+                           "it is on no mm's vma list any more (unmapped: the next walk "
+                           "uses a freed vma)")
+                    raise BadRmapList(
+                        f"at the end: {vma!r} is on {_name(owner)}->{field} but {why}",
+                        details=f"{_name(owner)}->{field}: {listed!r}")
+        for vma in live:
+            for owner, field in ((vma.anon_vma, "head"), (vma.mapping, "i_mmap")):
+                if owner is None:
+                    continue
+                n = sum(1 for v in getattr(owner, field) if v is vma)
+                if n != 1:
+                    raise BadRmapList(
+                        f"at the end: {vma!r} (of {_name(vma.vm_mm)}) is on "
+                        f"{_name(owner)}->{field} {n} times: " +
+                        ("its ptes are invisible to every rmap walk (reclaim, migration and "
+                         "truncation miss them)" if n == 0 else "a walk visits it twice"),
+                        details=f"{_name(owner)}->{field}: {getattr(owner, field)!r}")
 
     # ------------------------------------------------------------ _mapcount
 
@@ -245,4 +305,4 @@ def _hook(kernel: Any) -> CounterChecker:
     return chk
 
 
-__all__ = ["BadMapCount", "BadNrPages", "BadSwapCount", "BadRssCounter", "CounterChecker", "MapcountMismatch", "install"]
+__all__ = ["BadMapCount", "BadNrPages", "BadRmapList", "BadSwapCount", "BadRssCounter", "CounterChecker", "MapcountMismatch", "install"]

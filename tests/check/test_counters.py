@@ -282,3 +282,57 @@ def test_a_swap_pte_holding_a_freed_slot_is_flagged() -> None:
     assert f is not None and f.kind == "BadSwapCount", f
     assert "swap slot 1 has count 0 but 1 swap pte(s)" in f.message
     assert "a swap pte holds a slot reference that was dropped" in f.message
+
+
+# ------------------------------------------------------------ rmap lists
+
+
+async def _file_vma_fault_and_unmap(kernel: Any, mm: Any) -> None:
+    """A private file vma (on i_mmap) written once (an anon_vma), then split
+    by a partial munmap: the correct paths keep both lists right."""
+    from mmemu.races.mm import file_with_pages
+    mapping, _ = await file_with_pages(kernel, "file", 2)
+    await down_write(mm.mmap_sem)
+    vma = await do_mmap(mm, 0, 2 * PAGE_SIZE, VM_READ | VM_WRITE, file=mapping, pgoff=0)
+    await up_write(mm.mmap_sem)
+    await fault_in(mm, vma.vm_start, write=True)
+    await down_write(mm.mmap_sem)
+    await do_munmap(mm, vma.vm_start + PAGE_SIZE, PAGE_SIZE)
+    await up_write(mm.mmap_sem)
+
+
+def test_the_rmap_lists_of_the_correct_paths_are_silent() -> None:
+    assert run(_file_vma_fault_and_unmap).failure is None
+    assert run(_fault_and_unmap).failure is None
+
+
+def test_an_unmapped_vma_left_on_i_mmap_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmemu.mm import memory
+    monkeypatch.setattr(memory.free_pgtables, "__code__", _mutant(
+        memory.free_pgtables, ("            await unlink_file_vma(vma)\n", "")).__code__)
+    f = run(_file_vma_fault_and_unmap).failure
+    assert f is not None and f.kind == "BadRmapList", f
+    assert "is on file->i_mmap but it is on no mm's vma list any more" in f.message
+
+
+def test_a_split_half_without_its_anon_vma_is_flagged(monkeypatch: pytest.MonkeyPatch) -> None:
+    # vma_adjust linking the new half on anon_vma->head without setting
+    # insert->anon_vma (the mutation benchmark's mmap:vma_adjust:store:1)
+    from mmemu.mm import mmap
+    monkeypatch.setattr(mmap.vma_adjust, "__code__", _mutant(
+        mmap.vma_adjust, ("                insert.anon_vma = anon_vma\n", "")).__code__)
+    f = run(_file_vma_fault_and_unmap).failure
+    assert f is not None and f.kind == "BadRmapList", f
+    assert "anon_vma1->head but it points to None" in f.message
+
+
+def test_a_vma_missing_from_its_anon_vma_is_flagged() -> None:
+    async def body(kernel: Any, mm: Any) -> None:
+        vma = await _anon_vma(mm)
+        await fault_in(mm, vma.vm_start, write=True)
+        assert vma.anon_vma is not None
+        vma.anon_vma.head.remove(vma)  # a broken anon_vma_prepare: never linked
+
+    f = run(body).failure
+    assert f is not None and f.kind == "BadRmapList", f
+    assert "is on anon_vma1->head 0 times: its ptes are invisible" in f.message
