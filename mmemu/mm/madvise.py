@@ -38,7 +38,17 @@ from mmemu.engine._execution import span, step
 from mmemu.kernel.locking import down_read, up_read
 from mmemu.mm import mmu_notifier
 from mmemu.mm.memory import zap_page_range
-from mmemu.mm.mmap import EINVAL, ENOMEM, PAGE_MASK, PAGE_SIZE, VM_LOCKED, VM_PFNMAP, MmStruct, find_vma
+from mmemu.mm.mmap import (
+    EINVAL,
+    ENOMEM,
+    PAGE_MASK,
+    PAGE_SIZE,
+    ULONG_MAX,
+    VM_LOCKED,
+    VM_PFNMAP,
+    MmStruct,
+    find_vma,
+)
 
 MADV_NORMAL = 0
 MADV_RANDOM = 1
@@ -64,10 +74,10 @@ async def sys_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> i
     ignored, as hints)."""
     if start & ~PAGE_MASK:
         return -EINVAL
-    length = (len_in + PAGE_SIZE - 1) & PAGE_MASK
+    length = (len_in + PAGE_SIZE - 1) & PAGE_MASK & ULONG_MAX  # PAGE_ALIGN, size_t
     if len_in and not length:
         return -EINVAL
-    end = start + length
+    end = (start + length) & ULONG_MAX
     if end < start:
         return -EINVAL
     if end == start:

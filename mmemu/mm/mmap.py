@@ -56,6 +56,9 @@ PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1)
 #: top of the user address space (x86-64, 47 bits)
 TASK_SIZE = 1 << 47
+#: the syscalls' lengths and ends are C ``unsigned long`` / ``size_t``: they
+#: wrap at 2**64, which is what madvise's and mprotect's overflow checks test
+ULONG_MAX = (1 << 64) - 1
 #: where get_unmapped_area starts looking (bottom-up)
 TASK_UNMAPPED_BASE = 0x10000000
 

@@ -38,6 +38,7 @@ from mmemu.mm.mmap import (
     ENOMEM,
     PAGE_MASK,
     PAGE_SIZE,
+    ULONG_MAX,
     VM_EXEC,
     VM_READ,
     VM_SHARED,
@@ -194,8 +195,8 @@ async def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
         return -EINVAL
     if not length:
         return 0
-    length = (length + PAGE_SIZE - 1) & PAGE_MASK
-    end = start + length
+    length = (length + PAGE_SIZE - 1) & PAGE_MASK & ULONG_MAX  # PAGE_ALIGN, size_t
+    end = (start + length) & ULONG_MAX
     if end <= start:
         return -ENOMEM
     vm_flags = calc_vm_prot_bits(prot)
