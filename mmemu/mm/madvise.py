@@ -34,7 +34,7 @@ Not modelled: VM_NONLINEAR (remap_file_pages), the other advice values.
 
 from __future__ import annotations
 
-from mmemu.engine._execution import span, step
+from mmemu.engine._execution import reach, span, step
 from mmemu.kernel.locking import down_read, up_read
 from mmemu.mm import mmu_notifier
 from mmemu.mm.memory import zap_page_range
@@ -57,12 +57,17 @@ MADV_WILLNEED = 3
 MADV_DONTNEED = 4
 
 
+#: coverage event: madvise(MADV_DONTNEED) met a vma it may not zap
+DONTNEED_REFUSED = "madvise: MADV_DONTNEED refused a VM_LOCKED or VM_PFNMAP vma (-EINVAL)"
+
+
 async def madvise_dontneed(vma: object, start: int, end: int) -> int:
     """Zap [start, end) of ``vma`` (0, or -EINVAL for a locked or PFN-mapped
     vma).  Caller holds mmap_sem for read."""
     from mmemu.mm.mmap import VmAreaStruct
     assert isinstance(vma, VmAreaStruct)
     if vma.vm_flags & (VM_LOCKED | VM_PFNMAP):
+        reach(DONTNEED_REFUSED)
         return -EINVAL
     await zap_page_range(vma, start, end - start, None, event=mmu_notifier.MMU_NOTIFY_CLEAR)
     return 0
@@ -112,5 +117,5 @@ async def sys_madvise(mm: MmStruct, start: int, len_in: int, behavior: int) -> i
     return -ENOMEM if unmapped else 0
 
 
-__all__ = ["MADV_DONTNEED", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED",
+__all__ = ["DONTNEED_REFUSED", "MADV_DONTNEED", "MADV_NORMAL", "MADV_RANDOM", "MADV_SEQUENTIAL", "MADV_WILLNEED",
            "madvise_dontneed", "sys_madvise"]

@@ -187,6 +187,10 @@ async def mprotect_fixup(vma: VmAreaStruct, start: int, end: int, newflags: int)
     return 0
 
 
+#: coverage event: mprotect asked for a protection the vma may not have
+MPROTECT_EACCES = "mprotect: -EACCES (a protection without its VM_MAY* bit)"
+
+
 async def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
     """sys_mprotect's body: 0 or a negative errno.  Caller holds ``mmap_sem``
     for write."""
@@ -210,6 +214,7 @@ async def do_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
             newflags = vm_flags | (vma.vm_flags & ~(VM_READ | VM_WRITE | VM_EXEC))
             # newflags >> 4 shifts VM_MAY% in place of VM_%
             if (newflags & ~(newflags >> 4)) & (VM_READ | VM_WRITE | VM_EXEC):
+                reach(MPROTECT_EACCES)
                 return -EACCES
             tmp = min(vma.vm_end, end)
             error = await mprotect_fixup(vma, nstart, tmp, newflags)
@@ -232,6 +237,6 @@ async def sys_mprotect(mm: MmStruct, start: int, length: int, prot: int) -> int:
     return ret
 
 
-__all__ = ["NO_NOTIFY", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE",
+__all__ = ["MPROTECT_EACCES", "NO_NOTIFY", "PROT_EXEC", "PROT_NONE", "PROT_READ", "PROT_WRITE",
            "calc_vm_prot_bits", "change_protection", "change_pte_range", "do_mprotect",
            "mprotect_fixup", "sys_mprotect", "vm_page_prot_writable"]

@@ -345,6 +345,8 @@ REFERENCED_VMA_NOT_COVERING = "rmap: page_referenced_one met a vma that does not
 #: ... or one that covers it without a pte of it (a fork's child before
 #: copy_page_range, a new mapping of the file not yet faulted)
 REFERENCED_NO_PTE = "rmap: page_referenced_one found no pte of the page in a vma covering it"
+#: page_referenced of a file page found it locked (counted as referenced)
+REFERENCED_TRYLOCK_FAILED = "rmap: page_referenced found the file page locked (busy: referenced)"
 
 
 async def page_referenced_one(page: Page, vma: VmAreaStruct) -> int:
@@ -394,6 +396,7 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
         locked_here = False
         if not is_locked:
             if not await trylock_page(page):
+                reach(REFERENCED_TRYLOCK_FAILED)
                 return referenced + 1
             locked_here = True
         mapping = page.mapping
@@ -409,7 +412,7 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
 
 
 __all__ = [
-    "NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
+    "NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_TRYLOCK_FAILED", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
     "page_add_new_anon_rmap", "page_mapped", "page_referenced", "page_remove_rmap",
     "try_to_unmap", "try_to_unmap_anon", "try_to_unmap_file", "try_to_unmap_one",
 ]

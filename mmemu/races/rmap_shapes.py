@@ -34,8 +34,15 @@ from mmemu.mm.memory import fault_in, pte_get
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap
 from mmemu.mm.mprotect import PROT_READ, sys_mprotect
 from mmemu.mm.page import Page
-from mmemu.mm.rmap import REFERENCED_NO_PTE, REFERENCED_VMA_NOT_COVERING, page_referenced
-from mmemu.races.mm import file_with_pages, mm_with_file_vma
+from mmemu.mm.rmap import (
+    REFERENCED_NO_PTE,
+    REFERENCED_TRYLOCK_FAILED,
+    REFERENCED_VMA_NOT_COVERING,
+    page_referenced,
+)
+from mmemu.mm.truncate import vmtruncate
+from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page
+from mmemu.races.mm import file_with_pages, mapped_file_page, mm_with_file_vma
 
 #: the vma change CPU0 makes, one run each
 CHANGES = ["split", "fork", "mmap"]
@@ -135,4 +142,56 @@ async def vma_change_vs_aging(sim: Any) -> None:
                   f"(the walk did not reach it)")
 
 
-__all__ = ["CHANGES", "vma_change_vs_aging"]
+#: goal of rmap:aging-vs-truncate: the walk ran before the truncation took the page
+AGED_MAPPED = "step:page_referenced_one: pte maps the page?"
+
+
+@mmemu.scenario("rmap:aging-vs-truncate", reaches=[REFERENCED_TRYLOCK_FAILED, AGED_MAPPED])
+async def aging_vs_truncate(sim: Any) -> None:
+    """kswapd ages a mapped file page while the file is truncated to 0.
+
+    CPU0 (kswapd: shrink_active_list)          CPU1 (vmtruncate(mapping, 0))
+    (isolate_lru_page: a reference, before)    T1. unmap_mapping_range: i_mmap_lock;
+    page_referenced(page, is_locked=0):            zap the pte (page_remove_rmap)
+    A1. page_mapped?  no: nothing to walk      T2. truncate_inode_pages: lock_page;
+    A2. trylock_page: taken?  no: the page         remove from the pagecache;
+        is busy, count it as referenced            unlock; put
+        and leave it
+    A3. i_mmap_lock; walk i_mmap: the pte's
+        young bit cleared; unlock; unlock_page
+    A4. putback_lru_page: the last put frees
+        a truncated page
+
+    There are 2 critical interleavings that matter:
+    - A2 while T2 holds the page lock: the trylock fails and kswapd leaves
+      the page alone (goal).  A walker that went on without the lock
+      (the mutation benchmark's ``rmap:page_referenced:recheck:3``) walks a
+      page truncation is taking out of the file and unlocks truncation's
+      page lock at its end;
+    - A2 before T2: kswapd holds the page lock, T2's lock_page waits for
+      A3 to finish (goal: the walk meets the pte, or T1 zapped it first).
+    Harmless: A1 after T1 (the page is no longer mapped: nothing to do).
+
+    The checks: every checker of ``boot_checked`` (the page is freed once,
+    unlocked, by its last holder).
+    """
+    _, mapping, page, _, _ = await mapped_file_page(sim)
+
+    # shrink_active_list isolated the page already (setup): 2.6.27 takes the
+    # pages off the LRU, a reference each, before page_referenced looks at
+    # them; the reference keeps a page that truncation takes out of the
+    # file allocated until the putback
+    sim.check(await isolate_lru_page(page) == 0, "setup: the page is not on the LRU")
+
+    async def shrink_active_list() -> None:
+        await page_referenced(page, False)
+        await putback_lru_page(page)
+
+    async with sim.cpus() as cpus:
+        cpus.start(shrink_active_list, name="kswapd")
+        cpus.start(vmtruncate, mapping, 0, name="truncate")
+    sim.check(page.free, f"after the truncation page{page.pfn} is still in use",
+              details=page.dump())
+
+
+__all__ = ["AGED_MAPPED", "CHANGES", "aging_vs_truncate", "vma_change_vs_aging"]

@@ -20,7 +20,7 @@ from typing import Any
 import mmemu
 from mmemu.check import boot_checked
 from mmemu.kernel.locking import down_write, up_write
-from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
+from mmemu.mm.madvise import DONTNEED_REFUSED, MADV_DONTNEED, sys_madvise
 from mmemu.mm.memory import fault_in, pte_get
 from mmemu.mm.mmap import (
     EACCES,
@@ -38,7 +38,7 @@ from mmemu.mm.mmap import (
     do_munmap,
     mm_alloc,
 )
-from mmemu.mm.mprotect import PROT_READ, PROT_WRITE, sys_mprotect
+from mmemu.mm.mprotect import MPROTECT_EACCES, PROT_READ, PROT_WRITE, sys_mprotect
 from mmemu.races.mm import file_with_pages
 
 #: where the scenario's vmas go: A (anonymous, two pages), L (VM_LOCKED)
@@ -54,7 +54,7 @@ async def _munmap(mm: MmStruct, start: int, length: int) -> int:
     return ret
 
 
-@mmemu.scenario("mm:syscall-errors")
+@mmemu.scenario("mm:syscall-errors", reaches=[DONTNEED_REFUSED, MPROTECT_EACCES])
 async def syscall_errors(sim: Any) -> None:
     """madvise, munmap and mprotect with arguments they must refuse.
 
@@ -87,6 +87,8 @@ async def syscall_errors(sim: Any) -> None:
         len wraps: end <= start)
 
     There are no interleavings: one CPU, one execution.  Harmless: none.
+    Goals: the two refusals decided inside the walk (3 and 7); the others
+    return before it, and the checks of their errnos stand for them.
     """
     kernel = boot_checked(sim, npages=8)
     mm = mm_alloc(kernel)

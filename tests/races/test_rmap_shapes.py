@@ -85,3 +85,34 @@ def test_a_dropped_lock_is_a_data_race(change: str, module: str, fn_name: str,
     f = res.failure
     assert f is not None and f.kind == "DataRace", f and f.report()
     assert f.preemptions <= 2, f.report()
+
+
+AGING = "rmap:aging-vs-truncate"
+
+
+def test_aging_vs_truncate_passes_and_reaches_its_goals() -> None:
+    assert_passes_and_reaches(AGING, critical=2)
+
+
+def test_aging_leaves_a_page_truncation_holds_locked() -> None:
+    out = force(AGING, [("kswapd", "page_referenced: page_mapped?"),
+                        ("truncate", "trylock_page(page0)"),
+                        ("kswapd", "trylock_page(page0)")])
+    assert out.failure is None, out.failure.report()
+    assert "walk i_mmap" not in labels(out, "kswapd")
+
+
+def test_truncation_waits_for_the_aging_walk_that_holds_the_page() -> None:
+    out = force(AGING, [("kswapd", "trylock_page(page0)"),
+                        ("truncate", "unmap_mapping_range: walk i_mmap")])
+    assert out.failure is None, out.failure.report()
+    assert "walk i_mmap" in labels(out, "kswapd")
+
+
+def test_aging_that_ignores_a_failed_trylock_unlocks_truncations_lock(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fn, mutant = _without("mmemu.mm.rmap", "page_referenced", "return referenced + 1")
+    monkeypatch.setattr(fn, "__code__", mutant.__code__)
+    f = explore(AGING, bound=None).failure
+    assert f is not None and f.kind in ("BadPageState", "UnlockNotOwner"), f and f.report()
+    assert f.preemptions <= 2, f.report()
