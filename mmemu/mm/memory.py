@@ -743,6 +743,8 @@ COW_NO_NOTIFY = mmemu.register_mutant(
 
 #: coverage event: the write fault found the page locked (ksmd, reclaim...) and copies
 WP_TRYLOCK_FAILED = "memory: do_wp_page found the anonymous page locked and copies it"
+#: coverage event: the pte changed while do_wp_page copied (the copy is dropped, the fault retried)
+WP_PTE_CHANGED = "memory: do_wp_page found the pte changed after the copy (drops it)"
 
 
 def _slot_key(page: Page) -> Hashable:
@@ -888,6 +890,8 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
         reach(COW_COPIED)
         await _rmap().page_remove_rmap(old_page, vma)
         release = old_page  # the old pte's reference
+    else:
+        reach(WP_PTE_CHANGED)
     await put_page(release, label="do_wp_page: page_cache_release")
     await spin_unlock(ptl, label="do_wp_page: pte_unmap_unlock")
     if modern:

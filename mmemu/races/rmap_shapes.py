@@ -28,12 +28,20 @@ from typing import Any
 
 import mmemu
 from mmemu.check import boot_checked
-from mmemu.kernel.locking import down_write, up_write
+from mmemu.engine._execution import step
+from mmemu.kernel.locking import down_read, down_write, up_read, up_write
 from mmemu.mm.fork import dup_mm
-from mmemu.mm.memory import fault_in, pte_get
+from mmemu.mm.memory import (
+    COW_COPIED,
+    WP_PTE_CHANGED,
+    fault_in,
+    handle_mm_fault,
+    pte_get,
+    set_pte_at,
+)
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE, do_mmap
 from mmemu.mm.mprotect import PROT_READ, sys_mprotect
-from mmemu.mm.page import Page
+from mmemu.mm.page import Page, PageAnon
 from mmemu.mm.rmap import (
     REFERENCED_NO_PTE,
     REFERENCED_TRYLOCK_FAILED,
@@ -41,7 +49,7 @@ from mmemu.mm.rmap import (
     page_referenced,
 )
 from mmemu.mm.truncate import vmtruncate
-from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page
+from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page, reclaim_page
 from mmemu.races.mm import file_with_pages, mapped_file_page, mm_with_file_vma
 
 #: the vma change CPU0 makes, one run each
@@ -194,4 +202,73 @@ async def aging_vs_truncate(sim: Any) -> None:
               details=page.dump())
 
 
-__all__ = ["AGED_MAPPED", "CHANGES", "aging_vs_truncate", "vma_change_vs_aging"]
+#: goal of rmap:reclaim-vs-file-cow: reclaim freed the pagecache page
+FILE_PAGE_RECLAIMED = "step:__remove_mapping: freeze"
+
+
+@mmemu.scenario("rmap:reclaim-vs-file-cow", reaches=[COW_COPIED, WP_PTE_CHANGED])
+async def reclaim_vs_file_cow(sim: Any) -> None:
+    """The process writes a page of a private file mapping that it has only
+    read so far, while kswapd reclaims that pagecache page.
+
+    Setup: a one-page file, mapped MAP_PRIVATE (read and write); a read
+    fault mapped the pagecache page itself, read-only (file_rss 1); the
+    pte is old, so reclaim may unmap it; the page is on the LRU.
+
+    CPU0 (write fault: do_wp_page)             CPU1 (kswapd: reclaim_page)
+    W1. PTL; the pte is read-only, the page    K1. isolate (ref); trylock_page
+        a file page: copy (COW);               K2. try_to_unmap_file: i_mmap_lock,
+        page_cache_get(old_page); unlock           PTL, clear the pte (the pte's
+    W2. anon_vma_prepare; alloc; copy              ref and rmap dropped)
+    W3. PTL; pte_same(orig)?  yes: file_rss--, K3. __remove_mapping: freeze at 2
+        anon_rss++; ptep_clear_flush; map          (cache + isolation); fails
+        the copy writable; page_remove_rmap        while W holds its ref
+        (old)                                  K4. free, or unlock and put back
+        no: drop the copy (the user's write
+        faults again: not in this scenario)
+    W4. page_cache_release(old_page)
+
+    There are 2 critical interleavings that matter:
+    - K2 between W1 and W3: W3's pte_same fails (goal) and the copy is
+      dropped (the write will fault again on a none pte);
+    - W3 before K2: the pte maps the anonymous copy (goal: COW copied), K2
+      finds the file page unmapped, K3 frees it unless W4 has not yet
+      dropped W's reference (then the freeze fails and kswapd puts it back).
+    Harmless: K2 before W1 (the fault finds no pte and reads the page
+    through the pagecache, __do_fault's COW).
+
+    The checks: every checker of ``boot_checked`` -- the rss counters
+    (do_wp_page moves the count from file_rss to anon_rss only with the
+    pte), leaks, and the pte/vma checks.
+    """
+    kernel = boot_checked(sim, npages=8)
+    mapping, pages = await file_with_pages(kernel, "file", 1)
+    mm, vma = await mm_with_file_vma(kernel, mapping, 1, flags=VM_READ | VM_WRITE)
+    a = vma.vm_start
+    await fault_in(mm, a, write=False)
+    pte = pte_get(mm, a)
+    assert pte is not None and pte.page is pages[0] and not pte.write
+    set_pte_at(mm, a, pte.replace(young=False))
+    await lru_cache_add(pages[0])
+    async def write_fault() -> None:
+        # one fault (the user's retry of the write is another scenario:
+        # after W3's pte_same failure it reads the page in again)
+        await down_read(mm.mmap_sem)
+        await step("fault: find_vma", reads=((mm, "mmap"),))
+        await handle_mm_fault(mm, vma, a, True)
+        await up_read(mm.mmap_sem)
+
+    async with sim.cpus() as cpus:
+        cpus.start(write_fault, name="writer")
+        cpus.start(reclaim_page, pages[0], name="kswapd")
+    now = pte_get(mm, a)
+    # (the pagecache page may have been freed and its frame reused: test
+    # what the pte maps, not which frame)
+    sim.check(now is None or not now.present or (
+              now.write and now.page is not None and PageAnon(now.page)),
+              f"after the write fault the pte at {a:#x} is {now!r}: neither none (reclaim "
+              f"took it first; the write faults again) nor the writer's anonymous copy")
+
+
+__all__ = ["AGED_MAPPED", "CHANGES", "FILE_PAGE_RECLAIMED", "aging_vs_truncate",
+           "reclaim_vs_file_cow", "vma_change_vs_aging"]

@@ -116,3 +116,33 @@ def test_aging_that_ignores_a_failed_trylock_unlocks_truncations_lock(
     f = explore(AGING, bound=None).failure
     assert f is not None and f.kind in ("BadPageState", "UnlockNotOwner"), f and f.report()
     assert f.preemptions <= 2, f.report()
+
+
+COW = "rmap:reclaim-vs-file-cow"
+
+
+def test_reclaim_vs_file_cow_passes_and_reaches_its_goals() -> None:
+    assert_passes_and_reaches(COW, critical=2)
+
+
+def test_reclaim_between_the_copy_and_the_recheck_drops_the_copy() -> None:
+    out = force(COW, [("writer", "do_wp_page: pte_unmap_unlock"),
+                      ("kswapd", "ptep_clear_flush"),
+                      ("writer", "do_wp_page: pte_same?")])
+    assert out.failure is None, out.failure.report()
+    assert "do_wp_page: set_pte_at, page_add_new_anon_rmap" not in labels(out, "writer")
+
+
+def test_the_copy_before_reclaim_is_mapped_and_the_file_page_unmapped() -> None:
+    out = force(COW, [("writer", "do_wp_page: set_pte_at, page_add_new_anon_rmap"),
+                      ("kswapd", "page_mapped(page)? PageDirty(page)?")])
+    assert out.failure is None, out.failure.report()
+
+
+def test_a_cow_of_a_file_page_without_its_rss_move_is_bad_rss(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    fn, mutant = _without("mmemu.mm.memory", "do_wp_page", "mm.file_rss -= 1")
+    monkeypatch.setattr(fn, "__code__", mutant.__code__)
+    f = explore(COW, bound=None).failure
+    assert f is not None and f.kind == "BadRssCounter", f and f.report()
+    assert f.preemptions <= 2, f.report()
