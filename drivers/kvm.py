@@ -309,10 +309,8 @@ class KvmDriver(Driver):
         await step(what, writes=tuple(self.tlb.slot(g) for g in gfns))
         young = False
         for g in gfns:
-            e = self.tlb.entries.get(g)
-            if e is not None and e.young:
+            if self.tlb.test_and_clear_young(g):
                 young = True
-                e.young = False
         await spin_unlock(self.mmu_lock, label=f"{what}: spin_unlock(kvm->mmu_lock)")
         return young
 

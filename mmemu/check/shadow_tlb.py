@@ -162,6 +162,18 @@ class ShadowTLB:
             reach("secondary MMU: a live translation was zapped")
         return e
 
+    def test_and_clear_young(self, key: Hashable) -> bool:
+        """The aging side of the accessed bit (kvm_age_rmapp): was the
+        translation of ``key`` used since the last aging?  Clears the bit;
+        a store under ``lock`` like an install or a zap."""
+        e = self.entries.get(key)
+        if e is None:
+            return False
+        if self.lock is not None:
+            wrote((self, "entries", key), f"{self.describe(key)}: clear the accessed bit")
+        young, e.young = e.young, False
+        return young
+
     def zap_all(self) -> list[Translation]:
         if self.lock is not None:
             for k in self.entries:

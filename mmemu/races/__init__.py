@@ -37,6 +37,7 @@ from mmemu.races import oom_shapes  # noqa: E402,F401
 from mmemu.races import exit_shapes  # noqa: E402,F401
 from mmemu.races import pagecache  # noqa: E402,F401
 from mmemu.races import pagecache_shapes  # noqa: E402,F401
+from mmemu.races import register_shapes  # noqa: E402,F401
 from mmemu.races import rmap_shapes  # noqa: E402,F401
 from mmemu.races import swap  # noqa: E402,F401
 from mmemu.races import swap_shapes  # noqa: E402,F401

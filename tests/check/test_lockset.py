@@ -310,3 +310,23 @@ def test_a_driver_tlb_guarded_by_its_lock_zapped_after_the_unlock_is_a_race(
     assert f is not None and f.kind == "DataRace", f
     assert "data race on kvm.tlb->entries" in f.message, f.message
     assert ": zap" in f.message and "without holding spinlock kvm->mmu_lock" in f.message
+
+
+def test_kvm_aging_its_sptes_without_mmu_lock_is_a_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kvm_age_hva clears the sptes' accessed bits under mmu_lock: without
+    it, the aging's store races the vcpu fault's install of the same spte."""
+    from mmemu.drivers.kvm import KvmDriver
+    from tests.check.test_pte_vma import _mutant
+
+    def run() -> mmemu.Failure | None:
+        return mmemu.explore("aging:referenced-vs-guest-fault", params={"driver": "kvm"}).failure
+
+    assert run() is None
+    monkeypatch.setattr(KvmDriver, "_age_gfns", _mutant(
+        KvmDriver._age_gfns,
+        ('await spin_lock(self.mmu_lock, label=f"{what}: spin_lock(kvm->mmu_lock)")', "pass"),
+        ('await spin_unlock(self.mmu_lock, label=f"{what}: spin_unlock(kvm->mmu_lock)")',
+         "pass")))
+    f = run()
+    assert f is not None and f.kind == "DataRace", f
+    assert "clear the accessed bit" in f.message and "kvm->mmu_lock" in f.message, f.message

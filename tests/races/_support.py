@@ -49,5 +49,7 @@ def assert_passes_and_reaches(suite: str, *, critical: int, params: dict[str, An
     assert res.exhausted and not res.coverage.unreached, res.coverage.unreached
     assert all(res.coverage.executions_reaching(g) for g in goals)
     doc = get_scenario(suite).doc
-    assert f"There are {critical} critical interleavings" in doc and "Harmless" in doc
+    phrase = ("There is 1 critical interleaving" if critical == 1
+              else f"There are {critical} critical interleavings")
+    assert phrase in doc and "Harmless" in doc
     return res

@@ -1,0 +1,45 @@
+"""A registration against another driver's unregister on the same mm
+(notifier:register-vs-unregister in mmemu/races/register_shapes.py): the
+correct model passes for every driver and generation and reaches the
+registration during the detach; the registration's hlist_add without
+mmu_notifier_mm->lock (made here in process, as the mutation benchmark's
+lock-pair operator makes it) is a DataRace on the list."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import mmemu.mm.mmu_notifier as mmu_notifier
+from mmemu.engine._registry import load_builtin
+from tests.check.test_pte_vma import _mutant
+
+from ._support import assert_passes_and_reaches, explore
+
+load_builtin()
+
+SUITE = "notifier:register-vs-unregister"
+RUNS = [{"driver": "kvm"}, {"driver": "gru"}, {"driver": "kvm", "api": "modern"},
+        {"driver": "gru", "api": "modern"}, {"driver": "hmm", "api": "modern"},
+        {"driver": "sva", "api": "modern"}]
+
+
+@pytest.mark.parametrize("params", RUNS, ids=lambda p: "-".join(p.values()))
+def test_the_suite_passes_and_reaches_its_goal(params: dict[str, Any]) -> None:
+    assert_passes_and_reaches(SUITE, critical=1, params=params)
+
+
+@pytest.mark.parametrize("params", [{"driver": "kvm"}, {"driver": "sva", "api": "modern"}],
+                         ids=["kvm-2.6.27", "sva-modern"])
+def test_a_registration_adding_without_the_lock_is_a_data_race(
+        params: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mmu_notifier, "do_mmu_notifier_register", _mutant(
+        mmu_notifier.do_mmu_notifier_register,
+        ('await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")', "pass"),
+        ('await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")', "pass")))
+    f = explore(SUITE, params=params).failure
+    assert f is not None and f.kind == "DataRace", f
+    assert "data race on mm1.mmu_notifier_mm->list" in f.message
+    assert "'4. hlist_add_head_rcu' without holding spinlock mm1.mmu_notifier_mm->lock" \
+        in f.message, f.message
