@@ -26,6 +26,7 @@ from typing import Any
 import mmemu
 from mmemu.driver import guarded, new_driver, supports_api
 from mmemu.engine._execution import current_simulation, reach
+from mmemu.mm.truncate import vmtruncate
 from mmemu.races.notifier import DRIVER_AXES, Guest, guest, guest_fault
 
 #: the registration's list change ran while the other driver's detach was
@@ -62,8 +63,9 @@ async def register_vs_unregister(sim: Any) -> None:
     mmu_interval_notifier_insert: the same two writers, on the interval
     tree under the same lock.
 
-    At the end: A has no translation left, B maps the page, and every
-    checker of ``boot_checked`` is satisfied.
+    At the end: A has no translation left, B maps the page; then the file
+    is truncated (on a CPU of its own, after both), and B's translation must go with the
+    page -- B's notifier is still on the list, whatever the order.
     """
     g = await guest(sim, kind="shared")
     await guarded(g.driver, "fault", g.driver.fault, g.addr, False)
@@ -89,3 +91,11 @@ async def register_vs_unregister(sim: Any) -> None:
               f"{sorted(map(str, g.driver.tlb.entries))}")
     sim.check(b.driver.tlb.lookup(b.driver.key_of(b.addr)) is g.page,
               f"B does not map page{g.page.pfn} after its fault")
+    # B's notifier must still hear the mm: the truncate frees the page, and
+    # only an invalidation through B's notifier takes B's translation away
+    # (a notifier that A's detach unhashed under B -- mmu_notifier_get's
+    # shared notifier without its users count -- leaves it mapped)
+    async with sim.cpus() as cpus:
+        cpus.start(vmtruncate, g.mapping, 0, name="truncate")
+    sim.check(b.driver.tlb.lookup(b.driver.key_of(b.addr)) is None,
+              f"B still maps the truncated file[0] (page{g.page.pfn})")
