@@ -39,7 +39,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import mmemu
-from mmemu.engine._execution import block, current_simulation, reach, span, step, wake_all
+from mmemu.engine._execution import block, current_simulation, reach, span, step, wake_all, wrote
 from mmemu.kernel.locking import (
     GuardedList,
     SpinLock,
@@ -234,6 +234,7 @@ def __radix_tree_store(mapping: AddressSpace, index: int, page: Page | None) -> 
     """Write a slot (insert, delete or replace).  The running step must have
     declared writes to ``slot_key(mapping, index)`` and ``tree_key(mapping)``;
     lookups blocked on the slot after a failed step 2 are woken."""
+    wrote((mapping, "slot", index), "radix tree slot store")
     if page is None:
         mapping.page_tree.pop(index, None)
     else:

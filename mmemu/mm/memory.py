@@ -37,7 +37,15 @@ from typing import TYPE_CHECKING, Any
 
 import mmemu
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import current_cpu, current_simulation, reach, span, step, wake_all
+from mmemu.engine._execution import (
+    current_cpu,
+    current_simulation,
+    reach,
+    span,
+    step,
+    wake_all,
+    wrote,
+)
 from mmemu.kernel.locking import (
     SINGLE_DEPTH_NESTING,
     guarded_by,
@@ -260,6 +268,7 @@ def set_pte_at(mm: MmStruct, address: int, pte: Pte) -> None:
     Keeps the page -> ptes index, runs the page-table checks and wakes a
     fault that waits for this pte to change (migration_entry_wait)."""
     address &= ~(PAGE_SIZE - 1)
+    wrote((mm, "pte", address), "set_pte_at")
     t = pte_table(mm, address)
     if t is None:
         t = _pte_alloc_table(mm, address)
@@ -280,6 +289,7 @@ def set_pte_at(mm: MmStruct, address: int, pte: Pte) -> None:
 def pte_clear(mm: MmStruct, address: int) -> Pte | None:
     """``ptep_get_and_clear``: returns the old entry (caller holds the PTL)."""
     address &= ~(PAGE_SIZE - 1)
+    wrote((mm, "pte", address), "ptep_get_and_clear")
     t = pte_table(mm, address)
     if t is None:
         return None

@@ -330,3 +330,29 @@ def test_kvm_aging_its_sptes_without_mmu_lock_is_a_race(monkeypatch: pytest.Monk
     f = run()
     assert f is not None and f.kind == "DataRace", f
     assert "clear the accessed bit" in f.message and "kvm->mmu_lock" in f.message, f.message
+
+
+def test_a_radix_tree_store_moved_past_tree_lock_is_a_race(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Migration replaces the file's slot under tree_lock; the store moved
+    after spin_unlock (the mutation benchmark's move-after-unlock of
+    migrate_page_move_mapping) is seen where it runs, against the lookup
+    or truncate that touched the slot."""
+    import mmemu.mm.migrate as migrate
+    from tests.check.test_pte_vma import _mutant
+
+    def run() -> mmemu.Failure | None:
+        return mmemu.explore("migrate:file-vs-truncate",
+                             strategy=mmemu.DFS(max_preemptions=2)).failure
+
+    assert run() is None
+    monkeypatch.setattr(migrate, "migrate_page_move_mapping", _mutant(
+        migrate.migrate_page_move_mapping,
+        ("        radix_tree_store(mapping, page.index, newpage)\n", ""),
+        ('        await spin_unlock(mapping.tree_lock, label="3. spin_unlock_irq(tree_lock)")\n',
+         '        await spin_unlock(mapping.tree_lock, label="3. spin_unlock_irq(tree_lock)")\n'
+         '        radix_tree_store(mapping, page.index, newpage)\n')))
+    f = run()
+    assert f is not None and f.kind == "DataRace", f
+    assert "->slot[0x0]" in f.message and "radix tree slot store" in f.message, f.message
+    assert "without holding spinlock" in f.message and "tree_lock" in f.message
