@@ -541,8 +541,14 @@ class DFS(Strategy):
         self._last_sim: Simulation | None = None
         #: per execution, an accessed object's number in ``log``
         self._ids: dict[Hashable, int] = {}
-        #: their stable names, by number
+        #: their stable names, by number, and the other way round; two
+        #: objects of the execution with one name make it ambiguous
         self._names: list[Hashable] = []
+        self._by_name: dict[Hashable, int] = {}
+        self._ambiguous = False
+        #: a unit: per coordinator's node, the last reversal logged for it,
+        #: by stable names (see ``_log_reversal``)
+        self._last_logged: dict[int, Any] = {}
         self._since_save = 0
         #: wakeup-tree steps that could not be followed (must stay 0)
         self.tree_misses = 0
@@ -989,6 +995,8 @@ class DFS(Strategy):
         logged = {stack[k].j: k for k in range(min(fixed, len(stack)))} if logging else {}
         self._ids = {}
         self._names = []
+        self._by_name = {}
+        self._ambiguous = False
         first_new = self.branch_event if self.branch_event is not None else 0
         if self.reduction == "dpor":
             # Optimal DPOR reverses every race of every execution, old ones
@@ -1182,7 +1190,8 @@ class DFS(Strategy):
                         if sleep_covers(sleep, extra, v, pend):
                             continue
                     idx.append(jj if jj < j else -1 - tj)
-                    self._log_reversal(at, idx, pidx, events, unfinished)
+                    self._log_reversal(at, idx, pidx, events, unfinished,
+                                       v[0].tid in node.enabled)
                     continue
                 pend = self._pending_at(node, events, thread_events, unfinished)
                 self._insert_reversal(node, i, jj, tj, accj, events, clocks, local, pend)
@@ -1260,16 +1269,29 @@ class DFS(Strategy):
         return out
 
     def _log_reversal(self, k: int, idx: list[int], pend: dict[int, int], events: list[Any],
-                      unfinished: dict[int, Acc]) -> None:
+                      unfinished: dict[int, Acc], startable: bool) -> None:
         """A parallel unit: record the reversal made of steps ``idx`` (event
         indexes, -1 - CPU for an unfinished CPU's next step) for the
         coordinator's node ``k``, with each CPU's pending step there.
         Each step is described once per execution in ``log_steps``: its
         accessed objects as numbers (the same object, the same number,
         within this execution) next to their stable names, so that another
-        process compares the steps exactly as this one would."""
+        process compares the steps exactly as this one would.
+
+        A reversal that repeats the last one logged for the same node, step
+        for step by stable names (pending steps included), is left out: the
+        coordinator would find it covered by what that one left in the
+        node's wakeup tree (or sleep set), with nothing inserted there in
+        between.  Most reversals of a unit's executions are such repeats of
+        the previous execution's (87% on migrate:fault-vs-migration).  Only
+        when no two objects of either execution share a stable name, so that
+        comparing by name is comparing by identity, as the coordinator does
+        within one execution; and only when the reversal's first CPU can
+        run at the node (else the coordinator counts a tree miss for each).
+        """
         ids = self._ids
         names = self._names
+        by_name = self._by_name
         steps = self.log_steps.get(self._gen)
         if steps is None:
             steps = self.log_steps[self._gen] = {}
@@ -1280,7 +1302,10 @@ class DFS(Strategy):
                 n = ids.get(key)
                 if n is None:
                     n = ids[key] = len(names)
-                    names.append(_stable(o))  # each object named once
+                    name = _stable(o)  # each object named once
+                    names.append(name)
+                    if by_name.setdefault(name, n) != n:
+                        self._ambiguous = True
                 out.append(n)
             return tuple(out)
 
@@ -1296,6 +1321,14 @@ class DFS(Strategy):
                 steps[e] = (t, (nr, nw), (tuple([names[n] for n in nr]),
                                           tuple([names[n] for n in nw])))
         assert self.log is not None
+        if not self._ambiguous:
+            same = (tuple([(steps[e][0], steps[e][2]) for e in idx]),
+                    tuple([(q, steps[e][2]) for q, e in sorted(pend.items())]))
+            if startable and self._last_logged.get(k) == same:
+                return
+            self._last_logged[k] = same
+        else:
+            self._last_logged.pop(k, None)
         self.log.append((k, self._gen, tuple(idx), pend))
 
     def _source_backtrack(self, node: _Node, i: int, j: int, t: int, cj: list[int],
@@ -1349,6 +1382,17 @@ class DFS(Strategy):
         if not (set(cand_set) & node.backtrack):
             q = t if t in cand_set else min(cand_set)
             node.backtrack.add(q)
+
+    def logged_steps(self) -> dict[int, dict[int, tuple[int, Acc, Acc]]]:
+        """``log_steps`` without the steps only left-out reversals used."""
+        assert self.log is not None
+        used: dict[int, set[int]] = {}
+        for _k, g, idx, pend in self.log:
+            u = used.setdefault(g, set())
+            u.update(idx)
+            u.update(pend.values())
+        return {g: {e: x for e, x in self.log_steps[g].items() if e in u}
+                for g, u in used.items()}
 
     def can_cede(self) -> bool:
         """A parallel unit, between executions: does a wakeup-tree branch

@@ -322,7 +322,7 @@ async def _run_unit_async(unit: dict[str, Any]) -> dict[str, Any]:
             out["rest"] = (strat.rest() if stopped and out["failure"] is None
                            and not strat.exhausted else None)
             out["exhausted"] = out["exhausted"] or out["rest"] is not None
-            out.update(log=strat.log, log_steps=strat.log_steps,
+            out.update(log=strat.log, log_steps=strat.logged_steps(),
                        dfs_exhausted=bool(strat.exhausted), top=strat.top or [],
                        branch_extra=strat.branch_extra, tree_misses=strat.tree_misses,
                        traces=sorted(strat._traces))
