@@ -147,7 +147,10 @@ DUEL_MOVERS: tuple[tuple[str, float, str], ...] = (
     ("reclaim", 3.0, "asp"), ("migrate", 2.5, "asp"), ("truncate", 1.5, "sp"),
     ("madvise", 1.0, "asp"), ("munmap", 1.0, "asp"), ("mprotect", 1.0, "asp"),
     ("ksm", 1.5, "a"), ("age", 0.8, "asp"), ("idle", 1.0, "asp"), ("scan", 0.8, "asp"),
-    ("fork", 0.8, "ap"))
+    ("fork", 0.8, "ap"), ("exit", 1.0, "asp"))
+#: in a duel against the process's exit, how often a device user ends with
+#: its driver's detach (the lifecycle: ->release against unregister)
+DUEL_DETACH = 0.6
 #: a duel's user side: (operation, weight, page kinds it uses)
 DUEL_USERS: tuple[tuple[str, float, str], ...] = (
     ("fault", 3.0, "asp"), ("cpufault", 2.5, "asp"), ("read", 1.5, "sp"), ("dma", 1.5, "asp"))
@@ -328,6 +331,10 @@ def _duel(rng: random.Random, cell: DuelCell, user_first: bool, drivers: tuple[s
     swapped-out pte; a DMA into it dirties it under reclaim's feet)."""
     api, mover, kind = cell.api, cell.mover, cell.kind
     user = cell.user if _usable(cell.user, api, classes) else "cpufault"
+    if mover == "exit" and any(api in c.no_release_apis for c in classes):
+        # a driver without ->release in this generation never hears the exit
+        # (modern GRU): the process unmaps the page instead
+        mover = "munmap"
     users = [(n, w, k) for n, w, k in DUEL_USERS if _usable(n, api, classes)]
     npages = 2 if mover == "ksm" else rng.choice((1, 1, 2))
     # ksm merges pages the setup mapped; otherwise the vma is sometimes fresh
@@ -348,10 +355,12 @@ def _duel(rng: random.Random, cell: DuelCell, user_first: bool, drivers: tuple[s
         margs = (rng.randint(0, p),)  # the file vma maps the file from 0
     elif mover == "ksm":
         margs = (p, 1 - p)
-    elif mover == "fork":
+    elif mover in ("fork", "exit"):
         margs = ()
     kernel, _grow = _paired(rng, Op(mover, margs), swappable=swappable,
                             cow_page=(lambda: p) if kind == "a" else None)
+
+    detached: list[int] = []  # one detach at most (of the first device user)
 
     def a_user(name: str) -> list[Op]:
         d = 0
@@ -361,7 +370,15 @@ def _duel(rng: random.Random, cell: DuelCell, user_first: bool, drivers: tuple[s
         args: tuple[int | tuple[int, int] | str, ...] = (p,)
         if name in ("fault", "cpufault"):
             args = (p, rng.choice("rww"))
-        return _paired(rng, Op(name, args, d), swappable=swappable, cow_page=None)[0]
+        ops = _paired(rng, Op(name, args, d), swappable=swappable, cow_page=None)[0]
+        if mover == "exit" and OPERATIONS[name].driver_op and not detached \
+                and rng.random() < DUEL_DETACH:
+            detached.append(d)
+            # the device goes away after its use while the process exits:
+            # mmu_notifier_unregister against exit_mmap's ->release
+            interval = getattr(classes[d], "interval_notifier", False) and api == "modern"
+            ops.append(Op("remove" if interval else "detach", (), d))
+        return ops
 
     cpus = [a_user(user), kernel]
     if not user_first:
