@@ -1401,6 +1401,8 @@ FORK_NO_NOTIFY = mmemu.register_mutant(
 
 #: coverage events (mmemu.lowlevel.reach) of the paths below
 WRPROTECTED_FOR_FORK = "memory: copy_page_range write-protected a COW pte"
+#: coverage event: fork copied a migration entry (the page is being migrated)
+FORK_COPIED_MIGRATION_ENTRY = "memory: copy_one_pte copied a migration entry"
 COW_COPIED = "memory: do_wp_page copied the page (COW)"
 SWAPPED_IN = "memory: do_swap_page mapped a page from the swap cache"
 SWAPIN_PTE_CHANGED = "memory: do_swap_page found the pte changed (somebody swapped it in first)"
@@ -1428,6 +1430,7 @@ def copy_one_pte(dst_mm: MmStruct, src_mm: MmStruct, vma: VmAreaStruct,
         entry = pte.swp
         assert entry is not None
         if entry.type == "migration":
+            reach(FORK_COPIED_MIGRATION_ENTRY)
             if entry.write and is_cow_mapping(vma.vm_flags):
                 # COW mappings require pages in both parent and child to be set to read
                 pte = make_migration_entry(entry.page, False) if entry.page is not None else pte

@@ -25,16 +25,30 @@ from __future__ import annotations
 from typing import Any
 
 import mmemu
+from mmemu.check import boot_checked
 from mmemu.driver import supports_api
 from mmemu.mm.madvise import MADV_DONTNEED, sys_madvise
-from mmemu.mm.memory import is_migration_entry, pte_get
+from mmemu.mm.fork import dup_mm
+from mmemu.mm.memory import (
+    FORK_COPIED_MIGRATION_ENTRY,
+    WRPROTECTED_FOR_FORK,
+    fault_in,
+    is_migration_entry,
+    pte_get,
+)
 from mmemu.mm.migrate import ANON_BUSY, ANON_MIGRATED, REMOVE_PTE_UNLOCKED, migrate_pages
-from mmemu.mm.mmap import PAGE_SIZE
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE
 from mmemu.mm.page import Page
 from mmemu.mm.page_alloc import alloc_page, alloc_page_setup
 from mmemu.mm.truncate import NO_REMAP_CHECK, vmtruncate
 from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page
-from mmemu.races.mm import check_page_refs, mapped_file_page, written_anon_page
+from mmemu.races.mm import (
+    check_page_refs,
+    file_with_pages,
+    mapped_file_page,
+    mm_with_file_vma,
+    written_anon_page,
+)
 from mmemu.races.notifier import DRIVER_AXES, goals, guest, guest_fault
 
 #: truncate_complete_page found the page mapped again (here: by migration's
@@ -221,4 +235,76 @@ async def file_vs_truncate(sim: Any) -> None:
     check_page_refs(sim, kernel)
 
 
-__all__ = ["anon_vs_guest_fault", "anon_vs_zap", "file_vs_truncate"]
+def _fork_goals(params: dict[str, Any]) -> list[str]:
+    if params.get("page") == "file":  # a read-only pte: nothing to write-protect
+        return [FORK_COPIED_MIGRATION_ENTRY, "step:4. set_pte_at(new page)"]
+    return [ANON_MIGRATED, FORK_COPIED_MIGRATION_ENTRY, WRPROTECTED_FOR_FORK]
+
+
+@mmemu.scenario("migrate:page-vs-fork", axes={"page": ["anon", "file"]}, reaches=_fork_goals)
+async def page_vs_fork(sim: Any) -> None:
+    """Migration of a mapped page against fork of the process that maps it:
+    an anonymous page (found through anon_vma->head), or a file page read
+    through a private file mapping (found through i_mmap; the vma has an
+    anon_vma -- its other page was written -- so fork copies its ptes:
+    copy_page_range skips a vma without one, whose faults can fill it).
+
+    CPU0 (migrate_pages; the page isolated)   CPU1 (fork: dup_mmap, the parent's
+    1. lock_page(page)                            mmap_sem for write)
+    2. try_to_unmap(migration): PTL; the      F1. anon_vma_link / vma_prio_tree_add
+       pte becomes a (write) migration            (child's vma): the rmap walks
+       entry                                      find it from now on
+                                              F2. copy_pte_range, both PTLs: a
+    3. move_to_new_page: copy                     present pte is write-protected
+    4. remove_migration_ptes: walk                in the parent and copied (ref,
+       anon_vma->head / i_mmap; per vma:          mapcount, child's rss); a
+       PTL; our migration entry?  pte ->          migration entry is copied,
+       newpage (read-only if the entry is)        made a read entry in both (a
+    5. unlock_page; put the old page              COW mapping), and counted in
+                                                  the child's rss
+
+    There are 2 critical interleavings that matter:
+    - F2 between 2 and 4: fork copies the migration entry (goal), read-only
+      in both; 4 finds the child's vma on the anon_vma / i_mmap (F1 came
+      first) and restores both ptes to newpage, read-only: the first write
+      of either copies it (anon);
+    - F2 before 2 or after 4: an ordinary copy of a present pte (anon:
+      write-protected for fork, goal); try_to_unmap then unmaps both ptes,
+      or both map newpage already.
+    Harmless: none -- every order ends with both ptes on the same page,
+    read-only.
+
+    The checks: every checker of ``boot_checked`` (the rss counters --
+    2.6.27 forgot the child's count for a copied migration entry; the model
+    keeps later kernels' count, see copy_one_pte --, mapcounts, leaks) and,
+    at the end, the parent's and the child's ptes map one page, read-only.
+    """
+    if sim.params.get("page") == "file":
+        kernel = boot_checked(sim, npages=8)
+        mapping, pages = await file_with_pages(kernel, "file", 2)
+        mm, vma = await mm_with_file_vma(kernel, mapping, 2, flags=VM_READ | VM_WRITE)
+        await fault_in(mm, vma.vm_start, write=True)  # page 0: a COW copy, the anon_vma
+        addr, page = vma.vm_start + PAGE_SIZE, pages[1]
+        await fault_in(mm, addr, write=False)  # page 1: the pagecache page, read-only
+        await lru_cache_add(page)
+    else:
+        kernel, mm, addr, page = await _anon_page(sim)
+    assert await isolate_lru_page(page) == 0
+    newpage = alloc_page_setup()
+    child: list[Any] = []
+
+    async def fork() -> None:
+        child.append(await dup_mm(mm))
+
+    async with sim.cpus() as cpus:
+        cpus.start(_migrate, page, newpage, name="migrate")
+        cpus.start(fork, name="fork")
+    mine, theirs = pte_get(mm, addr), pte_get(child[0], addr)
+    sim.check(mine is not None and theirs is not None and mine.present and theirs.present
+              and mine.page is theirs.page and not mine.write and not theirs.write,
+              f"after fork and migration the parent's pte is {mine!r} and the child's "
+              f"{theirs!r}: not one page, read-only in both")
+    check_page_refs(sim, kernel)
+
+
+__all__ = ["anon_vs_guest_fault", "anon_vs_zap", "file_vs_truncate", "page_vs_fork"]

@@ -86,3 +86,37 @@ def test_truncate_unmaps_the_page_migration_mapped_after_its_unmap() -> None:
 def test_the_suites_catch_their_mutants(suite: str, mutant: str, kinds: tuple[str, ...],
                                         params: dict[str, str] | None) -> None:
     assert_caught(suite, mutant, kinds, params=params)
+
+
+FORK = "migrate:page-vs-fork"
+
+
+@pytest.mark.parametrize("page", ["anon", "file"])
+def test_page_vs_fork_passes_and_reaches_its_goals(page: str) -> None:
+    from ._support import assert_passes_and_reaches
+    assert_passes_and_reaches(FORK, critical=2, params={"page": page})
+
+
+@pytest.mark.parametrize("page", ["anon", "file"])
+def test_fork_copies_a_migration_entry_that_migration_then_restores(page: str) -> None:
+    out = force(FORK, [("migrate", "ptep_clear_flush"),
+                       ("fork", "4. spin_unlock(src_ptl)"),
+                       ("migrate", "4. set_pte_at(new page)")], params={"page": page})
+    assert out.failure is None, out.failure.report()
+    # the child's entry, then the parent's (or the other way): both restored
+    assert labels(out, "migrate").count("4. set_pte_at(new page)") == 2
+
+
+@pytest.mark.parametrize("page,line", [("anon", "dst_mm.anon_rss += 1"),
+                                       ("file", "dst_mm.file_rss += 1")])
+def test_a_copied_migration_entry_without_its_rss_is_bad_rss(
+        page: str, line: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mmemu.mm import memory
+    from tests.check.test_pte_vma import _mutant
+    # the first occurrence: the migration-entry branch of copy_one_pte
+    src = "                    " + line + "\n"
+    monkeypatch.setattr(memory.copy_one_pte, "__code__",
+                        _mutant(memory.copy_one_pte, (src, "                    pass\n")).__code__)
+    f = explore(FORK, params={"page": page}, bound=None).failure
+    assert f is not None and f.kind == "BadRssCounter", f and f.report()
+    assert f.preemptions <= 2, f.report()
