@@ -53,3 +53,21 @@ def assert_passes_and_reaches(suite: str, *, critical: int, params: dict[str, An
               else f"There are {critical} critical interleavings")
     assert phrase in doc and "Harmless" in doc
     return res
+
+
+def assert_caught_in_process(monkeypatch: Any, suite: str, module: str, fn_name: str,
+                             edits: tuple[tuple[str, str], ...], kinds: str | tuple[str, ...], *,
+                             params: dict[str, Any] | None = None) -> mmemu.Failure:
+    """``module.fn_name`` recompiled from its source with ``edits`` made (a
+    mutant of the real code, as the mutation benchmark makes them) fails
+    ``suite`` explored unbounded, as one of ``kinds``, within 2 preemptions."""
+    import importlib
+
+    from tests.check.test_pte_vma import _mutant
+    fn = getattr(importlib.import_module(module), fn_name)
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, *edits).__code__)
+    f = explore(suite, params=params, bound=None).failure
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    assert f is not None and f.kind in kinds, f and f.report()
+    assert f.preemptions <= 2, f.report()
+    return f

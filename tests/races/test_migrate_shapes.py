@@ -111,12 +111,9 @@ def test_fork_copies_a_migration_entry_that_migration_then_restores(page: str) -
                                        ("file", "dst_mm.file_rss += 1")])
 def test_a_copied_migration_entry_without_its_rss_is_bad_rss(
         page: str, line: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from mmemu.mm import memory
-    from tests.check.test_pte_vma import _mutant
-    # the first occurrence: the migration-entry branch of copy_one_pte
+    from ._support import assert_caught_in_process
+    # (20 spaces: only the migration-entry branch of copy_one_pte)
     src = "                    " + line + "\n"
-    monkeypatch.setattr(memory.copy_one_pte, "__code__",
-                        _mutant(memory.copy_one_pte, (src, "                    pass\n")).__code__)
-    f = explore(FORK, params={"page": page}, bound=None).failure
-    assert f is not None and f.kind == "BadRssCounter", f and f.report()
-    assert f.preemptions <= 2, f.report()
+    assert_caught_in_process(monkeypatch, FORK, "mmemu.mm.memory", "copy_one_pte",
+                             ((src, "                    pass\n"),), "BadRssCounter",
+                             params={"page": page})

@@ -10,7 +10,6 @@ preemptions."""
 
 from __future__ import annotations
 
-from typing import Any
 
 import pytest
 
@@ -18,7 +17,7 @@ from mmemu.engine._registry import load_builtin
 from mmemu.mm.rmap import REFERENCED_VMA_NOT_COVERING
 from mmemu.testing import force
 
-from ._support import assert_passes_and_reaches, explore, labels
+from ._support import assert_caught_in_process, assert_passes_and_reaches, explore, labels
 
 load_builtin()
 
@@ -47,15 +46,6 @@ def test_the_walk_after_the_split_finds_the_page_through_its_half() -> None:
     assert res.coverage.executions_reaching(REFERENCED_VMA_NOT_COVERING) >= 1
 
 
-def _without(module: str, fn_name: str, *calls: str) -> Any:
-    """``module.fn_name`` recompiled without the given statements."""
-    import importlib
-
-    from tests.check.test_pte_vma import _mutant
-    fn = getattr(importlib.import_module(module), fn_name)
-    return fn, _mutant(fn, *((c, "pass") for c in calls))
-
-
 @pytest.mark.parametrize("change,module,fn_name,calls", [
     ("split", "mmemu.mm.mmap", "vma_adjust", (
         'await spin_lock(mapping.i_mmap_lock, label="1. vma_adjust: spin_lock(i_mmap_lock)")',
@@ -79,12 +69,9 @@ def _without(module: str, fn_name: str, *calls: str) -> Any:
 def test_a_dropped_lock_is_a_data_race(change: str, module: str, fn_name: str,
                                        calls: tuple[str, ...],
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    fn, mutant = _without(module, fn_name, *calls)
-    monkeypatch.setattr(fn, "__code__", mutant.__code__)
-    res = explore(SUITE, params={"change": change}, bound=None)
-    f = res.failure
-    assert f is not None and f.kind == "DataRace", f and f.report()
-    assert f.preemptions <= 2, f.report()
+    assert_caught_in_process(monkeypatch, SUITE, module, fn_name,
+                             tuple((c, "pass") for c in calls), "DataRace",
+                             params={"change": change})
 
 
 AGING = "rmap:aging-vs-truncate"
@@ -111,11 +98,9 @@ def test_truncation_waits_for_the_aging_walk_that_holds_the_page() -> None:
 
 def test_aging_that_ignores_a_failed_trylock_unlocks_truncations_lock(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    fn, mutant = _without("mmemu.mm.rmap", "page_referenced", "return referenced + 1")
-    monkeypatch.setattr(fn, "__code__", mutant.__code__)
-    f = explore(AGING, bound=None).failure
-    assert f is not None and f.kind in ("BadPageState", "UnlockNotOwner"), f and f.report()
-    assert f.preemptions <= 2, f.report()
+    assert_caught_in_process(monkeypatch, AGING, "mmemu.mm.rmap", "page_referenced",
+                             (("return referenced + 1", "pass"),),
+                             ("BadPageState", "UnlockNotOwner"))
 
 
 COW = "rmap:reclaim-vs-file-cow"
@@ -141,8 +126,5 @@ def test_the_copy_before_reclaim_is_mapped_and_the_file_page_unmapped() -> None:
 
 def test_a_cow_of_a_file_page_without_its_rss_move_is_bad_rss(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    fn, mutant = _without("mmemu.mm.memory", "do_wp_page", "mm.file_rss -= 1")
-    monkeypatch.setattr(fn, "__code__", mutant.__code__)
-    f = explore(COW, bound=None).failure
-    assert f is not None and f.kind == "BadRssCounter", f and f.report()
-    assert f.preemptions <= 2, f.report()
+    assert_caught_in_process(monkeypatch, COW, "mmemu.mm.memory", "do_wp_page",
+                             (("mm.file_rss -= 1", "pass"),), "BadRssCounter")
