@@ -14,8 +14,9 @@ draws find it):
 - every other workload (the odd numbers) a *duel*: one page of one vma,
   a user of it (a device's fault, the process's fault, read or DMA)
   against one kernel path on it (reclaim, migration, truncate, zap,
-  mprotect, KSM, aging, fork...), with their pairings, sometimes a second
-  user on a third CPU.  Small enough for the plan to explore most of its
+  mprotect, KSM, aging, fork, exit -- against which a device user often
+  detaches its driver...), with their pairings, sometimes a second user on
+  a third CPU.  Small enough for the plan to explore most of its
   schedules: inside a larger workload the same two operations meet in a
   corner of the schedule tree the budget rarely reaches (a migration entry
   met by a fault, two faults of one swapped-out pte, a DMA dirtying a page
