@@ -109,6 +109,20 @@ NO_I_MMAP_LOCK = mmemu.register_mutant(
         "unlink_file_vma takes it), which the model does not check.")
 
 
+REFERENCED_NO_I_MMAP_LOCK = mmemu.register_mutant(
+    "rmap:referenced-no-i-mmap-lock",
+    "page_referenced_file walks mapping->i_mmap without i_mmap_lock",
+    caught_as="DataRace (the walk reads mapping->i_mmap while a split, fork or new mapping "
+              "of the file changes it under i_mmap_lock)",
+    doc="A deliberately removed step: the aging walk of a file page holds i_mmap_lock so "
+        "that the vma list it walks, and the vm_start/vm_pgoff it turns the page's index "
+        "into an address with, are not changed under it by vma_adjust, dup_mmap or "
+        "__vma_link_file, which change them under the same lock.  In the kernel the walk "
+        "would follow a half-linked prio-tree node or compute an address from a half-"
+        "updated vma; in the model a list change is one step, so the lockset checker "
+        "reports the unlocked read of the list a second CPU writes.")
+
+
 def page_mapped(page: Page) -> bool:
     """Does any pte map the page?  (The caller's step reads ``page._mapcount``.)"""
     return page._mapcount.counter >= 0
@@ -401,18 +415,21 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
             locked_here = True
         mapping = page.mapping
         if mapping is not None:
-            await spin_lock(mapping.i_mmap_lock, label="page_referenced_file: spin_lock(i_mmap_lock)")
+            locked = not mmemu.mutant(REFERENCED_NO_I_MMAP_LOCK)
+            if locked:
+                await spin_lock(mapping.i_mmap_lock, label="page_referenced_file: spin_lock(i_mmap_lock)")
             await step("walk i_mmap", reads=((mapping, "i_mmap"),))
             for vma in list(mapping.i_mmap):
                 referenced += await page_referenced_one(page, vma)
-            await spin_unlock(mapping.i_mmap_lock, label="page_referenced_file: spin_unlock(i_mmap_lock)")
+            if locked:
+                await spin_unlock(mapping.i_mmap_lock, label="page_referenced_file: spin_unlock(i_mmap_lock)")
         if locked_here:
             await unlock_page(page)
     return referenced
 
 
 __all__ = [
-    "NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_TRYLOCK_FAILED", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
+    "NO_I_MMAP_LOCK", "REFERENCED_NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_TRYLOCK_FAILED", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
     "page_add_new_anon_rmap", "page_mapped", "page_referenced", "page_remove_rmap",
     "try_to_unmap", "try_to_unmap_anon", "try_to_unmap_file", "try_to_unmap_one",
 ]

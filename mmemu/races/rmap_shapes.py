@@ -70,7 +70,8 @@ async def _age(pages: list[Page], referenced: dict[int, int]) -> None:
         referenced[page.pfn] = await page_referenced(page, False)
 
 
-@mmemu.scenario("rmap:vma-change-vs-aging", axes={"change": CHANGES}, reaches=_aging_goals)
+@mmemu.scenario("rmap:vma-change-vs-aging", axes={"change": CHANGES}, reaches=_aging_goals,
+                catches=["rmap:referenced-no-i-mmap-lock"])
 async def vma_change_vs_aging(sim: Any) -> None:
     """kswapd ages the pages of a private file mapping while the process
     changes the vmas that map them.

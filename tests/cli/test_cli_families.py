@@ -58,6 +58,7 @@ CASES = [
     Case("aging", "aging:referenced-vs-guest-fault", "memory:young-no-notify",
          ("--driver", "kvm")),
     Case("swap", "swap:reclaim-anon-vs-guest-fault", "sva:no-flush", ("--driver", "sva")),
+    Case("rmap", "rmap:vma-change-vs-aging", "rmap:referenced-no-i-mmap-lock"),
 ]
 
 #: "free at #15 '...' on cpu1 (reclaim); alloc at #16 ..." in a page's history
