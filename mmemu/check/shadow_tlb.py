@@ -148,15 +148,19 @@ class ShadowTLB:
                 f"{self.describe(key)} installs a translation to free page{page.pfn} at "
                 f"{page_site()} (freed at {_last_free_site(page)})",
                 details=page.dump()))
-        if self.lock is not None:
-            wrote((self, "entries", key), f"{self.describe(key)}: install")
+        self._stored(key, "install")
         self.entries[key] = Translation(key, page, page.gen, page_site(), writable=writable)
         reach("secondary MMU: a translation was installed")
 
+    def _stored(self, key: Hashable, what: str) -> None:
+        """The running step changes the entry of ``key``: a store under
+        ``lock``, when the driver declared one (see ``lock``)."""
+        if self.lock is not None:
+            wrote((self, "entries", key), f"{self.describe(key)}: {what}")
+
     def zap(self, key: Hashable) -> Translation | None:
         """Drop the translation of ``key`` (None if there was none)."""
-        if self.lock is not None:
-            wrote((self, "entries", key), f"{self.describe(key)}: zap")
+        self._stored(key, "zap")
         e = self.entries.pop(key, None)
         if e is not None:
             reach("secondary MMU: a live translation was zapped")
@@ -169,15 +173,13 @@ class ShadowTLB:
         e = self.entries.get(key)
         if e is None:
             return False
-        if self.lock is not None:
-            wrote((self, "entries", key), f"{self.describe(key)}: clear the accessed bit")
+        self._stored(key, "clear the accessed bit")
         young, e.young = e.young, False
         return young
 
     def zap_all(self) -> list[Translation]:
-        if self.lock is not None:
-            for k in self.entries:
-                wrote((self, "entries", k), f"{self.describe(k)}: zap_all")
+        for k in self.entries:
+            self._stored(k, "zap_all")
         out = [self.entries[k] for k in list(self.entries)]
         self.entries.clear()
         return out

@@ -47,8 +47,8 @@ and reports, each with both acquisition sites:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
 import weakref
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from mmemu.engine._errors import InvariantViolation

@@ -130,10 +130,10 @@ from mmemu.engine._execution import current_simulation, reach, step, touch
 from mmemu.kernel.locking import (
     READ_ONCE,
     GuardedList,
-    guarded_by,
     SpinLock,
     WaitQueueHead,
     down_write,
+    guarded_by,
     spin_lock,
     spin_unlock,
     up_write,
@@ -593,6 +593,13 @@ def list_key(mmn: MmuNotifierMm) -> tuple[Any, str]:
     return (mmn, "list")
 
 
+def list_change(mmn: MmuNotifierMm) -> dict[str, tuple[Any, ...]]:
+    """The accesses of a step that changes the hlist (it reads it too):
+    ``step(label, **list_change(mmn))``."""
+    k = list_key(mmn)
+    return {"reads": (k,), "writes": (k,)}
+
+
 def mm_key(mm: Any) -> tuple[Any, str]:
     """The access key of ``mm->mmu_notifier_mm`` (the pointer itself)."""
     return (mm, "mmu_notifier_mm")
@@ -767,7 +774,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
         # 3.7's loop: unhash one, drop the lock, ->release, retake the lock.
         await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
         while True:
-            await step("2. hlist_del_init_rcu (before ->release)", reads=(list_key(mmn),), writes=(list_key(mmn),))
+            await step("2. hlist_del_init_rcu (before ->release)", **list_change(mmn))
             if not mmn.list:
                 break
             mn = mmn.list.pop(0)
@@ -790,7 +797,7 @@ async def __mmu_notifier_release(mm: Any) -> None:
             await _call(mm, mn, "release", mn.ops.release, mm)
     await srcu_read_unlock(ss, idx)
     await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
-    await step("2. hlist_del_init_rcu (all)", reads=(list_key(mmn),), writes=(list_key(mmn),))
+    await step("2. hlist_del_init_rcu (all)", **list_change(mmn))
     for mn in mmn.list:
         mn.hashed = False
     mmn.list.clear()
@@ -1206,7 +1213,7 @@ async def call_srcu(ss: SrcuStruct, arg: Any, func: Callable[[Any], None]) -> No
 async def find_get_mmu_notifier(mm: Any, ops: MmuNotifierOps) -> MmuNotifier | None:
     mmn: MmuNotifierMm = mm.mmu_notifier_mm
     await spin_lock(mmn.lock, label="G1. spin_lock(mmu_notifier_mm->lock)")
-    await step("G1. find_get_mmu_notifier: users++", reads=(list_key(mmn),), writes=(list_key(mmn),))
+    await step("G1. find_get_mmu_notifier: users++", **list_change(mmn))
     found = None
     for mn in mmn.list:
         if mn.ops is ops and mn.mm is mm:
@@ -1270,7 +1277,7 @@ async def mmu_notifier_put(mn: MmuNotifier) -> None:
     mmn: MmuNotifierMm = mm.mmu_notifier_mm
     with mmemu.span("mmu_notifier_put"):
         await spin_lock(mmn.lock, label="P1. spin_lock(mmu_notifier_mm->lock)")
-        await step("P1. --users; P2. hlist_del_init_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
+        await step("P1. --users; P2. hlist_del_init_rcu", **list_change(mmn))
         if mn.users <= 0:
             await spin_unlock(mmn.lock, label="P1. spin_unlock(mmu_notifier_mm->lock)")
             current_simulation().fail(MmuNotifierViolation(
@@ -1458,7 +1465,7 @@ async def do_mmu_notifier_register(mn: MmuNotifier | None, mm: Any, take_mmap_se
             mmn.has_itree = True
         else:
             await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")
-            await step("4. hlist_add_head_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
+            await step("4. hlist_add_head_rcu", **list_change(mmn))
             mmn.list.insert(0, mn)
             mn.hashed = True
             mn.mm = mm
@@ -1536,7 +1543,7 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
             await srcu_read_unlock(ss, idx)
             await spin_lock(mmn.lock, label="2. spin_lock(mmu_notifier_mm->lock)")
             if mmemu.mutant(MUTANT_UNREGISTER_DEL_RCU):
-                await step("2. hlist_del_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
+                await step("2. hlist_del_rcu", **list_change(mmn))
                 if not mn.hashed:
                     await spin_unlock(mmn.lock, label="2. spin_unlock(mmu_notifier_mm->lock)")
                     current_simulation().fail(NotifierListCorruption(
@@ -1545,7 +1552,7 @@ async def mmu_notifier_unregister(mn: MmuNotifier, mm: Any) -> None:
                         f"hlist_del_init_rcu: *pprev = next through a NULL pprev (BUG: unable "
                         f"to handle kernel NULL pointer dereference)"))
             else:
-                await step("2. hlist_del_init_rcu", reads=(list_key(mmn),), writes=(list_key(mmn),))
+                await step("2. hlist_del_init_rcu", **list_change(mmn))
             if mn.hashed:
                 mmn.list.remove(mn)
                 mn.hashed = False

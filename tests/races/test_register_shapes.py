@@ -11,11 +11,9 @@ from typing import Any
 
 import pytest
 
-import mmemu.mm.mmu_notifier as mmu_notifier
 from mmemu.engine._registry import load_builtin
-from tests.check.test_pte_vma import _mutant
 
-from ._support import assert_passes_and_reaches, explore
+from ._support import assert_caught_in_process, assert_passes_and_reaches
 
 load_builtin()
 
@@ -34,12 +32,11 @@ def test_the_suite_passes_and_reaches_its_goal(params: dict[str, Any]) -> None:
                          ids=["kvm-2.6.27", "sva-modern"])
 def test_a_registration_adding_without_the_lock_is_a_data_race(
         params: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(mmu_notifier, "do_mmu_notifier_register", _mutant(
-        mmu_notifier.do_mmu_notifier_register,
-        ('await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")', "pass"),
-        ('await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")', "pass")))
-    f = explore(SUITE, params=params).failure
-    assert f is not None and f.kind == "DataRace", f
+    f = assert_caught_in_process(
+        monkeypatch, SUITE, "mmemu.mm.mmu_notifier", "do_mmu_notifier_register",
+        (('await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")', "pass"),
+         ('await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")', "pass")),
+        "DataRace", params=params)
     assert "data race on mm1.mmu_notifier_mm->list" in f.message
     assert "'4. hlist_add_head_rcu' without holding spinlock mm1.mmu_notifier_mm->lock" \
         in f.message, f.message
