@@ -356,12 +356,24 @@ async def _oomreap(w: World, c: int, op: Op) -> None:
 
 
 async def _read(w: World, c: int, op: Op) -> None:
-    """The process read()s the file page that page p maps (2.6.27
-    do_generic_file_read, one page): a lockless find_get_page; on a miss
-    page_cache_read (allocate, add_to_page_cache -- the page comes back
-    locked --, readpage, unlock; -EEXIST: another reader added it first, look
-    again); a page found not uptodate has its read in flight and is waited
-    for on its lock (wait_uptodate); copy to user; put the page."""
+    """The process read()s the file page that page p maps: 2.6.27
+    do_generic_file_read (mm/filemap.c) for one page, step by step.
+
+    find_page: a lockless find_get_page.  On a miss (no_cached_page):
+    page_cache_alloc_cold, add_to_page_cache_lru -- the page comes back
+    locked; -EEXIST (another reader added it first): release it and go back
+    to find_page --, readpage (the model's read completes at once:
+    SetPageUptodate, unlock_page), and on to page_ok with that same page and
+    the reference the allocation gave.  A page found not uptodate has its
+    read in flight: wait on its lock, then it is uptodate (wait_uptodate).
+
+    page_ok: "i_size must be checked after we know the page is Uptodate" --
+    i_size_read again, and a page at or beyond the new end of file is
+    released without copying anything (a truncate that ran while the page
+    was being found or read in); only then is the page copied to the user.
+    2.6.27 has no i_size test before the lookup (readahead stops at EOF, but
+    no_cached_page adds the page regardless): a read past EOF instantiates
+    a pagecache page beyond EOF and returns nothing, as the kernel does."""
     from mmemu.races.pagecache import wait_uptodate
 
     (p,) = op.args
@@ -372,23 +384,33 @@ async def _read(w: World, c: int, op: Op) -> None:
     who = str(op)
     mapping = w.mapping
     w.ran("read")
-    await step(f"{who}: i_size_read", reads=(mapping.i_size_key,))
-    if index >= i_size_pages(mapping):
-        return
-    while True:
+    while True:  # find_page:
         page = await find_get_page(mapping, index)
         if page is not None:
+            if await wait_uptodate(mapping, index, page):
+                w.ran("read: waited for the read in flight")
             break
-        new = await page_cache_alloc(mapping, label=f"{who}: page_cache_alloc")
-        if await add_to_page_cache(new, mapping, index) == 0:
-            await step(f"{who}: readpage: SetPageUptodate", writes=(new.flags_key,))
-            new.flags |= PG_uptodate
-            await unlock_page(new, label=f"{who}: readpage done: unlock_page")
-        else:
+        # no_cached_page:
+        new = await page_cache_alloc(mapping, label=f"{who}: page_cache_alloc_cold")
+        if await add_to_page_cache(new, mapping, index) != 0:
             w.ran("read: -EEXIST")
-        await put_page(new, label=f"{who}: page_cache_read: page_cache_release")
-    if await wait_uptodate(mapping, index, page):
-        w.ran("read: waited for the read in flight")
+            await put_page(new, label=f"{who}: -EEXIST: page_cache_release")
+            continue
+        # readpage: the read completes and unlocks the page
+        await step(f"{who}: readpage: SetPageUptodate", writes=(new.flags_key,))
+        new.flags |= PG_uptodate
+        await unlock_page(new, label=f"{who}: readpage done: unlock_page")
+        page = new
+        break
+    # page_ok: the page is uptodate; only now is i_size read
+    await step(f"{who}: page_ok: i_size_read", reads=(mapping.i_size_key,))
+    if index >= i_size_pages(mapping):
+        w.ran("read: page beyond EOF at page_ok (nothing copied)")
+        await put_page(page, label=f"{who}: beyond EOF: page_cache_release")
+        return
+    # file_read_actor copies the page to the user: no step (page contents
+    # are not modelled; the reference held keeps the page from being freed)
+    w.ran("read: copied")
     await put_page(page, label=f"{who}: page_cache_release")
 
 
@@ -597,7 +619,8 @@ OPERATIONS: dict[str, OpSpec] = {spec.name: spec for spec in (
     OpSpec("read", ("page",), "process", "do_generic_file_read",
            "the process read()s the file page that page p maps (a lockless pagecache "
            "lookup; a miss reads the page in; a page not yet uptodate is waited for on its "
-           "lock); nothing for an anonymous page", _read),
+           "lock; i_size is read once the page is uptodate: nothing is copied from a page a "
+           "truncate cut off); nothing for an anonymous page", _read),
     OpSpec("dma", ("page",), "process",
            "get_user_pages(write) ... SetPageDirty; put_page",
            "a device driver of the process DMAs into page p: get_user_pages pins it for "

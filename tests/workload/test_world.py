@@ -223,3 +223,16 @@ def test_kvm_check_wants_its_count_back_to_zero() -> None:
     kvm.mmu_notifier_count = 1
     with pytest.raises(AssertionError, match="mmu_notifier_count is 1"):
         kvm.check()
+
+
+def test_a_read_rechecks_the_end_of_file_once_its_page_is_uptodate() -> None:
+    """2.6.27 do_generic_file_read reads i_size at page_ok, after the page
+    was found or read in: a truncate that ran meanwhile leaves the read
+    with a page it must not copy.  Both ends are reached: the page cut off
+    (nothing copied) and the page copied before the truncate."""
+    res = _dfs("vmas=s1; cpu0: read(0); cpu1: truncate(0)", bound=1)
+    assert res.ok and res.exhausted, res.failure.report() if res.failure else ""
+    assert res.coverage is not None
+    assert res.coverage.executions_reaching(
+        "workload: read: page beyond EOF at page_ok (nothing copied)") > 0
+    assert res.coverage.executions_reaching("workload: read: copied") > 0
