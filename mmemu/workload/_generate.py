@@ -11,7 +11,7 @@ draws find it):
 - the API generation, among those some allowed driver supports; one driver
   (or, a third of the time, two -- possibly the same class twice, on the
   same mm);
-- every other workload (the odd numbers) a *duel*: one page of one vma,
+- four workloads in six a *duel*: one page of one vma,
   a user of it (a device's fault, the process's fault, read or DMA)
   against one kernel path on it (reclaim, migration, truncate, zap,
   mprotect, KSM, aging, fork, exit -- against which a device user often
@@ -23,11 +23,14 @@ draws find it):
   under reclaim, a read meeting the migration of its page).  The duels are
   not drawn at random but *enumerated* (``duel_cells``): every (API, user,
   kernel path, page kind) cell once per round, in an order the seed
-  shuffles (common pairings earlier on average: a weighted shuffle), the
-  user's CPU first in one round and second in the next (the
-  DFS reaches different races first from either side).  A random draw met
-  a given cell once in 600-700 workloads; a round is about 100 duels per
-  API, so every cell comes within the first round whatever the seed;
+  shuffles (common pairings earlier on average: a weighted shuffle),
+  stratified so that every kernel path comes once before any comes twice
+  (and each of its page kinds and APIs once before any twice), the user's
+  CPU first in one round and second in the next (the DFS reaches different
+  races first from either side).  A random draw met a given cell once in
+  600-700 workloads; a round is about 100 duels per API, so every cell
+  comes within the first round whatever the seed, every kernel path within
+  its first dozen duels;
 - otherwise, one to three vmas of one to three pages (kinds anonymous / shared file /
   private file);
 - two CPUs as often as three (most races take two; a small workload is
@@ -134,13 +137,17 @@ SWAPIN = 0.5
 #: how often a workload ends with the driver's detach on CPU 0 against the
 #: process's exit on CPU 1 (when the drivers hear the exit)
 LIFECYCLE = 0.3
-#: every DUEL_EVERY-th workload is a *duel*: two CPUs (sometimes three), one
-#: operation each (with its pairings) on one page of one vma of a kind both
-#: operations need -- a user of the page against a kernel path that moves,
-#: frees, swaps or write-protects it.  A duel is explored to the end (or
-#: nearly) within the plan's budget, where the same two operations inside a
-#: larger workload are one corner of a tree the budget does not cover
-DUEL_EVERY = 2
+#: which workloads are *duels*: of every DUEL_PERIOD workloads, those whose
+#: index modulo DUEL_PERIOD is not in FREE_DRAWS -- four in six.  A duel is
+#: two CPUs (sometimes three), one operation each (with its pairings) on one
+#: page of one vma of a kind both operations need -- a user of the page
+#: against a kernel path that moves, frees, swaps or write-protects it.  A
+#: duel is explored to the end (or nearly) within the plan's budget, where
+#: the same two operations inside a larger workload are one corner of a tree
+#: the budget does not cover.  Free draws 0 and 2 of every six: the first
+#: workloads of a seed are of both kinds
+DUEL_PERIOD = 6
+FREE_DRAWS = (0, 2)
 #: how often a duel has a second user of the page on a third CPU
 DUEL_THIRD = 0.3
 #: a duel's kernel side: (operation, weight, page kinds it acts on)
@@ -151,10 +158,17 @@ DUEL_MOVERS: tuple[tuple[str, float, str], ...] = (
     ("fork", 0.8, "ap"), ("exit", 1.0, "asp"))
 #: in a duel against the process's exit, how often a device user ends with
 #: its driver's detach (the lifecycle: ->release against unregister)
-DUEL_DETACH = 0.6
+DUEL_DETACH = 0.75
 #: a duel's user side: (operation, weight, page kinds it uses)
 DUEL_USERS: tuple[tuple[str, float, str], ...] = (
     ("fault", 3.0, "asp"), ("cpufault", 2.5, "asp"), ("read", 1.5, "sp"), ("dma", 1.5, "asp"))
+#: the users a kernel path is paired with when not every one makes sense:
+#: the process's exit races with the users that hold a reference of their
+#: own on the mm and hear the exit -- a device (its fault, then mostly its
+#: detach: ->release against unregister) -- not with the process's own
+#: threads or their get_user_pages (exit_mmap runs once the last of them is
+#: gone; their operations then do nothing: a race on mm_users only)
+DUEL_MOVER_USERS: dict[str, tuple[str, ...]] = {"exit": ("fault",)}
 
 
 @attrs.frozen
@@ -290,33 +304,90 @@ def duel_cells(settings: GenSettings) -> tuple[DuelCell, ...]:
             if not _usable(mover, api, pool):
                 continue
             for user, _w2, ukinds in DUEL_USERS:
-                if not _usable(user, api, pool):
+                if not _usable(user, api, pool) or \
+                        user not in DUEL_MOVER_USERS.get(mover, (user,)):
                     continue
                 out += [DuelCell(api, user, mover, k) for k in mkinds if k in ukinds]
     return tuple(out)
 
 
+def duel_number(index: int) -> int | None:
+    """Which duel workload ``index`` is (0, 1, ...), or None for a free draw."""
+    rnd, pos = divmod(index, DUEL_PERIOD)
+    if pos in FREE_DRAWS:
+        return None
+    return rnd * (DUEL_PERIOD - len(FREE_DRAWS)) + sum(
+        1 for q in range(pos) if q not in FREE_DRAWS)
+
+
 def duel_of(seed: int, index: int, settings: GenSettings) -> tuple[DuelCell, bool] | None:
     """Workload ``index``'s duel cell and whether the user's CPU comes first,
-    or None if it is no duel.  Duel number k = index // DUEL_EVERY takes
-    cell k mod L of round k // L (L cells), the rounds' orders shuffled by
-    the seed; a cell's user goes first in every other round (which side
-    starts is drawn once per cell by the seed)."""
-    if settings.cpus < 2 or index % DUEL_EVERY != DUEL_EVERY - 1:
+    or None if it is no duel.  Duel number k takes cell k mod L of round
+    k // L (L cells), in the round's order (``duel_order``); a cell's user
+    goes first in every other round (which side starts is drawn once per
+    cell by the seed)."""
+    k = duel_number(index)
+    if settings.cpus < 2 or k is None:
         return None
     cells = duel_cells(settings)
     if not cells:
         return None
-    rnd, pos = divmod(index // DUEL_EVERY, len(cells))
-    # a weighted shuffle (Efraimidis & Spirakis 2006: sort by u ** (1/w)):
-    # every cell once per round, the common pairings (a device's fault
-    # against reclaim) earlier in it on average than the rare ones
-    rng = random.Random(f"mmemu-fuzz-duels:{seed}:{rnd}")
-    keys = [rng.random() ** (1.0 / _duel_weight(cell)) for cell in cells]
-    order = sorted(range(len(cells)), key=lambda i: -keys[i])
-    c = order[pos]
+    rnd, pos = divmod(k, len(cells))
+    c = duel_order(seed, rnd, settings)[pos]
     first = random.Random(f"mmemu-fuzz-duel-side:{seed}:{c}").random() < 0.5
     return cells[c], first != (rnd % 2 == 1)
+
+
+@functools.lru_cache(maxsize=64)
+def duel_order(seed: int, rnd: int, settings: GenSettings) -> tuple[int, ...]:
+    """The order of the cells (indices into ``duel_cells``) in round ``rnd``
+    of the seed: a weighted shuffle (Efraimidis & Spirakis 2006: sort by
+    u ** (1/w)) -- the common pairings (a device's fault against reclaim)
+    earlier on average than the rare ones -- *stratified* by kernel path:
+    every kernel path comes once (its best-placed cell) before any comes a
+    second time, and a kernel path's cells take each (API, page kind) and
+    each user once before any twice (``_spread``).  So the first dozen
+    duels meet every kernel path, the first four dozen every kernel path
+    with every user and on every page kind of one API, whatever the seed; a
+    whole round (about 100 duels per API) is some 80 CPU seconds."""
+    cells = duel_cells(settings)
+    rng = random.Random(f"mmemu-fuzz-duels:{seed}:{rnd}")
+    keys = [rng.random() ** (1.0 / _duel_weight(cell)) for cell in cells]
+    by_key = sorted(range(len(cells)), key=lambda i: -keys[i])
+    mover_rank: dict[int, int] = {}
+    for mover in dict.fromkeys(cells[i].mover for i in by_key):
+        for rank, i in enumerate(_spread([i for i in by_key if cells[i].mover == mover],
+                                         cells)):
+            mover_rank[i] = rank
+    return tuple(sorted(by_key, key=lambda i: mover_rank[i]))  # stable: by key within a rank
+
+
+def _spread(mine: list[int], cells: Sequence[DuelCell]) -> list[int]:
+    """One kernel path's cells (best key first) reordered so that each of
+    its (API, page kind)s and each user comes once before any comes twice,
+    as far as both allow: the next cell is the best-placed one new in both
+    respects, else new in one, else the best-placed left."""
+    paths = {(cells[i].api, cells[i].kind) for i in mine}
+    users = {cells[i].user for i in mine}
+    out: list[int] = []
+    seen_paths: set[tuple[str, str]] = set()
+    seen_users: set[str] = set()
+    left = list(mine)
+    while left:
+        def novelty(i: int) -> int:
+            return ((cells[i].api, cells[i].kind) not in seen_paths) + \
+                (cells[i].user not in seen_users)
+        best = max(novelty(i) for i in left)
+        pick = next(i for i in left if novelty(i) == best)
+        left.remove(pick)
+        out.append(pick)
+        seen_paths.add((cells[pick].api, cells[pick].kind))
+        seen_users.add(cells[pick].user)
+        if seen_paths >= paths:
+            seen_paths = set()
+        if seen_users >= users:
+            seen_users = set()
+    return out
 
 
 def _duel_weight(cell: DuelCell) -> float:
@@ -326,7 +397,7 @@ def _duel_weight(cell: DuelCell) -> float:
 
 def _duel(rng: random.Random, cell: DuelCell, user_first: bool, drivers: tuple[str, ...],
           classes: Sequence[type[Driver]], settings: GenSettings) -> Workload:
-    """A duel (see DUEL_EVERY): one page ``p`` of one vma, a user of it on one
+    """A duel (see DUEL_PERIOD): one page ``p`` of one vma, a user of it on one
     CPU and a kernel path on it on the other, each with its pairings (a
     reclaim of an anonymous page often swaps it in again: two faults on one
     swapped-out pte; a DMA into it dirties it under reclaim's feet)."""
@@ -603,4 +674,5 @@ def generate(seed: int, index: int, settings: GenSettings) -> Workload:
     return Workload(tuple(cpus), drivers, api if api != "2.6.27" else None, vmas)
 
 
-__all__ = ["DuelCell", "GenSettings", "ROLES", "apis_of", "duel_cells", "duel_of", "generate"]
+__all__ = ["DuelCell", "GenSettings", "ROLES", "apis_of", "duel_cells", "duel_number", "duel_of",
+           "duel_order", "generate"]
