@@ -32,7 +32,7 @@ from typing import Any
 
 from mmemu.engine._errors import Deadlock
 from mmemu.engine._execution import Simulation, block, current_simulation, step, wake_all
-from mmemu.kernel.locking import might_sleep
+from mmemu.kernel.locking import LockdepViolation, held_mode, might_sleep
 
 
 class GracePeriodDomain:
@@ -182,6 +182,36 @@ def rcu_read_lock_held() -> bool:
     return cpu is not None and cpu.data.get("rcu_nesting", 0) > 0
 
 
+class SuspiciousRcuUsage(LockdepViolation):
+    """lockdep-RCU's "suspicious rcu_dereference_check() usage!"."""
+
+
+def rcu_dereference_check(what: str, *locks: Any) -> None:
+    """``rcu_dereference_check(p, lockdep_is_held(lock))``: a pointer an
+    RCU-protected structure publishes may be followed only inside an RCU
+    read-side section or holding one of the locks its updaters take
+    (``locks``).  Outside both, nothing stops the updater from freeing what
+    the pointer leads to (a radix-tree node: call_rcu(radix_tree_node_rcu_free))
+    while it is read.
+
+    Kernel: lockdep-RCU (CONFIG_PROVE_RCU, v2.6.34, 2010) reports it as
+    "suspicious rcu_dereference_check() usage!"; today's xarray checks every
+    slot load this way (xa_entry: rcu_dereference_check(...,
+    lockdep_is_held(&xa->xa_lock))).  2.6.27's radix_tree_lookup used a plain
+    rcu_dereference with no check; the rule is the same.  Setup code (no
+    running CPU) is not checked."""
+    sim = current_simulation()
+    cpu = sim.running
+    if cpu is None or cpu.data.get("rcu_nesting", 0) > 0:
+        return
+    if any(held_mode(cpu, lock) is not None for lock in locks):
+        return
+    held = ", ".join(getattr(lock, "name", str(lock)) for lock in locks) or "the updaters' lock"
+    sim.fail(SuspiciousRcuUsage(
+        f"suspicious rcu_dereference_check() usage: {cpu.title} follows {what} outside "
+        f"rcu_read_lock and without {held}"))
+
+
 # ---------------------------------------------------------------------- SRCU
 
 
@@ -207,7 +237,7 @@ async def synchronize_srcu(ss: SrcuStruct) -> None:
 
 
 __all__ = [
-    "GracePeriodDomain", "SrcuStruct", "call_rcu", "rcu_barrier", "rcu_read_lock",
-    "rcu_read_lock_held", "rcu_read_unlock", "srcu_read_lock", "srcu_read_unlock",
+    "GracePeriodDomain", "SrcuStruct", "SuspiciousRcuUsage", "call_rcu", "rcu_barrier",
+    "rcu_dereference_check", "rcu_read_lock", "rcu_read_lock_held", "rcu_read_unlock", "srcu_read_lock", "srcu_read_unlock",
     "synchronize_rcu", "synchronize_srcu",
 ]

@@ -9,7 +9,9 @@ tree under rcu_read_lock and pin what they find with a speculative reference
 (mmemu.mm.pagemap.page_cache_get_speculative), then check they pinned the
 right page.  The protocol, step by step, is the comment on
 page_cache_get_speculative; the step labels here use its numbers (lookup
-1-2-3).
+1-2-3).  Each lockless read of the tree is checked as lockdep-RCU checks it
+(mmemu.kernel.rcu.rcu_dereference_check: inside rcu_read_lock or holding
+tree_lock, else SuspiciousRcuUsage).
 
 Lock ordering (the part this file owns)::
 
@@ -48,7 +50,7 @@ from mmemu.kernel.locking import (
     spin_lock,
     spin_unlock,
 )
-from mmemu.kernel.rcu import rcu_read_lock, rcu_read_unlock
+from mmemu.kernel.rcu import rcu_dereference_check, rcu_read_lock, rcu_read_unlock
 from mmemu.mm.page import (
     PG_swapcache,
     BadPageState,
@@ -273,6 +275,7 @@ async def _lookup_slot(fn: str, mapping: AddressSpace, index: int) -> Page | Non
     slot = slot_key(mapping, index)
     while True:
         await step("1. radix_tree_lookup", reads=(slot,))
+        rcu_dereference_check(f"{mapping.name}'s radix tree (slot {index})", mapping.tree_lock)
         page = mapping.page_tree.get(index)
         if page is None:
             return None
@@ -359,6 +362,7 @@ async def find_get_pages(mapping: AddressSpace, start: int, nr_pages: int) -> li
         await rcu_read_lock()
         # Which slots are in use: every insert and delete writes the tree key.
         await step("1. radix_tree_gang_lookup_slot", reads=(tree_key(mapping),))
+        rcu_dereference_check(f"{mapping.name}'s radix tree (gang lookup)", mapping.tree_lock)
         found = [i for i in sorted(mapping.page_tree) if i >= start][:nr_pages]
         pages: list[Page] = []
         for i in found:
@@ -497,13 +501,15 @@ async def __remove_from_page_cache(page: Page, *,
 remove_from_page_cache_locked = __remove_from_page_cache
 
 
-async def remove_from_page_cache(page: Page) -> None:
-    """Take tree_lock and remove the (locked) page from the pagecache."""
+async def remove_from_page_cache(page: Page, *,
+                                 label: str = "B. __remove_from_page_cache") -> None:
+    """Take tree_lock and remove the (locked) page from the pagecache
+    (truncate_complete_page's way out of the cache)."""
     mapping = page.mapping
     assert mapping is not None
     with span("remove_from_page_cache"):
         await spin_lock(mapping.tree_lock)
-        await __remove_from_page_cache(page)
+        await __remove_from_page_cache(page, label=label)
         await spin_unlock(mapping.tree_lock)
 
 

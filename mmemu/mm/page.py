@@ -28,7 +28,7 @@ from mmemu.engine._execution import (
     step,
     wake_all,
 )
-from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_inc_not_zero, atomic_t
+from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc_not_zero, atomic_t
 from mmemu.kernel.locking import (
     _Lock,
     _lockdep_acquire,
@@ -311,19 +311,6 @@ def ClearPageLocked(page: Page) -> None:
     if cpu is not None and page.lock_owner is cpu:
         _lockdep_release(cpu, page._lock)
     page.lock_owner = None
-
-
-async def page_cache_get_speculative(page: Page, *, label: str = "2. page_cache_get_speculative") -> bool:
-    """Speculatively take a reference to a page found without a lock.
-
-    See mmemu.mm.pagemap for the protocol; here: fail on a free or frozen page
-    (count zero) instead of touching it.
-    """
-    return await atomic_inc_not_zero(page._count, label=label)
-
-
-async def atomic_inc_count(page: Page, *, label: str | None = None) -> None:
-    await atomic_inc(page._count, label=label)
 
 
 async def put_page_testzero(page: Page, *, label: str | None = None) -> bool:

@@ -1,7 +1,7 @@
 """Truncation: shrink a file and drop its pages from the pagecache.
 
 Emulates: mm/truncate.c (truncate_inode_pages_range, truncate_complete_page)
-and mm/memory.c (vmtruncate) (2.6.27)
+and mm/memory.c (vmtruncate, vmtruncate_range) (2.6.27)
 
     vmtruncate(mapping, offset)
       i_size_write(offset)                  new faults beyond it get SIGBUS
@@ -39,11 +39,11 @@ from mmemu.mm.filemap import (
     PAGE_CACHE_SIZE,
     PAGE_SHIFT,
     AddressSpace,
-    __remove_from_page_cache,
     find_get_pages,
     index_key,
+    page_cache_release,
+    remove_from_page_cache,
 )
-from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.mm.page import PG_dirty, Page, lock_page, put_page, trylock_page, unlock_page
 
 PAGEVEC_SIZE = 14
@@ -96,10 +96,8 @@ async def truncate_complete_page(mapping: AddressSpace, page: Page) -> None:
         if unmap is not None:
             await unmap(mapping, page.index << PAGE_SHIFT, PAGE_CACHE_SIZE, 0)
     await cancel_dirty_page(page)
-    await spin_lock(mapping.tree_lock)
-    await __remove_from_page_cache(page, label="remove_from_page_cache")
-    await spin_unlock(mapping.tree_lock)
-    await put_page(page, label="page_cache_release (the pagecache's reference)")
+    await remove_from_page_cache(page, label="remove_from_page_cache")
+    await page_cache_release(page, label="page_cache_release (the pagecache's reference)")
 
 
 async def pagevec_release(pages: list[Page]) -> None:
@@ -107,10 +105,20 @@ async def pagevec_release(pages: list[Page]) -> None:
         await put_page(page, label="pagevec_release: put_page")
 
 
+#: coverage event: a lookup of truncate_inode_pages_range returned a page
+#: beyond ``lend`` (a hole's end), which the range rechecks leave alone
+BEYOND_RANGE = "truncate: the lookup returned a page beyond the range's end; left alone"
+
+
 async def truncate_inode_pages_range(mapping: AddressSpace, lstart: int, lend: int) -> None:
     """Drop the pages that hold bytes lstart..lend (lend inclusive, -1 for
     the end of the file).  Zeroing the partial page at lstart is not
-    modelled (the model has no page contents)."""
+    modelled (the model has no page contents).
+
+    The gang lookups start at an index and return whatever is cached from
+    there on, so with a finite ``lend`` (a hole: vmtruncate_range) they
+    return pages beyond it: each pass tests every page's index against
+    ``end`` and stops there."""
     start = (lstart + PAGE_CACHE_SIZE - 1) >> PAGE_SHIFT
     end = (1 << 62) if lend < 0 else (lend >> PAGE_SHIFT)
     with span("truncate_inode_pages_range"):
@@ -123,6 +131,7 @@ async def truncate_inode_pages_range(mapping: AddressSpace, lstart: int, lend: i
             for page in pvec:
                 page_index = page.index
                 if page_index > end:
+                    reach(BEYOND_RANGE)
                     nxt = page_index  # ends the outer loop
                     break
                 if page_index > nxt:
@@ -144,10 +153,12 @@ async def truncate_inode_pages_range(mapping: AddressSpace, lstart: int, lend: i
                 nxt = start
                 continue
             if pvec[0].index > end:
+                reach(BEYOND_RANGE)
                 await pagevec_release(pvec)
                 break
             for page in pvec:
                 if page.index > end:
+                    reach(BEYOND_RANGE)
                     break
                 await lock_page(page)
                 if page.index > nxt:
@@ -216,6 +227,36 @@ async def vmtruncate(mapping: AddressSpace, offset: int) -> int:
     return 0
 
 
+async def vmtruncate_range(mapping: AddressSpace, offset: int, end: int) -> int:
+    """Punch a hole: drop bytes ``offset``..``end`` (inclusive) of the file
+    from every mapping and from the pagecache, i_size unchanged -- what
+    madvise(MADV_REMOVE) does on tmpfs after dropping mmap_sem
+    (madvise_remove).  2.6.27 (mm/memory.c)::
+
+        mutex_lock(&inode->i_mutex); down_write(&inode->i_alloc_sem);
+        unmap_mapping_range(mapping, offset, (end - offset), 1);
+        truncate_inode_pages_range(mapping, offset, end);
+        unmap_mapping_range(mapping, offset, (end - offset), 1);
+        inode->i_op->truncate_range(inode, offset, end);
+        up_write(&inode->i_alloc_sem); mutex_unlock(&inode->i_mutex);
+
+    The second unmap is vmtruncate's: a private COW copy made after the
+    first.  Not modelled: i_mutex and i_alloc_sem (no other path of the
+    model takes them; a concurrent truncate of the same file is not run),
+    ->truncate_range (shmem_truncate_range: the backing blocks and swap),
+    and the -ENOSYS of a filesystem without it.  A fault into the hole
+    after truncate_inode_pages_range reads the page in again, as in
+    2.6.27 (the hole is refilled; i_size does not stop it)."""
+    with span("vmtruncate_range"):
+        unmap = _unmap_mapping_range()
+        if unmap is not None:
+            await unmap(mapping, offset, end - offset, True)
+        await truncate_inode_pages_range(mapping, offset, end)
+        if unmap is not None:
+            await unmap(mapping, offset, end - offset, True)
+    return 0
+
+
 async def _shrink(mapping: AddressSpace, offset: int) -> None:
     """vmtruncate's part after the i_size write: unmap, drop the pages,
     unmap again."""
@@ -233,5 +274,5 @@ async def _shrink(mapping: AddressSpace, offset: int) -> None:
         await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
 
 
-__all__ = ["NO_REMAP_CHECK", "SINGLE_UNMAP", "truncate_complete_page", "truncate_inode_pages", "truncate_inode_pages_range",
-           "vmtruncate"]
+__all__ = ["BEYOND_RANGE", "NO_REMAP_CHECK", "SINGLE_UNMAP", "truncate_complete_page", "truncate_inode_pages",
+           "truncate_inode_pages_range", "vmtruncate", "vmtruncate_range"]

@@ -30,8 +30,11 @@ from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import reach, step
 from mmemu.mm.filemap import PAGE_SIZE, AddressSpace, find_get_page
 from mmemu.mm.page import PG_dirty, PG_uptodate, Page, PageLocked, put_page
-from mmemu.mm.truncate import truncate_inode_pages
+from mmemu.mm.memory import fault_in, pte_get
+from mmemu.mm.mmap import VM_READ, VM_SHARED
+from mmemu.mm.truncate import BEYOND_RANGE, truncate_inode_pages, vmtruncate_range
 from mmemu.mm.vmscan import isolate_lru_page, putback_lru_page, reclaim_page
+from mmemu.races.mm import file_with_pages, mm_with_file_vma
 from mmemu.races.pagecache import _cached_file, _read_in, _reclaim_then_reuse, wait_uptodate
 
 
@@ -290,6 +293,76 @@ async def reclaim_vs_truncate(sim: Any) -> None:
               f"file still caches pages after truncate: {mapping.dump()}")
 
 
+# ---------------------------------------------------- punch hole vs fault
+
+
+async def _punch(sim: Any, mapping: AddressSpace) -> None:
+    """madvise(MADV_REMOVE) of the file's first page, after madvise_remove
+    dropped mmap_sem: vmtruncate_range(inode, 0, PAGE_SIZE - 1)."""
+    assert await vmtruncate_range(mapping, 0, PAGE_SIZE - 1) == 0
+
+
+async def _fault_beyond(sim: Any, mm: Any, addr: int) -> None:
+    await fault_in(mm, addr, False)
+
+
+@mmemu.scenario("pagecache:punch-hole-vs-fault", reaches=[BEYOND_RANGE])
+async def punch_hole_vs_fault(sim: Any) -> None:
+    """A hole is punched in the first page of a two-page file (tmpfs's
+    MADV_REMOVE) while a read fault brings in the second.
+
+    Setup: a file of two pages, the first cached and mapped (MAP_SHARED,
+    read) by one mm, the second not cached.
+
+    CPU0 (vmtruncate_range(0, PAGE_SIZE-1))      CPU1 (read fault at page 1)
+    1. unmap_mapping_range(hole): zap page 0's   A. filemap_fault: find_lock_page(1):
+       pte (i_mmap_lock)                            not cached
+    2. truncate_inode_pages_range(0, end=0):     B. page_cache_alloc;
+       pass 1: pagevec_lookup(from 0) -- every      add_to_page_cache(1) (locked);
+       cached page from index 0 on, page 1 too      readpage; unlock_page
+       if B ran; index > end?  stop; else        C. find_lock_page(1); map it
+       trylock_page, truncate_complete_page         (__do_fault, 1-5 under the
+       pass 2: the same with lock_page, until       page lock)
+       a lookup from 0 finds nothing at or
+       below end
+    3. unmap_mapping_range(hole) again (COW copies)
+
+    There are 2 critical interleavings that matter:
+    - B before a lookup of 2: the lookup returns page 1, beyond the hole;
+      each pass must test the index against ``end`` and stop there (pass 2:
+      the first page found is already beyond it -- without that test pass 2
+      looks again from 0 forever).  Without the tests (source mutants of
+      truncate_inode_pages_range in benchmarks/mutation.py) page 1 leaves the
+      cache -- and its pte, by the page_mapped() recheck -- though it is
+      outside the hole;
+    - B's page locked (between add_to_page_cache and the read's unlock, or
+      C's lock from find_lock_page to the pte) when pass 1 meets it: pass 1
+      skips locked pages, so only the index test keeps pass 2 from waiting
+      for it and removing it.
+    Harmless: B after every lookup (nothing beyond the hole is cached yet).
+
+    At the end: page 0 is neither cached nor mapped; page 1 is cached and
+    mapped.  i_size is unchanged (a hole, not a truncation).
+    """
+    kernel = boot_checked(sim, npages=6)
+    mapping, pages = await file_with_pages(kernel, "file", 2, cached=1)
+    mm, vma = await mm_with_file_vma(kernel, mapping, 2, flags=VM_READ | VM_SHARED)
+    await fault_in(mm, vma.vm_start, False)
+    async with sim.cpus() as cpus:
+        cpus.start(_punch, sim, mapping, name="punch")
+        cpus.start(_fault_beyond, sim, mm, vma.vm_start + PAGE_SIZE, name="fault")
+    hole, beyond = pte_get(mm, vma.vm_start), pte_get(mm, vma.vm_start + PAGE_SIZE)
+    sim.check(0 not in mapping.page_tree and hole is None,
+              f"after the hole punch file[0] is {mapping.page_tree.get(0)!r} and its pte "
+              f"{hole!r}: the hole's page survived")
+    cached = mapping.page_tree.get(1)
+    sim.check(cached is not None and beyond is not None and beyond.page is cached
+              and mapping.i_size == 2 * PAGE_SIZE,
+              f"after the hole punch file[1] is {cached!r} and its pte {beyond!r} (i_size "
+              f"{mapping.i_size}): the page beyond the hole was dropped",
+              details=mapping.dump())
+
+
 # ---------------------------------------------------- lookup vs migration
 
 
@@ -383,5 +456,6 @@ async def lookup_vs_migration(sim: Any) -> None:
               details=cached.dump() if cached is not None else mapping.dump())
 
 
-__all__ = ["LostWrite", "add_vs_add", "lookup_vs_migration", "reclaim_unfreeze",
+__all__ = ["LostWrite", "add_vs_add", "lookup_vs_migration",
+           "punch_hole_vs_fault", "reclaim_unfreeze",
            "reclaim_vs_truncate"]

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import mmemu
 from mmemu.check import boot_checked
 from mmemu.engine._registry import get_scenario, load_builtin
@@ -67,3 +69,17 @@ def test_adding_a_page_to_the_lru_twice_is_a_bug() -> None:
     res = mmemu.explore(_added_twice, strategy=mmemu.DFS(max_preemptions=0), executions=10)
     assert res.failure is not None and res.failure.kind == "BadPageState"
     assert "VM_BUG_ON(PageLRU(page))" in res.failure.report()
+
+
+DROP_LRU_LOCK = (("        await spin_lock(lock)\n", ""), ("        await spin_unlock(lock)\n", ""))
+
+
+@pytest.mark.parametrize("fn_name", ["isolate_lru_page", "putback_lru_page"])
+def test_the_lru_list_without_lru_lock_is_a_data_race(monkeypatch: pytest.MonkeyPatch,
+                                                      fn_name: str) -> None:
+    """page->lru (the LRU list) is guarded by zone->lru_lock: an isolation or
+    putback without it is reported by the lockset checker."""
+    from ._support import assert_caught_in_process
+    f = assert_caught_in_process(monkeypatch, SUITE, "mmemu.mm.vmscan", fn_name,
+                                 DROP_LRU_LOCK, "DataRace")
+    assert "lru" in f.report() and "zone.lru_lock" in f.report()
