@@ -689,6 +689,7 @@ async def __do_fault(mm: MmStruct, vma: VmAreaStruct, address: int, write: bool,
             else:
                 mm.file_rss += 1
         else:
+            reach(FAULT_PTE_CHANGED)
             if anon:
                 await put_page(page, label="pte changed: page_cache_release(copy)")
             else:
@@ -1408,6 +1409,9 @@ SWAPPED_IN = "memory: do_swap_page mapped a page from the swap cache"
 SWAPIN_PTE_CHANGED = "memory: do_swap_page found the pte changed (somebody swapped it in first)"
 SWAPIN_SLOT_GONE = "memory: do_swap_page found the slot freed and the pte changed (backs out)"
 PRIVATE_COPY = "memory: __do_fault mapped a private COW copy of a file page"
+#: coverage event: __do_fault found the pte changed under the PTL (another
+#: fault of the same pte won) and drops what it prepared
+FAULT_PTE_CHANGED = "memory: __do_fault found the pte changed (another fault won): drops its page"
 SECONDARY_YOUNG = "memory: a secondary MMU reported the page young (->clear_flush_young)"
 
 

@@ -276,3 +276,34 @@ def test_the_range_end_tests_are_each_needed(monkeypatch: pytest.MonkeyPatch,
     assert_caught_in_process(monkeypatch, PUNCH, "mmemu.mm.truncate",
                              "truncate_inode_pages_range", (edit,),
                              ("InvariantViolation", "Livelock", "MappedTruncatedPage"))
+
+
+# ------------------------------------------- two write faults of one page
+
+WRITES = "pagecache:write-fault-vs-write-fault"
+
+
+@pytest.mark.parametrize("map_", ["private", "shared"])
+def test_write_fault_vs_write_fault_passes_and_reaches_its_goal(map_: str) -> None:
+    from ._support import assert_passes_and_reaches
+    assert_passes_and_reaches(WRITES, critical=1, params={"map": map_})
+
+
+def test_the_loser_of_two_private_write_faults_drops_its_copy() -> None:
+    for winner, loser in (("thread0", "thread1"), ("thread1", "thread0")):
+        out = force(WRITES, [(loser, "handle_pte_fault: entry = *pte"),
+                             (winner, "4. set_pte_at"),
+                             (loser, "3. pte_same(*pte, orig_pte)?")],
+                    params={"map": "private"})
+        assert out.failure is None, out.failure.report()
+        assert "pte changed: page_cache_release(copy)" in labels(out, loser)
+        assert "pte changed: page_cache_release(copy)" not in labels(out, winner)
+
+
+def test_a_loser_that_keeps_its_copy_leaks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """memory:__do_fault:get-put:1 of benchmarks/mutation.py."""
+    from ._support import assert_caught_in_process
+    edit = ('                await put_page(page, label="pte changed: page_cache_release(copy)")\n',
+            "                pass\n")
+    assert_caught_in_process(monkeypatch, WRITES, "mmemu.mm.memory", "__do_fault", (edit,),
+                             "PageLeak", params={"map": "private"})
