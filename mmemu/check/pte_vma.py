@@ -25,6 +25,17 @@ Rules, for a present pte of ``mm`` at ``address``:
   mapper's memory) (``BadPtePermission``);
 - a dead mm (after exit_mmap) has no ptes at all, and no migration entry
   survives its migration (``PteLeftBehind``);
+- a pte is looked up only at a user address (``BadPteAddress``): an rmap
+  walker (try_to_unmap_one, page_referenced_one, remove_migration_pte,
+  page_idle_clear_pte_refs_one, KSM's write_protect_page/replace_page)
+  turns the page's index into an address in each vma it walks with
+  vma_address(), which returns -EFAULT for a vma that does not cover the
+  page (the other half of a split, a mapping of another part of the file);
+  a walker that goes on to page_check_address(-EFAULT) walks the page
+  tables at 0xfffffffffffffff2: the kernel half of the address space, whose
+  page-table pages have no PTL of their own and map no user page.  The
+  model sees the pte key each step declares (an address below 0 or at
+  TASK_SIZE and above);
 - the page a pte is pointed at is PG_uptodate (``NotUptodatePageMapped``):
   filemap_fault returns a page only once it is uptodate (it waits for the
   read on the page lock: find_lock_page), do_swap_page maps a swap-cache
@@ -51,7 +62,7 @@ from typing import Any
 from mmemu.check import install_once
 from mmemu.engine._errors import InvariantViolation
 from mmemu.engine._execution import Simulation, current_simulation
-from mmemu.mm.mmap import VM_SHARED, VM_WRITE, find_vma, linear_page_index
+from mmemu.mm.mmap import TASK_SIZE, VM_SHARED, VM_WRITE, find_vma, linear_page_index
 from mmemu.mm.page import PG_uptodate, Page, PageAnon, page_site
 
 
@@ -77,6 +88,11 @@ class NotUptodatePageMapped(PteVmaViolation):
 
 class PteLeftBehind(PteVmaViolation):
     """A pte in a dead mm, or a migration entry after every CPU finished."""
+
+
+class BadPteAddress(PteVmaViolation):
+    """A user mm's pte looked up at an address outside the user address
+    space (vma_address's -EFAULT used as an address)."""
 
 
 def _name(obj: Any) -> str:
@@ -167,6 +183,43 @@ class PteVmaChecker:
             current_simulation().fail(cls(f"{msg} (set at {page_site()})",
                                           details=new.page.dump()))
 
+    def on_step(self, cpu: Any, label: str, reads: tuple[Any, ...],
+                writes: tuple[Any, ...]) -> None:
+        """``Simulation.on_step``: no step declares a pte key ``(mm, "pte",
+        address)`` outside [0, TASK_SIZE)."""
+        for keys in (reads, writes):
+            for key in keys:
+                if type(key) is tuple and len(key) == 3 and key[1] == "pte" \
+                        and not 0 <= key[2] < TASK_SIZE:
+                    current_simulation().fail(BadPteAddress(
+                        f"{cpu.title} step {label!r} looks up {_name(key[0])}'s pte at "
+                        f"{key[2] % (1 << 64):#x}, outside the user address space: an "
+                        f"-EFAULT from vma_address() (a vma that does not cover the page) "
+                        f"used as an address -- the kernel would walk its own page tables "
+                        f"and take a PTL that is not there"))
+
+    # kernel.notifier_hooks (see mmemu.mm.mmu_notifier._report)
+
+    def notifier_event(self, event: str, mm: Any, *args: Any) -> None:
+        if event == "range_start_begin":
+            start, end = args
+            if not 0 <= start < end <= TASK_SIZE:
+                current_simulation().fail(BadPteAddress(
+                    f"invalidate_range_start of {_name(mm)} at {page_site()} for "
+                    f"[{start % (1 << 64):#x}, {end % (1 << 64):#x}): not a range of user "
+                    f"addresses (an -EFAULT from vma_address() used as its start?)"))
+        elif event in ("page_invalidated", "change_pte") and not 0 <= args[0] < TASK_SIZE:
+            current_simulation().fail(BadPteAddress(
+                f"{event} of {_name(mm)} at {page_site()} for {args[0] % (1 << 64):#x}: not a "
+                f"user address (an -EFAULT from vma_address() used as an address?)"))
+
+    def callback_begin(self, mm: Any, mn: Any, what: str, args: tuple[Any, ...]) -> None:
+        pass
+
+    def callback_end(self, mm: Any, mn: Any, what: str, args: tuple[Any, ...],
+                     ret: Any) -> None:
+        pass
+
     def at_end(self, sim: Simulation) -> None:
         from mmemu.mm.memory import populated_ptes, pte_get
 
@@ -213,9 +266,11 @@ def install(kernel: Any) -> PteVmaChecker:
 def _hook(kernel: Any) -> PteVmaChecker:
     chk = PteVmaChecker(kernel)
     kernel.pte_hooks.append(chk.pte_changed)
+    kernel.sim.on_step(chk.on_step)
+    kernel.notifier_hooks.append(chk)
     kernel.sim.at_end(chk.at_end)
     return chk
 
 
-__all__ = ["BadPtePermission", "NotUptodatePageMapped", "PteLeftBehind", "PteOutsideVma", "PteVmaChecker",
+__all__ = ["BadPteAddress", "BadPtePermission", "NotUptodatePageMapped", "PteLeftBehind", "PteOutsideVma", "PteVmaChecker",
            "PteVmaViolation", "WrongPageInPte", "install", "page_rule"]

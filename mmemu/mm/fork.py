@@ -27,7 +27,30 @@ takes the child's PTL like any other.  That's OK: page_dup_rmap raised the
 mapcount under both PTLs, so try_to_unmap's final page_mapped() test sees
 the new pte.
 
-Not modelled: anon_vma chains (2.6.34+: the child gets an anon_vma of its
+vfork (CLONE_VM | CLONE_VFORK: copy_mm shares the parent's mm, one more
+``mm_users``; do_fork sleeps on a completion until the child lets go of the
+mm)::
+
+  parent (do_fork)                          child
+  V1. copy_mm: CLONE_VM: atomic_inc(
+      mm_users) (mmget); the child's mm is
+      the parent's; p->vfork_done = &vfork
+      (init_completion)
+  V2. wake_up_new_task(p)                   C1. runs on the parent's mm (faults,
+  V3. wait_for_completion(&vfork)               writes: the parent's memory)
+                                            C2. exit_mm -> mm_release: vfork_done
+                                                = NULL; complete(vfork_done)
+  V4. the parent runs again: its mm is      C3. exit_mm: mmput (the child's
+      its own                                   mm_users reference)
+
+The completion is the whole protocol: the parent must not run on the mm
+before C2 (POSIX: "the parent is suspended until the child execs or
+exits").  mm_release comes before mmput, so the parent's own exit may
+race the child's C3: whoever drops the last ``mm_users`` runs exit_mmap.
+
+Not modelled: the task itself (scheduling, signals, the freezer around
+the wait, ptrace's vfork-done event), exec (exec_mmap's mm_release), the
+futex and TLB cleanup of mm_release; anon_vma chains (2.6.34+: the child gets an anon_vma of its
 own linked to the parent's; here, as in 2.6.27, the child's vmas join the
 parent's anon_vma, in both notifier generations); VM_ACCOUNT, mempolicy,
 VM_DONTCOPY (no scenario sets it).
@@ -35,15 +58,22 @@ VM_DONTCOPY (no scenario sets it).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+import attrs
+
 import mmemu
 from mmemu.engine._execution import span, step
 from mmemu.kernel.locking import (
     SINGLE_DEPTH_NESTING,
+    Completion,
+    complete,
     down_write,
     down_write_nested,
     spin_lock,
     spin_unlock,
     up_write,
+    wait_for_completion,
 )
 from mmemu.mm import mmu_notifier
 from mmemu.mm.memory import copy_page_range
@@ -55,7 +85,25 @@ from mmemu.mm.mmap import (
     _link_list,
     anon_vma_link,
     mm_alloc,
+    mmget,
 )
+
+CLONE_VM = 0x00000100
+CLONE_VFORK = 0x00004000
+
+
+@attrs.define(eq=False)
+class TaskStruct:
+    """The part of ``struct task_struct`` that fork and exit_mm touch."""
+
+    comm: str
+    mm: MmStruct | None
+    #: ``tsk->vfork_done``: the parent's completion, until mm_release
+    vfork_done: Completion | None = None
+
+    @property
+    def __mmemu_name__(self) -> str:
+        return self.comm
 
 NO_OLDMM_LOCK = mmemu.register_mutant(
     "fork:dup-mmap-no-mmap-sem",
@@ -131,4 +179,43 @@ async def dup_mm(oldmm: MmStruct) -> MmStruct:
     return mm
 
 
-__all__ = ["NO_OLDMM_LOCK", "dup_mm", "dup_mmap", "flush_tlb_mm"]
+async def copy_mm(clone_flags: int, oldmm: MmStruct) -> MmStruct:
+    """copy_process's copy_mm: CLONE_VM shares the parent's mm (one more
+    user, ``atomic_inc(&oldmm->mm_users)``); otherwise dup_mm copies it."""
+    if clone_flags & CLONE_VM:
+        await mmget(oldmm)
+        return oldmm
+    return await dup_mm(oldmm)
+
+
+async def do_fork(parent: TaskStruct, clone_flags: int, comm: str,
+                  wake_up_new_task: Callable[[TaskStruct], Awaitable[None]]) -> TaskStruct:
+    """V1-V3 of the comment at the top: create the child (its mm only) and
+    let it run (``wake_up_new_task``: the scenario's scheduler); with
+    CLONE_VFORK, sleep until the child releases the mm.  Returns the child."""
+    assert parent.mm is not None
+    with span("do_fork"):
+        mm = await copy_mm(clone_flags, parent.mm)
+        child = TaskStruct(comm, mm)
+        vfork = None
+        if clone_flags & CLONE_VFORK:
+            vfork = Completion(f"vfork({comm})")  # init_completion(&vfork)
+            child.vfork_done = vfork
+        await wake_up_new_task(child)
+        if vfork is not None:
+            await wait_for_completion(vfork, label="V3. do_fork: wait_for_completion(&vfork)")
+    return child
+
+
+async def mm_release(tsk: TaskStruct, mm: MmStruct) -> None:
+    """C2: the task is done with ``mm`` (exit or exec): a vfork parent
+    sleeping on ``tsk->vfork_done`` runs again."""
+    vfork_done = tsk.vfork_done
+    if vfork_done is not None:
+        await step("C2. mm_release: tsk->vfork_done = NULL", writes=((tsk, "vfork_done"),))
+        tsk.vfork_done = None
+        await complete(vfork_done, label="C2. mm_release: complete(vfork_done)")
+
+
+__all__ = ["CLONE_VFORK", "CLONE_VM", "NO_OLDMM_LOCK", "TaskStruct", "copy_mm", "do_fork",
+           "dup_mm", "dup_mmap", "flush_tlb_mm", "mm_release"]

@@ -119,6 +119,9 @@ REMOVE_PTE_UNLOCKED = mmemu.register_mutant(
 #: coverage events
 ANON_BUSY = "migrate: the anonymous page had an extra reference (-EAGAIN)"
 ANON_MIGRATED = "migrate: an anonymous page moved to its new page"
+#: remove_migration_ptes' walk met a vma that does not cover the page
+#: (vma_address: -EFAULT; the other half of a split)
+REMOVE_VMA_NOT_COVERING = "migrate: remove_migration_pte met a vma that does not cover the page"
 
 
 async def wait_on_page_locked(page: Page) -> None:
@@ -177,6 +180,7 @@ async def remove_migration_pte(vma: VmAreaStruct, old: Page, new: Page) -> None:
     mm = vma.vm_mm
     address = vma_address(new, vma)
     if address == -EFAULT:
+        reach(REMOVE_VMA_NOT_COVERING)
         return
     ptl = mm.page_table_lock
     k = pte_key(mm, address)
@@ -330,5 +334,6 @@ async def migrate_pages(page: Page, newpage: Page) -> int:
     return rc
 
 
-__all__ = ["ANON_BUSY", "ANON_MIGRATED", "EAGAIN", "NEWPAGE_UNLOCKED", "PLAIN_GET", "REMOVE_PTE_UNLOCKED", "migrate_page_move_mapping", "migrate_pages",
+__all__ = ["ANON_BUSY", "ANON_MIGRATED", "EAGAIN", "NEWPAGE_UNLOCKED", "PLAIN_GET", "REMOVE_PTE_UNLOCKED",
+           "REMOVE_VMA_NOT_COVERING", "migrate_page_move_mapping", "migrate_pages",
            "migration_entry_wait", "remove_migration_ptes", "wait_on_page_locked"]

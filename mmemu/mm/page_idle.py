@@ -16,7 +16,7 @@ reports it.
 from __future__ import annotations
 
 import mmemu
-from mmemu.engine._execution import span, step
+from mmemu.engine._execution import reach, span, step
 from mmemu.kernel.locking import spin_lock, spin_unlock
 from mmemu.mm.memory import pte_get, pte_key, ptep_clear_young_notify
 from mmemu.mm.mmap import EFAULT, VmAreaStruct, vma_address
@@ -44,10 +44,16 @@ def page_is_young(page: Page) -> bool:
     return bool(page.flags & PG_young)
 
 
+#: the walk met a vma that does not cover the page (vma_address: -EFAULT;
+#: the other half of a split)
+IDLE_VMA_NOT_COVERING = "page_idle: the walk met a vma that does not cover the page"
+
+
 async def page_idle_clear_pte_refs_one(page: Page, vma: VmAreaStruct) -> bool:
     mm = vma.vm_mm
     address = vma_address(page, vma)
     if address == -EFAULT:
+        reach(IDLE_VMA_NOT_COVERING)
         return False
     await spin_lock(mm.page_table_lock, label="page_idle_clear_pte_refs_one: spin_lock(ptl)")
     await step("page_idle_clear_pte_refs_one: the pte maps the page?",
@@ -115,5 +121,5 @@ async def page_idle_bitmap_read(page: Page) -> bool:
     return page_is_idle(page)
 
 
-__all__ = ["IDLE_SET_BEFORE_CLEAR", "page_idle_bitmap_read", "page_idle_bitmap_write", "page_idle_clear_pte_refs",
+__all__ = ["IDLE_SET_BEFORE_CLEAR", "IDLE_VMA_NOT_COVERING", "page_idle_bitmap_read", "page_idle_bitmap_write", "page_idle_clear_pte_refs",
            "page_is_idle", "page_is_young"]

@@ -182,6 +182,12 @@ async def page_remove_rmap(page: Page, vma: VmAreaStruct, *, label: str | None =
 # -------------------------------------------------------- try_to_unmap
 
 
+#: coverage event of try_to_unmap_one (goal of rmap:split-vs-walker): the
+#: walk met a vma of the page's anon_vma / i_mmap that does not cover the
+#: page (vma_address: -EFAULT; the other half of a split)
+UNMAP_VMA_NOT_COVERING = "rmap: try_to_unmap_one met a vma that does not cover the page"
+
+
 async def try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> int:
     """Unmap ``page`` from ``vma`` (steps 2-6 of the comment at the top).
     Modern notifier API: no invalidate_page; steps 2-6 run inside an
@@ -193,6 +199,7 @@ async def try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> in
         return await __try_to_unmap_one(page, vma, migration)
     address = vma_address(page, vma)
     if address == -EFAULT:
+        reach(UNMAP_VMA_NOT_COVERING)
         return SWAP_AGAIN
     await mmu_notifier.mmu_notifier_invalidate_range_start(mm, address, address + PAGE_SIZE,
                                                            event="CLEAR")
@@ -207,6 +214,7 @@ async def __try_to_unmap_one(page: Page, vma: VmAreaStruct, migration: bool) -> 
     mm = vma.vm_mm
     address = vma_address(page, vma)
     if address == -EFAULT:
+        reach(UNMAP_VMA_NOT_COVERING)
         return SWAP_AGAIN
     ptl = mm.page_table_lock
     k = pte_key(mm, address)
@@ -429,7 +437,7 @@ async def page_referenced(page: Page, is_locked: bool) -> int:
 
 
 __all__ = [
-    "NO_I_MMAP_LOCK", "REFERENCED_NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_TRYLOCK_FAILED", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "page_add_anon_rmap", "page_add_file_rmap",
+    "NO_I_MMAP_LOCK", "REFERENCED_NO_I_MMAP_LOCK", "REFERENCED_NO_PTE", "REFERENCED_TRYLOCK_FAILED", "REFERENCED_VMA_NOT_COVERING", "SWAP_AGAIN", "SWAP_FAIL", "SWAP_SUCCESS", "UNMAP_VMA_NOT_COVERING", "page_add_anon_rmap", "page_add_file_rmap",
     "page_add_new_anon_rmap", "page_mapped", "page_referenced", "page_remove_rmap",
     "try_to_unmap", "try_to_unmap_anon", "try_to_unmap_file", "try_to_unmap_one",
 ]

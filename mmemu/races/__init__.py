@@ -42,3 +42,5 @@ from mmemu.races import rmap_shapes  # noqa: E402,F401
 from mmemu.races import swap  # noqa: E402,F401
 from mmemu.races import swap_shapes  # noqa: E402,F401
 from mmemu.races import syscall_checks  # noqa: E402,F401
+from mmemu.races import vfork_shapes  # noqa: E402,F401
+from mmemu.races import walker_shapes  # noqa: E402,F401

@@ -1,0 +1,73 @@
+"""The unmapping and aging rmap walkers against a split of the vma they walk
+(rmap:split-vs-walker in mmemu/races/walker_shapes.py): the correct model
+passes and reaches the half of the split that does not cover the page; the
+walk is forced before and after the split; and each walker that does not
+skip vma_address's -EFAULT (the mutation benchmark's recheck operator, made
+here in process) is caught as BadPteAddress within 2 preemptions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from mmemu.engine._registry import load_builtin
+from mmemu.testing import force
+
+from ._support import assert_caught_in_process, assert_passes_and_reaches, labels
+
+load_builtin()
+
+SUITE = "rmap:split-vs-walker"
+SPLIT = "3. vma_adjust: vm_start/vm_end/vm_pgoff; __insert_vm_struct"
+WALK_FILE = "1. walk i_mmap"
+OLD_RECLAIM = {"driver": "kvm", "walker": "reclaim"}
+
+
+@pytest.mark.parametrize("params", [
+    OLD_RECLAIM,
+    {"api": "modern", "driver": "kvm", "walker": "migrate"},
+    {"api": "modern", "driver": "hmm", "walker": "idle"},
+], ids=["reclaim-2.6.27", "migrate-modern", "idle-modern"])
+def test_the_suite_passes_and_reaches_its_goals(params: dict[str, Any]) -> None:
+    assert_passes_and_reaches(SUITE, critical=2, params=params)
+
+
+def _skip_efault(monkeypatch: pytest.MonkeyPatch, fn_name: str = "__try_to_unmap_one") -> None:
+    from mmemu.mm import rmap
+    from tests.check.test_pte_vma import _mutant
+    fn = getattr(rmap, fn_name)
+    monkeypatch.setattr(fn, "__code__",
+                        _mutant(fn, ("if address == -EFAULT:", "if False:")).__code__)
+
+
+def test_a_walk_before_the_split_meets_one_vma(monkeypatch: pytest.MonkeyPatch) -> None:
+    _skip_efault(monkeypatch)  # harmless here: no vma fails to cover the page
+    out = force(SUITE, [("reclaim", WALK_FILE), ("mprotect", SPLIT)], params=OLD_RECLAIM)
+    assert out.failure is None, out.failure.report()
+    assert "2. page_check_address: pte maps the page?" in labels(out, "reclaim")
+
+
+def test_a_walk_after_the_split_meets_the_half_that_does_not_cover_the_page(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    out = force(SUITE, [("mprotect", SPLIT), ("reclaim", WALK_FILE)], params=OLD_RECLAIM)
+    assert out.failure is None, out.failure.report()
+    _skip_efault(monkeypatch)
+    out = force(SUITE, [("mprotect", SPLIT), ("reclaim", WALK_FILE)], params=OLD_RECLAIM)
+    assert out.failure is not None and out.failure.kind == "BadPteAddress"
+
+
+@pytest.mark.parametrize("module,fn_name,params", [
+    ("mmemu.mm.rmap", "__try_to_unmap_one", OLD_RECLAIM),
+    ("mmemu.mm.rmap", "try_to_unmap_one", {"api": "modern", "driver": "kvm", "walker": "reclaim"}),
+    ("mmemu.mm.migrate", "remove_migration_pte", {"driver": "kvm", "walker": "migrate"}),
+    ("mmemu.mm.page_idle", "page_idle_clear_pte_refs_one",
+     {"api": "modern", "driver": "kvm", "walker": "idle"}),
+], ids=["try_to_unmap_one-2.6.27", "try_to_unmap_one-modern", "remove_migration_pte",
+        "page_idle"])
+def test_a_walker_that_uses_efault_as_an_address_is_caught(
+        module: str, fn_name: str, params: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_caught_in_process(monkeypatch, SUITE, module, fn_name,
+                             (("if address == -EFAULT:", "if False:"),), "BadPteAddress",
+                             params=params)
