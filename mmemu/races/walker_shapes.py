@@ -27,9 +27,10 @@ from mmemu.check import boot_checked
 from mmemu.driver import guarded, new_driver, supports_api
 from mmemu.mm.memory import fault_in, pte_get, set_pte_at
 from mmemu.mm.migrate import REMOVE_VMA_NOT_COVERING, migrate_pages
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_WRITE
+from mmemu.kernel.locking import down_write, up_write
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap
 from mmemu.mm.mprotect import PROT_READ, sys_mprotect
-from mmemu.mm.page import Page, PageAnon
+from mmemu.mm.page import PG_active, PG_referenced, Page, PageAnon
 from mmemu.mm.page_alloc import alloc_page_setup
 from mmemu.mm.page_idle import (
     IDLE_VMA_NOT_COVERING,
@@ -71,11 +72,15 @@ async def split_vs_walker(sim: Any) -> None:
 
     Setup: a two-page MAP_PRIVATE file vma (read and write, so it has an
     anon_vma); page 0 read (the pagecache page itself, read-only), page 1
-    written (an anonymous COW copy); the driver attached, the guest has
+    written (an anonymous COW copy); reclaim and migrate in 2.6.27: a
+    one-page MAP_SHARED vma of the file's page 0 too, written (a dirty pte:
+    the unmap owes the page its dirty bit; the modern runs go without it,
+    to keep their search small -- __try_to_unmap_one's dirty transfer is
+    the same code in both generations); the driver attached, the guest has
     read both pages through it (its translations map them).  Both pages
     were aged (page_referenced: the ptes' and the translations' accessed
     bits are clear; idle: page 1's pte is young again, a CPU access), both
-    are on the LRU (migrate: the file page isolated).
+    are on the LRU (migrate: the file page, active, isolated).
 
     CPU0 (mprotect(page 1, PROT_READ),          CPU1 (the walker)
     mmap_sem for write: split_vma, the new      reclaim: shrink_page_list of the
@@ -112,8 +117,11 @@ async def split_vs_walker(sim: Any) -> None:
     of page 1 (it write-protects a present pte, or skips a swap entry).
 
     The checks: every checker of ``boot_checked`` (BadPteAddress among
-    them; the lockset checker holds every access to ``anon_vma->head`` and
-    ``i_mmap`` to its lock) and, at the end, two vmas; page 1's pte the
+    them; migration's old page is freed without PG_active; DataLoss: the
+    shared pte's dirty bit reaches page 0 -- reclaim keeps the page, the
+    model has no file writeback -- or migration's new page; the lockset checker holds every access to ``anon_vma->head`` and
+    ``i_mmap`` to its lock) and, at the end, the split's two vmas (and the
+    shared one); page 1's pte the
     anonymous page, read-only; page 0's pte
     none (reclaimed), the old or the new page (migration), read-only;
     idle: both pages read back idle (nothing used them after the marking)
@@ -125,6 +133,13 @@ async def split_vs_walker(sim: Any) -> None:
     mapping, pages = await file_with_pages(kernel, "file", 2)
     mm, vma = await mm_with_file_vma(kernel, mapping, 2, flags=VM_READ | VM_WRITE)
     a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
+    dirty = walker != "idle" and sim.params.get("api") != "modern"
+    if dirty:
+        await down_write(mm.mmap_sem)
+        shared = await do_mmap(mm, 0, PAGE_SIZE, VM_READ | VM_WRITE | VM_SHARED,
+                               file=mapping, pgoff=0)
+        await up_write(mm.mmap_sem)
+        await fault_in(mm, shared.vm_start, write=True)  # a dirty pte of page 0
     await fault_in(mm, a0, write=False)
     await fault_in(mm, a1, write=True)
     p0, p1 = pte_get(mm, a0), pte_get(mm, a1)
@@ -138,6 +153,10 @@ async def split_vs_walker(sim: Any) -> None:
         await guarded(driver, "fault", driver.fault, address, False)
     for page in (filepage, anon):
         await page_referenced(page, False)
+        sim.check(not page.flags & PG_referenced,
+                  f"setup: page_referenced(page{page.pfn}) left PG_referenced set (the "
+                  f"guest's GUP marked it accessed): TestClearPageReferenced consumes it",
+                  details=page.dump())
     if walker == "idle":
         p1 = pte_get(mm, a1)
         assert p1 is not None
@@ -146,6 +165,11 @@ async def split_vs_walker(sim: Any) -> None:
     await lru_cache_add(filepage)
     newpage: Page | None = None
     if walker == "migrate":
+        # an active page (activate_page: mark_page_accessed's second use;
+        # the model's LRU is one list, and PG_active only travels with the
+        # page): migrate_page_copy moves the flag to the new page and
+        # clears it in the old one, which free_pages_check refuses with it
+        filepage.flags |= PG_active
         assert await isolate_lru_page(filepage) == 0
         newpage = alloc_page_setup()
     out: dict[str, Any] = {}
@@ -166,14 +190,16 @@ async def split_vs_walker(sim: Any) -> None:
     async with sim.cpus() as cpus:
         cpus.start(sys_mprotect, mm, a1, PAGE_SIZE, PROT_READ, name="mprotect")
         cpus.start(walk, name=walker)
-    sim.check(len(list(mm.vmas())) == 2, f"after the split {mm!r} has vmas {list(mm.vmas())}")
+    sim.check(len(list(mm.vmas())) == 2 + dirty, f"after the split {mm!r} has vmas {list(mm.vmas())}")
     now = pte_get(mm, a1)
     ok = now is not None and now.present and now.page is anon and not now.write
     sim.check(ok, f"after the {walker} walk (result {out}) page 1's pte at {a1:#x} is "
                   f"{now!r}", details=anon.dump())
     now = pte_get(mm, a0)
-    if walker == "reclaim" and out["file"]:
-        ok = now is None
+    if walker == "reclaim":
+        # reclaim unmaps page 0 from every vma, then keeps it: the shared
+        # pte was dirty, and the model has no file writeback
+        ok = now is None or (now.present and now.page is filepage and not now.write)
     else:
         want = newpage if walker == "migrate" and out["rc"] == 0 else filepage
         ok = now is not None and now.present and now.page is want and not now.write
