@@ -172,7 +172,7 @@ async def split_vs_walker(sim: Any) -> None:
         filepage.flags |= PG_active
         assert await isolate_lru_page(filepage) == 0
         newpage = alloc_page_setup()
-    out: dict[str, Any] = {}
+    out: dict[str | int, Any] = {}
 
     async def walk() -> None:
         if walker == "reclaim":
