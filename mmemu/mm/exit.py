@@ -17,18 +17,20 @@ from mmemu.mm.fork import TaskStruct, mm_release
 from mmemu.mm.mmap import mmput
 
 
-async def exit_mm(tsk: TaskStruct) -> None:
-    """C2-C3 of mmemu.mm.fork's vfork comment: mm_release, then mmput."""
+async def exit_mm(tsk: TaskStruct) -> bool:
+    """C2-C3 of mmemu.mm.fork's vfork comment: mm_release, then mmput.
+    True: this task's mmput was the last and ran exit_mmap (the kernel's
+    exit_mm returns nothing)."""
     mm = tsk.mm
     with span("exit_mm"):
         if mm is None:
-            return
+            return False
         await mm_release(tsk, mm)
         await down_read(mm.mmap_sem, label="exit_mm: down_read(mmap_sem)")
         await step("exit_mm: tsk->mm = NULL", writes=((tsk, "mm"),))
         tsk.mm = None
         await up_read(mm.mmap_sem, label="exit_mm: up_read(mmap_sem)")
-        await mmput(mm)
+        return await mmput(mm)
 
 
 __all__ = ["exit_mm"]

@@ -637,10 +637,13 @@ async def mmget(mm: MmStruct) -> None:
     await atomic_inc(mm.mm_users, label=f"mmget({mm.__mmemu_name__})")
 
 
-async def mmput(mm: MmStruct) -> None:
-    """Drop a user; the last one runs exit_mmap."""
+async def mmput(mm: MmStruct) -> bool:
+    """Drop a user; the last one runs exit_mmap.  True: this put was the
+    last (for the caller's bookkeeping; the kernel's mmput returns nothing)."""
     if await atomic_dec_and_test(mm.mm_users, label=f"mmput({mm.__mmemu_name__})"):
         await exit_mmap(mm)
+        return True
+    return False
 
 
 def vma_dump(vma: VmAreaStruct) -> str:

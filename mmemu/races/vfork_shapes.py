@@ -98,16 +98,14 @@ async def vfork_vs_exit(sim: Any) -> None:
                 "released the shared mm (mm_release): both run on one address space")
         read["ret"] = await fault_in(mm, a0, write=False)
         read["pte"] = pte_get(mm, a0)
-        await exit_mm(parent)
-        if mm.dead:
+        if await exit_mm(parent):
             reach(PARENT_TORE_DOWN)
 
     async def child_side() -> None:
         await wait_event(runqueue, lambda: bool(woken), label="child: scheduled in")
         child = woken[0]
         await fault_in(mm, a1, write=True)
-        await exit_mm(child)
-        if mm.dead:
+        if await exit_mm(child):
             reach(CHILD_TORE_DOWN)
 
     async with sim.cpus() as cpus:
@@ -117,9 +115,9 @@ async def vfork_vs_exit(sim: Any) -> None:
     sim.check(not read["ret"] & VM_FAULT_ERROR and pte is not None
               and pte.present, f"the parent's read of its page after vfork returned "
               f"{read['ret']:#x}, pte {pte!r}: its memory went away under it")
-    sim.check(mm.mm_users.counter == 0 and mm.dead and not list(mm.vmas()),
+    sim.check(mm.mm_users.counter == 0 and not list(mm.vmas()),
               f"after both tasks exited mm_users is {mm.mm_users.counter}, "
-              f"dead={mm.dead}, vmas {list(mm.vmas())}: torn down not exactly once")
+              f"vmas {list(mm.vmas())}: not torn down exactly once")
 
 
 __all__ = ["CHILD_TORE_DOWN", "PARENT_SLEPT", "PARENT_TORE_DOWN", "VforkParentRanEarly",

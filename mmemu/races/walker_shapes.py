@@ -28,7 +28,7 @@ from mmemu.driver import guarded, new_driver, supports_api
 from mmemu.mm.memory import fault_in, pte_get, set_pte_at
 from mmemu.mm.migrate import REMOVE_VMA_NOT_COVERING, migrate_pages
 from mmemu.kernel.locking import down_write, up_write
-from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap
+from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap, do_munmap
 from mmemu.mm.mprotect import PROT_READ, sys_mprotect
 from mmemu.mm.page import PG_active, PG_referenced, Page, PageAnon
 from mmemu.mm.page_alloc import alloc_page_setup
@@ -38,7 +38,8 @@ from mmemu.mm.page_idle import (
     page_idle_bitmap_write,
     page_is_young,
 )
-from mmemu.mm.rmap import UNMAP_VMA_NOT_COVERING, page_referenced
+from mmemu.engine._execution import reach
+from mmemu.mm.rmap import REFERENCED_NO_PTE, UNMAP_VMA_NOT_COVERING, page_referenced
 from mmemu.mm.vmscan import isolate_lru_page, lru_cache_add, putback_lru_page, reclaim_page
 from mmemu.races.mm import file_with_pages, mm_with_file_vma
 from mmemu.races.notifier import DRIVER_AXES
@@ -214,4 +215,83 @@ async def split_vs_walker(sim: Any) -> None:
                                        f"lost to reclaim's aging", details=anon.dump())
 
 
-__all__ = ["WALKERS", "split_vs_walker"]
+#: goals of rmap:munmap-vs-aging: the walk of each page met the vma munmap
+#: was tearing down after its zap, before its unlink (no pte) ...
+AGED_AFTER_ZAP = REFERENCED_NO_PTE
+#: ... and one walk ran before the unmap (it cleared the young bit of page 1's pte)
+AGED_BEFORE_MUNMAP = "rmap: the aging walk cleared the young pte of the page munmap unmaps"
+
+
+@mmemu.scenario("rmap:munmap-vs-aging", reaches=[AGED_AFTER_ZAP, AGED_BEFORE_MUNMAP])
+async def munmap_vs_aging(sim: Any) -> None:
+    """kswapd ages the pages of a private file mapping while the process
+    unmaps half of it.
+
+    Setup: a two-page MAP_PRIVATE file vma; page 0 written (an anonymous
+    COW copy: the vma has an anon_vma), page 1 read (the pagecache page);
+    both ptes young.
+
+    CPU0 (munmap(page 1): mmap_sem for write)  CPU1 (kswapd: page_referenced
+    M1. split_vma: vma = [1, 2) and new =      of page 0 (anon_vma->head),
+        [0, 1) (both locks, as in the split)    then of page 1 (trylock_page;
+    M2. detach vma from the mm's list           i_mmap))
+    M3. unmap_region: unmap_vmas zaps page 1's A1. anon_vma->lock / i_mmap_lock;
+        pte (PTL)                                  per listed vma: vma_address,
+    M4. free_pgtables: anon_vma_unlink(vma),       PTL, the pte, clear young
+        unlink_file_vma(vma): each under its
+        list's lock
+
+    There are 2 critical interleavings that matter:
+    - A1 before M4's unlink of the list it walks: it still lists the
+      detached vma; before M3 the walk finds page 1's young pte there
+      (goal) and clears its young bit, after M3 the pte is none (goal):
+      nothing to age, the vma is on its way out;
+    - A1 after M4: the detached vma is gone from the list; page 0 is found
+      in new, page 1 is found nowhere.
+    The unlinks take the lock the walk holds: a walker never sees a list
+    half changed.  The lockset checker reports a removal that runs after
+    its unlock once the walker has touched the list (the mutation
+    benchmark's move-after-unlock of anon_vma_unlink and unlink_file_vma).
+    Harmless: M1 and M2 against the walks (rmap:vma-change-vs-aging covers
+    the split).
+
+    The checks: every checker of ``boot_checked`` and, at the end, one vma
+    [0, 1) listed on the anon_vma and i_mmap, page 1 unmapped, page 0's pte
+    old (the walk found it whatever the order).
+    """
+    kernel = boot_checked(sim, npages=8)
+    mapping, pages = await file_with_pages(kernel, "file", 2)
+    mm, vma = await mm_with_file_vma(kernel, mapping, 2, flags=VM_READ | VM_WRITE)
+    a0, a1 = vma.vm_start, vma.vm_start + PAGE_SIZE
+    await fault_in(mm, a0, write=True)
+    await fault_in(mm, a1, write=False)
+    p0 = pte_get(mm, a0)
+    assert p0 is not None and p0.page is not None and PageAnon(p0.page)
+    anon, filepage = p0.page, pages[1]
+
+    async def munmap() -> None:
+        await down_write(mm.mmap_sem, label="munmap: down_write(mmap_sem)")
+        await do_munmap(mm, a1, PAGE_SIZE)
+        await up_write(mm.mmap_sem, label="munmap: up_write(mmap_sem)")
+
+    async def kswapd() -> None:
+        await page_referenced(anon, False)
+        if await page_referenced(filepage, False):
+            reach(AGED_BEFORE_MUNMAP)
+
+    async with sim.cpus() as cpus:
+        cpus.start(munmap, name="munmap")
+        cpus.start(kswapd, name="kswapd")
+    vmas = list(mm.vmas())
+    left = vmas[0] if len(vmas) == 1 else None
+    sim.check(left is not None and (left.vm_start, left.vm_end) == (a0, a1)
+              and left in mapping.i_mmap and left.anon_vma is not None
+              and left in left.anon_vma.head and len(mapping.i_mmap) == 1,
+              f"after munmap the vmas are {vmas}, i_mmap {list(mapping.i_mmap)}")
+    now0, now1 = pte_get(mm, a0), pte_get(mm, a1)
+    sim.check(now1 is None and now0 is not None and now0.page is anon and not now0.young,
+              f"after munmap and aging page 0's pte is {now0!r}, page 1's {now1!r}")
+
+
+__all__ = ["AGED_AFTER_ZAP", "AGED_BEFORE_MUNMAP", "WALKERS", "munmap_vs_aging",
+           "split_vs_walker"]

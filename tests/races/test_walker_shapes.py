@@ -71,3 +71,28 @@ def test_a_walker_that_uses_efault_as_an_address_is_caught(
     assert_caught_in_process(monkeypatch, SUITE, module, fn_name,
                              (("if address == -EFAULT:", "if False:"),), "BadPteAddress",
                              params=params)
+
+
+MUNMAP = "rmap:munmap-vs-aging"
+
+
+def test_munmap_vs_aging_passes_and_reaches_its_goals() -> None:
+    assert_passes_and_reaches(MUNMAP, critical=2)
+
+
+@pytest.mark.parametrize("fn_name,edits", [
+    ("unlink_file_vma", (
+        ("    _remove_identity(mapping.i_mmap, vma)\n", ""),
+        ('label="unlink_file_vma: spin_unlock(i_mmap_lock)")',
+         'label="unlink_file_vma: spin_unlock(i_mmap_lock)")\n'
+         '    _remove_identity(mapping.i_mmap, vma)'))),
+    ("anon_vma_unlink", (
+        ("    _remove_identity(anon_vma.head, vma)\n", ""),
+        ('label="anon_vma_unlink: spin_unlock(anon_vma->lock)")',
+         'label="anon_vma_unlink: spin_unlock(anon_vma->lock)")\n'
+         '    _remove_identity(anon_vma.head, vma)'))),
+], ids=["unlink_file_vma", "anon_vma_unlink"])
+def test_an_unlink_after_the_unlock_is_a_data_race(
+        fn_name: str, edits: tuple[tuple[str, str], ...],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_caught_in_process(monkeypatch, MUNMAP, "mmemu.mm.mmap", fn_name, edits, "DataRace")
