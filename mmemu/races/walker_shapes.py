@@ -30,7 +30,7 @@ from mmemu.mm.migrate import REMOVE_VMA_NOT_COVERING, migrate_pages
 from mmemu.kernel.locking import down_write, up_write
 from mmemu.mm.mmap import PAGE_SIZE, VM_READ, VM_SHARED, VM_WRITE, do_mmap, do_munmap
 from mmemu.mm.mprotect import PROT_READ, sys_mprotect
-from mmemu.mm.page import PG_active, PG_referenced, Page, PageAnon
+from mmemu.mm.page import PG_active, PG_dirty, PG_referenced, Page, PageAnon
 from mmemu.mm.page_alloc import alloc_page_setup
 from mmemu.mm.page_idle import (
     IDLE_VMA_NOT_COVERING,
@@ -74,8 +74,10 @@ async def split_vs_walker(sim: Any) -> None:
     Setup: a two-page MAP_PRIVATE file vma (read and write, so it has an
     anon_vma); page 0 read (the pagecache page itself, read-only), page 1
     written (an anonymous COW copy); reclaim and migrate in 2.6.27: a
-    one-page MAP_SHARED vma of the file's page 0 too, written (a dirty pte:
-    the unmap owes the page its dirty bit; the modern runs go without it,
+    one-page MAP_SHARED vma of the file's page 0 too, written, then the
+    page written back (a dirty pte, a clean page, as a mapping without
+    dirty accounting -- tmpfs in 2.6.27 -- has them: the unmap owes the
+    page its dirty bit; the modern runs go without it,
     to keep their search small -- __try_to_unmap_one's dirty transfer is
     the same code in both generations); the driver attached, the guest has
     read both pages through it (its translations map them).  Both pages
@@ -141,6 +143,14 @@ async def split_vs_walker(sim: Any) -> None:
                                file=mapping, pgoff=0)
         await up_write(mm.mmap_sem)
         await fault_in(mm, shared.vm_start, write=True)  # a dirty pte of page 0
+        # ... and the page written back since: clear_page_dirty_for_io
+        # cleans (page_mkclean) the ptes only of a mapping with dirty
+        # accounting (mapping_cap_account_dirty); in 2.6.27 a tmpfs or
+        # ramfs page keeps its dirty, writable pte while PG_dirty is clear,
+        # and later writes go through it -- the bit the unmap must move
+        # to the page.  (The model has no file writeback: the setup clears
+        # PG_dirty as the completed write would.)
+        pages[0].flags &= ~PG_dirty
     await fault_in(mm, a0, write=False)
     await fault_in(mm, a1, write=True)
     p0, p1 = pte_get(mm, a0), pte_get(mm, a1)

@@ -96,3 +96,28 @@ def test_an_unlink_after_the_unlock_is_a_data_race(
         fn_name: str, edits: tuple[tuple[str, str], ...],
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert_caught_in_process(monkeypatch, MUNMAP, "mmemu.mm.mmap", fn_name, edits, "DataRace")
+
+
+@pytest.mark.parametrize("module,fn_name,edit,params,kinds", [
+    # try_to_unmap_one loses the dirty bit of a file page's pte
+    ("mmemu.mm.rmap", "__try_to_unmap_one",
+     ("                page.flags |= PG_dirty\n            if migration:",
+      "                pass\n            if migration:"), OLD_RECLAIM, "DataLoss"),
+    # migrate_page_copy leaves PG_active (and PG_dirty) on the old page
+    ("mmemu.mm.migrate", "migrate_page_copy", ("page.flags &= ~(PG_active | PG_dirty)", "pass"),
+     {"driver": "kvm", "walker": "migrate"}, "BadPageAtFree"),
+    # page_referenced does not consume PG_referenced (KVM's GUP set it)
+    ("mmemu.mm.rmap", "page_referenced", ("page.flags &= ~PG_referenced", "pass"), OLD_RECLAIM,
+     "InvariantViolation"),
+    # idle tracking drops the young pte's access instead of moving it to PG_young
+    ("mmemu.mm.page_idle", "page_idle_clear_pte_refs",
+     ("page.flags = (page.flags & ~PG_idle) | PG_young", "pass"),
+     {"api": "modern", "driver": "kvm", "walker": "idle"}, "InvariantViolation"),
+    # idle tracking never sets PG_idle
+    ("mmemu.mm.page_idle", "page_idle_bitmap_write", ("page.flags |= PG_idle", "pass"),
+     {"api": "modern", "driver": "kvm", "walker": "idle"}, "InvariantViolation"),
+], ids=["unmap-dirty", "migrate-active", "referenced", "idle-young", "idle-set"])
+def test_a_lost_page_flag_is_caught(module: str, fn_name: str, edit: tuple[str, str],
+                                    params: dict[str, Any], kinds: str,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert_caught_in_process(monkeypatch, SUITE, module, fn_name, (edit,), kinds, params=params)
