@@ -33,7 +33,7 @@ from typing import Any
 
 from mmemu.driver import available_drivers, load_driver
 from mmemu.engine import all_mutants, all_scenarios
-from mmemu.workload._fuzz import Plan, explore_plan, fuzz
+from mmemu.workload._fuzz import Plan, _seed_of, explore_plan, fuzz
 
 
 def _on_axes(sc: Any, params: dict[str, str]) -> bool:
@@ -191,14 +191,22 @@ def main() -> None:
             # workloads drawn until the failing one (its index + 1), or all
             drawn.append(res.index + 1 if res.index is not None else res.workloads)
             if res.failure is None or res.workload is None:
+                if args.seeds > 1:
+                    print(f"  {mutant} seed {seed}: missed ({res.workloads} workloads)",
+                          flush=True)
                 found_s.append(None)
                 found_cpu_s.append(None)
                 execs.append(res.executions)
                 continue
             # found because of the mutant?  The minimal workload must pass
             # without it (else the fuzzer found a bug of the model itself)
-            again, _n, _i = explore_plan(res.workload, plan, 0)
+            # with the seed that found it (the fuzzer explored workload i, and
+            # shrank it, with the plan seeded by _seed_of(seed, i)): another
+            # seed may miss a false alarm of the model that this one met
+            again, _n, _i = explore_plan(res.workload, plan, _seed_of(seed, res.index or 0))
             if again is not None and again.kind == res.failure.kind:
+                print(f"  {mutant} seed {seed}: the model fails without the mutant: "
+                      f"{res.workload}  ({res.failure.kind})", flush=True)
                 model_bugs.append((mutant, str(res.workload)))
                 found_s.append(None)
                 found_cpu_s.append(None)
@@ -208,6 +216,9 @@ def main() -> None:
             found_cpu_s.append(found_cpu[0] if found_cpu else 0.0)
             execs.append(res.found_executions or 0)
             last = res
+            if args.seeds > 1:
+                print(f"  {mutant} seed {seed}: #{res.index}, {found_cpu_s[-1]:.1f} CPU s, "
+                      f"{res.workload}  ({res.failure.kind})", flush=True)
         hits = sum(1 for f in found_s if f is not None)
         med_cpu = _median_or_miss(found_cpu_s)
         med_wall = _median_or_miss(found_s)

@@ -75,9 +75,17 @@ class Plan:
     race that needs its two CPUs interleaved at two precise points, which
     the DFS reaches in a two-CPU workload after 74 (an interval notifier
     re-inserted during a truncate) to 148 (GRU's fault against a
-    truncate's range) executions; 60 DFS executions missed both."""
+    truncate's range) executions; 60 DFS executions missed both.
 
-    pct_executions: int = 20
+    PCT runs 50 (20 until session 9): a PCT execution costs about half a
+    DFS execution (no race analysis; seed 0's first 47 duels, kvm 2.6.27:
+    2.5 ms against 4-5 ms), and a race of depth 3 that one run in ten meets
+    is then missed by one workload in 200 instead of one in eight -- a
+    device's fault, access and detach against the process's exit
+    (->release still running when detach returned: PCT(3) run 12, where the
+    one-preemption DFS needs 71 executions and unbounded DPOR 422)."""
+
+    pct_executions: int = 50
     pct_depth: int = 3
     dfs_executions: int = 150
     dfs_preemptions: int | None = None
