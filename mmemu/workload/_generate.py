@@ -437,8 +437,15 @@ def _duel(rng: random.Random, cell: DuelCell, user_first: bool, drivers: tuple[s
     def a_user(name: str) -> list[Op]:
         d = 0
         if OPERATIONS[name].driver_op:
-            d = rng.choice([i for i, c in enumerate(classes)
-                            if applicable(OPERATIONS[name], c)])
+            # a device of the second process (kvm@2) uses the page only
+            # where that process maps it too -- a shared file page -- and
+            # never hears the first process's exit
+            near = [i for i, c in enumerate(classes) if applicable(OPERATIONS[name], c)
+                    and (not driver_process(drivers[i])[1]
+                         or (kind == "s" and mover != "exit"))]
+            if not near:
+                return a_user("cpufault")
+            d = rng.choice(near)
         args: tuple[int | tuple[int, int] | str, ...] = (p,)
         if name in ("fault", "cpufault"):
             args = (p, rng.choice("rww"))
