@@ -23,6 +23,10 @@ bookkeeping.  Two rules:
   must lose write access before the CPU does).  A cleared CPU pte is not
   judged: 2.6.27's ``ptep_clear_flush_notify`` clears the pte first and
   tells the driver right after, and the page's dirty bit is taken after that.
+  Nor is a pte whose change is still being told (the notifier checker's
+  pending change: 2.6.32's set_pte_at_notify sets the read-only pte, then
+  calls ->change_pte; the notifier checker fails if it never comes, or
+  comes after the page was freed).
   The CPU pte is found through ``tlb.mm`` and ``tlb.address_of(key)`` (set
   when the driver's notifier registers; see mmemu.check.notifier).
 
@@ -212,6 +216,21 @@ class ShadowTLB:
         e.young = True
         return page
 
+    def _in_flight(self, address: int) -> bool:
+        """Has a CPU changed the pte at ``address`` and not yet told the
+        notifiers?  set_pte_at_notify of the 2.6.27 generation (2.6.32's
+        order, 828502d30073) sets the pte, then calls ->change_pte: in
+        between the driver still has its old, writable translation, and a
+        write through it lands in the page before KSM compares the
+        contents -- benign, as a write through a translation whose pte was
+        cleared and not yet invalidated is.  The notifier checker's pending
+        change judges that window: told too late (after the page is freed)
+        or never, it fails there."""
+        kernel = getattr(self.mm, "kernel", None)
+        chk = kernel.data.get("notifier_contract") if kernel is not None else None
+        pending = getattr(chk, "pending", None)
+        return bool(pending) and (self.mm, address & ~0xFFF) in pending
+
     def _check_write(self, key: Hashable, e: Translation) -> None:
         if e.writable is False:
             current_simulation().fail(SecondaryWriteToReadOnly(
@@ -227,7 +246,7 @@ class ShadowTLB:
         pte = pte_get(self.mm, address)
         if pte is None or not pte.present:
             return
-        if pte.page is not e.page or not pte.write:
+        if (pte.page is not e.page or not pte.write) and not self._in_flight(address):
             what = ("read-only" if pte.page is e.page
                     else f"mapping page{pte.page.pfn if pte.page is not None else '?'}")
             current_simulation().fail(SecondaryWriteToReadOnly(
