@@ -228,8 +228,8 @@ class ShadowTLB:
         or never, it fails there."""
         kernel = getattr(self.mm, "kernel", None)
         chk = kernel.data.get("notifier_contract") if kernel is not None else None
-        pending = getattr(chk, "pending", None)
-        return bool(pending) and (self.mm, address & ~0xFFF) in pending
+        pending: dict[Any, Any] = getattr(chk, "pending", None) or {}
+        return (self.mm, address & ~0xFFF) in pending
 
     def _check_write(self, key: Hashable, e: Translation) -> None:
         if e.writable is False:
