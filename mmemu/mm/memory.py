@@ -754,6 +754,12 @@ COW_NO_NOTIFY = mmemu.register_mutant(
 
 #: coverage event: the write fault found the page locked (ksmd, reclaim...) and copies
 WP_TRYLOCK_FAILED = "memory: do_wp_page found the anonymous page locked and copies it"
+#: coverage event (modern): somebody else holds a reference to the page (reclaim's
+#: isolation, a GUP pin, another pte): wp_can_reuse_anon_folio copies it
+WP_EXTRA_REFERENCE = ("memory: do_wp_page (modern) found another reference to the anonymous "
+                      "page and copies it")
+#: coverage event: the write fault reused an anonymous page in place (it was this pte's alone)
+WP_REUSED = "memory: do_wp_page reused the anonymous page in place (no copy)"
 #: coverage event: the pte changed while do_wp_page copied (the copy is dropped, the fault retried)
 WP_PTE_CHANGED = "memory: do_wp_page found the pte changed after the copy (drops it)"
 
@@ -776,6 +782,8 @@ async def _wp_can_reuse_anon_folio(page: Page) -> bool:
                reads=(page._count, page.flags_key))
     swapcache = 1 if page.flags & PG_swapcache else 0
     if PageKsm(page) or page._count.counter > 1 + swapcache:
+        if not PageKsm(page):
+            reach(WP_EXTRA_REFERENCE)
         return False
     if not await trylock_page(page, label="do_wp_page: folio_trylock"):
         reach(WP_TRYLOCK_FAILED)
@@ -860,6 +868,8 @@ async def do_wp_page(mm: MmStruct, vma: VmAreaStruct, address: int, orig: Pte) -
     elif vma.vm_flags & VM_SHARED and vma.vm_flags & VM_WRITE:
         reuse = True
     if reuse:
+        if PageAnon(old_page):
+            reach(WP_REUSED)
         await step("do_wp_page: reuse, ptep_set_access_flags", writes=(k, old_page.flags_key))
         set_pte_at(mm, address, orig.replace(write=True, dirty=True, young=True))
         if not PageAnon(old_page):

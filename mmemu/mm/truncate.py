@@ -31,6 +31,7 @@ the page keeps it alive (and, if it locks it, sees page->mapping == NULL).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mmemu
@@ -187,8 +188,8 @@ def _unmap_mapping_range() -> Any:
 
 SINGLE_UNMAP = mmemu.register_mutant(
     "truncate:single-unmap",
-    "vmtruncate calls unmap_mapping_range once, before truncate_inode_pages, and not again "
-    "after it",
+    "vmtruncate (and vmtruncate_range, which shares the code) calls unmap_mapping_range "
+    "once, before truncate_inode_pages, and not again after it",
     caught_as="InvariantViolation (a private COW copy of a truncated page stays mapped "
               "beyond the new end of file)",
     doc="d00806b183152af6d2 ('mm: fix fault vs invalidate race for linear mappings', Nick "
@@ -240,30 +241,34 @@ async def vmtruncate_range(mapping: AddressSpace, offset: int, end: int) -> int:
         inode->i_op->truncate_range(inode, offset, end);
         up_write(&inode->i_alloc_sem); mutex_unlock(&inode->i_mutex);
 
-    The second unmap is vmtruncate's: a private COW copy made after the
-    first.  Not modelled: i_mutex and i_alloc_sem (no other path of the
-    model takes them; a concurrent truncate of the same file is not run),
+    The unmap / drop / unmap again is vmtruncate's (_unmap_drop_unmap).
+    Not modelled: i_mutex and i_alloc_sem (no other path of the model takes
+    them; a concurrent truncate of the same file is not run),
     ->truncate_range (shmem_truncate_range: the backing blocks and swap),
     and the -ENOSYS of a filesystem without it.  A fault into the hole
     after truncate_inode_pages_range reads the page in again, as in
     2.6.27 (the hole is refilled; i_size does not stop it)."""
     with span("vmtruncate_range"):
-        unmap = _unmap_mapping_range()
-        if unmap is not None:
-            await unmap(mapping, offset, end - offset, True)
-        await truncate_inode_pages_range(mapping, offset, end)
-        if unmap is not None:
-            await unmap(mapping, offset, end - offset, True)
+        await _unmap_drop_unmap(mapping, offset, end - offset,
+                                lambda: truncate_inode_pages_range(mapping, offset, end))
     return 0
 
 
 async def _shrink(mapping: AddressSpace, offset: int) -> None:
     """vmtruncate's part after the i_size write: unmap, drop the pages,
     unmap again."""
+    await _unmap_drop_unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0,
+                            lambda: truncate_inode_pages(mapping, offset))
+
+
+async def _unmap_drop_unmap(mapping: AddressSpace, holebegin: int, holelen: int,
+                            drop: Callable[[], Awaitable[None]]) -> None:
+    """unmap_mapping_range(holebegin, holelen, even_cows); ``drop`` the
+    pages; unmap_mapping_range again (vmtruncate and vmtruncate_range)."""
     unmap = _unmap_mapping_range()
     if unmap is not None:
-        await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
-    await truncate_inode_pages(mapping, offset)
+        await unmap(mapping, holebegin, holelen, True)
+    await drop()
     # unmap_mapping_range is called twice, first simply for efficiency
     # so that truncate_inode_pages does fewer single-page unmaps.  After
     # the first call, and before truncate_inode_pages finishes, a private
@@ -271,7 +276,7 @@ async def _shrink(mapping: AddressSpace, offset: int) -> None:
     # truncate_inode_pages' page_mapped() test does not see it: only this
     # second call (even_cows) zaps it.
     if unmap is not None and not mmemu.mutant(SINGLE_UNMAP):
-        await unmap(mapping, offset + PAGE_CACHE_SIZE - 1, 0, True)
+        await unmap(mapping, holebegin, holelen, True)
 
 
 __all__ = ["BEYOND_RANGE", "NO_REMAP_CHECK", "SINGLE_UNMAP", "truncate_complete_page", "truncate_inode_pages",

@@ -73,11 +73,27 @@ WRITE = "swap:write-vs-reclaim"
 PAGEOUT = "pageout: swap_writepage (the I/O is not modelled): clean"
 
 
-def test_write_vs_reclaim_passes_and_reaches_its_goals() -> None:
-    from mmemu.mm.memory import WP_TRYLOCK_FAILED
+@pytest.mark.parametrize("api", ["2.6.27", "modern"])
+def test_write_vs_reclaim_passes_and_reaches_its_goals(api: str) -> None:
+    from mmemu.mm.memory import WP_EXTRA_REFERENCE, WP_REUSED, WP_TRYLOCK_FAILED
     from mmemu.races.swap_shapes import REFERENCED_KEPT, SWAPPED_OUT_DIRTY
-    assert_passes_and_reaches(WRITE, critical=3, bound=1,
-                              goals=(SWAPPED_OUT_DIRTY, REFERENCED_KEPT, WP_TRYLOCK_FAILED))
+    busy = WP_TRYLOCK_FAILED if api == "2.6.27" else WP_EXTRA_REFERENCE
+    assert_passes_and_reaches(WRITE, critical=3, bound=1, params={"api": api},
+                              goals=(SWAPPED_OUT_DIRTY, REFERENCED_KEPT, busy, WP_REUSED))
+
+
+def test_a_modern_reuse_test_that_never_reuses_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """memory:_wp_can_reuse_anon_folio:wrong-count:2 of benchmarks/mutation.py:
+    the write then never reuses the page it owns alone (the goal)."""
+    from mmemu.mm import memory
+    from tests.check.test_pte_vma import _mutant
+    fn = memory._wp_can_reuse_anon_folio
+    edit = ("reuse = not PageKsm(page) and page._count.counter == 1",
+            "reuse = not PageKsm(page) and page._count.counter == 0")
+    monkeypatch.setattr(fn, "__code__", _mutant(fn, edit).__code__)
+    res = explore(WRITE, params={"api": "modern"}, bound=1)
+    assert res.failure is not None and res.failure.kind == "VacuousSuite", res.failure
+    assert "reused the anonymous page in place" in res.failure.report()
 
 
 def test_a_write_before_kswapd_is_written_to_the_slot() -> None:
