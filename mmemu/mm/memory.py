@@ -799,6 +799,8 @@ async def _wp_can_reuse_anon_folio(page: Page) -> bool:
     await step("do_wp_page: PageKsm || folio_ref_count != 1?",
                reads=(page._count, page.flags_key))
     reuse = not PageKsm(page) and page._count.counter == 1
+    if not reuse and not PageKsm(page):
+        reach(WP_EXTRA_REFERENCE)  # (the same event as the early test's)
     await unlock_page(page, label="do_wp_page: folio_unlock")
     return reuse
 

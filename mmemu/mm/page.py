@@ -28,7 +28,9 @@ from mmemu.engine._execution import (
     step,
     wake_all,
 )
-from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc_not_zero, atomic_t
+# atomic_inc is not called here: benchmarks/mutation.py's plain-get mutant of
+# get_page_unless_zero (atomic_inc_not_zero -> atomic_inc) needs it in scope
+from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_inc_not_zero, atomic_t  # noqa: F401
 from mmemu.kernel.locking import (
     _Lock,
     _lockdep_acquire,
