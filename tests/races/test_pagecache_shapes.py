@@ -239,15 +239,21 @@ def test_punch_hole_vs_fault_passes_and_reaches_its_goal() -> None:
     assert_passes_and_reaches(PUNCH, critical=2)
 
 
+def _slots_read_by_pass_1(out: mmemu.Outcome) -> int:
+    """How many slots the punch's first gang lookup returned (the
+    radix_tree_lookup steps before its second gang lookup)."""
+    punch = labels(out, "punch")
+    first = punch.index("1. radix_tree_gang_lookup_slot")
+    then = punch.index("1. radix_tree_gang_lookup_slot", first + 1)
+    return punch[first + 1:then].count("1. radix_tree_lookup")
+
+
 def test_the_fault_inserts_before_the_punchs_lookup_and_page_1_stays() -> None:
     out = force(PUNCH, [("fault", "radix_tree_insert"),
                         ("punch", "1. radix_tree_gang_lookup_slot")])
     assert out.failure is None, out.failure.report()
     # the gang lookup returned both slots: page 0 and page 1 (beyond the hole)
-    punch = labels(out, "punch")
-    first = punch.index("1. radix_tree_gang_lookup_slot")
-    then = punch.index("1. radix_tree_gang_lookup_slot", first + 1)
-    assert punch[first + 1:then].count("1. radix_tree_lookup") == 2, punch
+    assert _slots_read_by_pass_1(out) == 2
 
 
 def test_the_punchs_lookups_before_the_insert_see_nothing_beyond() -> None:
@@ -256,10 +262,7 @@ def test_the_punchs_lookups_before_the_insert_see_nothing_beyond() -> None:
                         ("fault", "1. radix_tree_lookup")])
     assert out.failure is None, out.failure.report()
     # pass 1's lookup found page 0 alone: one slot read, no page beyond
-    punch = labels(out, "punch")
-    first = punch.index("1. radix_tree_gang_lookup_slot")
-    then = punch.index("1. radix_tree_gang_lookup_slot", first + 1)
-    assert punch[first + 1:then].count("1. radix_tree_lookup") == 1, punch
+    assert _slots_read_by_pass_1(out) == 1
 
 
 @pytest.mark.parametrize("edit", [
