@@ -124,6 +124,7 @@ from mmemu.driver import (
     atomic_read,
     atomic_t,
     down_read,
+    down_read_trylock,
     down_write,
     find_vma,
     get_user_pages,
@@ -145,6 +146,14 @@ from mmemu.lowlevel import reach, touch
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_MASK = ~(PAGE_SIZE - 1)
+
+#: a dropin found the mm released (2.6.27's ms_released)
+GRU_DROPIN_RELEASED = "gru: a dropin found ms_released set: -EFAULT"
+
+#: gru_vtop's answer from the interrupt when the atomic lookup cannot use
+#: the pte (the kernel's VTOP_RETRY: gru_try_dropin then fails to user
+#: polling mode)
+VTOP_RETRY = "VTOP_RETRY"
 
 NO_RANGE_ACTIVE = mmemu.register_mutant(
     "gru:no-range-active",
@@ -426,6 +435,23 @@ class GruDriver(Driver):
             await up_read(mm.mmap_sem, label="gru_unlock_gts: up_read(mmap_sem)")
             return ret
 
+    async def device_fault(self, address: int, write: bool = False) -> bool:
+        """gru_intr: the GRU raised a TLB-miss interrupt for a CB of this
+        context -- an instruction issued earlier, so it can arrive while the
+        process exits.  In interrupt context: mmap_sem only by trylock, and
+        gru_try_dropin with the atomic pte lookup only (D3, no D4: no
+        get_user_pages in an interrupt).  Whatever fails (the trylock, an
+        active range, a pte D3 cannot use) switches the TFH to user polling
+        mode: the user's call-OS path retries later (not modelled: False)."""
+        mm = self.mm
+        with mmemu.span("gru_intr"):
+            if not await down_read_trylock(mm.mmap_sem,
+                                           label="gru_intr: down_read_trylock(mmap_sem)"):
+                return False  # tfh_user_polling_mode
+            ret = await self.gru_try_dropin(address & PAGE_MASK, write, atomic=True)
+            await up_read(mm.mmap_sem, label="gru_intr: up_read(mmap_sem)")
+            return bool(ret)
+
     async def gru_user_dropin(self, vaddr: int, write: bool) -> bool:
         """Wait for no range invalidate, try the dropin; again while it is
         refused (failactive) or the hardware ignored it."""
@@ -438,29 +464,35 @@ class GruDriver(Driver):
             if ret is not None:
                 return ret
 
-    async def gru_try_dropin(self, vaddr: int, write: bool) -> bool | None:
+    async def gru_try_dropin(self, vaddr: int, write: bool,
+                             atomic: bool = False) -> bool | None:
         """True: dropped in; False: -EFAULT; None: refused (range active) or
-        ignored by the hardware: the user path retries."""
+        ignored by the hardware: the user path retries.  ``atomic``: from
+        the interrupt (gru_intr), where D3 alone must do (failupm: None)."""
         gts = self.gts
         with mmemu.span("gru_try_dropin"):
             await step(f"D1. read the TFH (missvaddr {vaddr:#x}); ms_released?",
                        reads=(gts.gen_key, self.released_key))
             armed_gen = gts.hw_flush_gen
             if self.ms_released:
+                reach(GRU_DROPIN_RELEASED)
                 return False
             ignore_active = mmemu.mutant(NO_RANGE_ACTIVE)
             if await atomic_read(self.ms_range_active,
                                  label="D2. atomic_read(ms_range_active)") and not ignore_active:
                 reach("gru: a dropin was refused, a range invalidate is active (failactive)")
                 return None  # failactive
-            page = await self.gru_vtop(vaddr, write)
+            page = await self.gru_vtop(vaddr, write, atomic)
+            if isinstance(page, str):  # VTOP_RETRY
+                return None  # failupm: the user path takes it from here
             if page is None:
                 return False  # failinval: -EFAULT
             return await self.tfh_write_restart(vaddr, page, write, armed_gen)
 
-    async def gru_vtop(self, vaddr: int, write: bool) -> Page | None:
+    async def gru_vtop(self, vaddr: int, write: bool, atomic: bool = False) -> Page | str | None:
         """D3 (atomic_pte_lookup), else D4 (non_atomic_pte_lookup): the page
-        mapped at ``vaddr``, without a reference; None: -EFAULT."""
+        mapped at ``vaddr``, without a reference; None: -EFAULT;
+        ``VTOP_RETRY``: ``atomic`` and D3 could not use the pte."""
         mm = self.mm
         await step("D3. find_vma; atomic_pte_lookup",
                    reads=((mm, "mmap"), pmd_key(mm, vaddr), pte_key(mm, vaddr)))
@@ -471,6 +503,8 @@ class GruDriver(Driver):
         if pte is not None and pte.present and pte.page is not None and \
                 (not write or (pte.write and pte.dirty)):
             return pte.page
+        if atomic:
+            return VTOP_RETRY
         return await self.non_atomic_pte_lookup(vaddr, write)
 
     async def non_atomic_pte_lookup(self, vaddr: int, write: bool) -> Page | None:
@@ -497,6 +531,6 @@ class GruDriver(Driver):
         return True
 
 
-__all__ = ["GRU_MMUOPS", "GruDriver", "gru_mmuops", "GruMmStruct", "GruThreadState", "NO_DROPIN_DROP",
-           "NO_RANGE_ACTIVE", "gru_alloc_notifier", "gru_flush_tlb_range", "gru_free_notifier",
-           "gru_invalidate_range_end", "gru_invalidate_range_start"]
+__all__ = ["GRU_DROPIN_RELEASED", "GRU_MMUOPS", "GruDriver", "gru_mmuops", "GruMmStruct",
+           "GruThreadState", "NO_DROPIN_DROP", "NO_RANGE_ACTIVE", "VTOP_RETRY", "gru_alloc_notifier",
+           "gru_flush_tlb_range", "gru_free_notifier", "gru_invalidate_range_end", "gru_invalidate_range_start"]

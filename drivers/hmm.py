@@ -68,6 +68,8 @@ from mmemu.driver import (
     find_vma,
     guarded,
     handle_mm_fault,
+    mmget_not_zero,
+    mmput,
     mmu_interval_notifier_insert,
     mmu_interval_notifier_remove,
     mmu_interval_read_begin,
@@ -82,6 +84,7 @@ from mmemu.driver import (
     spin_unlock,
     up_read,
 )
+from mmemu.lowlevel import reach
 
 NO_RETRY = mmemu.register_mutant(
     "hmm:no-retry",
@@ -99,6 +102,10 @@ SEQ_OUTSIDE_LOCK = mmemu.register_mutant(
         "runs under: otherwise the map side can take the lock between the zap and the "
         "seq update, see the old seq, and program the device with a page the "
         "invalidation is about to free.")
+
+
+#: a fault found the mirrored process gone
+HMM_MM_GONE = "hmm: dmirror_fault found the mirrored mm exiting (mmget_not_zero failed)"
 
 
 class HmmMirror(Driver):
@@ -162,7 +169,24 @@ class HmmMirror(Driver):
                 return None
 
     async def fault(self, address: int, write: bool = False) -> bool:
-        """dmirror_range_fault + dmirror_do_fault (steps 1-5)."""
+        """dmirror_fault: a reference on the mirrored mm first (the ioctl
+        may come from any process holding the device file, even after the
+        mirrored process exited: -EINVAL), then dmirror_range_fault +
+        dmirror_do_fault (steps 1-5), mmput."""
+        mm = self.mm
+        if not await mmget_not_zero(mm):
+            reach(HMM_MM_GONE)
+            return False
+        ret = await self.dmirror_range_fault(address, write)
+        await mmput(mm)
+        return ret
+
+    # the device file can be used from another process: a fault may come
+    # while the mirrored process exits
+    device_fault = fault
+
+    async def dmirror_range_fault(self, address: int, write: bool) -> bool:
+        """Steps 1-5: read_begin, hmm_range_fault, lock, read_retry, program."""
         address &= ~(PAGE_SIZE - 1)
         sub = self.notifier
         with mmemu.span("dmirror_range_fault"):
@@ -212,4 +236,4 @@ class HmmMirror(Driver):
         return True
 
 
-__all__ = ["HmmMirror", "NO_RETRY", "SEQ_OUTSIDE_LOCK"]
+__all__ = ["HMM_MM_GONE", "HmmMirror", "NO_RETRY", "SEQ_OUTSIDE_LOCK"]

@@ -327,7 +327,7 @@ class KvmDriver(Driver):
         gfns = self._gfns(address, address + 1)
         await spin_lock(self.mmu_lock, label="kvm_test_age_hva: spin_lock(kvm->mmu_lock)")
         await step("kvm_test_age_hva", reads=tuple(self.tlb.slot(g) for g in gfns))
-        young = any((e := self.tlb.entries.get(g)) is not None and e.young for g in gfns)
+        young = any(self.tlb.test_young(g) for g in gfns)
         await spin_unlock(self.mmu_lock, label="kvm_test_age_hva: spin_unlock(kvm->mmu_lock)")
         return young
 

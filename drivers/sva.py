@@ -36,7 +36,8 @@ There are 2 critical interleavings that matter:
    the IOTLB keeps a translation to a freed page.
  - D1 after the pte clear: the walk sees pte_none (or a migration entry)
    and takes D2; the fault path maps the new page.
-Harmless: D1 after R (the walk faults: no translation).
+Harmless: D1 after R (the walk faults: no translation); D2 after the
+process's last mmput (mmget_not_zero fails: the request is refused).
 
 Registration: ``mmu_notifier_get(&arm_smmu_mmu_notifier_ops, mm)`` -- one
 refcounted notifier per (ops, mm), allocated by ``alloc_notifier`` and
@@ -60,12 +61,20 @@ from mmemu.driver import (
     Page,
     fault_in,
     guarded,
+    mmget_not_zero,
+    mmput,
     mmu_notifier_get,
     mmu_notifier_put,
     pmd_key,
     pte_get,
     pte_key,
 )
+from mmemu.lowlevel import reach
+
+#: a DMA walked after the context descriptor stopped translating
+SVA_CD_GONE = "sva: a DMA found the context descriptor cleared (C_BAD_CD)"
+#: a page request came after the process's last user was gone
+SVA_IOPF_MM_GONE = "sva: a page request found the mm exiting (mmget_not_zero failed)"
 
 NO_FLUSH = mmemu.register_mutant(
     "sva:no-flush",
@@ -145,6 +154,7 @@ class SvaDevice(Driver):
                 await step(f"D1. IOMMU walk: pte of {address:#x}, IOTLB fill", reads=reads,
                            writes=(self.tlb.slot(key),))
                 if not self.cd_live:
+                    reach(SVA_CD_GONE)
                     return False  # C_BAD_CD: the bond is gone
                 pte = pte_get(mm, address)
                 if pte is not peek:
@@ -156,10 +166,21 @@ class SvaDevice(Driver):
                 if await self.iopf(address, write) & VM_FAULT_SIGBUS:
                     return False
 
+    # a DMA is the device's own doing: it may come while the process exits
+    device_fault = fault
+
     async def iopf(self, address: int, write: bool) -> int:
-        """D2. iommu_sva_handle_iopf: handle_mm_fault under mmap_sem for read."""
+        """D2. iommu_sva_handle_iopf (iommu_sva_handle_mm): a user reference
+        on the mm unless it is exiting (the page request is answered
+        INVALID), then handle_mm_fault under mmap_sem for read, mmput."""
+        mm = self.mm
         with mmemu.span("iommu_sva_handle_iopf"):
-            return await fault_in(self.mm, address, write)
+            if not await mmget_not_zero(mm):
+                reach(SVA_IOPF_MM_GONE)
+                return VM_FAULT_SIGBUS
+            ret = await fault_in(mm, address, write)
+            await mmput(mm)
+            return ret
 
     # ------------------------------------------------------- the notifier
 
@@ -193,4 +214,4 @@ class SvaDevice(Driver):
         self.tlb.zap_all()
 
 
-__all__ = ["NO_FLUSH", "SvaDevice"]
+__all__ = ["SVA_CD_GONE", "SVA_IOPF_MM_GONE", "NO_FLUSH", "SvaDevice"]

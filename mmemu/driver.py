@@ -29,6 +29,16 @@ concurrently with anything the kernel does, including ``exit_mmap``.
 ``access`` may come at any time, even after ``detach``.  The notifier
 callbacks run on whichever CPU runs the kernel path that invalidates.
 
+``await device_fault(address, write=False) -> bool`` (optional)
+    a fault the device raises on its own, not on behalf of one of the
+    process's threads: GRU's TLB-miss interrupt, an IOMMU page request, a
+    mirror driven from another process.  It can come while the process
+    exits (suite ``notifier:exit-vs-device-fault``), with no reference on
+    ``mm_users``: a driver that faults pages in takes one
+    (``mmget_not_zero``, then ``mmput``), and one whose ``->release`` ran
+    must install nothing.  Leave it None when every fault comes from a
+    thread of the process (KVM's vcpus): then none can race exit_mmap.
+
 Notifier callbacks, as methods::
 
     async def release(self, mm)
@@ -155,7 +165,16 @@ from mmemu.mm.memory import (
     pte_get,
     pte_key,
 )
-from mmemu.mm.mmap import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE, TASK_SIZE, VM_WRITE, find_vma
+from mmemu.mm.mmap import (
+    PAGE_MASK,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    TASK_SIZE,
+    VM_WRITE,
+    find_vma,
+    mmget_not_zero,
+    mmput,
+)
 from mmemu.mm.mmu_notifier import (
     EAGAIN,
     MMU_NOTIFY_CLEAR,
@@ -249,6 +268,10 @@ class Driver:
     #: None: every generation (unless ``notifier_get``: mmu_notifier_put
     #: returns at once and frees after an SRCU grace period)
     unregister_apis: tuple[str, ...] | None = None
+
+    #: see the module docstring: None, or a fault the device raises on its
+    #: own and that may race the process's exit
+    device_fault: Callable[..., Awaitable[bool]] | None = None
 
     release: Callable[..., Awaitable[None]] | None = None
     invalidate_page: Callable[..., Awaitable[None]] | None = None
@@ -651,7 +674,7 @@ __all__ += [
     "atomic_inc_return", "atomic_read", "atomic_set", "atomic_t", "complete", "complete_all",
     "down_read", "down_read_trylock", "down_write", "fault_in", "find_vma", "get_page",
     "get_page_unless_zero", "get_user_pages", "guarded_by", "handle_mm_fault",
-    "mmu_interval_notifier_insert", "mmu_interval_notifier_remove", "mmu_interval_read_begin",
+    "mmget_not_zero", "mmput", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove", "mmu_interval_read_begin",
     "mmu_interval_read_retry", "mmu_interval_set_seq", "mmu_notifier_get",
     "mmu_notifier_get_locked", "mmu_notifier_put", "mmu_notifier_range_blockable",
     "mmu_notifier_register", "mmu_notifier_unregister", "mutex_lock", "mutex_trylock",

@@ -18,6 +18,7 @@ from mmemu.engine._execution import (
     current_cpu,
     current_simulation,
     fail,
+    loaded,
     reach,
     recording,
     touch,
@@ -28,5 +29,5 @@ from mmemu.engine._execution import (
 from mmemu.engine._locks import SETUP, Lock, RwLock
 
 __all__ = ["CPU", "Lock", "RwLock", "SETUP", "Simulation", "annotate", "block", "current_cpu",
-           "current_simulation", "fail", "reach", "recording", "touch", "wake_all", "wake_one",
+           "current_simulation", "fail", "loaded", "reach", "recording", "touch", "wake_all", "wake_one",
            "wrote"]

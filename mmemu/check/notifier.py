@@ -50,6 +50,10 @@ Kernel side -- the secondary MMUs are told before a page they may map goes:
   mutant, whose unregister is still the v3.10 one.)  In every era no
   callback, ``->release`` included, runs -- or is still running -- after
   ``mmu_notifier_unregister`` returned.
+- **one notifier per ops and mm** (``DuplicateNotifier``): ``mmu_notifier_get``
+  allocates a notifier only when none of its ops is registered on the mm
+  (the kernel's promise since 2c7933f53f6b, v5.4: a second get returns the
+  first with one more user).
 - **use-after-free of the notifier** (``NotifierUseAfterFree``): no callback,
   ``->release`` and the 2.6.27 ones included, after ``mmu_notifier_unregister``
   returned (the driver may free the notifier then) -- reported here; a
@@ -110,6 +114,11 @@ class UnbalancedRange(MmuNotifierViolation):
 
 class ReleaseTwice(MmuNotifierViolation):
     """->release ran twice for one notifier outside the exit/unregister race."""
+
+
+class DuplicateNotifier(MmuNotifierViolation):
+    """mmu_notifier_get allocated a second notifier of one ops on one mm
+    while the first was still registered."""
 
 
 class IncoherentTranslation(InvariantViolation):
@@ -287,6 +296,20 @@ class NotifierChecker:
         st = self._state(mn, mm)
         st.unregistering.pop(self._cpu(), None)
         st.unregistered = True
+
+    def _ev_get_alloc(self, mm: Any, mn: Any) -> None:
+        """mmu_notifier_get_locked found no notifier of ``mn.ops`` and is
+        about to register ``mn``: there must be none (the caller holds
+        mmap_sem for write, so no other get runs; a put unhashes under the
+        list lock in the step that drops its last user)."""
+        mmn = getattr(mm, "mmu_notifier_mm", None)
+        for other in getattr(mmn, "list", ()):
+            if other.ops is mn.ops and other.hashed and other.users > 0:
+                self._fail(DuplicateNotifier(
+                    f"mmu_notifier_get on {_name(mm)} allocated {_name(mn)} at {page_site()} "
+                    f"while {_name(other)} of the same ops is registered with "
+                    f"{other.users} user(s): the get must return the registered one "
+                    f"(one notifier per ops and mm)"))
 
     def _ev_hashed(self, mm: Any, mn: Any) -> None:
         st = self._state(mn, mm)
@@ -477,6 +500,6 @@ def _hook(kernel: Any) -> NotifierChecker:
     return chk
 
 
-__all__ = ["IncoherentTranslation", "NotifierChecker",
+__all__ = ["DuplicateNotifier", "IncoherentTranslation", "NotifierChecker",
            "PageFreedBeforeNotify", "PteChangeNotNotified", "RangeStartAfterUnmap",
            "ReleaseTwice", "SecondaryWriteToReadOnly", "UnbalancedRange", "install"]

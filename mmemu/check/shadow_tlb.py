@@ -49,7 +49,7 @@ from typing import Any
 import attrs
 
 from mmemu.engine._errors import InvariantViolation
-from mmemu.engine._execution import _sim_or_none, current_simulation, reach, wrote
+from mmemu.engine._execution import _sim_or_none, current_simulation, loaded, reach, wrote
 from mmemu.kernel.locking import guarded_by
 from mmemu.mm.page import Page, page_site
 
@@ -181,6 +181,16 @@ class ShadowTLB:
         young, e.young = e.young, False
         return young
 
+    def test_young(self, key: Hashable) -> bool:
+        """The aging side's read of the accessed bit (kvm_test_age_hva): was
+        the translation of ``key`` used since the last aging?  A read under
+        ``lock``: the entry it reads is what an install or a zap under the
+        lock changes."""
+        if self.lock is not None:
+            loaded((self, "entries", key), f"{self.describe(key)}: test the accessed bit")
+        e = self.entries.get(key)
+        return e is not None and e.young
+
     def zap_all(self) -> list[Translation]:
         for k in self.entries:
             self._stored(k, "zap_all")
@@ -261,7 +271,9 @@ class ShadowTLB:
         return [e for e in self.entries.values() if e.page is page and e.gen == page.gen]
 
 
-guarded_by(ShadowTLB, "entries", lambda tlb: tlb.lock, reads=False,
+# reads: only those reported with ``loaded`` (test_young); the device's
+# own lookups are the hardware's, under no lock
+guarded_by(ShadowTLB, "entries", lambda tlb: tlb.lock, reads=True,
            why="the driver's lock over its translations (ShadowTLB.lock)")
 
 

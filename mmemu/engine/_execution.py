@@ -254,6 +254,8 @@ class Simulation:
                                          tuple[Hashable, ...]], None]] = []
         #: see on_write; empty unless a checker watches stores
         self._write_hooks: list[Callable[[CPU, Hashable, str], None]] = []
+        #: see on_load; empty unless a checker watches loads
+        self._load_hooks: list[Callable[[CPU, Hashable, str], None]] = []
         # Ctrl-C / a cancellation that trio tried to deliver to the
         # scenario's task while CPUs ran; acted upon when the execution ends
         self._ki_deferred = False
@@ -311,6 +313,12 @@ class Simulation:
         (or a mutant) moved past the unlock that followed its declaring
         step is seen after the unlock.  A hook may fail the execution."""
         self._write_hooks.append(hook)
+
+    def on_load(self, hook: Callable[[CPU, Hashable, str], None]) -> None:
+        """Call ``hook(cpu, key, what)`` each time the running step reports
+        with ``loaded(key, what)`` that it reads ``key`` now: ``on_write``'s
+        counterpart for a read that must hold a lock where it runs."""
+        self._load_hooks.append(hook)
 
     def at_end(self, hook: Callable[[Simulation], None]) -> None:
         """Call ``hook(sim)`` after the scenario returned without failing (leak checks)."""
@@ -1152,6 +1160,19 @@ def wrote(key: Hashable, what: str) -> None:
     if cpu is None:
         return
     for hook in sim._write_hooks:
+        hook(cpu, key, what)
+
+
+def loaded(key: Hashable, what: str) -> None:
+    """The running step reads ``key`` now; the ``on_load`` hooks see it.
+    Observation only, as ``wrote``."""
+    sim = _current
+    if sim is None or not sim._load_hooks:
+        return
+    cpu = sim.running
+    if cpu is None:
+        return
+    for hook in sim._load_hooks:
         hook(cpu, key, what)
 
 

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from mmemu.engine._errors import InvariantViolation, ModelError
 from mmemu.engine._execution import _sim_or_none, current_simulation, reach, span, step
-from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_t
+from mmemu.kernel.atomic import atomic_dec_and_test, atomic_inc, atomic_inc_not_zero, atomic_t
 from mmemu.kernel.locking import (
     SETUP,
     GuardedList,
@@ -635,6 +635,14 @@ async def exit_mmap(mm: MmStruct) -> None:
 
 async def mmget(mm: MmStruct) -> None:
     await atomic_inc(mm.mm_users, label=f"mmget({mm.__mmemu_name__})")
+
+
+async def mmget_not_zero(mm: MmStruct) -> bool:
+    """A user reference on ``mm`` unless its last user is gone (exit_mmap
+    has run or is running): a driver that faults pages into an mm on behalf
+    of a device, not of one of the mm's own threads, takes one first
+    (dmirror_fault, iommu_sva_handle_mm) and gives it back with mmput."""
+    return await atomic_inc_not_zero(mm.mm_users, label=f"mmget_not_zero({mm.__mmemu_name__})")
 
 
 async def mmput(mm: MmStruct) -> bool:

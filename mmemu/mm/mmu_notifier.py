@@ -431,11 +431,9 @@ class NotifierListCorruption(MmuNotifierViolation):
 class MmuNotifierRange:
     """``struct mmu_notifier_range``: [start, end) of ``mm``, why (``event``),
     ``flags`` (MMU_NOTIFIER_RANGE_BLOCKABLE) and ``owner`` (a driver that
-    causes the invalidation itself may ignore it).  ``started`` records the
-    notifiers whose ``->invalidate_range_start`` succeeded (mmemu's; the
-    kernel knows it from the return codes)."""
+    causes the invalidation itself may ignore it)."""
 
-    __slots__ = ("mm", "start", "end", "event", "flags", "owner", "started", "failed")
+    __slots__ = ("mm", "start", "end", "event", "flags", "owner", "failed")
 
     def __init__(self, mm: Any, start: int, end: int, *, event: str = MMU_NOTIFY_UNMAP,
                  flags: int = 0, owner: Any = None) -> None:
@@ -447,7 +445,8 @@ class MmuNotifierRange:
         self.event = event
         self.flags = flags
         self.owner = owner
-        self.started: list[MmuNotifier] | None = None
+        #: model-only: its non-blockable start failed (-EAGAIN), so its
+        #: callers must not call invalidate_range_end for it
         self.failed = False
 
     def __repr__(self) -> str:
@@ -866,7 +865,6 @@ async def mn_hlist_invalidate_range_start(mmn: MmuNotifierMm, range: MmuNotifier
             ret = _ret
         else:
             started.append(mn)
-    range.started = started
     if ret:
         range.failed = True
         if mmemu.mutant(MUTANT_NONBLOCK_NO_END):
@@ -1159,7 +1157,6 @@ async def __mmu_notifier_invalidate_range_start_modern(range: MmuNotifierRange) 
         ret = await mn_itree_invalidate(mmn, range)
         if ret:
             range.failed = True
-            range.started = []
             return ret
     return await mn_hlist_invalidate_range_start(mmn, range)
 
@@ -1238,9 +1235,8 @@ async def mmu_notifier_get_locked(ops: MmuNotifierOps, mm: Any) -> MmuNotifier |
         raise mmemu.ModelError("mmu_notifier_get: ops has no alloc_notifier")
     mn = ops.alloc_notifier(mm)
     mn.ops = ops
-    mn.mm = mm
-    mn.users = 1
-    ret = await __mmu_notifier_register(mn, mm)
+    _report(mm, "get_alloc", mn)
+    ret = await __mmu_notifier_register(mn, mm)  # mm, users = 1
     if ret:
         if ops.free_notifier is not None:
             ops.free_notifier(mn)
@@ -1335,17 +1331,18 @@ async def mmu_notifier_invalidate_range_end(mm: Any, start: int | None = None,
 
 
 async def mmu_notifier_invalidate_page(mm: Any, address: int) -> None:
-    """2.6.27 only.  In the modern generation ->invalidate_page no longer
-    exists: a call here is treated as a start/end pair over the page (the
-    converted call sites bracket the pte change themselves)."""
+    """2.6.27 only: ->invalidate_page was removed in v4.13, when its call
+    sites (try_to_unmap_one, page_mkclean_one, KSM's write_protect_page,
+    replace_page) started bracketing the pte change with range start/end.
+    In the modern generation a call is a ModelError, not a silent bracket:
+    the modern call sites of the model bracket themselves."""
+    if is_modern(mm):
+        raise mmemu.ModelError("mmu_notifier_invalidate_page does not exist in the modern "
+                               "notifier API (removed in v4.13): bracket the pte change with "
+                               "mmu_notifier_invalidate_range_start/end")
     if await _has_notifiers(mm, "mmu_notifier_invalidate_page"):
         with mmemu.span("mmu_notifier_invalidate_page"):
-            if is_modern(mm):
-                a = address & ~0xFFF
-                await mmu_notifier_invalidate_range_start(mm, a, a + 0x1000, event="CLEAR")
-                await mmu_notifier_invalidate_range_end(mm, a, a + 0x1000, event="CLEAR")
-            else:
-                await __mmu_notifier_invalidate_page(mm, address)
+            await __mmu_notifier_invalidate_page(mm, address)
         _report(mm, "page_invalidated", address)
 
 
@@ -1464,11 +1461,18 @@ async def do_mmu_notifier_register(mn: MmuNotifier | None, mm: Any, take_mmap_se
             await step("4. has_itree = true", writes=(mm_key(mm),))
             mmn.has_itree = True
         else:
+            # modern __mmu_notifier_register sets mm and users = 1 before the
+            # lock (the notifier is not visible yet); 2.6.27's struct has no
+            # mm field: the model keeps one in both generations.  users is
+            # stored under the lock here, where the lockset checker (which
+            # has no happens-before) sees it with the list change that
+            # publishes it -- the same thing, since nobody can see it before
+            mn.mm = mm
             await spin_lock(mmn.lock, label="4. spin_lock(mmu_notifier_mm->lock)")
             await step("4. hlist_add_head_rcu", **list_change(mmn))
             mmn.list.insert(0, mn)
             mn.hashed = True
-            mn.mm = mm
+            mn.users = 1
             _report(mm, "hashed", mn)
             await spin_unlock(mmn.lock, label="4. spin_unlock(mmu_notifier_mm->lock)")
         if locked:

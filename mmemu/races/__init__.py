@@ -19,8 +19,10 @@ for _pkg in (mmemu.kernel, mmemu.mm):
 from mmemu.races import _filters  # noqa: E402,F401  (driver-aware mutant filters)
 from mmemu.races import aging  # noqa: E402,F401
 from mmemu.races import aging_shapes  # noqa: E402,F401
+from mmemu.races import change_pte_shapes  # noqa: E402,F401
 from mmemu.races import cow  # noqa: E402,F401
 from mmemu.races import demo  # noqa: E402,F401
+from mmemu.races import device_fault_shapes  # noqa: E402,F401
 from mmemu.races import fork_shapes  # noqa: E402,F401
 from mmemu.races import interval_shapes  # noqa: E402,F401
 from mmemu.races import ksm  # noqa: E402,F401
@@ -44,3 +46,4 @@ from mmemu.races import swap_shapes  # noqa: E402,F401
 from mmemu.races import syscall_checks  # noqa: E402,F401
 from mmemu.races import vfork_shapes  # noqa: E402,F401
 from mmemu.races import walker_shapes  # noqa: E402,F401
+from mmemu.races import young_shapes  # noqa: E402,F401

@@ -40,3 +40,14 @@ def test_a_registration_adding_without_the_lock_is_a_data_race(
     assert "data race on mm1.mmu_notifier_mm->list" in f.message
     assert "'4. hlist_add_head_rcu' without holding spinlock mm1.mmu_notifier_mm->lock" \
         in f.message, f.message
+
+
+def test_a_get_that_does_not_find_the_registered_notifier_is_a_duplicate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # find_get_mmu_notifier's match skipped: B's mmu_notifier_get allocates
+    # a second notifier of GRU's ops while A's is still registered
+    f = assert_caught_in_process(
+        monkeypatch, SUITE, "mmemu.mm.mmu_notifier", "find_get_mmu_notifier",
+        (("if mn.ops is ops and mn.mm is mm:", "if False:"),),
+        "DuplicateNotifier", params={"driver": "gru", "api": "modern"})
+    assert "one notifier per ops and mm" in f.message, f.message
