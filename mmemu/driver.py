@@ -198,6 +198,7 @@ from mmemu.mm.mmu_notifier import (
     mmu_notifier_get,
     mmu_notifier_get_locked,
     mmu_notifier_put,
+    mmu_notifier_synchronize,
     mmu_notifier_range_blockable,
     mmu_notifier_register,
     mmu_notifier_unregister,
@@ -314,6 +315,18 @@ class Driver:
         """Register the notifier on ``mm`` (0, or -EINTR)."""
         self.bind(kernel, mm)
         return await mmu_notifier_register(self.mn, mm)
+
+    async def module_exit(self) -> None:
+        """The driver's module is unloaded, after its last ``detach``.  A
+        driver whose detach does not wait for its callbacks (its notifiers
+        come from ``mmu_notifier_get``: modern GRU, SVA) waits here for
+        the ``free_notifier`` callbacks that ``mmu_notifier_put`` queued
+        (``mmu_notifier_synchronize``, as gru_exit and the SMMUv3 SVA code
+        do): once this returns the module's code is gone
+        (``notifier:put-vs-module-exit``).  Others have nothing to wait for:
+        ``mmu_notifier_unregister`` returned only after every callback."""
+        if not self.detach_waits_for_callbacks(getattr(self.kernel, "api", "2.6.27")):
+            await mmu_notifier_synchronize()
 
     def bind(self, kernel: Any, mm: Any) -> None:
         """Make the driver ``mm``'s (``self.kernel``, ``self.mm``), check the
@@ -674,11 +687,11 @@ __all__ += [
     "atomic_inc_return", "atomic_read", "atomic_set", "atomic_t", "complete", "complete_all",
     "down_read", "down_read_trylock", "down_write", "fault_in", "find_vma", "get_page",
     "get_page_unless_zero", "get_user_pages", "guarded_by", "handle_mm_fault",
-    "mmget_not_zero", "mmput", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove", "mmu_interval_read_begin",
-    "mmu_interval_read_retry", "mmu_interval_set_seq", "mmu_notifier_get",
-    "mmu_notifier_get_locked", "mmu_notifier_put", "mmu_notifier_range_blockable",
-    "mmu_notifier_register", "mmu_notifier_unregister", "mutex_lock", "mutex_trylock",
-    "mutex_unlock", "page_site", "pmd_key", "pte_get", "pte_key", "put_page", "rcu_read_lock",
+    "mmget_not_zero", "mmput", "mmu_interval_notifier_insert", "mmu_interval_notifier_remove",
+    "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_set_seq",
+    "mmu_notifier_get", "mmu_notifier_get_locked", "mmu_notifier_put",
+    "mmu_notifier_range_blockable", "mmu_notifier_register", "mmu_notifier_synchronize",
+    "mmu_notifier_unregister", "mutex_lock", "mutex_trylock", "mutex_unlock", "page_site", "pmd_key", "pte_get", "pte_key", "put_page", "rcu_read_lock",
     "rcu_read_unlock", "spin_lock", "spin_trylock", "spin_unlock", "srcu_read_lock",
     "srcu_read_unlock", "synchronize_rcu", "synchronize_srcu", "up_read", "up_write",
     "wait_event", "wait_for_completion", "wake_up_all",

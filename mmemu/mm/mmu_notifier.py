@@ -1253,9 +1253,30 @@ async def mmu_notifier_get(ops: MmuNotifierOps, mm: Any) -> MmuNotifier | int:
         return ret
 
 
+#: mmu_notifier_synchronize found a free_notifier still queued
+SYNCHRONIZE_WAITED = "mmu_notifier_synchronize: waited for a queued free_notifier"
+
+
+def module_unloaded(module: str) -> None:
+    """Model-only: the code of ``module`` (the Python module of a driver's
+    callbacks) is gone, as a kernel module's text is after its exit
+    function returned.  A ``free_notifier`` of it that an SRCU callback
+    runs afterwards is a use-after-free: what mmu_notifier_synchronize in
+    the module's exit is for."""
+    current_simulation().data.setdefault("mmu_notifier.unloaded", set()).add(module)
+
+
 def _mmu_notifier_free_rcu(mn: MmuNotifier) -> None:
-    if mn.ops.free_notifier is not None:
-        mn.ops.free_notifier(mn)
+    free = mn.ops.free_notifier
+    if free is not None:
+        module = getattr(free, "__module__", None)
+        if module in current_simulation().data.get("mmu_notifier.unloaded", ()):
+            current_simulation().fail(NotifierUseAfterFree(
+                f"the SRCU callback of mmu_notifier_put runs {mn.__mmemu_name__}'s "
+                f"free_notifier after its module {module} was unloaded (the module's exit "
+                f"must wait for it: mmu_notifier_synchronize)"))
+            return
+        free(mn)
     mn.freed = True
 
 
@@ -1291,8 +1312,13 @@ async def mmu_notifier_put(mn: MmuNotifier) -> None:
 
 
 async def mmu_notifier_synchronize() -> None:
-    """srcu_barrier: every free_notifier queued by mmu_notifier_put has run."""
+    """srcu_barrier: every free_notifier queued by mmu_notifier_put has run.
+    A module whose notifiers come from mmu_notifier_get calls it in its exit
+    function (2c7933f53f6b, v5.4), so that no free_notifier runs after its
+    code is gone."""
     ss = mmu_notifier_srcu()
+    if ss.callbacks:
+        reach(SYNCHRONIZE_WAITED)
     while ss.callbacks:
         await synchronize_srcu(ss)
 
@@ -1578,7 +1604,7 @@ __all__ = [
     "mmu_interval_read_begin", "mmu_interval_read_retry", "mmu_interval_set_seq",
     "mmu_notifier_get", "mmu_notifier_get_locked", "mmu_notifier_invalidate_range_start_nonblock",
     "mmu_notifier_put", "mmu_notifier_range_blockable", "mmu_notifier_range_init",
-    "mmu_notifier_range_init_owner", "mmu_notifier_synchronize", "non_block",
+    "mmu_notifier_range_init_owner", "mmu_notifier_synchronize", "module_unloaded", "SYNCHRONIZE_WAITED", "non_block",
     "MUTANT_REGISTER_UNLOCKED", "MUTANT_RELEASE_AFTER_UNHASH", "MmuNotifier", "MmuNotifierMm",
     "MmuNotifierOps", "__mmu_notifier_register", "arch_invalidate_secondary_tlbs",
     "do_mmu_notifier_register", "mm_has_notifiers", "mm_key", "mmu_notifier_change_pte",

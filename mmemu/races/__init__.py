@@ -31,6 +31,7 @@ from mmemu.races import locks  # noqa: E402,F401
 from mmemu.races import lru_shapes  # noqa: E402,F401
 from mmemu.races import migrate_shapes  # noqa: E402,F401
 from mmemu.races import mm  # noqa: E402,F401
+from mmemu.races import module_shapes  # noqa: E402,F401
 from mmemu.races import modern  # noqa: E402,F401
 from mmemu.races import mprotect  # noqa: E402,F401
 from mmemu.races import notifier  # noqa: E402,F401
