@@ -43,8 +43,12 @@ def test_gru_is_installed_and_every_driver_suite_takes_it() -> None:
     assert load_driver("gru") is GruDriver
     assert issubclass(GruDriver, Driver)
     assert len(DRIVER_SUITES) >= 6
+    # GRU answers neither ->test_young nor ->change_pte: the suites of those
+    # callbacks are not for it
+    lacks = {"aging:scan-vs-zap", "ksm:change-pte-vs-guest-fault"}
     for name in DRIVER_SUITES:
-        assert GRU in get_scenario(name).combinations(), name
+        drivers = {c.get("driver") for c in get_scenario(name).combinations()}
+        assert ("gru" in drivers) == (name not in lacks), name
 
 
 def test_gru_runs_in_both_generations_with_the_ops_table_of_each() -> None:
