@@ -118,6 +118,15 @@ NO_OLDMM_LOCK = mmemu.register_mutant(
         "ptes again.  Without the lock a munmap or a fault of the parent runs between "
         "those reads (a step removed on purpose).")
 
+VFORK_NO_COMPLETE = mmemu.register_mutant(
+    "fork:vfork-no-complete",
+    "mm_release forgets complete(vfork_done): the vfork parent is never woken",
+    caught_as="Deadlock (the parent sleeps in do_fork's wait_for_completion forever)",
+    doc="A vfork parent sleeps in do_fork until the child is done with the shared mm; "
+        "mm_release, on the child's exit or exec, is the only place that wakes it "
+        "(complete(vfork_done), 2.6.27 kernel/fork.c).  A step removed on purpose, not "
+        "a kernel bug: the parent never runs again.")
+
 
 async def dup_mmap(mm: MmStruct, oldmm: MmStruct) -> int:
     """Copy ``oldmm``'s vmas and ptes into the new, empty ``mm`` (0)."""
@@ -214,8 +223,9 @@ async def mm_release(tsk: TaskStruct, mm: MmStruct) -> None:
     if vfork_done is not None:
         await step("C2. mm_release: tsk->vfork_done = NULL", writes=((tsk, "vfork_done"),))
         tsk.vfork_done = None
-        await complete(vfork_done, label="C2. mm_release: complete(vfork_done)")
+        if not mmemu.mutant(VFORK_NO_COMPLETE):
+            await complete(vfork_done, label="C2. mm_release: complete(vfork_done)")
 
 
-__all__ = ["CLONE_VFORK", "CLONE_VM", "NO_OLDMM_LOCK", "TaskStruct", "copy_mm", "do_fork",
+__all__ = ["CLONE_VFORK", "CLONE_VM", "NO_OLDMM_LOCK", "TaskStruct", "VFORK_NO_COMPLETE", "copy_mm", "do_fork",
            "dup_mm", "dup_mmap", "flush_tlb_mm", "mm_release"]

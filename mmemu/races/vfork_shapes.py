@@ -37,7 +37,8 @@ CHILD_TORE_DOWN = "vfork: the child's mmput dropped the last mm_users (exit_mmap
 PARENT_TORE_DOWN = "vfork: the parent's mmput dropped the last mm_users (exit_mmap)"
 
 
-@mmemu.scenario("fork:vfork-vs-exit", reaches=[PARENT_SLEPT, CHILD_TORE_DOWN, PARENT_TORE_DOWN])
+@mmemu.scenario("fork:vfork-vs-exit", catches=["fork:vfork-no-complete"],
+                reaches=[PARENT_SLEPT, CHILD_TORE_DOWN, PARENT_TORE_DOWN])
 async def vfork_vs_exit(sim: Any) -> None:
     """A process vforks; the child writes a page of its own on the shared mm
     and exits; the parent, once woken, reads its page and exits too.

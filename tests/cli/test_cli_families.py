@@ -59,6 +59,7 @@ CASES = [
          ("--driver", "kvm")),
     Case("swap", "swap:reclaim-anon-vs-guest-fault", "sva:no-flush", ("--driver", "sva")),
     Case("rmap", "rmap:vma-change-vs-aging", "rmap:referenced-no-i-mmap-lock"),
+    Case("fork", "fork:vfork-vs-exit", "fork:vfork-no-complete"),
 ]
 
 #: "free at #15 '...' on cpu1 (reclaim); alloc at #16 ..." in a page's history
