@@ -1154,26 +1154,24 @@ def wrote(key: Hashable, what: str) -> None:
     search does not (the step's declared accesses must cover the store, or
     ``touch`` it).  Outside a CPU's step it does nothing."""
     sim = _current
-    if sim is None or not sim._write_hooks:
-        return
-    cpu = sim.running
-    if cpu is None:
-        return
-    for hook in sim._write_hooks:
-        hook(cpu, key, what)
+    if sim is not None and sim._write_hooks:
+        _observed(sim, sim._write_hooks, key, what)
 
 
 def loaded(key: Hashable, what: str) -> None:
     """The running step reads ``key`` now; the ``on_load`` hooks see it.
     Observation only, as ``wrote``."""
     sim = _current
-    if sim is None or not sim._load_hooks:
-        return
+    if sim is not None and sim._load_hooks:
+        _observed(sim, sim._load_hooks, key, what)
+
+
+def _observed(sim: Simulation, hooks: list[Callable[[CPU, Hashable, str], None]],
+              key: Hashable, what: str) -> None:
     cpu = sim.running
-    if cpu is None:
-        return
-    for hook in sim._load_hooks:
-        hook(cpu, key, what)
+    if cpu is not None:
+        for hook in hooks:
+            hook(cpu, key, what)
 
 
 def touch(*, reads: Iterable[Hashable] = (), writes: Iterable[Hashable] = ()) -> None:
