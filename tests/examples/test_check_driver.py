@@ -47,7 +47,10 @@ def test_driver_suites_are_the_scenarios_with_a_driver_axis() -> None:
 def test_kvm_passes_every_driver_suite_under_both_apis() -> None:
     results = assert_driver_passes("kvm")
     assert {r.params.get("api", "2.6.27") for r in results} == {"2.6.27", "modern"}
-    assert {r.scenario for r in results} == {sc.name for sc in driver_suites()}
+    # every driver suite but those for what KVM lacks (a device fault of its
+    # own; a detach that does not wait for its callbacks)
+    assert {r.scenario for r in results} == {sc.name for sc in driver_suites()} - {
+        "notifier:exit-vs-device-fault", "notifier:put-vs-module-exit"}
     assert all(r.params["driver"] == "kvm" for r in results)
     # the default is the suites' own bound (unbounded unless declared), exhausted
     bounds = {sc.name: sc.max_preemptions for sc in driver_suites()}
